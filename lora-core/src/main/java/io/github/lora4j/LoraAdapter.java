@@ -1,0 +1,95 @@
+package io.github.lora4j;
+
+import java.util.Objects;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.api.rng.Random;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * One named adapter of a {@link LoraLinear}: {@code A [r, in]}, {@code B [out, r]}, their gradient
+ * buffers and the configuration they were made with.
+ *
+ * <p>The arrays returned here are the live parameters, not copies: an optimizer updates them in place
+ * (see {@code io.github.lora4j.train}). Do that only through
+ * {@link LoraLinear#updateTrainable(java.util.function.Consumer)}, which refuses while the adapter is
+ * merged into {@code W}; writing them directly while merged would make the next unmerge wrong.
+ */
+public final class LoraAdapter {
+
+    private final String name;
+    private final LoraConfig config;
+    private final INDArray a;
+    private final INDArray b;
+    private final INDArray gradA;
+    private final INDArray gradB;
+    private Random dropoutRng;
+
+    LoraAdapter(String name, LoraConfig config, INDArray a, INDArray b) {
+        this.name = Objects.requireNonNull(name, "name");
+        this.config = Objects.requireNonNull(config, "config");
+        this.a = a;
+        this.b = b;
+        // c-order and contiguous: ND4J's updaters silently skip anything else.
+        this.gradA = Nd4j.zeros(a.dataType(), a.shape());
+        this.gradB = Nd4j.zeros(b.dataType(), b.shape());
+    }
+
+    /** The adapter's name, unique within its layer. */
+    public String name() {
+        return name;
+    }
+
+    /** The configuration the adapter was created with. */
+    public LoraConfig config() {
+        return config;
+    }
+
+    /** Rank {@code r}. */
+    public int rank() {
+        return config.rank();
+    }
+
+    /** Scaling {@code s} of the update: {@code alpha / r}, or {@code alpha / sqrt(r)} with rsLoRA. */
+    public double scaling() {
+        return config.scaling();
+    }
+
+    /** Live {@code A}, shape {@code [r, in]}. */
+    public INDArray a() {
+        return a;
+    }
+
+    /** Live {@code B}, shape {@code [out, r]}. */
+    public INDArray b() {
+        return b;
+    }
+
+    /** Accumulated {@code dL/dA}, shape {@code [r, in]}, c-order; cleared by {@link LoraLinear#zeroGrad()}. */
+    public INDArray gradA() {
+        return gradA;
+    }
+
+    /** Accumulated {@code dL/dB}, shape {@code [out, r]}, c-order; cleared by {@link LoraLinear#zeroGrad()}. */
+    public INDArray gradB() {
+        return gradB;
+    }
+
+    /** Trainable parameters of this adapter: {@code r·(in + out)}. */
+    public long parameterCount() {
+        return a.length() + b.length();
+    }
+
+    /** The dropout mask stream, created on first use and seeded from the config. */
+    Random dropoutRng() {
+        if (dropoutRng == null) {
+            dropoutRng = Nd4j.getRandomFactory().getNewRandomInstance(config.seed() ^ 0x5DEECE66DL);
+        }
+        return dropoutRng;
+    }
+
+    @Override
+    public String toString() {
+        return "LoraAdapter{name=" + name + ", A=" + java.util.Arrays.toString(a.shape()) + ", B="
+                + java.util.Arrays.toString(b.shape()) + ", scaling=" + scaling() + "}";
+    }
+}

@@ -1,0 +1,183 @@
+package io.github.lora4j;
+
+import java.util.Objects;
+
+/**
+ * Immutable configuration of one LoRA adapter; validated when built.
+ *
+ * <p>Defaults match PEFT: {@code rank = 8}, {@code alpha = 8}, {@code dropout = 0},
+ * {@code rsLora = false}, {@code init = KAIMING_UNIFORM}; the seed defaults to {@value #DEFAULT_SEED}.
+ *
+ * <pre>{@code
+ * LoraConfig cfg = LoraConfig.builder().rank(16).alpha(32).dropout(0.05).build();
+ * double s = cfg.scaling();   // 32 / 16 = 2.0
+ * }</pre>
+ */
+public final class LoraConfig {
+
+    /** Default rank {@code r}, as in PEFT. */
+    public static final int DEFAULT_RANK = 8;
+    /** Default {@code lora_alpha}, as in PEFT. */
+    public static final double DEFAULT_ALPHA = 8.0;
+    /** Default seed of the initialisation and dropout random streams. */
+    public static final long DEFAULT_SEED = 42L;
+
+    private static final LoraConfig DEFAULTS = builder().build();
+
+    private final int rank;
+    private final double alpha;
+    private final double dropout;
+    private final boolean rsLora;
+    private final LoraInit init;
+    private final long seed;
+
+    private LoraConfig(Builder b) {
+        this.rank = b.rank;
+        this.alpha = b.alpha;
+        this.dropout = b.dropout;
+        this.rsLora = b.rsLora;
+        this.init = b.init;
+        this.seed = b.seed;
+    }
+
+    /** A builder holding the defaults. */
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /** The configuration with every default: {@code r = 8, alpha = 8}, no dropout, kaiming-uniform init. */
+    public static LoraConfig defaults() {
+        return DEFAULTS;
+    }
+
+    /** A builder pre-filled with this configuration's values, to derive a variant. */
+    public Builder toBuilder() {
+        return new Builder().rank(rank).alpha(alpha).dropout(dropout).rsLora(rsLora).init(init).seed(seed);
+    }
+
+    /** Rank {@code r} of the update {@code B·A}: {@code A} is {@code [r, in]}, {@code B} is {@code [out, r]}; at least 1. */
+    public int rank() {
+        return rank;
+    }
+
+    /** PEFT's {@code lora_alpha}: the numerator of the scaling; finite and positive. */
+    public double alpha() {
+        return alpha;
+    }
+
+    /** Probability of zeroing an input element on the LoRA path in training mode; in {@code [0, 1)}. */
+    public double dropout() {
+        return dropout;
+    }
+
+    /** Whether the scaling is {@code alpha / sqrt(r)} (rank-stabilised LoRA) instead of {@code alpha / r}. */
+    public boolean rsLora() {
+        return rsLora;
+    }
+
+    /** Initialisation scheme of {@code A} and {@code B}. */
+    public LoraInit init() {
+        return init;
+    }
+
+    /** Seed of the initialisation draw and of the dropout masks. */
+    public long seed() {
+        return seed;
+    }
+
+    /** The factor {@code s} in {@code h = W x + b + s·B A x}: {@code alpha / r}, or {@code alpha / sqrt(r)} with rsLoRA. */
+    public double scaling() {
+        return rsLora ? alpha / Math.sqrt(rank) : alpha / rank;
+    }
+
+    @Override
+    public boolean equals(Object o) {
+        if (this == o) {
+            return true;
+        }
+        if (!(o instanceof LoraConfig)) {
+            return false;
+        }
+        LoraConfig c = (LoraConfig) o;
+        return rank == c.rank && Double.compare(alpha, c.alpha) == 0 && Double.compare(dropout, c.dropout) == 0
+                && rsLora == c.rsLora && init == c.init && seed == c.seed;
+    }
+
+    @Override
+    public int hashCode() {
+        return Objects.hash(rank, alpha, dropout, rsLora, init, seed);
+    }
+
+    @Override
+    public String toString() {
+        return "LoraConfig{rank=" + rank + ", alpha=" + alpha + ", dropout=" + dropout + ", rsLora=" + rsLora
+                + ", init=" + init + ", seed=" + seed + ", scaling=" + scaling() + "}";
+    }
+
+    /**
+     * Builds a {@link LoraConfig}. Each setter validates its argument at once and throws
+     * {@link IllegalArgumentException} naming the field, the value and the allowed range, so a bad
+     * value is reported where it was written.
+     */
+    public static final class Builder {
+        private int rank = DEFAULT_RANK;
+        private double alpha = DEFAULT_ALPHA;
+        private double dropout = 0.0;
+        private boolean rsLora = false;
+        private LoraInit init = LoraInit.KAIMING_UNIFORM;
+        private long seed = DEFAULT_SEED;
+
+        private Builder() {
+        }
+
+        /** Rank {@code r >= 1} (default 8). */
+        public Builder rank(int rank) {
+            if (rank < 1) {
+                throw new IllegalArgumentException("rank must be >= 1, got " + rank);
+            }
+            this.rank = rank;
+            return this;
+        }
+
+        /** {@code lora_alpha}, finite and {@code > 0} (default 8). */
+        public Builder alpha(double alpha) {
+            if (!(alpha > 0) || Double.isInfinite(alpha)) {
+                throw new IllegalArgumentException("alpha must be finite and > 0, got " + alpha);
+            }
+            this.alpha = alpha;
+            return this;
+        }
+
+        /** Dropout probability on the LoRA input path, in {@code [0, 1)} (default 0). */
+        public Builder dropout(double dropout) {
+            if (!(dropout >= 0 && dropout < 1)) {
+                throw new IllegalArgumentException("dropout must be in [0, 1), got " + dropout);
+            }
+            this.dropout = dropout;
+            return this;
+        }
+
+        /** Use {@code alpha / sqrt(r)} as the scaling (default false: {@code alpha / r}). */
+        public Builder rsLora(boolean rsLora) {
+            this.rsLora = rsLora;
+            return this;
+        }
+
+        /** Initialisation scheme, not null (default {@link LoraInit#KAIMING_UNIFORM}). */
+        public Builder init(LoraInit init) {
+            this.init = Objects.requireNonNull(init, "init must not be null");
+            return this;
+        }
+
+        /** Seed of initialisation and dropout (default {@value LoraConfig#DEFAULT_SEED}). */
+        public Builder seed(long seed) {
+            this.seed = seed;
+            return this;
+        }
+
+        /** The validated, immutable configuration. */
+        public LoraConfig build() {
+            return new LoraConfig(this);
+        }
+    }
+}

@@ -1,0 +1,810 @@
+package io.github.lora4j;
+
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.SplittableRandom;
+import java.util.concurrent.locks.Lock;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+import java.util.function.Consumer;
+import java.util.function.Supplier;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.api.ops.random.impl.BernoulliDistribution;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * A linear layer with a frozen weight and LoRA adapters:
+ * {@code y = x W^T + b + s·(dropout(x) A^T) B^T}, with {@code W [out, in]}, {@code A [r, in]},
+ * {@code B [out, r]} and {@code s} the adapter's {@link LoraConfig#scaling() scaling}.
+ *
+ * <pre>{@code
+ * LoraLinear layer = LoraLinear.wrap(weight, bias, LoraConfig.builder().rank(8).alpha(16).build());
+ * layer.train();
+ * INDArray y = layer.forward(x);            // [n, in] -> [n, out]
+ * INDArray dx = layer.backward(dLdy);       // fills layer.adapter("default").gradA() / gradB()
+ * layer.merge();                            // W += s·B·A, for inference at base cost
+ * }</pre>
+ *
+ * <h2>Who may change what</h2>
+ * <ul>
+ *   <li>{@code W} and {@code b} are referenced, not copied. Nothing in lora4j writes them except
+ *       {@link #merge()} / {@link #unmerge()}, which change {@code W} in place and say so. Training never
+ *       touches them, and no gradient buffer for {@code W} exists. Callers must not modify {@code W} while it
+ *       is wrapped.</li>
+ *   <li>{@code A} and {@code B} of each adapter are the trainable parameters; update them through
+ *       {@link #updateTrainable(Consumer)} or {@link #setAdapterWeights}, both refused while merged.</li>
+ * </ul>
+ *
+ * <h2>Data types and shapes</h2>
+ * {@code W} is FLOAT or DOUBLE; bias, adapters, inputs and gradients must have the same data type (a
+ * mismatch is an error, never a silent cast). Inputs are {@code [n, in]} or {@code [..., in]}; leading
+ * dimensions are folded into {@code n} and restored on the output.
+ *
+ * <h2>Threading</h2>
+ * Inference may run on many threads: {@link #forward} in eval mode only reads, under a shared lock.
+ * Everything that changes state ({@code merge}, {@code unmerge}, adapter switches, weight updates,
+ * {@code backward}) takes the exclusive lock, so a concurrent {@code forward} sees {@code W} and the
+ * active adapter either entirely before or entirely after the change, never half-merged or mixed.
+ * Training ({@code forward} in training mode followed by {@code backward}) keeps one forward cache per layer
+ * and belongs on one thread.
+ *
+ * <h2>Errors</h2>
+ * Bad arguments throw {@link IllegalArgumentException}, calls in the wrong state
+ * {@link IllegalStateException}; each names what was expected and what came, and leaves the layer as it was.
+ */
+public final class LoraLinear {
+
+    /** Name of the adapter that {@link #wrap} adds. */
+    public static final String DEFAULT_ADAPTER = "default";
+
+    private final INDArray weight;
+    private final INDArray bias;
+    private final WeightLayout layout;
+    private final long in;
+    private final long out;
+    private final DataType dataType;
+    private final double maxAbsWeight;
+
+    private final Map<String, LoraAdapter> adapters = new LinkedHashMap<>();
+    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+    private String active;
+    private boolean enabled = true;
+    private volatile boolean training;
+    private Merged merged;
+    private ForwardCache cache;
+
+    private LoraLinear(INDArray weight, INDArray bias, WeightLayout layout) {
+        this.weight = weight;
+        this.layout = layout;
+        this.out = layout == WeightLayout.OUT_IN ? weight.rows() : weight.columns();
+        this.in = layout == WeightLayout.OUT_IN ? weight.columns() : weight.rows();
+        this.dataType = weight.dataType();
+        this.bias = bias == null ? null : bias.reshape(1, out);
+        this.maxAbsWeight = weight.amaxNumber().doubleValue();
+    }
+
+    /**
+     * Wraps a linear layer with weight {@code [out, in]} and adds one adapter named {@value #DEFAULT_ADAPTER}.
+     *
+     * @param weight frozen weight {@code [out, in]}, FLOAT or DOUBLE, finite; referenced, not copied
+     * @param bias   frozen bias {@code [out]} (or {@code [1, out]}) of the weight's data type, or null
+     * @param config configuration of the {@value #DEFAULT_ADAPTER} adapter
+     * @throws IllegalArgumentException naming the offending argument, expected vs actual
+     */
+    public static LoraLinear wrap(INDArray weight, INDArray bias, LoraConfig config) {
+        return wrap(weight, bias, config, WeightLayout.OUT_IN);
+    }
+
+    /**
+     * Wraps a linear layer whose weight is stored in {@code layout} and adds one adapter named
+     * {@value #DEFAULT_ADAPTER}. With {@link WeightLayout#IN_OUT} the weight is {@code [in, out]}
+     * (PEFT's {@code fan_in_fan_out}); it is used through transpose flags, never copied.
+     */
+    public static LoraLinear wrap(INDArray weight, INDArray bias, LoraConfig config, WeightLayout layout) {
+        Objects.requireNonNull(config, "config must not be null");
+        LoraLinear layer = base(weight, bias, layout);
+        layer.addAdapter(DEFAULT_ADAPTER, config);
+        layer.active = DEFAULT_ADAPTER;
+        return layer;
+    }
+
+    /**
+     * Wraps a linear layer without adding any adapter: until one is added and activated, the output is the
+     * base layer's. Useful when adapters are loaded from files.
+     */
+    public static LoraLinear base(INDArray weight, INDArray bias, WeightLayout layout) {
+        Objects.requireNonNull(layout, "layout must not be null");
+        checkWeight(weight, layout);
+        checkBias(bias, weight, layout == WeightLayout.OUT_IN ? weight.rows() : weight.columns());
+        return new LoraLinear(weight, bias, layout);
+    }
+
+    // ---------------------------------------------------------------- shapes and parameters
+
+    /** Input features {@code in}. */
+    public long inFeatures() {
+        return in;
+    }
+
+    /** Output features {@code out}. */
+    public long outFeatures() {
+        return out;
+    }
+
+    /** Data type of {@code W}, and so of everything the layer accepts and returns. */
+    public DataType dataType() {
+        return dataType;
+    }
+
+    /** How {@code W} is stored. */
+    public WeightLayout layout() {
+        return layout;
+    }
+
+    /** The frozen weight itself (not a copy), in its {@link #layout()}; only merge/unmerge change it. */
+    public INDArray weight() {
+        return weight;
+    }
+
+    /** The frozen bias as {@code [1, out]} (a view of the wrapped array), or null. */
+    public INDArray bias() {
+        return bias;
+    }
+
+    /** Parameters that training updates: {@code r·(in + out)} of the active adapter, 0 with none active. */
+    public long trainableParameterCount() {
+        return shared(() -> active == null ? 0L : adapters.get(active).parameterCount());
+    }
+
+    /** Parameters of all adapters on this layer, active or not. */
+    public long adapterParameterCount() {
+        return shared(() -> adapters.values().stream().mapToLong(LoraAdapter::parameterCount).sum());
+    }
+
+    /** All parameters: {@code in·out}, the bias, and every adapter's {@code r·(in + out)}. */
+    public long totalParameterCount() {
+        return in * out + (bias == null ? 0 : out) + adapterParameterCount();
+    }
+
+    // ---------------------------------------------------------------- adapters
+
+    /**
+     * Adds an adapter, initialised per {@code config.init()}; the active adapter does not change.
+     *
+     * @throws IllegalArgumentException if the name is blank or taken, or the rank exceeds {@code min(in, out)}
+     */
+    public void addAdapter(String name, LoraConfig config) {
+        checkName(name);
+        Objects.requireNonNull(config, "config must not be null");
+        checkRank(config.rank());
+        INDArray[] ab = initialWeights(config);
+        exclusive(() -> {
+            if (adapters.containsKey(name)) {
+                throw new IllegalArgumentException("adapter '" + name + "' already exists; known adapters: "
+                        + adapters.keySet());
+            }
+            adapters.put(name, new LoraAdapter(name, config, ab[0], ab[1]));
+        });
+    }
+
+    /**
+     * Makes {@code name} the adapter used by forward, backward, training and merge.
+     *
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    while another adapter is merged into {@code W}
+     */
+    public void setActiveAdapter(String name) {
+        exclusive(() -> {
+            requireAdapter(name);
+            if (merged != null && !merged.adapter.name().equals(name)) {
+                throw new IllegalStateException("cannot activate adapter '" + name + "' while adapter '"
+                        + merged.adapter.name() + "' is merged into W; unmerge() first");
+            }
+            if (!name.equals(active)) {
+                cache = null;
+            }
+            active = name;
+        });
+    }
+
+    /** Name of the active adapter, or null when none is (the layer then computes the base output). */
+    public String activeAdapter() {
+        return shared(() -> active);
+    }
+
+    /** Names of all adapters, in the order they were added. */
+    public List<String> adapterNames() {
+        return shared(() -> Collections.unmodifiableList(new ArrayList<>(adapters.keySet())));
+    }
+
+    /** The adapter called {@code name}, with its live parameters and gradients. */
+    public LoraAdapter adapter(String name) {
+        return shared(() -> requireAdapter(name));
+    }
+
+    /** Live {@code A [r, in]} of adapter {@code name}. */
+    public INDArray loraA(String name) {
+        return adapter(name).a();
+    }
+
+    /** Live {@code B [out, r]} of adapter {@code name}. */
+    public INDArray loraB(String name) {
+        return adapter(name).b();
+    }
+
+    /**
+     * Removes an adapter. Deleting the active adapter leaves no adapter active (base output), rather than
+     * silently switching to another.
+     *
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    if that adapter is merged into {@code W}
+     */
+    public void deleteAdapter(String name) {
+        exclusive(() -> {
+            requireAdapter(name);
+            if (merged != null && merged.adapter.name().equals(name)) {
+                throw new IllegalStateException("cannot delete adapter '" + name
+                        + "' while it is merged into W; unmerge() first");
+            }
+            adapters.remove(name);
+            if (name.equals(active)) {
+                active = null;
+                cache = null;
+            }
+        });
+    }
+
+    /**
+     * Copies {@code a [r, in]} and {@code b [out, r]} into adapter {@code name}.
+     *
+     * @throws IllegalArgumentException for an unknown name, a wrong shape or data type, or a NaN/infinite value
+     * @throws IllegalStateException    if that adapter is merged into {@code W}
+     */
+    public void setAdapterWeights(String name, INDArray a, INDArray b) {
+        Objects.requireNonNull(a, "a must not be null");
+        Objects.requireNonNull(b, "b must not be null");
+        exclusive(() -> {
+            LoraAdapter adapter = requireAdapter(name);
+            checkArray("A of adapter '" + name + "'", a, adapter.a().shape());
+            checkArray("B of adapter '" + name + "'", b, adapter.b().shape());
+            requireUnmerged(adapter, "set the weights of");
+            adapter.a().assign(a);
+            adapter.b().assign(b);
+            cache = null;
+        });
+    }
+
+    /**
+     * Turns all adapters off: {@link #forward} then returns exactly the base layer's output.
+     *
+     * @throws IllegalStateException while an adapter is merged (its update is inside {@code W})
+     */
+    public void disableAdapters() {
+        exclusive(() -> {
+            if (merged != null) {
+                throw new IllegalStateException("cannot disable adapters while adapter '" + merged.adapter.name()
+                        + "' is merged into W; unmerge() first");
+            }
+            enabled = false;
+            cache = null;
+        });
+    }
+
+    /** Turns adapters back on after {@link #disableAdapters()}. */
+    public void enableAdapters() {
+        exclusive(() -> {
+            enabled = true;
+            cache = null;
+        });
+    }
+
+    /** Whether adapters take part in the forward pass. */
+    public boolean adaptersEnabled() {
+        return shared(() -> enabled);
+    }
+
+    // ---------------------------------------------------------------- modes
+
+    /** Training mode: dropout on the LoRA path, and {@link #forward} keeps what {@link #backward} needs. */
+    public LoraLinear train() {
+        training = true;
+        return this;
+    }
+
+    /** Evaluation mode (the initial mode): no dropout, nothing cached, forward may run on many threads. */
+    public LoraLinear eval() {
+        training = false;
+        exclusive(() -> cache = null);
+        return this;
+    }
+
+    /** Whether the layer is in training mode. */
+    public boolean isTraining() {
+        return training;
+    }
+
+    // ---------------------------------------------------------------- forward and backward
+
+    /**
+     * Computes {@code y = x W^T + b + s·(dropout(x) A^T) B^T} with the active adapter (dropout in training mode only).
+     * The merged path is a single gemm; the unmerged path adds two thin gemms accumulated into {@code y}.
+     *
+     * <p>In training mode the input is referenced until {@link #backward}: do not modify it in between.
+     *
+     * @param input {@code [n, in]} or {@code [..., in]}, of the layer's data type
+     * @return a new array {@code [n, out]} (or {@code [..., out]})
+     */
+    public INDArray forward(INDArray input) {
+        checkInput(input);
+        Lock l = lock.readLock();
+        l.lock();
+        try {
+            boolean train = training;
+            long[] outputShape = outputShape(input.shape());
+            INDArray x = fold(input, in);
+            long n = x.rows();
+            if (n == 0) {
+                return Nd4j.create(dataType, outputShape);
+            }
+            INDArray y = Nd4j.createUninitialized(dataType, n, out);
+            baseProduct(x, y);
+            LoraAdapter adapter = merged == null && enabled && active != null ? adapters.get(active) : null;
+            LoraPath path = adapter == null ? null : addLoraPath(adapter, x, y, train);
+            if (train) {
+                cache = new ForwardCache(adapter, x, path, input.shape(), outputShape);
+            }
+            return y.reshape('c', outputShape);
+        } finally {
+            l.unlock();
+        }
+    }
+
+    /**
+     * Back-propagates {@code gradOutput = dL/dy} through the last training-mode {@link #forward}: returns
+     * {@code dL/dx} and adds {@code dL/dA}, {@code dL/dB} into the active adapter's gradients. {@code W} gets no
+     * gradient. Consumes the forward cache: each forward supports one backward.
+     *
+     * @param gradOutput same shape and data type as that forward's output
+     * @throws IllegalStateException    when merged, or without a preceding training-mode forward
+     * @throws IllegalArgumentException for a wrong shape or data type
+     */
+    public INDArray backward(INDArray gradOutput) {
+        Objects.requireNonNull(gradOutput, "gradOutput must not be null");
+        return exclusiveGet(() -> {
+            if (merged != null) {
+                throw new IllegalStateException("backward is refused while adapter '" + merged.adapter.name()
+                        + "' is merged into W (its parameters would not see the gradient); unmerge() first");
+            }
+            ForwardCache c = cache;
+            if (c == null) {
+                throw new IllegalStateException("backward needs a forward in training mode first (call train(), "
+                        + "then forward(x)); no forward cache is present");
+            }
+            if (gradOutput.dataType() != dataType) {
+                throw new IllegalArgumentException("gradOutput data type: expected " + dataType + ", got "
+                        + gradOutput.dataType());
+            }
+            if (!Arrays.equals(gradOutput.shape(), c.outputShape)) {
+                throw new IllegalArgumentException("gradOutput shape: expected " + Arrays.toString(c.outputShape)
+                        + " (the forward output's), got " + Arrays.toString(gradOutput.shape()));
+            }
+            cache = null;
+            INDArray g = fold(gradOutput, out);
+            long n = g.rows();
+            INDArray dx = Nd4j.createUninitialized(dataType, n, in);
+            // dx = g W  (the base path; W [out, in] needs no transpose, W [in, out] does)
+            Nd4j.gemm(g, weight, dx, false, layout == WeightLayout.IN_OUT, 1.0, 0.0);
+            LoraAdapter adapter = c.adapter;
+            LoraPath p = c.path;
+            if (adapter != null) {
+                double s = adapter.scaling();
+                INDArray gB = Nd4j.createUninitialized(dataType, n, adapter.rank());
+                Nd4j.gemm(g, adapter.b(), gB, false, false, 1.0, 0.0);                  // gB = g B        [n, r]
+                Nd4j.gemm(g, p.u, adapter.gradB(), true, false, s, 1.0);                // dB += s g^T u   [out, r]
+                Nd4j.gemm(gB, p.xLora, adapter.gradA(), true, false, s * p.xScale, 1.0); // dA += s gB^T x  [r, in]
+                if (p.mask == null) {
+                    Nd4j.gemm(gB, adapter.a(), dx, false, false, s, 1.0);              // dx += s gB A
+                } else {
+                    INDArray t = Nd4j.createUninitialized(dataType, n, in);
+                    Nd4j.gemm(gB, adapter.a(), t, false, false, s * p.xScale, 0.0);
+                    dx.addi(t.muli(p.mask));
+                }
+            }
+            return dx.reshape('c', c.inputShape);
+        });
+    }
+
+    /** Clears the accumulated gradients of every adapter. */
+    public void zeroGrad() {
+        exclusive(() -> {
+            for (LoraAdapter a : adapters.values()) {
+                a.gradA().assign(0);
+                a.gradB().assign(0);
+            }
+        });
+    }
+
+    /**
+     * Runs {@code update} on the active adapter under the layer's exclusive lock: the way an optimizer changes
+     * {@code A} and {@code B} in place. Does nothing when no adapter is active or adapters are disabled.
+     *
+     * @throws IllegalStateException while merged: changing A or B then would make the next unmerge wrong
+     */
+    public void updateTrainable(Consumer<LoraAdapter> update) {
+        Objects.requireNonNull(update, "update must not be null");
+        exclusive(() -> {
+            if (merged != null) {
+                throw new IllegalStateException("training is refused while adapter '" + merged.adapter.name()
+                        + "' is merged into W; unmerge() first");
+            }
+            if (enabled && active != null) {
+                update.accept(adapters.get(active));
+                cache = null;
+            }
+        });
+    }
+
+    // ---------------------------------------------------------------- merge
+
+    /** {@link #merge(MergeMode) Merges} the active adapter the {@link MergeMode#EXACT exact} way. */
+    public void merge() {
+        merge(MergeMode.EXACT);
+    }
+
+    /**
+     * Folds the active adapter into {@code W} in place: {@code W += s·B·A} ({@code W^T += ...} for
+     * {@link WeightLayout#IN_OUT}). Afterwards forward costs one gemm; backward and training are refused until
+     * {@link #unmerge()}. No {@code [out, in]} temporary is allocated.
+     *
+     * @throws IllegalStateException if an adapter is already merged, no adapter is active, adapters are
+     *                               disabled, or the result would not be finite; {@code W} is then unchanged
+     */
+    public void merge(MergeMode mode) {
+        Objects.requireNonNull(mode, "mode must not be null");
+        exclusive(() -> {
+            if (merged != null) {
+                throw new IllegalStateException("adapter '" + merged.adapter.name()
+                        + "' is already merged into W; unmerge() before merging again");
+            }
+            if (!enabled) {
+                throw new IllegalStateException("cannot merge while adapters are disabled; enableAdapters() first");
+            }
+            if (active == null) {
+                throw new IllegalStateException("no active adapter to merge; adapters: " + adapters.keySet());
+            }
+            LoraAdapter adapter = adapters.get(active);
+            if (!isFinite(adapter.a()) || !isFinite(adapter.b())) {
+                throw new IllegalStateException("cannot merge adapter '" + adapter.name()
+                        + "': its A or B holds NaN or infinity (diverged training?); W left unchanged");
+            }
+            double s = adapter.scaling();
+            ExactMerge.Record record = null;
+            MergeMode done = mode;
+            if (mode == MergeMode.FAST && fastMergeCannotOverflow(adapter)) {
+                deltaInto(weight, adapter, s);
+            } else {
+                record = ExactMerge.merge(weight, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), s);
+                done = MergeMode.EXACT;
+            }
+            merged = new Merged(adapter, done, record);
+            cache = null;
+        });
+    }
+
+    /**
+     * Takes the merged adapter out of {@code W} again. After an {@link MergeMode#EXACT} merge {@code W} is bitwise
+     * what it was; after a {@link MergeMode#FAST} one it may differ by an ulp of the merged values.
+     *
+     * @throws IllegalStateException if nothing is merged
+     */
+    public void unmerge() {
+        exclusive(() -> {
+            if (merged == null) {
+                throw new IllegalStateException("no adapter is merged into W; nothing to unmerge");
+            }
+            LoraAdapter adapter = merged.adapter;
+            double s = adapter.scaling();
+            if (merged.record != null) {
+                ExactMerge.unmerge(weight, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), s, merged.record);
+            } else {
+                deltaInto(weight, adapter, -s);
+            }
+            merged = null;
+        });
+    }
+
+    /** Whether an adapter is merged into {@code W}. */
+    public boolean isMerged() {
+        return shared(() -> merged != null);
+    }
+
+    /** The mode of the current merge, or null when not merged. */
+    public MergeMode mergeMode() {
+        return shared(() -> merged == null ? null : merged.mode);
+    }
+
+    /**
+     * Bytes that the current exact merge keeps to make unmerge bit-exact (the remembered elements), 0 for a fast
+     * merge or when not merged. Compare with {@code W}'s own {@code in·out·bytesPerElement}.
+     */
+    public long exactMergeBytes() {
+        return shared(() -> merged == null || merged.record == null ? 0L : merged.record.bytes());
+    }
+
+    /**
+     * A new array {@code W + s·B·A} of the active adapter (PEFT's merge-and-unload), in {@code W}'s layout,
+     * without touching the layer. With no active adapter, adapters disabled, or the adapter already merged, it is
+     * a copy of {@code W}.
+     */
+    public INDArray mergedWeight() {
+        return shared(() -> {
+            INDArray w = weight.dup('c');
+            if (merged == null && enabled && active != null) {
+                LoraAdapter adapter = adapters.get(active);
+                deltaInto(w, adapter, adapter.scaling());
+            }
+            return w;
+        });
+    }
+
+    @Override
+    public String toString() {
+        return shared(() -> "LoraLinear{in=" + in + ", out=" + out + ", dataType=" + dataType + ", layout=" + layout
+                + ", bias=" + (bias != null) + ", adapters=" + adapters.keySet() + ", active=" + active
+                + ", enabled=" + enabled + ", merged=" + (merged == null ? "no" : merged.adapter.name() + " (" + merged.mode + ")")
+                + ", training=" + training + "}");
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    /** y = x W^T (+ b), written into y. */
+    private void baseProduct(INDArray x, INDArray y) {
+        Nd4j.gemm(x, weight, y, false, layout == WeightLayout.OUT_IN, 1.0, 0.0);
+        if (bias != null) {
+            y.addiRowVector(bias);
+        }
+    }
+
+    /** y += s·(dropout(x) A^T) B^T, fused into two gemms; returns what backward needs. */
+    private LoraPath addLoraPath(LoraAdapter adapter, INDArray x, INDArray y, boolean train) {
+        INDArray xLora = x;
+        INDArray mask = null;
+        double xScale = 1.0;
+        double p = adapter.config().dropout();
+        if (train && p > 0) {
+            mask = Nd4j.createUninitialized(dataType, x.shape());
+            Nd4j.getExecutioner().exec(new BernoulliDistribution(mask, 1.0 - p), adapter.dropoutRng());
+            xLora = x.mul(mask);
+            xScale = 1.0 / (1.0 - p); // inverted dropout, folded into gemm's alpha
+        }
+        INDArray u = Nd4j.createUninitialized(dataType, x.rows(), adapter.rank());
+        Nd4j.gemm(xLora, adapter.a(), u, false, true, xScale, 0.0);              // u = x A^T           [n, r]
+        Nd4j.gemm(u, adapter.b(), y, false, true, adapter.scaling(), 1.0);       // y += s u B^T        [n, out]
+        return new LoraPath(xLora, mask, u, xScale);
+    }
+
+    /** target += scale·B·A in W's layout: one gemm, accumulated in place. */
+    private void deltaInto(INDArray target, LoraAdapter adapter, double scale) {
+        if (layout == WeightLayout.OUT_IN) {
+            Nd4j.gemm(adapter.b(), adapter.a(), target, false, false, scale, 1.0);
+        } else {
+            Nd4j.gemm(adapter.a(), adapter.b(), target, true, true, scale, 1.0);
+        }
+    }
+
+    /** |W + s·B·A| <= max|W| + s·r·max|A|·max|B|: below the type's largest value, no element can overflow. */
+    private boolean fastMergeCannotOverflow(LoraAdapter adapter) {
+        double bound = maxAbsWeight + Math.abs(adapter.scaling()) * adapter.rank()
+                * adapter.a().amaxNumber().doubleValue() * adapter.b().amaxNumber().doubleValue();
+        double limit = dataType == DataType.DOUBLE ? Double.MAX_VALUE : Float.MAX_VALUE;
+        return bound < limit * 0.5;
+    }
+
+    private INDArray[] initialWeights(LoraConfig config) {
+        int r = config.rank();
+        double[] a = new double[Math.toIntExact(r * in)];
+        SplittableRandom rng = new SplittableRandom(config.seed());
+        switch (config.init()) {
+            case KAIMING_UNIFORM:
+                // PEFT: kaiming_uniform_(A, a=sqrt(5)) gives bound = sqrt(6 / ((1 + 5) · in)) = 1 / sqrt(in).
+                double bound = 1.0 / Math.sqrt(in);
+                for (int i = 0; i < a.length; i++) {
+                    a[i] = rng.nextDouble(-bound, bound);
+                }
+                break;
+            case GAUSSIAN:
+                for (int i = 0; i < a.length; i++) {
+                    a[i] = rng.nextGaussian() / r;
+                }
+                break;
+            case ZERO:
+                break;
+            default:
+                throw new AssertionError(config.init());
+        }
+        INDArray aArr = Nd4j.createFromArray(a).castTo(dataType).reshape('c', r, in);
+        INDArray bArr = Nd4j.zeros(dataType, out, r);
+        return new INDArray[] {aArr, bArr};
+    }
+
+    private LoraAdapter requireAdapter(String name) {
+        Objects.requireNonNull(name, "adapter name must not be null");
+        LoraAdapter a = adapters.get(name);
+        if (a == null) {
+            throw new IllegalArgumentException("unknown adapter '" + name + "'; known adapters: " + adapters.keySet());
+        }
+        return a;
+    }
+
+    private void requireUnmerged(LoraAdapter adapter, String action) {
+        if (merged != null && merged.adapter == adapter) {
+            throw new IllegalStateException("cannot " + action + " adapter '" + adapter.name()
+                    + "' while it is merged into W; unmerge() first");
+        }
+    }
+
+    private void checkRank(int r) {
+        long max = Math.min(in, out);
+        if (r > max) {
+            throw new IllegalArgumentException("rank must be <= min(in, out) = " + max + " for this " + out + "×" + in
+                    + " layer, got " + r);
+        }
+    }
+
+    private static void checkName(String name) {
+        Objects.requireNonNull(name, "adapter name must not be null");
+        if (name.isBlank()) {
+            throw new IllegalArgumentException("adapter name must not be blank, got '" + name + "'");
+        }
+    }
+
+    private void checkInput(INDArray input) {
+        Objects.requireNonNull(input, "input must not be null");
+        if (input.dataType() != dataType) {
+            throw new IllegalArgumentException("input data type: expected " + dataType + " (the weight's), got "
+                    + input.dataType() + "; convert explicitly with input.castTo(DataType." + dataType + ")");
+        }
+        if (input.rank() < 1 || input.size(-1) != in) {
+            throw new IllegalArgumentException("input shape: expected [..., " + in + "] (last dimension = in), got "
+                    + Arrays.toString(input.shape()));
+        }
+    }
+
+    private void checkArray(String what, INDArray array, long[] shape) {
+        if (array.dataType() != dataType) {
+            throw new IllegalArgumentException(what + ": expected data type " + dataType + ", got " + array.dataType());
+        }
+        if (!Arrays.equals(array.shape(), shape)) {
+            throw new IllegalArgumentException(what + ": expected shape " + Arrays.toString(shape) + ", got "
+                    + Arrays.toString(array.shape()));
+        }
+        checkFinite(what, array);
+    }
+
+    private static boolean isFinite(INDArray array) {
+        return !array.isNaN().any() && !array.isInfinite().any();
+    }
+
+    private static void checkFinite(String what, INDArray array) {
+        if (!isFinite(array)) {
+            throw new IllegalArgumentException(what + ": expected finite values, found NaN or infinity");
+        }
+    }
+
+    private static void checkWeight(INDArray weight, WeightLayout layout) {
+        Objects.requireNonNull(weight, "weight must not be null");
+        String expected = layout == WeightLayout.OUT_IN ? "[out, in]" : "[in, out]";
+        if (weight.rank() != 2 || weight.rows() < 1 || weight.columns() < 1) {
+            throw new IllegalArgumentException("weight: expected a non-empty matrix " + expected + ", got shape "
+                    + Arrays.toString(weight.shape()));
+        }
+        if (weight.dataType() != DataType.FLOAT && weight.dataType() != DataType.DOUBLE) {
+            throw new IllegalArgumentException("weight: expected data type FLOAT or DOUBLE, got " + weight.dataType());
+        }
+        checkFinite("weight", weight);
+    }
+
+    private static void checkBias(INDArray bias, INDArray weight, long out) {
+        if (bias == null) {
+            return;
+        }
+        if (bias.dataType() != weight.dataType()) {
+            throw new IllegalArgumentException("bias: expected data type " + weight.dataType() + " (the weight's), got "
+                    + bias.dataType());
+        }
+        boolean vector = bias.rank() == 1 || (bias.rank() == 2 && bias.rows() == 1);
+        if (!vector || bias.length() != out) {
+            throw new IllegalArgumentException("bias: expected shape [" + out + "] (out), got "
+                    + Arrays.toString(bias.shape()));
+        }
+        checkFinite("bias", bias);
+    }
+
+    /** Folds {@code [..., width]} into a c-order {@code [n, width]} (a view when the input is c-contiguous). */
+    private static INDArray fold(INDArray a, long width) {
+        return a.reshape('c', a.length() / width, width);
+    }
+
+    private long[] outputShape(long[] inputShape) {
+        long[] s = inputShape.clone();
+        s[s.length - 1] = out;
+        return s;
+    }
+
+    private <T> T shared(Supplier<T> f) {
+        Lock l = lock.readLock();
+        l.lock();
+        try {
+            return f.get();
+        } finally {
+            l.unlock();
+        }
+    }
+
+    private void exclusive(Runnable f) {
+        exclusiveGet(() -> {
+            f.run();
+            return null;
+        });
+    }
+
+    private <T> T exclusiveGet(Supplier<T> f) {
+        Lock l = lock.writeLock();
+        l.lock();
+        try {
+            return f.get();
+        } finally {
+            l.unlock();
+        }
+    }
+
+    /** The LoRA path's intermediates: the (dropped-out) input, its mask, u = x A^T and the dropout scale. */
+    private static final class LoraPath {
+        final INDArray xLora;
+        final INDArray mask;
+        final INDArray u;
+        final double xScale;
+
+        LoraPath(INDArray xLora, INDArray mask, INDArray u, double xScale) {
+            this.xLora = xLora;
+            this.mask = mask;
+            this.u = u;
+            this.xScale = xScale;
+        }
+    }
+
+    /** What backward needs from the forward pass; {@code path} is null when no adapter took part. */
+    private static final class ForwardCache {
+        final LoraAdapter adapter;
+        final INDArray x;
+        final LoraPath path;
+        final long[] inputShape;
+        final long[] outputShape;
+
+        ForwardCache(LoraAdapter adapter, INDArray x, LoraPath path, long[] inputShape, long[] outputShape) {
+            this.adapter = path == null ? null : adapter;
+            this.x = x;
+            this.path = path;
+            this.inputShape = inputShape;
+            this.outputShape = outputShape;
+        }
+    }
+
+    /** Which adapter is inside W, how, and what an exact unmerge needs. */
+    private static final class Merged {
+        final LoraAdapter adapter;
+        final MergeMode mode;
+        final ExactMerge.Record record;
+
+        Merged(LoraAdapter adapter, MergeMode mode, ExactMerge.Record record) {
+            this.adapter = adapter;
+            this.mode = mode;
+            this.record = record;
+        }
+    }
+}
