@@ -1,0 +1,102 @@
+package io.github.lora4j;
+
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.util.SplittableRandom;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/** Deterministic test arrays and bitwise comparisons. */
+final class TestData {
+
+    private TestData() {
+    }
+
+    /** A c-order array of the given shape with N(0, scale²) entries drawn from {@code seed}. */
+    static INDArray gaussian(DataType type, long seed, double scale, long... shape) {
+        SplittableRandom rng = new SplittableRandom(seed);
+        long n = 1;
+        for (long d : shape) {
+            n *= d;
+        }
+        double[] v = new double[Math.toIntExact(n)];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = rng.nextGaussian() * scale;
+        }
+        return Nd4j.createFromArray(v).castTo(type).reshape('c', shape);
+    }
+
+    /** A layer with random W and bias, whose default adapter has random (non-zero) A and B. */
+    static LoraLinear trainedLayer(DataType type, long seed, int in, int out, LoraConfig config, boolean bias) {
+        INDArray w = gaussian(type, seed, 0.5, out, in);
+        INDArray b = bias ? gaussian(type, seed + 1, 0.5, out) : null;
+        LoraLinear layer = LoraLinear.wrap(w, b, config);
+        layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, gaussian(type, seed + 2, 0.5, config.rank(), in),
+                gaussian(type, seed + 3, 0.5, out, config.rank()));
+        return layer;
+    }
+
+    /** The raw bits of every element, in c order, as longs (floats widened bit-for-bit). */
+    static long[] bits(INDArray a) {
+        INDArray c = a.dup('c');
+        long[] out = new long[Math.toIntExact(c.length())];
+        if (c.dataType() == DataType.DOUBLE) {
+            double[] v = c.data().asDouble();
+            for (int i = 0; i < v.length; i++) {
+                out[i] = Double.doubleToRawLongBits(v[i]);
+            }
+        } else {
+            float[] v = c.data().asFloat();
+            for (int i = 0; i < v.length; i++) {
+                out[i] = Float.floatToRawIntBits(v[i]);
+            }
+        }
+        return out;
+    }
+
+    /** Fails unless {@code actual} has the same shape and the same bits as {@code expected}, naming the first difference. */
+    static void assertBitwiseEquals(INDArray expected, INDArray actual, String what) {
+        if (!java.util.Arrays.equals(expected.shape(), actual.shape())) {
+            fail(what + ": shape expected " + java.util.Arrays.toString(expected.shape()) + ", got "
+                    + java.util.Arrays.toString(actual.shape()));
+        }
+        long[] e = bits(expected);
+        long[] a = bits(actual);
+        for (int i = 0; i < e.length; i++) {
+            if (e[i] != a[i]) {
+                fail(what + ": element " + i + " differs bitwise: expected " + expected.dup('c').getDouble(i)
+                        + ", got " + actual.dup('c').getDouble(i) + " (" + count(e, a) + " of " + e.length + " differ)");
+            }
+        }
+    }
+
+    private static int count(long[] e, long[] a) {
+        int n = 0;
+        for (int i = 0; i < e.length; i++) {
+            n += e[i] != a[i] ? 1 : 0;
+        }
+        return n;
+    }
+
+    /** Largest |a − b| / max(|b|, floor) over all elements. */
+    static double maxRelativeError(INDArray actual, INDArray expected, double floor) {
+        double[] a = actual.dup('c').castTo(DataType.DOUBLE).data().asDouble();
+        double[] e = expected.dup('c').castTo(DataType.DOUBLE).data().asDouble();
+        double worst = 0;
+        for (int i = 0; i < a.length; i++) {
+            worst = Math.max(worst, Math.abs(a[i] - e[i]) / Math.max(Math.abs(e[i]), floor));
+        }
+        return worst;
+    }
+
+    /**
+     * Normwise relative error {@code max|a − e| / max|e|}: the measure for results that sum the same terms in a
+     * different order (merged vs unmerged), whose rounding scales with the terms rather than with one element.
+     */
+    static double normwiseRelativeError(INDArray actual, INDArray expected) {
+        double scale = expected.amaxNumber().doubleValue();
+        double diff = actual.castTo(DataType.DOUBLE).sub(expected.castTo(DataType.DOUBLE)).amaxNumber().doubleValue();
+        return scale == 0 ? diff : diff / scale;
+    }
+}
