@@ -16,6 +16,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.api.ops.random.impl.BernoulliDistribution;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * A linear layer with a frozen weight and LoRA adapters:
@@ -61,6 +62,12 @@ public final class LoraLinear {
 
     /** Name of the adapter that {@link #wrap} adds. */
     public static final String DEFAULT_ADAPTER = "default";
+
+    /**
+     * Reserved name that selects the base layer (no adapter) for a row of a
+     * {@link #forward(INDArray, String[]) mixed-adapter batch}, as in PEFT; no adapter may take this name.
+     */
+    public static final String BASE_MODEL = "__base__";
 
     private final INDArray weight;
     private final INDArray bias;
@@ -183,12 +190,99 @@ public final class LoraLinear {
         Objects.requireNonNull(config, "config must not be null");
         checkRank(config.rank());
         INDArray[] ab = initialWeights(config);
+        putAdapter(name, config, ab[0], ab[1]);
+    }
+
+    private void putAdapter(String name, LoraConfig config, INDArray a, INDArray b) {
         exclusive(() -> {
             if (adapters.containsKey(name)) {
                 throw new IllegalArgumentException("adapter '" + name + "' already exists; known adapters: "
                         + adapters.keySet());
             }
-            adapters.put(name, new LoraAdapter(name, config, ab[0], ab[1]));
+            adapters.put(name, new LoraAdapter(name, config, a, b));
+        });
+    }
+
+    /**
+     * Adds adapter {@code newName} whose update is exactly {@code Σ wᵢ·sᵢ·Bᵢ·Aᵢ} over the given adapters, by
+     * concatenating their ranks (PEFT's {@code combination_type="cat"}): the new rank is {@code Σ rᵢ}, alpha equals
+     * it (scaling 1), and each block is scaled by {@code sqrt(|wᵢ·sᵢ|)} on both factors (the sign on {@code A}).
+     * The active adapter does not change.
+     *
+     * @param weights one weight per adapter; finite
+     * @throws IllegalArgumentException for unknown or repeated names, mismatched lengths, a non-finite weight, a
+     *                                  taken {@code newName}, or a total rank above {@code min(in, out)} (use
+     *                                  {@link #addWeightedAdapterSvd} then)
+     */
+    public void addWeightedAdapter(String newName, List<String> adapterNames, double[] weights) {
+        checkName(newName);
+        List<LoraAdapter> parts = combinationParts(adapterNames, weights);
+        int rank = parts.stream().mapToInt(LoraAdapter::rank).sum();
+        if (rank > Math.min(in, out)) {
+            throw new IllegalArgumentException("concatenated rank " + rank + " exceeds min(in, out) = "
+                    + Math.min(in, out) + "; use addWeightedAdapterSvd with a target rank instead");
+        }
+        INDArray[] as = new INDArray[parts.size()];
+        INDArray[] bs = new INDArray[parts.size()];
+        for (int i = 0; i < parts.size(); i++) {
+            LoraAdapter p = parts.get(i);
+            double f = weights[i] * p.scaling();
+            double root = Math.sqrt(Math.abs(f));
+            as[i] = p.a().mul(Math.copySign(root, f));
+            bs[i] = p.b().mul(root);
+        }
+        LoraConfig cfg = LoraConfig.builder().rank(rank).alpha(rank).init(LoraInit.ZERO).build();
+        putAdapter(newName, cfg, Nd4j.concat(0, as).dup('c'), Nd4j.concat(1, bs).dup('c'));
+    }
+
+    /**
+     * Adds adapter {@code newName} of rank {@code rank} holding the best rank-{@code rank} approximation (truncated
+     * SVD, Eckart–Young) of {@code Σ wᵢ·sᵢ·Bᵢ·Aᵢ} (PEFT's {@code combination_type="svd"}); alpha equals the rank
+     * (scaling 1). Computed from the thin factors by two QR decompositions and an SVD of a small core, in
+     * {@code O((in + out)·R²)} for a total rank {@code R}; no {@code [out, in]} matrix is formed.
+     *
+     * @throws IllegalArgumentException as {@link #addWeightedAdapter}, or for a rank outside {@code [1, min(in, out)]}
+     */
+    public void addWeightedAdapterSvd(String newName, List<String> adapterNames, double[] weights, int rank) {
+        checkName(newName);
+        if (rank < 1) {
+            throw new IllegalArgumentException("rank must be >= 1, got " + rank);
+        }
+        checkRank(rank);
+        List<LoraAdapter> parts = combinationParts(adapterNames, weights);
+        INDArray[] as = new INDArray[parts.size()];
+        INDArray[] bs = new INDArray[parts.size()];
+        for (int i = 0; i < parts.size(); i++) {
+            LoraAdapter p = parts.get(i);
+            as[i] = p.a().castTo(DataType.DOUBLE).mul(weights[i] * p.scaling());
+            bs[i] = p.b().castTo(DataType.DOUBLE);
+        }
+        INDArray[] ba = LowRank.truncatedSvd(Nd4j.concat(1, bs), Nd4j.concat(0, as), rank);
+        LoraConfig cfg = LoraConfig.builder().rank(rank).alpha(rank).init(LoraInit.ZERO).build();
+        putAdapter(newName, cfg, ba[1].castTo(dataType).dup('c'), ba[0].castTo(dataType).dup('c'));
+    }
+
+    private List<LoraAdapter> combinationParts(List<String> adapterNames, double[] weights) {
+        Objects.requireNonNull(adapterNames, "adapterNames must not be null");
+        Objects.requireNonNull(weights, "weights must not be null");
+        if (adapterNames.isEmpty() || adapterNames.size() != weights.length) {
+            throw new IllegalArgumentException("expected one weight per adapter (at least one adapter), got "
+                    + adapterNames.size() + " adapters and " + weights.length + " weights");
+        }
+        if (new java.util.HashSet<>(adapterNames).size() != adapterNames.size()) {
+            throw new IllegalArgumentException("adapters to combine must be distinct, got " + adapterNames);
+        }
+        for (double w : weights) {
+            if (!Double.isFinite(w)) {
+                throw new IllegalArgumentException("weights must be finite, got " + Arrays.toString(weights));
+            }
+        }
+        return shared(() -> {
+            List<LoraAdapter> parts = new ArrayList<>();
+            for (String n : adapterNames) {
+                parts.add(requireAdapter(n));
+            }
+            return parts;
         });
     }
 
@@ -362,6 +456,94 @@ public final class LoraLinear {
         } finally {
             l.unlock();
         }
+    }
+
+    /**
+     * Inference on a batch whose rows use different adapters, in one call (PEFT's {@code adapter_names}): row
+     * {@code i} of {@code [n, in]} (after folding leading dimensions) is computed with adapter
+     * {@code adapterPerRow[i]}, or with the base layer where the entry is null or {@link #BASE_MODEL}. Rows are
+     * grouped per adapter: one base gemm for the whole batch, then two thin gemms per adapter on contiguous row
+     * blocks (rows are permuted into groups and back only when they are not already grouped). With adapters
+     * disabled every row gets the base output.
+     *
+     * @param adapterPerRow one name per row
+     * @throws IllegalStateException    in training mode or while an adapter is merged
+     * @throws IllegalArgumentException for a wrong length, an unknown name, or a bad input
+     */
+    public INDArray forward(INDArray input, String[] adapterPerRow) {
+        checkInput(input);
+        Objects.requireNonNull(adapterPerRow, "adapterPerRow must not be null");
+        return shared(() -> {
+            if (training) {
+                throw new IllegalStateException("mixed-adapter batches are for inference; call eval() first");
+            }
+            if (merged != null) {
+                throw new IllegalStateException("mixed-adapter batches need unmerged adapters, but adapter '"
+                        + merged.adapter.name() + "' is merged into W; unmerge() first");
+            }
+            long[] outputShape = outputShape(input.shape());
+            INDArray x = fold(input, in);
+            int n = Math.toIntExact(x.rows());
+            if (adapterPerRow.length != n) {
+                throw new IllegalArgumentException("adapterPerRow: expected one name per row, " + n + " rows, got "
+                        + adapterPerRow.length + " names");
+            }
+            Map<LoraAdapter, List<Integer>> groups = new LinkedHashMap<>();
+            List<Integer> baseRows = new ArrayList<>();
+            for (int i = 0; i < n; i++) {
+                String name = adapterPerRow[i];
+                if (name == null || name.equals(BASE_MODEL) || !enabled) {
+                    baseRows.add(i);
+                } else {
+                    LoraAdapter a = adapters.get(name);
+                    if (a == null) {
+                        throw new IllegalArgumentException("adapterPerRow[" + i + "]: unknown adapter '" + name
+                                + "'; known adapters: " + adapters.keySet() + " (or null / " + BASE_MODEL + ")");
+                    }
+                    groups.computeIfAbsent(a, k -> new ArrayList<>()).add(i);
+                }
+            }
+            if (n == 0) {
+                return Nd4j.create(dataType, outputShape);
+            }
+            int[] order = new int[n];
+            int k = 0;
+            for (int i : baseRows) {
+                order[k++] = i;
+            }
+            for (List<Integer> rows : groups.values()) {
+                for (int i : rows) {
+                    order[k++] = i;
+                }
+            }
+            boolean grouped = true;
+            for (int i = 0; i < n && grouped; i++) {
+                grouped = order[i] == i;
+            }
+            INDArray xs = grouped ? x : Nd4j.pullRows(x, 1, order);
+            INDArray ys = Nd4j.createUninitialized(dataType, n, out);
+            baseProduct(xs, ys);
+            int start = baseRows.size();
+            for (Map.Entry<LoraAdapter, List<Integer>> g : groups.entrySet()) {
+                LoraAdapter a = g.getKey();
+                int end = start + g.getValue().size();
+                INDArray xb = xs.get(NDArrayIndex.interval(start, end), NDArrayIndex.all());
+                INDArray yb = ys.get(NDArrayIndex.interval(start, end), NDArrayIndex.all());
+                INDArray u = Nd4j.createUninitialized(dataType, end - start, a.rank());
+                Nd4j.gemm(xb, a.a(), u, false, true, 1.0, 0.0);
+                Nd4j.gemm(u, a.b(), yb, false, true, a.scaling(), 1.0);
+                start = end;
+            }
+            INDArray y = ys;
+            if (!grouped) {
+                int[] inverse = new int[n];
+                for (int i = 0; i < n; i++) {
+                    inverse[order[i]] = i;
+                }
+                y = Nd4j.pullRows(ys, 1, inverse);
+            }
+            return y.reshape('c', outputShape);
+        });
     }
 
     /**
@@ -660,6 +842,9 @@ public final class LoraLinear {
         Objects.requireNonNull(name, "adapter name must not be null");
         if (name.isBlank()) {
             throw new IllegalArgumentException("adapter name must not be blank, got '" + name + "'");
+        }
+        if (name.equals(BASE_MODEL)) {
+            throw new IllegalArgumentException("adapter name '" + BASE_MODEL + "' is reserved for the base layer");
         }
     }
 

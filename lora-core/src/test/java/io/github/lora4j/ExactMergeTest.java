@@ -1,0 +1,86 @@
+package io.github.lora4j;
+
+import static io.github.lora4j.TestData.assertBitwiseEquals;
+import static io.github.lora4j.TestData.gaussian;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.constraints.IntRange;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+class ExactMergeTest {
+
+    /**
+     * A trained adapter's update is small next to W (here |sΔ| ≈ 1 % of |W|): then almost every element round-trips
+     * by itself and the record stays far below a copy of W, which is the point of exact unmerge without a backup.
+     */
+    @Test
+    void aThousandCyclesInFloat32RestoreWBitwiseWithoutACopyOfW() {
+        int in = 96;
+        int out = 80;
+        INDArray w = gaussian(DataType.FLOAT, 1000, 0.5, out, in);
+        LoraLinear l = LoraLinear.wrap(w, gaussian(DataType.FLOAT, 1001, 0.5, out), LoraConfig.builder().rank(8).alpha(16).build());
+        l.setAdapterWeights("default", gaussian(DataType.FLOAT, 1002, 0.05, 8, in), gaussian(DataType.FLOAT, 1003, 0.02, out, 8));
+        INDArray original = w.dup();
+        long wBytes = 4L * in * out;
+        long maxRecord = 0;
+        for (int i = 0; i < 1000; i++) {
+            l.merge();
+            maxRecord = Math.max(maxRecord, l.exactMergeBytes());
+            l.unmerge();
+        }
+        assertBitwiseEquals(original, w, "W after 1,000 exact merge/unmerge cycles");
+        assertTrue(maxRecord <= wBytes / 4, "bookkeeping " + maxRecord + " B must stay well below W's " + wBytes + " B");
+    }
+
+    /** The worst case (update as large as W) still restores W; the record then holds most elements. */
+    @Test
+    void aHundredCyclesWithAnUpdateAsLargeAsWRestoreWBitwise() {
+        LoraLinear l = TestData.trainedLayer(DataType.FLOAT, 1000, 96, 80, LoraConfig.builder().rank(8).alpha(16).build(), true);
+        INDArray original = l.weight().dup();
+        for (int i = 0; i < 100; i++) {
+            l.merge();
+            assertTrue(l.exactMergeBytes() <= 16L * 2 * 96 * 80, "at most 16 B per element of W (capacity doubling included)");
+            l.unmerge();
+        }
+        assertBitwiseEquals(original, l.weight(), "W after 100 exact cycles with a large update");
+    }
+
+    @Test
+    void cyclesMixingActiveAdaptersRestoreWBitwise() {
+        LoraLinear l = TestData.trainedLayer(DataType.FLOAT, 7, 33, 65, LoraConfig.builder().rank(4).build(), false);
+        l.addAdapter("other", LoraConfig.builder().rank(8).alpha(32).init(LoraInit.GAUSSIAN).build());
+        l.setAdapterWeights("other", gaussian(DataType.FLOAT, 8, 2, 8, 33), gaussian(DataType.FLOAT, 9, 2, 65, 8));
+        INDArray original = l.weight().dup();
+        for (int i = 0; i < 200; i++) {
+            l.setActiveAdapter(i % 3 == 0 ? "other" : "default");
+            l.merge(i % 5 == 0 ? MergeMode.FAST : MergeMode.EXACT);
+            l.unmerge();
+            if (i % 5 == 0) {
+                // a fast cycle may move W by an ulp; exactness is promised for exact cycles from there on
+                original = l.weight().dup();
+            }
+        }
+        assertBitwiseEquals(original, l.weight(), "W after mixed cycles");
+    }
+
+    /** Exactness must not depend on the relative size of W and the update (tiny W + huge Δ is the hard case). */
+    @Property(tries = 40)
+    void exactRoundTripAtAnyScaleRatio(@ForAll @IntRange(min = -12, max = 12) int log2Ratio,
+                                       @ForAll @IntRange(min = 1, max = 70) int in, @ForAll @IntRange(min = 1, max = 70) int out,
+                                       @ForAll boolean doublePrecision, @ForAll long seed) {
+        DataType type = doublePrecision ? DataType.DOUBLE : DataType.FLOAT;
+        int r = Math.min(3, Math.min(in, out));
+        INDArray w = gaussian(type, seed, 1.0, out, in);
+        LoraLinear l = LoraLinear.wrap(w, null, LoraConfig.builder().rank(r).build());
+        double scale = Math.pow(2, log2Ratio);
+        l.setAdapterWeights("default", gaussian(type, seed + 1, scale, r, in), gaussian(type, seed + 2, 1.0, out, r));
+        INDArray original = w.dup();
+        l.merge();
+        l.unmerge();
+        assertBitwiseEquals(original, w, "W after exact cycle at scale 2^" + log2Ratio);
+    }
+}

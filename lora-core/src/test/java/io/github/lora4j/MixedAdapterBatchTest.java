@@ -1,0 +1,98 @@
+package io.github.lora4j;
+
+import static io.github.lora4j.TestData.assertBitwiseEquals;
+import static io.github.lora4j.TestData.gaussian;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.constraints.IntRange;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+class MixedAdapterBatchTest {
+
+    private static final String[] NAMES = {"default", "a1", "a2", "a3", null, LoraLinear.BASE_MODEL};
+
+    private static LoraLinear layerWithAdapters(DataType type, long seed) {
+        LoraLinear l = TestData.trainedLayer(type, seed, 12, 10, LoraConfig.builder().rank(2).build(), true);
+        for (int i = 1; i <= 3; i++) {
+            LoraConfig c = LoraConfig.builder().rank(i + 1).alpha(2 * i).build();
+            l.addAdapter("a" + i, c);
+            l.setAdapterWeights("a" + i, gaussian(type, seed + 10 * i, 0.5, i + 1, 12), gaussian(type, seed + 10 * i + 1, 0.5, 10, i + 1));
+        }
+        return l;
+    }
+
+    @Property(tries = 40)
+    void eachRowEqualsTheForwardOfItsOwnAdapter(@ForAll @IntRange(min = 1, max = 24) int n, @ForAll long seed) {
+        DataType type = seed % 2 == 0 ? DataType.DOUBLE : DataType.FLOAT;
+        LoraLinear l = layerWithAdapters(type, seed);
+        INDArray x = gaussian(type, seed + 99, 1.0, n, 12);
+        String[] per = new String[n];
+        java.util.SplittableRandom rng = new java.util.SplittableRandom(seed);
+        for (int i = 0; i < n; i++) {
+            per[i] = NAMES[rng.nextInt(NAMES.length)];
+        }
+        INDArray mixed = l.forward(x, per);
+        assertEquals(java.util.List.of((long) n, 10L), java.util.Arrays.stream(mixed.shape()).boxed().toList());
+        for (String name : NAMES) {
+            INDArray expected;
+            if (name == null || name.equals(LoraLinear.BASE_MODEL)) {
+                l.disableAdapters();
+                expected = l.forward(x);
+                l.enableAdapters();
+            } else {
+                l.setActiveAdapter(name);
+                expected = l.forward(x);
+            }
+            for (int i = 0; i < n; i++) {
+                if (java.util.Objects.equals(per[i], name)) {
+                    double err = TestData.normwiseRelativeError(mixed.getRow(i), expected.getRow(i));
+                    assertTrue(err <= (type == DataType.FLOAT ? 1e-6 : 1e-14), "row " + i + " (" + name + "): " + err);
+                }
+            }
+        }
+    }
+
+    @Test
+    void aSingleAdapterBatchEqualsThePlainForwardBitwise() {
+        LoraLinear l = layerWithAdapters(DataType.FLOAT, 3);
+        INDArray x = gaussian(DataType.FLOAT, 4, 1.0, 7, 12);
+        String[] per = new String[7];
+        java.util.Arrays.fill(per, "a2");
+        l.setActiveAdapter("a2");
+        assertBitwiseEquals(l.forward(x), l.forward(x, per), "all rows a2");
+    }
+
+    @Test
+    void leadingDimensionsAreFolded() {
+        LoraLinear l = layerWithAdapters(DataType.DOUBLE, 5);
+        INDArray x = gaussian(DataType.DOUBLE, 6, 1.0, 2, 3, 12);
+        String[] per = {"a1", null, "a3", "default", "a1", "__base__"};
+        INDArray y = l.forward(x, per);
+        assertEquals(java.util.List.of(2L, 3L, 10L), java.util.Arrays.stream(y.shape()).boxed().toList());
+        assertBitwiseEquals(l.forward(x.reshape('c', 6, 12), per).reshape('c', 2, 3, 10), y, "3-D vs folded");
+    }
+
+    @Test
+    void refusals() {
+        LoraLinear l = layerWithAdapters(DataType.FLOAT, 7);
+        INDArray x = gaussian(DataType.FLOAT, 8, 1.0, 3, 12);
+        assertTrue(assertThrows(IllegalArgumentException.class, () -> l.forward(x, new String[] {"a1", "a2"}))
+                .getMessage().contains("3 rows, got 2 names"));
+        assertTrue(assertThrows(IllegalArgumentException.class, () -> l.forward(x, new String[] {"a1", "zz", null}))
+                .getMessage().contains("adapterPerRow[1]: unknown adapter 'zz'"));
+        assertTrue(assertThrows(IllegalArgumentException.class, () -> l.addAdapter(LoraLinear.BASE_MODEL, LoraConfig.builder().rank(1).build()))
+                .getMessage().contains("reserved"));
+        l.train();
+        assertTrue(assertThrows(IllegalStateException.class, () -> l.forward(x, new String[] {"a1", "a2", null}))
+                .getMessage().contains("eval()"));
+        l.eval().merge();
+        assertTrue(assertThrows(IllegalStateException.class, () -> l.forward(x, new String[] {"a1", "a2", null}))
+                .getMessage().contains("merged"));
+    }
+}
