@@ -3,6 +3,8 @@ package io.github.lora4j;
 import java.nio.DoubleBuffer;
 import java.nio.FloatBuffer;
 import java.util.Arrays;
+import java.util.concurrent.ForkJoinPool;
+import java.util.concurrent.ForkJoinTask;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -17,23 +19,31 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * writes {@code fl(m − d)}, which equals {@code w} for almost every element. The merge evaluates that round
  * trip in the same pass and remembers the original bits of the few elements where it does not hold; the
  * unmerge patches exactly those. Arithmetic is plain Java {@code float}/{@code double} (IEEE, one rounding per
- * operation since Java 17), so the merge's simulation and the unmerge agree by construction.
+ * operation since Java 17), so the merge's simulation and the unmerge agree by construction, on any thread.
  *
  * <p>With {@link WeightLayout#IN_OUT} the same holds for {@code W^T += Δ^T}, block by block of W's rows.
  *
- * <p>Cost: a gemm into a scratch of {@link #BLOCK_ELEMENTS} elements per block of rows, and one pass over
- * {@code W} reading and writing each element once; memory: the scratch, two row buffers, and 16 bytes per
- * remembered element.
+ * <p>Cost: per block of rows one small gemm into a scratch of {@link #BLOCK_ELEMENTS} elements, then one pass
+ * over the block of {@code W} reading and writing each element once, split by rows over up to
+ * {@link #THREADS} threads of the common fork-join pool (the gemm already uses ND4J's threads; the element pass
+ * would otherwise run on one core). Memory: the scratch, one row buffer per thread, and 16 bytes per remembered
+ * element.
  */
 final class ExactMerge {
 
-    /** Elements of the {@code Δ} scratch (256 KiB in float32): small enough to stay in cache. */
-    static final int BLOCK_ELEMENTS = 1 << 16;
+    /** Elements of the {@code Δ} scratch (1 MiB in float32): few gemm calls, still cache-sized. */
+    static final int BLOCK_ELEMENTS = 1 << 18;
+
+    /** Threads for the element pass. */
+    static final int THREADS = Math.max(1, Math.min(8, Runtime.getRuntime().availableProcessors()));
+
+    /** Below this many elements per block one thread does the pass: forking would cost more than it saves. */
+    private static final int MIN_PARALLEL_ELEMENTS = 1 << 14;
 
     private ExactMerge() {
     }
 
-    /** The elements whose round trip {@code fl(fl(w + d) − d)} is not {@code w}: their linear index and original bits. */
+    /** The elements whose round trip {@code fl(fl(w + d) − d)} is not {@code w}: linear index and original bits, sorted. */
     static final class Record {
         private long[] index = new long[16];
         private long[] bits = new long[16];
@@ -49,6 +59,30 @@ final class ExactMerge {
             size++;
         }
 
+        /** Appends all of {@code later}, whose indices all follow this record's. */
+        void addAll(Record later) {
+            if (size + later.size > index.length) {
+                int capacity = Math.max(size + later.size, index.length * 2);
+                index = Arrays.copyOf(index, capacity);
+                bits = Arrays.copyOf(bits, capacity);
+            }
+            System.arraycopy(later.index, 0, index, size, later.size);
+            System.arraycopy(later.bits, 0, bits, size, later.size);
+            size += later.size;
+        }
+
+        /** Drops unused capacity: the record lives as long as the merge, so it should hold what it needs only. */
+        void trim() {
+            index = Arrays.copyOf(index, size);
+            bits = Arrays.copyOf(bits, size);
+        }
+
+        /** Position of the first entry with index {@code >= linearIndex}. */
+        int lowerBound(long linearIndex) {
+            int pos = Arrays.binarySearch(index, 0, size, linearIndex);
+            return pos >= 0 ? pos : -pos - 1;
+        }
+
         /** Number of remembered elements. */
         int size() {
             return size;
@@ -58,13 +92,10 @@ final class ExactMerge {
         long bytes() {
             return 16L * index.length;
         }
+    }
 
-        /** Drops entries at or beyond {@code linearIndex}; used when a merge is rolled back part way. */
-        void truncateFrom(long linearIndex) {
-            while (size > 0 && index[size - 1] >= linearIndex) {
-                size--;
-            }
-        }
+    /** Where a merge met a non-finite result: the element, its value and the update. */
+    private record Failure(long row, int col, double w, double d) {
     }
 
     /**
@@ -75,22 +106,19 @@ final class ExactMerge {
     static Record merge(INDArray w, boolean inOut, INDArray a, INDArray b, double s) {
         Record record = new Record();
         Pass pass = new Pass(w, inOut, a, b, s);
-        long failedRow = pass.run(w.rows(), record, true);
-        if (failedRow >= 0) {
-            long cols = w.columns();
-            int failedCol = pass.kernel.firstNonFinite;
-            double wv = pass.kernel.failedW;
-            double dv = pass.kernel.failedD;
-            pass.run(failedRow, record, false);
-            throw new IllegalStateException("merge would make W[" + failedRow + ", " + failedCol + "] non-finite: W = "
-                    + wv + ", s·(B·A) = " + dv + " (out of " + w.rows() + "×" + cols + "); W left unchanged");
+        Failure failure = pass.merge(record);
+        if (failure != null) {
+            throw new IllegalStateException("merge would make W[" + failure.row() + ", " + failure.col()
+                    + "] non-finite: W = " + failure.w() + ", s·(B·A) = " + failure.d() + " (out of " + w.rows() + "×"
+                    + w.columns() + "); W left unchanged");
         }
+        record.trim();
         return record;
     }
 
     /** Reverses {@link #merge}: after it, {@code W} is bitwise what it was before the merge. */
     static void unmerge(INDArray w, boolean inOut, INDArray a, INDArray b, double s, Record record) {
-        new Pass(w, inOut, a, b, s).run(w.rows(), record, false);
+        new Pass(w, inOut, a, b, s).unmerge(w.rows(), record);
     }
 
     /** One sweep over the rows of W, block by block. */
@@ -103,7 +131,7 @@ final class ExactMerge {
         final int cols;
         final int blockRows;
         final INDArray scratch;
-        final RowKernel kernel;
+        final Kernel kernel;
 
         Pass(INDArray w, boolean inOut, INDArray a, INDArray b, double s) {
             this.w = w;
@@ -111,98 +139,167 @@ final class ExactMerge {
             this.a = a;
             this.b = b;
             this.s = s;
-            long c = w.columns();
             if (w.length() > Integer.MAX_VALUE - 8) {
                 throw new IllegalArgumentException("exact merge supports W of up to 2^31 elements, got " + w.length());
             }
-            this.cols = (int) c;
-            this.blockRows = (int) Math.max(1, Math.min(w.rows(), BLOCK_ELEMENTS / Math.max(1, c)));
-            this.scratch = Nd4j.zeros(w.dataType(), blockRows, c);
+            this.cols = (int) w.columns();
+            this.blockRows = (int) Math.max(1, Math.min(w.rows(), BLOCK_ELEMENTS / Math.max(1, cols)));
+            this.scratch = Nd4j.zeros(w.dataType(), blockRows, cols);
             this.kernel = w.dataType() == DataType.DOUBLE ? new DoubleKernel(w, scratch, cols, blockRows)
                     : new FloatKernel(w, scratch, cols, blockRows);
         }
 
-        /**
-         * Merges ({@code merge = true}) or unmerges rows {@code [0, to)}. Returns the row at which a merge met a
-         * non-finite result (rows before it written, that row and later not), or -1.
-         */
-        long run(long to, Record record, boolean merge) {
-            int cursor = 0;
-            long totalRows = w.rows();
-            for (long r0 = 0; r0 < to; r0 += blockRows) {
-                // The gemm covers the whole block even when the sweep stops inside it (a rollback), so every
-                // sweep computes Δ with identical calls and so identical values.
-                int rows = (int) Math.min(blockRows, totalRows - r0);
-                int used = (int) Math.min(rows, to - r0);
-                INDArray out = rows == blockRows ? scratch
-                        : scratch.get(NDArrayIndex.interval(0, rows), NDArrayIndex.all());
-                if (inOut) {
-                    // W [in, out]: rows of Δ^T = s·A^T B^T are columns of A.
-                    INDArray aBlock = a.get(NDArrayIndex.all(), NDArrayIndex.interval(r0, r0 + rows));
-                    Nd4j.gemm(aBlock, b, out, true, true, s, 0.0);
-                } else {
-                    INDArray bBlock = b.get(NDArrayIndex.interval(r0, r0 + rows), NDArrayIndex.all());
-                    Nd4j.gemm(bBlock, a, out, false, false, s, 0.0);
-                }
-                kernel.loadDelta(rows);
-                for (int i = 0; i < used; i++) {
-                    long row = r0 + i;
-                    if (merge) {
-                        if (!kernel.mergeRow(row, i, record)) {
-                            record.truncateFrom(row * cols);
-                            return row;
-                        }
-                    } else {
-                        cursor = kernel.unmergeRow(row, i, record, cursor);
+        /** Computes the block of Δ starting at row {@code r0}; identical calls at merge and unmerge. */
+        int delta(long r0) {
+            int rows = (int) Math.min(blockRows, w.rows() - r0);
+            INDArray out = rows == blockRows ? scratch : scratch.get(NDArrayIndex.interval(0, rows), NDArrayIndex.all());
+            if (inOut) {
+                // W [in, out]: rows of Δ^T = s·A^T B^T are columns of A.
+                Nd4j.gemm(a.get(NDArrayIndex.all(), NDArrayIndex.interval(r0, r0 + rows)), b, out, true, true, s, 0.0);
+            } else {
+                Nd4j.gemm(b.get(NDArrayIndex.interval(r0, r0 + rows), NDArrayIndex.all()), a, out, false, false, s, 0.0);
+            }
+            kernel.loadDelta(rows);
+            return rows;
+        }
+
+        /** Row chunk boundaries {@code [bounds[c], bounds[c + 1])} of a block of {@code rows} rows. */
+        int[] chunks(int rows) {
+            int parts = (long) rows * cols < MIN_PARALLEL_ELEMENTS ? 1 : Math.min(THREADS, rows);
+            int[] bounds = new int[parts + 1];
+            for (int c = 0; c <= parts; c++) {
+                bounds[c] = (int) ((long) rows * c / parts);
+            }
+            return bounds;
+        }
+
+        /** Merges every row; on a non-finite result restores the rows written and returns where it failed. */
+        Failure merge(Record record) {
+            for (long r0 = 0; r0 < w.rows(); r0 += blockRows) {
+                int rows = delta(r0);
+                int[] bounds = chunks(rows);
+                int parts = bounds.length - 1;
+                Record[] partRecords = new Record[parts];
+                Failure[] failures = new Failure[parts];
+                int[] stoppedAt = new int[parts];
+                long base = r0;
+                forEachChunk(parts, c -> {
+                    partRecords[c] = new Record();
+                    int i = bounds[c];
+                    Failure f = null;
+                    Object rowBuffer = kernel.rowBuffer();
+                    for (; i < bounds[c + 1] && f == null; i++) {
+                        f = kernel.mergeRow(base + i, i, partRecords[c], rowBuffer);
+                    }
+                    failures[c] = f;
+                    stoppedAt[c] = f == null ? i : i - 1;
+                });
+                Failure first = null;
+                for (Failure f : failures) {
+                    if (f != null) {
+                        first = f;
+                        break;
                     }
                 }
+                if (first != null) {
+                    // Put back the rows this block wrote, then every earlier block: W is as it was.
+                    forEachChunk(parts, c -> kernel.unmergeRows(base, bounds[c], stoppedAt[c], partRecords[c], 0));
+                    unmerge(r0, record);
+                    return first;
+                }
+                for (Record part : partRecords) {
+                    record.addAll(part);
+                }
             }
-            return -1;
+            return null;
+        }
+
+        /** Unmerges rows {@code [0, toRow)}, patching the recorded elements. */
+        void unmerge(long toRow, Record record) {
+            for (long r0 = 0; r0 < toRow; r0 += blockRows) {
+                int rows = (int) Math.min(delta(r0), toRow - r0);
+                int[] bounds = chunks(rows);
+                long base = r0;
+                forEachChunk(bounds.length - 1, c -> kernel.unmergeRows(base, bounds[c], bounds[c + 1], record,
+                        record.lowerBound((base + bounds[c]) * cols)));
+            }
         }
     }
 
-    /** Row arithmetic for one data type, reading and writing W through its NIO view. */
-    private abstract static class RowKernel {
+    private interface ChunkTask {
+        void run(int chunk);
+    }
+
+    /** Runs chunks 1.. on the common pool and chunk 0 on the caller, then waits for all. */
+    private static void forEachChunk(int parts, ChunkTask task) {
+        if (parts == 1) {
+            task.run(0);
+            return;
+        }
+        ForkJoinTask<?>[] forks = new ForkJoinTask<?>[parts - 1];
+        for (int c = 1; c < parts; c++) {
+            int chunk = c;
+            forks[c - 1] = ForkJoinPool.commonPool().submit(() -> task.run(chunk));
+        }
+        RuntimeException error = null;
+        try {
+            task.run(0);
+        } catch (RuntimeException e) {
+            error = e;
+        }
+        for (ForkJoinTask<?> fork : forks) {
+            try {
+                fork.join();
+            } catch (RuntimeException e) {
+                if (error == null) {
+                    error = e;
+                }
+            }
+        }
+        if (error != null) {
+            throw error;
+        }
+    }
+
+    /** Row arithmetic for one data type, reading and writing W through its NIO view (absolute, thread-safe). */
+    private abstract static class Kernel {
         final int cols;
         final long base;
         final long rowStride;
         final long colStride;
-        int firstNonFinite = -1;
-        double failedW;
-        double failedD;
 
-        RowKernel(INDArray w, int cols) {
+        Kernel(INDArray w, int cols) {
             this.cols = cols;
             this.base = w.offset();
             this.rowStride = w.stride(0);
             this.colStride = w.stride(1);
         }
 
-        long at(long row, int col) {
-            return base + row * rowStride + col * colStride;
+        int at(long row, int col) {
+            return (int) (base + row * rowStride + col * colStride);
         }
 
         abstract void loadDelta(int rows);
 
-        /** Writes row {@code row} merged; false (row untouched) if an element would be non-finite. */
-        abstract boolean mergeRow(long row, int blockRow, Record record);
+        abstract Object rowBuffer();
 
-        /** Writes row {@code row} unmerged and patched; returns the advanced record cursor. */
-        abstract int unmergeRow(long row, int blockRow, Record record, int cursor);
+        /** Writes row {@code row} merged and returns null; or leaves it untouched and returns the first non-finite element. */
+        abstract Failure mergeRow(long row, int blockRow, Record record, Object rowBuffer);
+
+        /** Writes rows {@code base + [from, to)} unmerged, patching from {@code record} starting at {@code cursor}. */
+        abstract void unmergeRows(long base, int from, int to, Record record, int cursor);
     }
 
-    private static final class FloatKernel extends RowKernel {
+    private static final class FloatKernel extends Kernel {
         final FloatBuffer wBuf;
         final FloatBuffer dBuf;
         final float[] delta;
-        final float[] row;
 
         FloatKernel(INDArray w, INDArray scratch, int cols, int blockRows) {
             super(w, cols);
             this.wBuf = w.data().asNioFloat();
             this.dBuf = scratch.data().asNioFloat();
             this.delta = new float[blockRows * cols];
-            this.row = new float[cols];
         }
 
         @Override
@@ -210,29 +307,35 @@ final class ExactMerge {
             dBuf.get(0, delta, 0, rows * cols);
         }
 
-        private void read(long r) {
+        @Override
+        Object rowBuffer() {
+            return new float[cols];
+        }
+
+        private void read(long r, float[] row) {
             if (colStride == 1) {
-                wBuf.get(Math.toIntExact(at(r, 0)), row, 0, cols);
+                wBuf.get(at(r, 0), row, 0, cols);
             } else {
                 for (int j = 0; j < cols; j++) {
-                    row[j] = wBuf.get((int) at(r, j));
+                    row[j] = wBuf.get(at(r, j));
                 }
             }
         }
 
-        private void write(long r) {
+        private void write(long r, float[] row) {
             if (colStride == 1) {
-                wBuf.put(Math.toIntExact(at(r, 0)), row, 0, cols);
+                wBuf.put(at(r, 0), row, 0, cols);
             } else {
                 for (int j = 0; j < cols; j++) {
-                    wBuf.put((int) at(r, j), row[j]);
+                    wBuf.put(at(r, j), row[j]);
                 }
             }
         }
 
         @Override
-        boolean mergeRow(long r, int blockRow, Record record) {
-            read(r);
+        Failure mergeRow(long r, int blockRow, Record record, Object rowBuffer) {
+            float[] row = (float[]) rowBuffer;
+            read(r, row);
             int off = blockRow * cols;
             int inexact = 0;
             int nonFinite = 0;
@@ -247,57 +350,60 @@ final class ExactMerge {
             if (nonFinite != 0) {
                 for (int j = 0; j < cols; j++) {
                     if (!Float.isFinite(row[j] + delta[off + j])) {
-                        firstNonFinite = j;
-                        failedW = row[j];
-                        failedD = delta[off + j];
-                        break;
+                        return new Failure(r, j, row[j], delta[off + j]);
                     }
                 }
-                return false;
             }
-            long rowIndex = r * cols;
-            for (int j = 0; j < cols; j++) {
-                float w = row[j];
-                float d = delta[off + j];
-                float m = w + d;
-                if (inexact != 0 && Float.floatToRawIntBits(m - d) != Float.floatToRawIntBits(w)) {
-                    record.add(rowIndex + j, Float.floatToRawIntBits(w));
+            if (inexact == 0) {
+                for (int j = 0; j < cols; j++) {
+                    row[j] += delta[off + j];
                 }
-                row[j] = m;
+            } else {
+                long rowIndex = r * cols;
+                for (int j = 0; j < cols; j++) {
+                    float w = row[j];
+                    float d = delta[off + j];
+                    float m = w + d;
+                    if (Float.floatToRawIntBits(m - d) != Float.floatToRawIntBits(w)) {
+                        record.add(rowIndex + j, Float.floatToRawIntBits(w));
+                    }
+                    row[j] = m;
+                }
             }
-            write(r);
-            return true;
+            write(r, row);
+            return null;
         }
 
         @Override
-        int unmergeRow(long r, int blockRow, Record record, int cursor) {
-            read(r);
-            int off = blockRow * cols;
-            for (int j = 0; j < cols; j++) {
-                row[j] = row[j] - delta[off + j];
+        void unmergeRows(long base, int from, int to, Record record, int cursor) {
+            float[] row = new float[cols];
+            for (int i = from; i < to; i++) {
+                long r = base + i;
+                read(r, row);
+                int off = i * cols;
+                for (int j = 0; j < cols; j++) {
+                    row[j] = row[j] - delta[off + j];
+                }
+                long rowStart = r * cols;
+                while (cursor < record.size && record.index[cursor] < rowStart + cols) {
+                    row[(int) (record.index[cursor] - rowStart)] = Float.intBitsToFloat((int) record.bits[cursor]);
+                    cursor++;
+                }
+                write(r, row);
             }
-            long rowEnd = (r + 1) * cols;
-            while (cursor < record.size && record.index[cursor] < rowEnd) {
-                row[(int) (record.index[cursor] - r * cols)] = Float.intBitsToFloat((int) record.bits[cursor]);
-                cursor++;
-            }
-            write(r);
-            return cursor;
         }
     }
 
-    private static final class DoubleKernel extends RowKernel {
+    private static final class DoubleKernel extends Kernel {
         final DoubleBuffer wBuf;
         final DoubleBuffer dBuf;
         final double[] delta;
-        final double[] row;
 
         DoubleKernel(INDArray w, INDArray scratch, int cols, int blockRows) {
             super(w, cols);
             this.wBuf = w.data().asNioDouble();
             this.dBuf = scratch.data().asNioDouble();
             this.delta = new double[blockRows * cols];
-            this.row = new double[cols];
         }
 
         @Override
@@ -305,29 +411,35 @@ final class ExactMerge {
             dBuf.get(0, delta, 0, rows * cols);
         }
 
-        private void read(long r) {
+        @Override
+        Object rowBuffer() {
+            return new double[cols];
+        }
+
+        private void read(long r, double[] row) {
             if (colStride == 1) {
-                wBuf.get(Math.toIntExact(at(r, 0)), row, 0, cols);
+                wBuf.get(at(r, 0), row, 0, cols);
             } else {
                 for (int j = 0; j < cols; j++) {
-                    row[j] = wBuf.get((int) at(r, j));
+                    row[j] = wBuf.get(at(r, j));
                 }
             }
         }
 
-        private void write(long r) {
+        private void write(long r, double[] row) {
             if (colStride == 1) {
-                wBuf.put(Math.toIntExact(at(r, 0)), row, 0, cols);
+                wBuf.put(at(r, 0), row, 0, cols);
             } else {
                 for (int j = 0; j < cols; j++) {
-                    wBuf.put((int) at(r, j), row[j]);
+                    wBuf.put(at(r, j), row[j]);
                 }
             }
         }
 
         @Override
-        boolean mergeRow(long r, int blockRow, Record record) {
-            read(r);
+        Failure mergeRow(long r, int blockRow, Record record, Object rowBuffer) {
+            double[] row = (double[]) rowBuffer;
+            read(r, row);
             int off = blockRow * cols;
             long inexact = 0;
             long nonFinite = 0;
@@ -341,42 +453,47 @@ final class ExactMerge {
             if (nonFinite != 0) {
                 for (int j = 0; j < cols; j++) {
                     if (!Double.isFinite(row[j] + delta[off + j])) {
-                        firstNonFinite = j;
-                        failedW = row[j];
-                        failedD = delta[off + j];
-                        break;
+                        return new Failure(r, j, row[j], delta[off + j]);
                     }
                 }
-                return false;
             }
-            long rowIndex = r * cols;
-            for (int j = 0; j < cols; j++) {
-                double w = row[j];
-                double d = delta[off + j];
-                double m = w + d;
-                if (inexact != 0 && Double.doubleToRawLongBits(m - d) != Double.doubleToRawLongBits(w)) {
-                    record.add(rowIndex + j, Double.doubleToRawLongBits(w));
+            if (inexact == 0) {
+                for (int j = 0; j < cols; j++) {
+                    row[j] += delta[off + j];
                 }
-                row[j] = m;
+            } else {
+                long rowIndex = r * cols;
+                for (int j = 0; j < cols; j++) {
+                    double w = row[j];
+                    double d = delta[off + j];
+                    double m = w + d;
+                    if (Double.doubleToRawLongBits(m - d) != Double.doubleToRawLongBits(w)) {
+                        record.add(rowIndex + j, Double.doubleToRawLongBits(w));
+                    }
+                    row[j] = m;
+                }
             }
-            write(r);
-            return true;
+            write(r, row);
+            return null;
         }
 
         @Override
-        int unmergeRow(long r, int blockRow, Record record, int cursor) {
-            read(r);
-            int off = blockRow * cols;
-            for (int j = 0; j < cols; j++) {
-                row[j] = row[j] - delta[off + j];
+        void unmergeRows(long base, int from, int to, Record record, int cursor) {
+            double[] row = new double[cols];
+            for (int i = from; i < to; i++) {
+                long r = base + i;
+                read(r, row);
+                int off = i * cols;
+                for (int j = 0; j < cols; j++) {
+                    row[j] = row[j] - delta[off + j];
+                }
+                long rowStart = r * cols;
+                while (cursor < record.size && record.index[cursor] < rowStart + cols) {
+                    row[(int) (record.index[cursor] - rowStart)] = Double.longBitsToDouble(record.bits[cursor]);
+                    cursor++;
+                }
+                write(r, row);
             }
-            long rowEnd = (r + 1) * cols;
-            while (cursor < record.size && record.index[cursor] < rowEnd) {
-                row[(int) (record.index[cursor] - r * cols)] = Double.longBitsToDouble(record.bits[cursor]);
-                cursor++;
-            }
-            write(r);
-            return cursor;
         }
     }
 }

@@ -67,6 +67,43 @@ class ExactMergeTest {
         assertBitwiseEquals(original, l.weight(), "W after mixed cycles");
     }
 
+    /**
+     * A W of several blocks, each split over threads: a merge that fails late (third block, two chunks failing)
+     * names the first failing element in row-major order and restores every row already written, including
+     * rows written by the other thread after the failing one, from the record (every element is inexact here).
+     */
+    @Test
+    void aLateFailureInAMultiBlockParallelMergeIsRolledBackBitwise() {
+        int in = 700;
+        int out = 900; // blocks of 374 rows
+        INDArray w = gaussian(DataType.FLOAT, 11, 1.0, out, in);
+        w.putScalar(880, 5, 3.0e38f);
+        w.putScalar(760, 9, 3.0e38f);
+        LoraLinear l = LoraLinear.wrap(w, null, LoraConfig.builder().rank(2).alpha(2).build());
+        l.setAdapterWeights("default", org.nd4j.linalg.factory.Nd4j.ones(DataType.FLOAT, 2, in).muli(1.0e19f),
+                org.nd4j.linalg.factory.Nd4j.ones(DataType.FLOAT, out, 2).muli(1.0e19f));
+        INDArray original = w.dup();
+        IllegalStateException ex = org.junit.jupiter.api.Assertions.assertThrows(IllegalStateException.class, l::merge);
+        assertTrue(ex.getMessage().contains("W[760, 9] non-finite"), ex.getMessage());
+        assertBitwiseEquals(original, w, "W after a refused multi-block merge");
+        org.junit.jupiter.api.Assertions.assertFalse(l.isMerged());
+    }
+
+    /** The same large W without the poisoned elements: merge, unmerge, bitwise, with most elements recorded. */
+    @Test
+    void aMultiBlockParallelMergeWithEveryElementRecordedRoundTrips() {
+        int in = 700;
+        int out = 900;
+        INDArray w = gaussian(DataType.FLOAT, 12, 1.0, out, in);
+        LoraLinear l = LoraLinear.wrap(w, null, LoraConfig.builder().rank(2).alpha(2).build());
+        l.setAdapterWeights("default", gaussian(DataType.FLOAT, 13, 3.0, 2, in), gaussian(DataType.FLOAT, 14, 3.0, out, 2));
+        INDArray original = w.dup();
+        l.merge();
+        assertTrue(l.exactMergeBytes() > 16L * in * out / 10, "a large update leaves many inexact elements: " + l.exactMergeBytes());
+        l.unmerge();
+        assertBitwiseEquals(original, w, "W after a multi-block exact cycle");
+    }
+
     /** Exactness must not depend on the relative size of W and the update (tiny W + huge Δ is the hard case). */
     @Property(tries = 40)
     void exactRoundTripAtAnyScaleRatio(@ForAll @IntRange(min = -12, max = 12) int log2Ratio,
