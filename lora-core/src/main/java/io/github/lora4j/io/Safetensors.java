@@ -23,7 +23,6 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.Comparator;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -227,9 +226,7 @@ final class Safetensors {
                     + (root == null ? "nothing" : root.getNodeType()));
         }
         List<Entry> entries = new ArrayList<>();
-        Iterator<Map.Entry<String, JsonNode>> fields = root.fields();
-        while (fields.hasNext()) {
-            Map.Entry<String, JsonNode> field = fields.next();
+        for (Map.Entry<String, JsonNode> field : root.properties()) {
             String name = field.getKey();
             JsonNode node = field.getValue();
             if (name.equals(METADATA_KEY)) {
@@ -247,9 +244,7 @@ final class Safetensors {
             throw new AdapterFormatException(what + ": expected " + METADATA_KEY + " to be an object of strings, got "
                     + node.getNodeType());
         }
-        Iterator<Map.Entry<String, JsonNode>> it = node.fields();
-        while (it.hasNext()) {
-            Map.Entry<String, JsonNode> m = it.next();
+        for (Map.Entry<String, JsonNode> m : node.properties()) {
             if (!m.getValue().isTextual()) {
                 throw new AdapterFormatException(what + ": expected " + METADATA_KEY + "['" + m.getKey()
                         + "'] to be a string, got " + m.getValue().getNodeType());
