@@ -1,0 +1,151 @@
+package io.github.lora4j.io;
+
+import static org.junit.jupiter.api.Assertions.fail;
+
+import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraLinear;
+import io.github.lora4j.WeightLayout;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/** Layers, arrays and raw safetensors bytes for the file tests. */
+final class IoTestData {
+
+    static final String Q = "model.layers.0.self_attn.q_proj";
+    static final String V = "model.layers.0.self_attn.v_proj";
+
+    /** A minimal valid adapter_config.json for rank {@code r}. */
+    static String configJson(int r) {
+        return "{\"peft_type\": \"LORA\", \"r\": " + r + ", \"lora_alpha\": 16, \"target_modules\": [\"q_proj\"]}";
+    }
+
+    private IoTestData() {
+    }
+
+    /** A c-order array with N(0, scale²) entries drawn from {@code seed}. */
+    static INDArray gaussian(DataType type, long seed, double scale, long... shape) {
+        SplittableRandom rng = new SplittableRandom(seed);
+        double[] v = new double[Math.toIntExact(Arrays.stream(shape).reduce(1, (x, y) -> x * y))];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = rng.nextGaussian() * scale;
+        }
+        return Nd4j.createFromArray(v).castTo(type).reshape('c', shape);
+    }
+
+    /** A layer in {@code layout} whose default adapter holds random A and B. */
+    static LoraLinear layer(DataType type, long seed, int in, int out, LoraConfig config, WeightLayout layout) {
+        INDArray w = layout == WeightLayout.OUT_IN ? gaussian(type, seed, 0.5, out, in) : gaussian(type, seed, 0.5, in, out);
+        LoraLinear layer = LoraLinear.wrap(w, null, config, layout);
+        layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, gaussian(type, seed + 2, 0.5, config.rank(), in),
+                gaussian(type, seed + 3, 0.5, out, config.rank()));
+        return layer;
+    }
+
+    /** Two modules, q [8 -> 12] and v [8 -> 6], with rank-4 random default adapters. */
+    static Map<String, LoraLinear> model(DataType type, long seed) {
+        LoraConfig cfg = LoraConfig.builder().rank(4).alpha(8).build();
+        Map<String, LoraLinear> m = new LinkedHashMap<>();
+        m.put(Q, layer(type, seed, 8, 12, cfg, WeightLayout.OUT_IN));
+        m.put(V, layer(type, seed + 10, 8, 6, cfg, WeightLayout.OUT_IN));
+        return m;
+    }
+
+    /** Two bare layers with no adapter, shaped like {@link #model}. */
+    static Map<String, LoraLinear> bareModel(DataType type) {
+        Map<String, LoraLinear> m = new LinkedHashMap<>();
+        m.put(Q, LoraLinear.base(gaussian(type, 1, 0.5, 12, 8), null, WeightLayout.OUT_IN));
+        m.put(V, LoraLinear.base(gaussian(type, 2, 0.5, 6, 8), null, WeightLayout.OUT_IN));
+        return m;
+    }
+
+    /**
+     * A safetensors file assembled by hand: the 8-byte little-endian length of {@code header}'s UTF-8 bytes,
+     * those bytes, then {@code data} as is. Nothing is padded or checked, so tests can build broken files too.
+     */
+    static byte[] file(String header, byte[] data) {
+        byte[] h = header.getBytes(StandardCharsets.UTF_8);
+        return ByteBuffer.allocate(8 + h.length + data.length).order(ByteOrder.LITTLE_ENDIAN)
+                .putLong(h.length).put(h).put(data).array();
+    }
+
+    /** Little-endian float32 bytes. */
+    static byte[] f32(float... v) {
+        ByteBuffer b = ByteBuffer.allocate(4 * v.length).order(ByteOrder.LITTLE_ENDIAN);
+        for (float x : v) {
+            b.putFloat(x);
+        }
+        return b.array();
+    }
+
+    /** Little-endian 16-bit words (raw F16 or BF16 bits). */
+    static byte[] u16(int... v) {
+        ByteBuffer b = ByteBuffer.allocate(2 * v.length).order(ByteOrder.LITTLE_ENDIAN);
+        for (int x : v) {
+            b.putShort((short) x);
+        }
+        return b.array();
+    }
+
+    /** Concatenation. */
+    static byte[] concat(byte[]... parts) {
+        int n = Arrays.stream(parts).mapToInt(p -> p.length).sum();
+        ByteBuffer b = ByteBuffer.allocate(n);
+        for (byte[] p : parts) {
+            b.put(p);
+        }
+        return b.array();
+    }
+
+    /** Writes an adapter directory from raw bytes. */
+    static Path writeDir(Path dir, String config, byte[] model) throws IOException {
+        Files.createDirectories(dir);
+        Files.writeString(dir.resolve(PeftAdapterFiles.CONFIG_FILE), config);
+        Files.write(dir.resolve(PeftAdapterFiles.MODEL_FILE), model);
+        return dir;
+    }
+
+    /** The raw bits of every element in c order (floats widened bit for bit). */
+    static long[] bits(INDArray a) {
+        INDArray c = a.dup('c');
+        long[] out = new long[Math.toIntExact(c.length())];
+        if (c.dataType() == DataType.DOUBLE) {
+            double[] v = c.data().asDouble();
+            for (int i = 0; i < v.length; i++) {
+                out[i] = Double.doubleToRawLongBits(v[i]);
+            }
+        } else {
+            float[] v = c.data().asFloat();
+            for (int i = 0; i < v.length; i++) {
+                out[i] = Float.floatToRawIntBits(v[i]);
+            }
+        }
+        return out;
+    }
+
+    /** Fails unless same type, shape and bits, naming the first difference. */
+    static void assertBitwiseEquals(INDArray expected, INDArray actual, String what) {
+        if (expected.dataType() != actual.dataType() || !Arrays.equals(expected.shape(), actual.shape())) {
+            fail(what + ": expected " + expected.dataType() + Arrays.toString(expected.shape()) + ", got "
+                    + actual.dataType() + Arrays.toString(actual.shape()));
+        }
+        long[] e = bits(expected);
+        long[] a = bits(actual);
+        for (int i = 0; i < e.length; i++) {
+            if (e[i] != a[i]) {
+                fail(what + ": element " + i + " expected " + expected.dup('c').getDouble(i) + ", got "
+                        + actual.dup('c').getDouble(i));
+            }
+        }
+    }
+}
