@@ -274,9 +274,13 @@ public final class LoraModel {
         return module(path).forward(x);
     }
 
-    /** Puts every targeted module into training mode (see {@link LoraLinear#train()}). */
+    /**
+     * Puts every module into training mode (see {@link LoraLinear#train()}): targeted modules apply dropout and
+     * all modules keep what {@link LoraLinear#backward} needs, so a gradient can pass through untargeted modules
+     * (as {@code dL/dx = dL/dy · W}, with no gradient for their weights) on its way to the adapters.
+     */
     public LoraModel train() {
-        targeted.values().forEach(LoraLinear::train);
+        modules.values().forEach(LoraLinear::train);
         return this;
     }
 
