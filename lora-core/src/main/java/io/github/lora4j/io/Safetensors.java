@@ -1,0 +1,472 @@
+package io.github.lora4j.io;
+
+import com.fasterxml.jackson.core.JacksonException;
+import com.fasterxml.jackson.core.StreamReadFeature;
+import com.fasterxml.jackson.databind.DeserializationFeature;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.json.JsonMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.CharBuffer;
+import java.nio.channels.SeekableByteChannel;
+import java.nio.channels.WritableByteChannel;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.Comparator;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.TreeMap;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * Reader and writer of the safetensors format (https://github.com/huggingface/safetensors), restricted to the
+ * floating types LoRA adapters use: {@code F32}, {@code F64}, {@code F16}, {@code BF16}.
+ *
+ * <p>Layout: an unsigned 64-bit little-endian header length {@code N}; {@code N} bytes of UTF-8 JSON
+ * {@code {"__metadata__": {str: str}, "<name>": {"dtype": .., "shape": [..], "data_offsets": [begin, end]}}},
+ * possibly padded with spaces; then the byte buffer, where each tensor occupies {@code [begin, end)}
+ * (relative to the buffer), row-major, little-endian. The offsets must tile the buffer exactly: no overlap,
+ * no hole, nothing after the last tensor.
+ *
+ * <p>Reading trusts nothing: the header length is checked against the real file size and a cap before anything
+ * is allocated, and every tensor's declared size against its offsets and the whole buffer before any tensor is
+ * read; so the largest allocation is bounded by the file's real size. Every violation is an
+ * {@link AdapterFormatException} naming expected vs actual.
+ */
+final class Safetensors {
+
+    /** Largest header accepted, as in the reference implementation (100 MB). */
+    static final long MAX_HEADER_BYTES = 100_000_000L;
+
+    /** Key of the free-form string map in the header. */
+    static final String METADATA_KEY = "__metadata__";
+
+    private static final JsonMapper JSON = JsonMapper.builder()
+            .enable(StreamReadFeature.STRICT_DUPLICATE_DETECTION)
+            .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
+            .build();
+
+    private Safetensors() {
+    }
+
+    /** The element types lora4j reads and writes, with their safetensors names and sizes. */
+    enum Dtype {
+        F16(2, DataType.HALF), BF16(2, DataType.BFLOAT16), F32(4, DataType.FLOAT), F64(8, DataType.DOUBLE);
+
+        final int bytes;
+        final DataType nd4j;
+
+        Dtype(int bytes, DataType nd4j) {
+            this.bytes = bytes;
+            this.nd4j = nd4j;
+        }
+
+        /** The dtype that stores ND4J type {@code type} in a file. */
+        static Dtype of(DataType type) {
+            for (Dtype d : values()) {
+                if (d.nd4j == type) {
+                    return d;
+                }
+            }
+            throw new IllegalArgumentException("file data type must be one of FLOAT (F32), DOUBLE (F64), HALF (F16) "
+                    + "or BFLOAT16 (BF16), got " + type);
+        }
+
+        /** ND4J type a tensor of this dtype is read into: DOUBLE for F64, FLOAT otherwise (exact widening). */
+        DataType memoryType() {
+            return this == F64 ? DataType.DOUBLE : DataType.FLOAT;
+        }
+    }
+
+    /** One tensor as read: the file's dtype and shape, values widened to {@link Dtype#memoryType()}, c-order. */
+    static final class Tensor {
+        final Dtype dtype;
+        final long[] shape;
+        final INDArray data;
+
+        Tensor(Dtype dtype, long[] shape, INDArray data) {
+            this.dtype = dtype;
+            this.shape = shape;
+            this.data = data;
+        }
+    }
+
+    /** A whole file: metadata and tensors by name (sorted). */
+    static final class Contents {
+        final Map<String, String> metadata;
+        final Map<String, Tensor> tensors;
+
+        Contents(Map<String, String> metadata, Map<String, Tensor> tensors) {
+            this.metadata = Collections.unmodifiableMap(metadata);
+            this.tensors = Collections.unmodifiableMap(tensors);
+        }
+    }
+
+    private static final class Entry {
+        final String name;
+        final Dtype dtype;
+        final long[] shape;
+        final long begin;
+        final long end;
+
+        Entry(String name, Dtype dtype, long[] shape, long begin, long end) {
+            this.name = name;
+            this.dtype = dtype;
+            this.shape = shape;
+            this.begin = begin;
+            this.end = end;
+        }
+    }
+
+    // ---------------------------------------------------------------- reading
+
+    /** Reads a whole safetensors file. */
+    static Contents read(Path file) throws IOException {
+        try (SeekableByteChannel ch = Files.newByteChannel(file, StandardOpenOption.READ)) {
+            return read(ch, file.getFileName().toString());
+        }
+    }
+
+    /**
+     * Reads a safetensors file from {@code ch}, starting at position 0; {@code what} names it in messages.
+     *
+     * @throws AdapterFormatException for anything that breaks the format or a type outside F32/F64/F16/BF16
+     */
+    static Contents read(SeekableByteChannel ch, String what) throws IOException {
+        long size = ch.size();
+        if (size < 8) {
+            throw new AdapterFormatException(what + ": expected at least 8 bytes (the header length), got a file of "
+                    + size + " bytes");
+        }
+        ByteBuffer lengthField = ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN);
+        readFully(ch, lengthField, 0, what);
+        long headerLength = lengthField.getLong(0);
+        // Compare as unsigned: a "negative" length is a length beyond 2^63, and beyond any file.
+        if (Long.compareUnsigned(headerLength, size - 8) > 0) {
+            throw new AdapterFormatException(what + ": header length " + Long.toUnsignedString(headerLength)
+                    + " exceeds the " + (size - 8) + " bytes that follow the length field");
+        }
+        if (headerLength > MAX_HEADER_BYTES) {
+            throw new AdapterFormatException(what + ": header length " + headerLength + " exceeds the limit of "
+                    + MAX_HEADER_BYTES + " bytes");
+        }
+        ByteBuffer headerBytes = ByteBuffer.allocate((int) headerLength);
+        readFully(ch, headerBytes, 8, what);
+        headerBytes.flip();
+        long dataStart = 8 + headerLength;
+        long dataLength = size - dataStart;
+
+        Map<String, String> metadata = new LinkedHashMap<>();
+        List<Entry> entries = parseHeader(decodeUtf8(headerBytes, what), metadata, what);
+        checkCoverage(entries, dataLength, what);
+
+        Map<String, Tensor> tensors = new TreeMap<>();
+        for (Entry e : entries) {
+            long bytes = e.end - e.begin;
+            if (bytes > Integer.MAX_VALUE - 16) {
+                throw new AdapterFormatException(what + ": tensor '" + e.name + "' has " + bytes
+                        + " bytes; this reader supports at most " + (Integer.MAX_VALUE - 16) + " bytes per tensor");
+            }
+            ByteBuffer buf = ByteBuffer.allocate((int) bytes).order(ByteOrder.LITTLE_ENDIAN);
+            readFully(ch, buf, dataStart + e.begin, what);
+            buf.flip();
+            tensors.put(e.name, new Tensor(e.dtype, e.shape, decode(buf, e.dtype, e.shape)));
+        }
+        return new Contents(metadata, tensors);
+    }
+
+    private static void readFully(SeekableByteChannel ch, ByteBuffer buf, long position, String what)
+            throws IOException {
+        ch.position(position);
+        while (buf.hasRemaining()) {
+            if (ch.read(buf) < 0) {
+                throw new AdapterFormatException(what + ": file ended at byte " + (position + buf.position())
+                        + ", expected " + buf.remaining() + " more bytes");
+            }
+        }
+    }
+
+    static String decodeUtf8(ByteBuffer bytes, String what) throws AdapterFormatException {
+        try {
+            CharBuffer chars = StandardCharsets.UTF_8.newDecoder()
+                    .onMalformedInput(CodingErrorAction.REPORT)
+                    .onUnmappableCharacter(CodingErrorAction.REPORT)
+                    .decode(bytes);
+            return chars.toString();
+        } catch (CharacterCodingException e) {
+            throw new AdapterFormatException(what + ": not valid UTF-8 (" + e + ")", e);
+        }
+    }
+
+    private static List<Entry> parseHeader(String header, Map<String, String> metadata, String what)
+            throws AdapterFormatException {
+        JsonNode root;
+        try {
+            root = JSON.readTree(header);
+        } catch (JacksonException e) {
+            throw new AdapterFormatException(what + ": header is not valid JSON (duplicate keys included): "
+                    + e.getOriginalMessage(), e);
+        }
+        if (root == null || !root.isObject()) {
+            throw new AdapterFormatException(what + ": expected the header to be a JSON object, got "
+                    + (root == null ? "nothing" : root.getNodeType()));
+        }
+        List<Entry> entries = new ArrayList<>();
+        Iterator<Map.Entry<String, JsonNode>> fields = root.fields();
+        while (fields.hasNext()) {
+            Map.Entry<String, JsonNode> field = fields.next();
+            String name = field.getKey();
+            JsonNode node = field.getValue();
+            if (name.equals(METADATA_KEY)) {
+                parseMetadata(node, metadata, what);
+            } else {
+                entries.add(parseEntry(name, node, what));
+            }
+        }
+        return entries;
+    }
+
+    private static void parseMetadata(JsonNode node, Map<String, String> metadata, String what)
+            throws AdapterFormatException {
+        if (!node.isObject()) {
+            throw new AdapterFormatException(what + ": expected " + METADATA_KEY + " to be an object of strings, got "
+                    + node.getNodeType());
+        }
+        Iterator<Map.Entry<String, JsonNode>> it = node.fields();
+        while (it.hasNext()) {
+            Map.Entry<String, JsonNode> m = it.next();
+            if (!m.getValue().isTextual()) {
+                throw new AdapterFormatException(what + ": expected " + METADATA_KEY + "['" + m.getKey()
+                        + "'] to be a string, got " + m.getValue().getNodeType());
+            }
+            metadata.put(m.getKey(), m.getValue().textValue());
+        }
+    }
+
+    private static Entry parseEntry(String name, JsonNode node, String what) throws AdapterFormatException {
+        String where = what + ": tensor '" + name + "'";
+        if (!node.isObject()) {
+            throw new AdapterFormatException(where + ": expected an object with dtype, shape and data_offsets, got "
+                    + node.getNodeType());
+        }
+        JsonNode dtypeNode = node.get("dtype");
+        if (dtypeNode == null || !dtypeNode.isTextual()) {
+            throw new AdapterFormatException(where + ": expected a string dtype, got "
+                    + (dtypeNode == null ? "none" : dtypeNode.getNodeType()));
+        }
+        Dtype dtype;
+        try {
+            dtype = Dtype.valueOf(dtypeNode.textValue());
+        } catch (IllegalArgumentException e) {
+            throw new AdapterFormatException(where + ": unsupported dtype '" + dtypeNode.textValue()
+                    + "', expected one of " + Arrays.toString(Dtype.values()));
+        }
+        long[] shape = longs(node.get("shape"), "shape", -1, where);
+        long[] offsets = longs(node.get("data_offsets"), "data_offsets", 2, where);
+        long begin = offsets[0];
+        long end = offsets[1];
+        if (begin > end) {
+            throw new AdapterFormatException(where + ": data_offsets must satisfy begin <= end, got [" + begin + ", "
+                    + end + "]");
+        }
+        long bytes = dtype.bytes;
+        try {
+            for (long d : shape) {
+                bytes = Math.multiplyExact(bytes, d);
+            }
+        } catch (ArithmeticException e) {
+            throw new AdapterFormatException(where + ": shape " + Arrays.toString(shape)
+                    + " has more elements than a 64-bit size can hold");
+        }
+        if (bytes != end - begin) {
+            throw new AdapterFormatException(where + ": shape " + Arrays.toString(shape) + " of " + dtype + " needs "
+                    + bytes + " bytes, but data_offsets [" + begin + ", " + end + "] hold " + (end - begin));
+        }
+        return new Entry(name, dtype, shape, begin, end);
+    }
+
+    /** Non-negative integers of a JSON array; {@code length} -1 for any length. */
+    private static long[] longs(JsonNode node, String field, int length, String where) throws AdapterFormatException {
+        if (node == null || !node.isArray()) {
+            throw new AdapterFormatException(where + ": expected " + field + " to be an array of integers, got "
+                    + (node == null ? "none" : node.getNodeType()));
+        }
+        if (length >= 0 && node.size() != length) {
+            throw new AdapterFormatException(where + ": expected " + field + " to have " + length + " entries, got "
+                    + node.size());
+        }
+        long[] values = new long[node.size()];
+        for (int i = 0; i < values.length; i++) {
+            JsonNode v = node.get(i);
+            if (!v.isIntegralNumber() || !v.canConvertToLong() || v.longValue() < 0) {
+                throw new AdapterFormatException(where + ": expected " + field + "[" + i
+                        + "] to be a non-negative 64-bit integer, got " + v);
+            }
+            values[i] = v.longValue();
+        }
+        return values;
+    }
+
+    /** The offsets, sorted, must tile {@code [0, dataLength)} exactly. */
+    private static void checkCoverage(List<Entry> entries, long dataLength, String what) throws AdapterFormatException {
+        List<Entry> sorted = new ArrayList<>(entries);
+        sorted.sort(Comparator.comparingLong((Entry e) -> e.begin).thenComparingLong(e -> e.end));
+        long expected = 0;
+        for (Entry e : sorted) {
+            if (e.begin != expected) {
+                String problem = e.begin < expected ? "overlaps the previous tensor" : "leaves a hole before it";
+                throw new AdapterFormatException(what + ": tensor '" + e.name + "' " + problem
+                        + ": expected data_offsets to begin at " + expected + ", got [" + e.begin + ", " + e.end + "]");
+            }
+            expected = e.end;
+        }
+        if (expected != dataLength) {
+            throw new AdapterFormatException(what + ": tensors cover " + expected + " bytes of data, but the file holds "
+                    + dataLength + " bytes after the header");
+        }
+    }
+
+    private static INDArray decode(ByteBuffer buf, Dtype dtype, long[] shape) {
+        int n = buf.remaining() / dtype.bytes;
+        INDArray flat;
+        switch (dtype) {
+            case F64: {
+                double[] v = new double[n];
+                buf.asDoubleBuffer().get(v);
+                flat = Nd4j.createFromArray(v);
+                break;
+            }
+            case F32: {
+                float[] v = new float[n];
+                buf.asFloatBuffer().get(v);
+                flat = Nd4j.createFromArray(v);
+                break;
+            }
+            default: {
+                float[] v = new float[n];
+                for (int i = 0; i < n; i++) {
+                    int bits = buf.getShort(2 * i) & 0xFFFF;
+                    v[i] = dtype == Dtype.F16 ? FloatFormats.halfToFloat(bits) : FloatFormats.bfloat16ToFloat(bits);
+                }
+                flat = Nd4j.createFromArray(v);
+            }
+        }
+        return n == 0 ? Nd4j.create(dtype.memoryType(), shape) : flat.reshape('c', shape);
+    }
+
+    // ---------------------------------------------------------------- writing
+
+    /**
+     * Writes {@code tensors} (FLOAT or DOUBLE arrays, any order/view) to {@code ch} as {@code dtype}, in the map's
+     * iteration order, with the header padded by spaces so the data starts at a multiple of 8 bytes. All values
+     * are converted and checked before the first byte is written.
+     *
+     * @throws IllegalArgumentException if a finite value overflows {@code dtype} (e.g. 70000 in F16), naming it
+     */
+    static void write(WritableByteChannel ch, Map<String, INDArray> tensors, Map<String, String> metadata,
+                      Dtype dtype) throws IOException {
+        ObjectNode header = JSON.createObjectNode();
+        if (!metadata.isEmpty()) {
+            ObjectNode meta = header.putObject(METADATA_KEY);
+            metadata.forEach(meta::put);
+        }
+        List<ByteBuffer> data = new ArrayList<>();
+        long offset = 0;
+        for (Map.Entry<String, INDArray> t : tensors.entrySet()) {
+            if (t.getKey().equals(METADATA_KEY)) {
+                throw new IllegalArgumentException("tensor name " + METADATA_KEY + " is reserved by the format");
+            }
+            ByteBuffer bytes = encode(t.getKey(), Objects.requireNonNull(t.getValue(), t.getKey()), dtype);
+            ObjectNode entry = header.putObject(t.getKey());
+            entry.put("dtype", dtype.name());
+            ArrayNode shape = entry.putArray("shape");
+            for (long d : t.getValue().shape()) {
+                shape.add(d);
+            }
+            entry.putArray("data_offsets").add(offset).add(offset + bytes.remaining());
+            offset += bytes.remaining();
+            data.add(bytes);
+        }
+        byte[] json = JSON.writeValueAsBytes(header);
+        int padded = (json.length + 7) / 8 * 8;
+        ByteBuffer head = ByteBuffer.allocate(8 + padded).order(ByteOrder.LITTLE_ENDIAN);
+        head.putLong(padded).put(json);
+        while (head.hasRemaining()) {
+            head.put((byte) ' ');
+        }
+        head.flip();
+        writeFully(ch, head);
+        for (ByteBuffer b : data) {
+            writeFully(ch, b);
+        }
+    }
+
+    private static void writeFully(WritableByteChannel ch, ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) {
+            ch.write(b);
+        }
+    }
+
+    private static ByteBuffer encode(String name, INDArray array, Dtype dtype) {
+        if (array.dataType() != DataType.FLOAT && array.dataType() != DataType.DOUBLE) {
+            throw new IllegalArgumentException("tensor '" + name + "': expected FLOAT or DOUBLE, got "
+                    + array.dataType());
+        }
+        long length = array.length();
+        if (length * dtype.bytes > Integer.MAX_VALUE - 16) {
+            throw new IllegalArgumentException("tensor '" + name + "' has " + length
+                    + " elements; this writer supports at most " + (Integer.MAX_VALUE - 16) / dtype.bytes + " of "
+                    + dtype);
+        }
+        // dup('c') gives a fresh contiguous row-major buffer whatever the source's order or view offset.
+        double[] v = array.dup('c').data().asDouble();
+        ByteBuffer out = ByteBuffer.allocate(v.length * dtype.bytes).order(ByteOrder.LITTLE_ENDIAN);
+        for (double x : v) {
+            switch (dtype) {
+                case F64:
+                    out.putDouble(x);
+                    break;
+                case F32:
+                    float f = (float) x; // Java's narrowing rounds to nearest even
+                    checkNoOverflow(name, x, f, dtype);
+                    out.putFloat(f);
+                    break;
+                case F16: {
+                    short h = FloatFormats.toHalf(x);
+                    checkNoOverflow(name, x, FloatFormats.halfToFloat(h), dtype);
+                    out.putShort(h);
+                    break;
+                }
+                default: {
+                    short h = FloatFormats.toBfloat16(x);
+                    checkNoOverflow(name, x, FloatFormats.bfloat16ToFloat(h), dtype);
+                    out.putShort(h);
+                }
+            }
+        }
+        out.flip();
+        return out;
+    }
+
+    private static void checkNoOverflow(String name, double value, float stored, Dtype dtype) {
+        if (Double.isFinite(value) && Float.isInfinite(stored)) {
+            throw new IllegalArgumentException("tensor '" + name + "': value " + value + " overflows " + dtype
+                    + "; expected a magnitude below its largest finite value");
+        }
+    }
+}
