@@ -4,6 +4,10 @@ import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.MergeMode;
 import io.github.lora4j.WeightLayout;
+import io.github.lora4j.io.PeftAdapterConfig;
+import io.github.lora4j.io.PeftAdapterFiles;
+import java.io.IOException;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.LinkedHashMap;
@@ -369,6 +373,77 @@ public final class LoraModel {
             out.put(e.getKey(), e.getValue().mergedWeight());
         }
         return out;
+    }
+
+    // ---------------------------------------------------------------- files
+
+    /**
+     * Saves adapter {@code adapterName} of the targeted modules as PEFT files ({@code adapter_model.safetensors},
+     * F32, and {@code adapter_config.json}) in {@code dir}, atomically; see
+     * {@link PeftAdapterFiles#save(Path, Map, String)}. Tensor keys are
+     * {@code base_model.model.<module path>.lora_A.weight} / {@code .lora_B.weight}, as PEFT writes them.
+     *
+     * @throws IllegalStateException    before {@link #applyLora}
+     * @throws IllegalArgumentException as {@link PeftAdapterFiles#save}, e.g. no module has that adapter
+     * @throws IOException              if writing fails; existing files are then left as they were
+     */
+    public void save(Path dir, String adapterName) throws IOException {
+        requireApplied();
+        PeftAdapterFiles.save(dir, loraModules(), adapterName);
+    }
+
+    /**
+     * Loads the PEFT adapter in {@code dir} as adapter {@code adapterName}; see
+     * {@link PeftAdapterFiles#load(Path, Map, String)}.
+     * <ul>
+     *   <li>On a model without LoRA, the modules the file names become the targeted modules and
+     *       {@code adapterName} their active adapter: a fresh model built from the base weights then computes what
+     *       the saved one did.</li>
+     *   <li>On a model with LoRA applied, the file must cover exactly the targeted modules; the new adapter is
+     *       added beside the others and the active adapter does not change.</li>
+     * </ul>
+     * All or nothing: on any failure no module is changed.
+     *
+     * @return the file's configuration
+     * @throws IllegalArgumentException if the file names a module the model lacks (or, with LoRA applied, does not
+     *                                  cover the targeted modules), a shape or rank does not fit, or the name is taken
+     * @throws io.github.lora4j.io.AdapterFormatException for a corrupt or unsupported file
+     * @throws IOException              if reading fails
+     */
+    public PeftAdapterConfig load(Path dir, String adapterName) throws IOException {
+        Objects.requireNonNull(adapterName, "adapterName must not be null");
+        if (targeted.isEmpty()) {
+            PeftAdapterConfig cfg = PeftAdapterFiles.load(dir, Collections.unmodifiableMap(modules), adapterName);
+            for (Map.Entry<String, LoraLinear> e : modules.entrySet()) {
+                if (e.getValue().adapterNames().contains(adapterName)) {
+                    e.getValue().setActiveAdapter(adapterName);
+                    targeted.put(e.getKey(), e.getValue());
+                }
+            }
+            if (cfg.targetModulesRegex().isPresent()) {
+                targetRegex = cfg.targetModulesRegex().get();
+            } else {
+                targetModules.addAll(cfg.targetModules());
+            }
+            return cfg;
+        }
+        PeftAdapterConfig cfg = PeftAdapterFiles.load(dir, loraModules(), adapterName);
+        List<String> missing = new ArrayList<>();
+        for (Map.Entry<String, LoraLinear> e : targeted.entrySet()) {
+            if (!e.getValue().adapterNames().contains(adapterName)) {
+                missing.add(e.getKey());
+            }
+        }
+        if (!missing.isEmpty()) {
+            for (LoraLinear m : targeted.values()) {
+                if (m.adapterNames().contains(adapterName)) {
+                    m.deleteAdapter(adapterName);
+                }
+            }
+            throw new IllegalArgumentException("the adapter file must cover every targeted module; expected "
+                    + targeted.keySet() + ", missing " + missing + "; nothing was loaded");
+        }
+        return cfg;
     }
 
     // ---------------------------------------------------------------- parameters
