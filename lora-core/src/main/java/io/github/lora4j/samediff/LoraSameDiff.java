@@ -28,8 +28,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * values), {@code B = 0}; so before training the graph computes exactly the base layer. Variable names are
  * {@code name + "/weight"}, {@code "/bias"}, {@code "/lora_A"}, {@code "/lora_B"}, and {@code name} for the output.
  *
- * <p>Who may change what: {@code W} and {@code b} enter the graph as constants; SameDiff keeps its own reference to
- * the given arrays, and nothing in the graph writes them. {@code A} and {@code B} are fresh arrays owned by the
+ * <p>Who may change what: {@code W} and {@code b} enter the graph as constants (SameDiff holds them under its own
+ * array objects; {@code sd.getArrForVarName(name + "/weight")} is not the caller's instance), and neither the graph
+ * nor {@code fit} writes them. {@code A} and {@code B} are fresh arrays owned by the
  * graph. Dropout on the LoRA path is not supported here (a config with dropout is refused), since SameDiff's
  * dropout is not switched off at inference the way {@link LoraLinear#eval()} does.
  */
