@@ -307,6 +307,15 @@ class LoraModelTest {
         weights.forEach((p, w) -> assertArrayEquals(before.get(p), bits(w), p + " untouched"));
         assertFalse(model.isMerged());
         assertSame(weights.get("model.layers.1.mlp.fc"), model.module("model.layers.1.mlp.fc").weight());
+
+        // while merged, the copies hold the merged weights (the update is not added twice)
+        model.merge();
+        Map<String, INDArray> whileMerged = model.mergeAndUnload();
+        for (String p : plain.keySet()) {
+            assertTrue(maxAbsDiff(whileMerged.get(p), plain.get(p)) < 1e-12, p);
+        }
+        model.unmerge();
+        weights.forEach((p, w) -> assertArrayEquals(before.get(p), bits(w), p + " after merge/unmerge"));
     }
 
     @Test
