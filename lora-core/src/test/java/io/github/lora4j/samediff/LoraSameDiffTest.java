@@ -1,0 +1,170 @@
+package io.github.lora4j.samediff;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraLinear;
+import io.github.lora4j.WeightLayout;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.junit.jupiter.api.Test;
+import org.nd4j.autodiff.samediff.SDVariable;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.TrainingConfig;
+import org.nd4j.autodiff.samediff.VariableType;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.dataset.DataSet;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.learning.config.Adam;
+
+class LoraSameDiffTest {
+
+    private static final int IN = 10;
+    private static final int OUT = 6;
+    private static final int N = 16;
+    private static final LoraConfig CFG = LoraConfig.builder().rank(3).alpha(6).seed(17).build();
+
+    static INDArray gaussian(long seed, double scale, long... shape) {
+        SplittableRandom rng = new SplittableRandom(seed);
+        double[] v = new double[Math.toIntExact(java.util.Arrays.stream(shape).reduce(1, (p, q) -> p * q))];
+        for (int i = 0; i < v.length; i++) {
+            v[i] = rng.nextGaussian() * scale;
+        }
+        return Nd4j.createFromArray(v).reshape('c', shape);
+    }
+
+    static long[] bits(INDArray a) {
+        return java.util.Arrays.stream(a.dup('c').data().asDouble()).mapToLong(Double::doubleToRawLongBits).toArray();
+    }
+
+    static double maxAbsDiff(INDArray a, INDArray b) {
+        return a.sub(b).amaxNumber().doubleValue();
+    }
+
+    /** Sets non-zero A and B in the graph and in a matching eager layer. */
+    private static void setAdapter(SameDiff sd, LoraSameDiff layer, INDArray a, INDArray b) {
+        sd.getArrForVarName(layer.loraA().name()).assign(a);
+        sd.getArrForVarName(layer.loraB().name()).assign(b);
+    }
+
+    @Test
+    void startsFromTheSameAAsLoraLinearAndComputesTheBaseLayer() {
+        INDArray w = gaussian(1, 0.5, OUT, IN);
+        INDArray bias = gaussian(2, 0.5, OUT);
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
+        LoraSameDiff layer = LoraSameDiff.linear(sd, "q_proj", x, w, bias, CFG);
+        LoraLinear eager = LoraLinear.wrap(w, bias, CFG);
+        assertArrayEquals(bits(eager.loraA("default")), bits(layer.currentA()), "same seed, same A");
+        assertEquals(0.0, layer.currentB().amaxNumber().doubleValue());
+        INDArray xs = gaussian(3, 1, N, IN);
+        INDArray y = sd.output(Map.of("x", xs), "q_proj").get("q_proj");
+        assertTrue(maxAbsDiff(y, xs.mmul(w.transpose()).addRowVector(bias)) < 1e-12);
+        assertEquals(VariableType.CONSTANT, layer.weight().getVariableType());
+        assertEquals(VariableType.CONSTANT, layer.bias().getVariableType());
+        assertEquals(VariableType.VARIABLE, layer.loraA().getVariableType());
+        assertEquals(VariableType.VARIABLE, layer.loraB().getVariableType());
+    }
+
+    @Test
+    void outputsAndAdapterGradientsMatchLoraLinearAndWGetsNone() {
+        for (WeightLayout layout : WeightLayout.values()) {
+            INDArray wOutIn = gaussian(10, 0.5, OUT, IN);
+            INDArray w = layout == WeightLayout.OUT_IN ? wOutIn : wOutIn.transpose().dup('c');
+            INDArray bias = gaussian(11, 0.5, OUT);
+            INDArray a = gaussian(12, 0.5, 3, IN);
+            INDArray b = gaussian(13, 0.5, OUT, 3);
+            INDArray xs = gaussian(14, 1, N, IN);
+            INDArray g = gaussian(15, 1, N, OUT);
+
+            SameDiff sd = SameDiff.create();
+            SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
+            LoraSameDiff layer = LoraSameDiff.linear(sd, "v_proj", x, w, bias, CFG, layout);
+            setAdapter(sd, layer, a, b);
+            // L = Σ y ⊙ G, so dL/dy = G: the same upstream gradient LoraLinear.backward receives
+            SDVariable loss = layer.output().mul(sd.constant("g", g)).sum("loss");
+            sd.setLossVariables(loss);
+
+            LoraLinear eager = LoraLinear.wrap(w.dup(), bias.dup(), CFG, layout);
+            eager.setAdapterWeights("default", a, b);
+            eager.train();
+            INDArray yEager = eager.forward(xs);
+            eager.backward(g);
+
+            INDArray ySd = sd.output(Map.of("x", xs), "v_proj").get("v_proj");
+            assertTrue(maxAbsDiff(ySd, yEager) < 1e-12, layout + ": outputs differ by " + maxAbsDiff(ySd, yEager));
+
+            Map<String, INDArray> grads = sd.calculateGradients(Map.of("x", xs), "v_proj/lora_A", "v_proj/lora_B");
+            assertTrue(maxAbsDiff(grads.get("v_proj/lora_A"), eager.adapter("default").gradA()) < 1e-10, layout + ": dA");
+            assertTrue(maxAbsDiff(grads.get("v_proj/lora_B"), eager.adapter("default").gradB()) < 1e-10, layout + ": dB");
+            assertNull(layer.weight().getGradient(), layout + ": a constant has no gradient variable");
+            assertFalse(sd.calculateGradients(Map.of("x", xs), "v_proj/lora_A").containsKey("v_proj/weight"));
+        }
+    }
+
+    @Test
+    void fitWithAdamLowersTheMseAndLeavesWBitwiseUnchanged() {
+        INDArray w = gaussian(20, 0.5, OUT, IN);
+        INDArray bias = gaussian(21, 0.1, OUT);
+        INDArray wCopy = w.dup();
+        // target: the base layer plus a rank-2 change, which a rank-3 adapter can represent
+        INDArray delta = gaussian(22, 0.3, OUT, 2).mmul(gaussian(23, 0.3, 2, IN));
+        INDArray xs = gaussian(24, 1, 64, IN);
+        INDArray target = xs.mmul(w.add(delta).transpose()).addRowVector(bias);
+
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
+        SDVariable label = sd.placeHolder("label", DataType.DOUBLE, -1, OUT);
+        LoraSameDiff layer = LoraSameDiff.linear(sd, "o_proj", x, w, bias, CFG);
+        sd.loss.meanSquaredError("loss", label, layer.output(), null);
+        sd.setLossVariables("loss");
+        sd.setTrainingConfig(TrainingConfig.builder().updater(new Adam(0.02))
+                .dataSetFeatureMapping("x").dataSetLabelMapping("label").build());
+
+        Map<String, INDArray> feed = Map.of("x", xs, "label", target);
+        double before = sd.output(feed, "loss").get("loss").getDouble(0);
+        DataSet data = new DataSet(xs, target);
+        for (int i = 0; i < 300; i++) {
+            sd.fit(data);
+        }
+        double after = sd.output(feed, "loss").get("loss").getDouble(0);
+        assertTrue(after < 0.05 * before, "MSE " + before + " -> " + after);
+
+        assertArrayEquals(bits(wCopy), bits(w), "the caller's W is unchanged");
+        assertArrayEquals(bits(wCopy), bits(sd.getArrForVarName("o_proj/weight")), "the graph's constant is unchanged");
+
+        // the trained adapter moves into an eager layer and computes what the graph computes
+        LoraLinear trained = layer.toLoraLinear();
+        INDArray yGraph = sd.output(Map.of("x", xs), "o_proj").get("o_proj");
+        assertTrue(maxAbsDiff(trained.forward(xs), yGraph) < 1e-12);
+        assertTrue(layer.currentB().amaxNumber().doubleValue() > 0, "B was trained");
+    }
+
+    @Test
+    void badInputIsRefusedAndTheGraphUnchanged() {
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("x", DataType.FLOAT, -1, IN);
+        INDArray w = gaussian(30, 0.5, OUT, IN);
+        IllegalArgumentException type = assertThrows(IllegalArgumentException.class,
+                () -> LoraSameDiff.linear(sd, "l", x, w, null, CFG));
+        assertTrue(type.getMessage().contains("expected DOUBLE") && type.getMessage().contains("got FLOAT"), type.getMessage());
+        SDVariable xd = sd.placeHolder("xd", DataType.DOUBLE, -1, IN + 1);
+        IllegalArgumentException width = assertThrows(IllegalArgumentException.class,
+                () -> LoraSameDiff.linear(sd, "l", xd, w, null, CFG));
+        assertTrue(width.getMessage().contains("expected [n, " + IN + "]"), width.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> LoraSameDiff.linear(sd, "l", xd, w, null,
+                CFG.toBuilder().dropout(0.1).build()));
+        assertEquals(2, sd.variables().size(), "only the two placeholders");
+        SDVariable ok = sd.placeHolder("ok", DataType.DOUBLE, -1, IN);
+        LoraSameDiff.linear(sd, "l", ok, w, null, CFG);
+        IllegalArgumentException taken = assertThrows(IllegalArgumentException.class,
+                () -> LoraSameDiff.linear(sd, "l", ok, w, null, CFG));
+        assertTrue(taken.getMessage().contains("'l' already exists"), taken.getMessage());
+    }
+}
