@@ -8,13 +8,13 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 /** Deterministic test arrays and bitwise comparisons. */
-final class TestData {
+public final class TestData {
 
     private TestData() {
     }
 
     /** A c-order array of the given shape with N(0, scale²) entries drawn from {@code seed}. */
-    static INDArray gaussian(DataType type, long seed, double scale, long... shape) {
+    public static INDArray gaussian(DataType type, long seed, double scale, long... shape) {
         SplittableRandom rng = new SplittableRandom(seed);
         long n = 1;
         for (long d : shape) {
@@ -28,7 +28,7 @@ final class TestData {
     }
 
     /** A layer with random W and bias, whose default adapter has random (non-zero) A and B. */
-    static LoraLinear trainedLayer(DataType type, long seed, int in, int out, LoraConfig config, boolean bias) {
+    public static LoraLinear trainedLayer(DataType type, long seed, int in, int out, LoraConfig config, boolean bias) {
         INDArray w = gaussian(type, seed, 0.5, out, in);
         INDArray b = bias ? gaussian(type, seed + 1, 0.5, out) : null;
         LoraLinear layer = LoraLinear.wrap(w, b, config);
@@ -38,7 +38,7 @@ final class TestData {
     }
 
     /** The raw bits of every element, in c order, as longs (floats widened bit-for-bit). */
-    static long[] bits(INDArray a) {
+    public static long[] bits(INDArray a) {
         INDArray c = a.dup('c');
         long[] out = new long[Math.toIntExact(c.length())];
         if (c.dataType() == DataType.DOUBLE) {
@@ -56,10 +56,10 @@ final class TestData {
     }
 
     /** Fails unless {@code actual} has the same shape and the same bits as {@code expected}, naming the first difference. */
-    static void assertBitwiseEquals(INDArray expected, INDArray actual, String what) {
-        if (!java.util.Arrays.equals(expected.shape(), actual.shape())) {
-            fail(what + ": shape expected " + java.util.Arrays.toString(expected.shape()) + ", got "
-                    + java.util.Arrays.toString(actual.shape()));
+    public static void assertBitwiseEquals(INDArray expected, INDArray actual, String what) {
+        if (expected.dataType() != actual.dataType() || !java.util.Arrays.equals(expected.shape(), actual.shape())) {
+            fail(what + ": expected " + expected.dataType() + java.util.Arrays.toString(expected.shape()) + ", got "
+                    + actual.dataType() + java.util.Arrays.toString(actual.shape()));
         }
         long[] e = bits(expected);
         long[] a = bits(actual);
@@ -80,7 +80,7 @@ final class TestData {
     }
 
     /** Largest |a − b| / max(|b|, floor) over all elements. */
-    static double maxRelativeError(INDArray actual, INDArray expected, double floor) {
+    public static double maxRelativeError(INDArray actual, INDArray expected, double floor) {
         double[] a = actual.dup('c').castTo(DataType.DOUBLE).data().asDouble();
         double[] e = expected.dup('c').castTo(DataType.DOUBLE).data().asDouble();
         double worst = 0;
@@ -94,9 +94,14 @@ final class TestData {
      * Normwise relative error {@code max|a − e| / max|e|}: the measure for results that sum the same terms in a
      * different order (merged vs unmerged), whose rounding scales with the terms rather than with one element.
      */
-    static double normwiseRelativeError(INDArray actual, INDArray expected) {
+    public static double normwiseRelativeError(INDArray actual, INDArray expected) {
         double scale = expected.amaxNumber().doubleValue();
         double diff = actual.castTo(DataType.DOUBLE).sub(expected.castTo(DataType.DOUBLE)).amaxNumber().doubleValue();
         return scale == 0 ? diff : diff / scale;
+    }
+
+    /** Largest {@code |actual − expected|} over all elements, in double. */
+    public static double maxAbsDiff(INDArray actual, INDArray expected) {
+        return actual.castTo(DataType.DOUBLE).sub(expected.castTo(DataType.DOUBLE)).amaxNumber().doubleValue();
     }
 }

@@ -2,7 +2,7 @@ package io.github.lora4j.io;
 
 import static io.github.lora4j.io.IoTestData.Q;
 import static io.github.lora4j.io.IoTestData.V;
-import static io.github.lora4j.io.IoTestData.bits;
+import static io.github.lora4j.TestData.bits;
 import static io.github.lora4j.io.IoTestData.concat;
 import static io.github.lora4j.io.IoTestData.f32;
 import static io.github.lora4j.io.IoTestData.file;
@@ -417,7 +417,7 @@ class CorruptAdapterFilesTest {
         Files.copy(good.resolve(PeftAdapterFiles.CONFIG_FILE), bad.resolve(PeftAdapterFiles.CONFIG_FILE));
         byte[] model0 = Files.readAllBytes(good.resolve(PeftAdapterFiles.MODEL_FILE));
         Files.write(bad.resolve(PeftAdapterFiles.MODEL_FILE), java.util.Arrays.copyOf(model0, model0.length - 3));
-        var x = IoTestData.gaussian(DataType.FLOAT, 1, 1, 2, 8);
+        var x = io.github.lora4j.TestData.gaussian(DataType.FLOAT, 1, 1, 2, 8);
         var before = model.get(Q).forward(x);
         loadFails(AdapterFormatException.class, model, () -> PeftAdapterFiles.load(bad, model, "second"),
                 "but the file holds");

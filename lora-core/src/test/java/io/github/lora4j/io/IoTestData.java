@@ -1,6 +1,6 @@
 package io.github.lora4j.io;
 
-import static org.junit.jupiter.api.Assertions.fail;
+import static io.github.lora4j.TestData.gaussian;
 
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraLinear;
@@ -14,10 +14,8 @@ import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.Map;
-import java.util.SplittableRandom;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
 
 /** Layers, arrays and raw safetensors bytes for the file tests. */
 final class IoTestData {
@@ -31,16 +29,6 @@ final class IoTestData {
     }
 
     private IoTestData() {
-    }
-
-    /** A c-order array with N(0, scale²) entries drawn from {@code seed}. */
-    static INDArray gaussian(DataType type, long seed, double scale, long... shape) {
-        SplittableRandom rng = new SplittableRandom(seed);
-        double[] v = new double[Math.toIntExact(Arrays.stream(shape).reduce(1, (x, y) -> x * y))];
-        for (int i = 0; i < v.length; i++) {
-            v[i] = rng.nextGaussian() * scale;
-        }
-        return Nd4j.createFromArray(v).castTo(type).reshape('c', shape);
     }
 
     /** A layer in {@code layout} whose default adapter holds random A and B. */
@@ -113,39 +101,5 @@ final class IoTestData {
         Files.writeString(dir.resolve(PeftAdapterFiles.CONFIG_FILE), config);
         Files.write(dir.resolve(PeftAdapterFiles.MODEL_FILE), model);
         return dir;
-    }
-
-    /** The raw bits of every element in c order (floats widened bit for bit). */
-    static long[] bits(INDArray a) {
-        INDArray c = a.dup('c');
-        long[] out = new long[Math.toIntExact(c.length())];
-        if (c.dataType() == DataType.DOUBLE) {
-            double[] v = c.data().asDouble();
-            for (int i = 0; i < v.length; i++) {
-                out[i] = Double.doubleToRawLongBits(v[i]);
-            }
-        } else {
-            float[] v = c.data().asFloat();
-            for (int i = 0; i < v.length; i++) {
-                out[i] = Float.floatToRawIntBits(v[i]);
-            }
-        }
-        return out;
-    }
-
-    /** Fails unless same type, shape and bits, naming the first difference. */
-    static void assertBitwiseEquals(INDArray expected, INDArray actual, String what) {
-        if (expected.dataType() != actual.dataType() || !Arrays.equals(expected.shape(), actual.shape())) {
-            fail(what + ": expected " + expected.dataType() + Arrays.toString(expected.shape()) + ", got "
-                    + actual.dataType() + Arrays.toString(actual.shape()));
-        }
-        long[] e = bits(expected);
-        long[] a = bits(actual);
-        for (int i = 0; i < e.length; i++) {
-            if (e[i] != a[i]) {
-                fail(what + ": element " + i + " expected " + expected.dup('c').getDouble(i) + ", got "
-                        + actual.dup('c').getDouble(i));
-            }
-        }
     }
 }

@@ -2,7 +2,7 @@ package io.github.lora4j.io;
 
 import static io.github.lora4j.io.IoTestData.Q;
 import static io.github.lora4j.io.IoTestData.V;
-import static io.github.lora4j.io.IoTestData.assertBitwiseEquals;
+import static io.github.lora4j.TestData.assertBitwiseEquals;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -99,7 +99,7 @@ class OracleAdapterFilesTest {
             assertEquals(2.0, layer.adapter("oracle").scaling()); // alpha 8 / r 4
             assertEquals(null, layer.activeAdapter()); // loading does not activate
             layer.setActiveAdapter("oracle");
-            INDArray x = IoTestData.gaussian(DataType.DOUBLE, 5, 1.0, 3, 8);
+            INDArray x = io.github.lora4j.TestData.gaussian(DataType.DOUBLE, 5, 1.0, 3, 8);
             INDArray w = layer.weight().castTo(DataType.DOUBLE);
             INDArray a = adapter.a(module).castTo(DataType.DOUBLE);
             INDArray b = adapter.b(module).castTo(DataType.DOUBLE);

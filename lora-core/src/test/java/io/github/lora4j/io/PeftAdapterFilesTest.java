@@ -2,7 +2,7 @@ package io.github.lora4j.io;
 
 import static io.github.lora4j.io.IoTestData.Q;
 import static io.github.lora4j.io.IoTestData.V;
-import static io.github.lora4j.io.IoTestData.assertBitwiseEquals;
+import static io.github.lora4j.TestData.assertBitwiseEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;

@@ -1,6 +1,6 @@
 package io.github.lora4j.io;
 
-import static io.github.lora4j.io.IoTestData.assertBitwiseEquals;
+import static io.github.lora4j.TestData.assertBitwiseEquals;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 

@@ -1,9 +1,9 @@
 package io.github.lora4j.model;
 
-import static io.github.lora4j.model.Arrays2.assertBitwiseEquals;
-import static io.github.lora4j.model.Arrays2.bits;
-import static io.github.lora4j.model.Arrays2.gaussian;
-import static io.github.lora4j.model.Arrays2.maxAbsDiff;
+import static io.github.lora4j.TestData.assertBitwiseEquals;
+import static io.github.lora4j.TestData.bits;
+import static io.github.lora4j.TestData.gaussian;
+import static io.github.lora4j.TestData.maxAbsDiff;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;

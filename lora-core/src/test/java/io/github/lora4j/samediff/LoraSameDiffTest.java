@@ -1,5 +1,9 @@
 package io.github.lora4j.samediff;
 
+import static io.github.lora4j.TestData.bits;
+import static io.github.lora4j.TestData.gaussian;
+import static io.github.lora4j.TestData.maxAbsDiff;
+
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -11,7 +15,6 @@ import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
 import java.util.Map;
-import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -30,23 +33,6 @@ class LoraSameDiffTest {
     private static final int N = 16;
     private static final LoraConfig CFG = LoraConfig.builder().rank(3).alpha(6).seed(17).build();
 
-    static INDArray gaussian(long seed, double scale, long... shape) {
-        SplittableRandom rng = new SplittableRandom(seed);
-        double[] v = new double[Math.toIntExact(java.util.Arrays.stream(shape).reduce(1, (p, q) -> p * q))];
-        for (int i = 0; i < v.length; i++) {
-            v[i] = rng.nextGaussian() * scale;
-        }
-        return Nd4j.createFromArray(v).reshape('c', shape);
-    }
-
-    static long[] bits(INDArray a) {
-        return java.util.Arrays.stream(a.dup('c').data().asDouble()).mapToLong(Double::doubleToRawLongBits).toArray();
-    }
-
-    static double maxAbsDiff(INDArray a, INDArray b) {
-        return a.sub(b).amaxNumber().doubleValue();
-    }
-
     /** Sets non-zero A and B in the graph and in a matching eager layer. */
     private static void setAdapter(SameDiff sd, LoraSameDiff layer, INDArray a, INDArray b) {
         sd.getArrForVarName(layer.loraA().name()).assign(a);
@@ -55,15 +41,15 @@ class LoraSameDiffTest {
 
     @Test
     void startsFromTheSameAAsLoraLinearAndComputesTheBaseLayer() {
-        INDArray w = gaussian(1, 0.5, OUT, IN);
-        INDArray bias = gaussian(2, 0.5, OUT);
+        INDArray w = gaussian(DataType.DOUBLE, 1, 0.5, OUT, IN);
+        INDArray bias = gaussian(DataType.DOUBLE, 2, 0.5, OUT);
         SameDiff sd = SameDiff.create();
         SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
         LoraSameDiff layer = LoraSameDiff.linear(sd, "q_proj", x, w, bias, CFG);
         LoraLinear eager = LoraLinear.wrap(w, bias, CFG);
         assertArrayEquals(bits(eager.loraA("default")), bits(layer.currentA()), "same seed, same A");
         assertEquals(0.0, layer.currentB().amaxNumber().doubleValue());
-        INDArray xs = gaussian(3, 1, N, IN);
+        INDArray xs = gaussian(DataType.DOUBLE, 3, 1, N, IN);
         INDArray y = sd.output(Map.of("x", xs), "q_proj").get("q_proj");
         assertTrue(maxAbsDiff(y, xs.mmul(w.transpose()).addRowVector(bias)) < 1e-12);
         assertEquals(VariableType.CONSTANT, layer.weight().getVariableType());
@@ -75,13 +61,13 @@ class LoraSameDiffTest {
     @Test
     void outputsAndAdapterGradientsMatchLoraLinearAndWGetsNone() {
         for (WeightLayout layout : WeightLayout.values()) {
-            INDArray wOutIn = gaussian(10, 0.5, OUT, IN);
+            INDArray wOutIn = gaussian(DataType.DOUBLE, 10, 0.5, OUT, IN);
             INDArray w = layout == WeightLayout.OUT_IN ? wOutIn : wOutIn.transpose().dup('c');
-            INDArray bias = gaussian(11, 0.5, OUT);
-            INDArray a = gaussian(12, 0.5, 3, IN);
-            INDArray b = gaussian(13, 0.5, OUT, 3);
-            INDArray xs = gaussian(14, 1, N, IN);
-            INDArray g = gaussian(15, 1, N, OUT);
+            INDArray bias = gaussian(DataType.DOUBLE, 11, 0.5, OUT);
+            INDArray a = gaussian(DataType.DOUBLE, 12, 0.5, 3, IN);
+            INDArray b = gaussian(DataType.DOUBLE, 13, 0.5, OUT, 3);
+            INDArray xs = gaussian(DataType.DOUBLE, 14, 1, N, IN);
+            INDArray g = gaussian(DataType.DOUBLE, 15, 1, N, OUT);
 
             SameDiff sd = SameDiff.create();
             SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
@@ -110,12 +96,12 @@ class LoraSameDiffTest {
 
     @Test
     void fitWithAdamLowersTheMseAndLeavesWBitwiseUnchanged() {
-        INDArray w = gaussian(20, 0.5, OUT, IN);
-        INDArray bias = gaussian(21, 0.1, OUT);
+        INDArray w = gaussian(DataType.DOUBLE, 20, 0.5, OUT, IN);
+        INDArray bias = gaussian(DataType.DOUBLE, 21, 0.1, OUT);
         INDArray wCopy = w.dup();
         // target: the base layer plus a rank-2 change, which a rank-3 adapter can represent
-        INDArray delta = gaussian(22, 0.3, OUT, 2).mmul(gaussian(23, 0.3, 2, IN));
-        INDArray xs = gaussian(24, 1, 64, IN);
+        INDArray delta = gaussian(DataType.DOUBLE, 22, 0.3, OUT, 2).mmul(gaussian(DataType.DOUBLE, 23, 0.3, 2, IN));
+        INDArray xs = gaussian(DataType.DOUBLE, 24, 1, 64, IN);
         INDArray target = xs.mmul(w.add(delta).transpose()).addRowVector(bias);
 
         SameDiff sd = SameDiff.create();
@@ -150,7 +136,7 @@ class LoraSameDiffTest {
     void badInputIsRefusedAndTheGraphUnchanged() {
         SameDiff sd = SameDiff.create();
         SDVariable x = sd.placeHolder("x", DataType.FLOAT, -1, IN);
-        INDArray w = gaussian(30, 0.5, OUT, IN);
+        INDArray w = gaussian(DataType.DOUBLE, 30, 0.5, OUT, IN);
         IllegalArgumentException type = assertThrows(IllegalArgumentException.class,
                 () -> LoraSameDiff.linear(sd, "l", x, w, null, CFG));
         assertTrue(type.getMessage().contains("expected DOUBLE") && type.getMessage().contains("got FLOAT"), type.getMessage());
