@@ -65,7 +65,7 @@ public final class FineTuneDemo {
      * @param batch           mini-batch size
      * @param ranks           LoRA ranks to compare; the largest is merged at the end
      * @param rotationDegrees the task shift: rotation of each informative plane
-     * @param timingRepeats   forward passes over the test set per timing round (merged vs unmerged vs base)
+     * @param timingRepeats   timed forward passes over the test set in each state (unmerged, merged, base), interleaved
      * @param seed            seed of data, shuffling and adapter initialisation
      * @param progress        show a progress bar on stderr while training
      */
@@ -98,7 +98,7 @@ public final class FineTuneDemo {
 
         /** A small, quick configuration for the smoke test: fewer examples and epochs, no progress bar. */
         public static Config smoke() {
-            return new Config(16, 64, 8, 2, 2400, 1000, 1000, 15, 15, 64, List.of(1, 4, 8), 90.0, 3, 7L, false);
+            return new Config(16, 64, 8, 2, 2400, 1000, 1000, 15, 15, 64, List.of(1, 4, 8), 90.0, 5, 7L, false);
         }
 
         private static void require(boolean ok, String field, Object value, String allowed) {
@@ -130,13 +130,15 @@ public final class FineTuneDemo {
      * @param testPoints         rows compared
      * @param argmaxMismatches   rows whose predicted class differs (0 expected)
      * @param maxAbsLogitDiff    largest {@code |logit_merged − logit_unmerged|}
-     * @param weightsRestored    whether unmerge gave back every {@code W} bit for bit
-     * @param unmergedMillis     milliseconds per forward of the whole test set with the adapter unmerged (best round)
-     * @param mergedMillis       the same, merged (one gemm per layer)
+     * @param weightsRestored    whether every {@code W} was bitwise its pre-merge self after all the cycles
+     * @param mergeCycles        merge/unmerge cycles run before that comparison
+     * @param unmergedMillis     median milliseconds per forward of the whole test set with the adapter unmerged
+     * @param mergedMillis       the same, merged (one gemm per layer, as the base model)
      * @param baseMillis         the same, with adapters disabled (the base model)
      */
     public record MergeCheck(int rank, int testPoints, int argmaxMismatches, double maxAbsLogitDiff,
-                             boolean weightsRestored, double unmergedMillis, double mergedMillis, double baseMillis) {
+                             boolean weightsRestored, int mergeCycles, double unmergedMillis, double mergedMillis,
+                             double baseMillis) {
     }
 
     /**
@@ -544,9 +546,6 @@ public final class FineTuneDemo {
         return "r" + r;
     }
 
-    /** Rounds of the merged/unmerged/base timing; the best round of each counts. */
-    static final int TIMING_ROUNDS = 5;
-
     private static MergeCheck mergeCheck(List<LoraLinear> layers, int rank, Data test, int repeats) {
         List<INDArray> before = new ArrayList<>();
         for (LoraLinear layer : layers) {
@@ -558,25 +557,29 @@ public final class FineTuneDemo {
         layers.forEach(LoraLinear::merge);
         INDArray merged = forward(layers, test.x());
         layers.forEach(LoraLinear::unmerge);
+        // Timing: one pass per state per round, interleaved, and the median per state, so that load from other
+        // processes hits all three states alike. This also runs `repeats` more merge/unmerge cycles before W is
+        // compared with its copy.
+        for (int i = 0; i < 3; i++) {
+            forward(layers, test.x()); // warm-up
+        }
+        double[] unmergedMs = new double[repeats];
+        double[] mergedMs = new double[repeats];
+        double[] baseMs = new double[repeats];
+        for (int i = 0; i < repeats; i++) {
+            unmergedMs[i] = time(layers, test.x());
+            layers.forEach(LoraLinear::merge);
+            mergedMs[i] = time(layers, test.x());
+            layers.forEach(LoraLinear::unmerge);
+            layers.forEach(LoraLinear::disableAdapters);
+            baseMs[i] = time(layers, test.x());
+            layers.forEach(LoraLinear::enableAdapters);
+        }
         boolean restored = true;
         for (int l = 0; l < layers.size(); l++) {
             // Bitwise, not INDArray.equals (which allows an epsilon).
             restored &= java.util.Arrays.equals(layers.get(l).weight().dup('c').data().asFloat(),
                     before.get(l).data().asFloat());
-        }
-        // Timing: several rounds, each timing all three states back to back, keeping each state's best round, so
-        // that load from other processes does not favour whichever state happened to be timed in a quiet moment.
-        double unmergedMs = Double.MAX_VALUE;
-        double mergedMs = Double.MAX_VALUE;
-        double baseMs = Double.MAX_VALUE;
-        for (int round = 0; round < TIMING_ROUNDS; round++) {
-            unmergedMs = Math.min(unmergedMs, time(layers, test.x(), repeats));
-            layers.forEach(LoraLinear::merge);
-            mergedMs = Math.min(mergedMs, time(layers, test.x(), repeats));
-            layers.forEach(LoraLinear::unmerge);
-            layers.forEach(LoraLinear::disableAdapters);
-            baseMs = Math.min(baseMs, time(layers, test.x(), repeats));
-            layers.forEach(LoraLinear::enableAdapters);
         }
 
         int[] pu = unmerged.argMax(1).toIntVector();
@@ -586,19 +589,22 @@ public final class FineTuneDemo {
             mismatches += pu[i] == pm[i] ? 0 : 1;
         }
         double maxDiff = Transforms.abs(merged.sub(unmerged), false).maxNumber().doubleValue();
-        return new MergeCheck(rank, pu.length, mismatches, maxDiff, restored, unmergedMs, mergedMs, baseMs);
+        return new MergeCheck(rank, pu.length, mismatches, maxDiff, restored, repeats + 1, median(unmergedMs),
+                median(mergedMs), median(baseMs));
     }
 
-    /** Milliseconds per forward of {@code x}, after a few warm-up passes. */
-    private static double time(List<LoraLinear> layers, INDArray x, int repeats) {
-        for (int i = 0; i < Math.min(repeats, 5); i++) {
-            forward(layers, x);
-        }
+    /** Milliseconds of one forward of {@code x}. */
+    private static double time(List<LoraLinear> layers, INDArray x) {
         long t0 = System.nanoTime();
-        for (int i = 0; i < repeats; i++) {
-            forward(layers, x);
-        }
-        return (System.nanoTime() - t0) / 1e6 / repeats;
+        forward(layers, x);
+        return (System.nanoTime() - t0) / 1e6;
+    }
+
+    private static double median(double[] values) {
+        double[] v = values.clone();
+        java.util.Arrays.sort(v);
+        int n = v.length;
+        return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
     }
 
     private static String describe(int[] widths) {
@@ -623,11 +629,13 @@ public final class FineTuneDemo {
                 + " pre-trained model, " + String.format(Locale.ROOT, "%.1f %%", 100 * r.accuracyAPretrained()) + " on A.)");
         MergeCheck m = r.merge();
         out.println();
-        out.printf(Locale.ROOT, "Merged LoRA r=%d into W: %d of %,d test predictions differ, max |logit difference| %.2e,"
-                + " W restored bit for bit by unmerge: %s%n", m.rank(), m.argmaxMismatches(), m.testPoints(),
-                m.maxAbsLogitDiff(), m.weightsRestored() ? "yes" : "NO");
-        out.printf(Locale.ROOT, "Inference over the %,d test rows: unmerged %.3f ms, merged %.3f ms, base model %.3f ms%n",
-                m.testPoints(), m.unmergedMillis(), m.mergedMillis(), m.baseMillis());
+        out.printf(Locale.ROOT, "Merged LoRA r=%d into W: %d of %,d test predictions differ, max |logit difference| %.2e%n",
+                m.rank(), m.argmaxMismatches(), m.testPoints(), m.maxAbsLogitDiff());
+        out.printf(Locale.ROOT, "W bit for bit as before after %d merge/unmerge cycles: %s%n", m.mergeCycles(),
+                m.weightsRestored() ? "yes" : "NO");
+        out.printf(Locale.ROOT, "Inference over the %,d test rows (median of %d interleaved passes): unmerged %.3f ms,"
+                + " merged %.3f ms, base model %.3f ms%n", m.testPoints(), m.mergeCycles() - 1, m.unmergedMillis(),
+                m.mergedMillis(), m.baseMillis());
     }
 
     /** Entry point: runs {@link Config#defaults()}; {@code --smoke} runs the small configuration. */

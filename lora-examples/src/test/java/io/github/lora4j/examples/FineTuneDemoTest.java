@@ -74,6 +74,7 @@ class FineTuneDemoTest {
         assertEquals(0, m.argmaxMismatches());
         assertTrue(m.maxAbsLogitDiff() < 1e-4, "max |logit difference| " + m.maxAbsLogitDiff());
         assertTrue(m.weightsRestored(), "unmerge must restore every W bit for bit");
+        assertEquals(Config.smoke().timingRepeats() + 1, m.mergeCycles());
     }
 
     @Test
