@@ -130,7 +130,8 @@ public final class FineTuneDemo {
      * @param testPoints         rows compared
      * @param argmaxMismatches   rows whose predicted class differs (0 expected)
      * @param maxAbsLogitDiff    largest {@code |logit_merged − logit_unmerged|}
-     * @param weightsRestored    whether every {@code W} was bitwise its pre-merge self after all the cycles
+     * @param weightsRestored    whether every {@code W} was bitwise the pre-trained one after all LoRA training and
+     *                           all merge/unmerge cycles
      * @param mergeCycles        merge/unmerge cycles run before that comparison
      * @param unmergedMillis     median milliseconds per forward of the whole test set with the adapter unmerged
      * @param mergedMillis       the same, merged (one gemm per layer, as the base model)
@@ -353,10 +354,22 @@ public final class FineTuneDemo {
 
     /** Logits of the LoRA-wrapped network; layers must be in the matching train/eval mode. */
     static INDArray forward(List<LoraLinear> layers, INDArray x) {
+        return forward(layers, x, null);
+    }
+
+    /** Logits of the LoRA-wrapped network; when {@code reluOutputs} is non-null the hidden activations are added to it. */
+    static INDArray forward(List<LoraLinear> layers, INDArray x, List<INDArray> reluOutputs) {
         INDArray a = x;
         for (int l = 0; l < layers.size(); l++) {
             INDArray y = layers.get(l).forward(a);
-            a = l + 1 < layers.size() ? Transforms.relu(y, false) : y;
+            if (l + 1 < layers.size()) {
+                a = Transforms.relu(y, false);
+                if (reluOutputs != null) {
+                    reluOutputs.add(a);
+                }
+            } else {
+                a = y;
+            }
         }
         return a;
     }
@@ -498,7 +511,9 @@ public final class FineTuneDemo {
 
         // 2c. LoRA: wrap the pre-trained arrays (no copy), one adapter per rank on every layer, only A and B trained.
         List<LoraLinear> layers = new ArrayList<>();
+        List<INDArray> pretrainedW = new ArrayList<>();
         for (int l = 0; l < base.weights.size(); l++) {
+            pretrainedW.add(base.weights.get(l).dup('c'));
             LoraLinear layer = LoraLinear.base(base.weights.get(l), base.biases.get(l), WeightLayout.OUT_IN);
             for (int r : c.ranks()) {
                 // alpha = 2r keeps the scaling s = alpha/r = 2 for every rank, so one learning rate fits all.
@@ -515,15 +530,8 @@ public final class FineTuneDemo {
             List<INDArray> reluOutputs = new ArrayList<>();
             double seconds = train(c, trainB, c.epochsB(), "LoRA r=" + r + " B", c.seed() + 30 + r, (x, y) -> {
                 reluOutputs.clear();
-                INDArray a = x;
-                for (int l = 0; l < layers.size(); l++) {
-                    INDArray z = layers.get(l).forward(a);
-                    a = l + 1 < layers.size() ? Transforms.relu(z, false) : z;
-                    if (l + 1 < layers.size()) {
-                        reluOutputs.add(a);
-                    }
-                }
-                backward(layers, reluOutputs, crossEntropyGrad(a, y, loss));
+                INDArray logits = forward(layers, x, reluOutputs);
+                backward(layers, reluOutputs, crossEntropyGrad(logits, y, loss));
                 trainer.step();
                 return loss[0];
             });
@@ -535,7 +543,7 @@ public final class FineTuneDemo {
 
         // 3. Merge the largest-rank adapter and compare with the unmerged model, then time all three.
         int rMerge = c.ranks().stream().mapToInt(Integer::intValue).max().orElseThrow();
-        MergeCheck merge = mergeCheck(layers, rMerge, testB, c.timingRepeats());
+        MergeCheck merge = mergeCheck(layers, pretrainedW, rMerge, testB, c.timingRepeats());
 
         Result result = new Result(accA, preSeconds, List.copyOf(methods), merge, List.copyOf(shapes));
         print(out, c, result);
@@ -546,12 +554,15 @@ public final class FineTuneDemo {
         return "r" + r;
     }
 
-    private static MergeCheck mergeCheck(List<LoraLinear> layers, int rank, Data test, int repeats) {
-        List<INDArray> before = new ArrayList<>();
+    /**
+     * Merges adapter {@code r<rank>} on every layer, compares predictions, times the three states, and finally
+     * compares every {@code W} bitwise with {@code pretrainedW}, the copies taken before any LoRA training.
+     */
+    private static MergeCheck mergeCheck(List<LoraLinear> layers, List<INDArray> pretrainedW, int rank, Data test,
+                                         int repeats) {
         for (LoraLinear layer : layers) {
             layer.setActiveAdapter(adapterName(rank));
             layer.eval();
-            before.add(layer.weight().dup('c'));
         }
         INDArray unmerged = forward(layers, test.x());
         layers.forEach(LoraLinear::merge);
@@ -579,7 +590,7 @@ public final class FineTuneDemo {
         for (int l = 0; l < layers.size(); l++) {
             // Bitwise, not INDArray.equals (which allows an epsilon).
             restored &= java.util.Arrays.equals(layers.get(l).weight().dup('c').data().asFloat(),
-                    before.get(l).data().asFloat());
+                    pretrainedW.get(l).data().asFloat());
         }
 
         int[] pu = unmerged.argMax(1).toIntVector();
@@ -631,7 +642,8 @@ public final class FineTuneDemo {
         out.println();
         out.printf(Locale.ROOT, "Merged LoRA r=%d into W: %d of %,d test predictions differ, max |logit difference| %.2e%n",
                 m.rank(), m.argmaxMismatches(), m.testPoints(), m.maxAbsLogitDiff());
-        out.printf(Locale.ROOT, "W bit for bit as before after %d merge/unmerge cycles: %s%n", m.mergeCycles(),
+        out.printf(Locale.ROOT, "W bit for bit the pre-trained W after training %d adapters and %d merge/unmerge cycles: %s%n",
+                c.ranks().size(), m.mergeCycles(),
                 m.weightsRestored() ? "yes" : "NO");
         out.printf(Locale.ROOT, "Inference over the %,d test rows (median of %d interleaved passes): unmerged %.3f ms,"
                 + " merged %.3f ms, base model %.3f ms%n", m.testPoints(), m.mergeCycles() - 1, m.unmergedMillis(),

@@ -73,7 +73,7 @@ class FineTuneDemoTest {
         assertEquals(Config.smoke().test(), m.testPoints());
         assertEquals(0, m.argmaxMismatches());
         assertTrue(m.maxAbsLogitDiff() < 1e-4, "max |logit difference| " + m.maxAbsLogitDiff());
-        assertTrue(m.weightsRestored(), "unmerge must restore every W bit for bit");
+        assertTrue(m.weightsRestored(), "LoRA training and merge/unmerge cycles must leave every W bitwise the pre-trained one");
         assertEquals(Config.smoke().timingRepeats() + 1, m.mergeCycles());
     }
 
