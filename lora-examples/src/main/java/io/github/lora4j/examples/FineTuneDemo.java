@@ -650,9 +650,41 @@ public final class FineTuneDemo {
                 m.mergedMillis(), m.baseMillis());
     }
 
-    /** Entry point: runs {@link Config#defaults()}; {@code --smoke} runs the small configuration. */
+    /**
+     * Caps ND4J's native threads (its OpenMP pool and the BLAS pool). The demo's matrices are at most 64 wide, far
+     * too small to gain from threads, and on a machine whose cores are busy with other work idle OpenMP threads
+     * spinning for their share made it about five times slower here.
+     */
+    static void limitNativeThreads(int threads) {
+        Nd4j.getEnvironment().setMaxThreads(threads);
+        Nd4j.getEnvironment().setMaxMasterThreads(threads);
+        Nd4j.factory().blas().setMaxThreads(threads);
+    }
+
+    /**
+     * Entry point: runs {@link Config#defaults()}; {@code --smoke} runs the small configuration, {@code --threads n}
+     * lets ND4J use {@code n} native threads (default 1, see {@link #limitNativeThreads}).
+     */
     public static void main(String[] args) {
-        Config c = args.length > 0 && args[0].equals("--smoke") ? Config.smoke() : Config.defaults();
+        Config c = Config.defaults();
+        int threads = 1;
+        for (int i = 0; i < args.length; i++) {
+            switch (args[i]) {
+                case "--smoke" -> c = Config.smoke();
+                case "--threads" -> {
+                    if (i + 1 >= args.length) {
+                        throw new IllegalArgumentException("--threads needs a value, e.g. --threads 2");
+                    }
+                    threads = Integer.parseInt(args[++i]);
+                    if (threads < 1) {
+                        throw new IllegalArgumentException("--threads: expected >= 1, got " + threads);
+                    }
+                }
+                default -> throw new IllegalArgumentException("unknown option " + args[i]
+                        + "; expected --smoke or --threads <n>");
+            }
+        }
+        limitNativeThreads(threads);
         long t0 = System.nanoTime();
         run(c, System.out);
         System.out.printf(Locale.ROOT, "%nTotal wall time %.1f s%n", (System.nanoTime() - t0) / 1e9);
