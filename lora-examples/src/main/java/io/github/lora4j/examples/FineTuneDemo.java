@@ -6,8 +6,11 @@ import io.github.lora4j.WeightLayout;
 import io.github.lora4j.train.LoraTrainer;
 import java.io.PrintStream;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Random;
 import me.tongfei.progressbar.ProgressBar;
 import me.tongfei.progressbar.ProgressBarBuilder;
@@ -249,7 +252,7 @@ public final class FineTuneDemo {
         private final List<INDArray> gradB = new ArrayList<>();
         private final List<GradientUpdater<?>> updaters = new ArrayList<>();
         private final List<INDArray> inputs = new ArrayList<>();
-        private final java.util.Map<Long, INDArray> onesByRows = new java.util.HashMap<>();
+        private final Map<Long, INDArray> onesByRows = new HashMap<>();
         private long stateSize;
 
         /** A cached column of ones {@code [n, 1]}, for bias terms as gemms. */
@@ -257,7 +260,7 @@ public final class FineTuneDemo {
             return onesByRows.computeIfAbsent(n, k -> Nd4j.ones(DataType.FLOAT, k, 1));
         }
 
-        /** He-initialised layers of the given widths, e.g. {@code 16, 64, 64, 8}. */
+        /** He-initialised layers of the given widths, e.g. {@code 16, 64, 64, 8}; seeds ND4J's global RNG. */
         Mlp(int[] widths, long seed) {
             Nd4j.getRandom().setSeed(seed);
             for (int l = 0; l + 1 < widths.length; l++) {
@@ -374,7 +377,10 @@ public final class FineTuneDemo {
         return a;
     }
 
-    /** Back-propagates through a training-mode {@link #forward(List, INDArray)}; fills gradA/gradB only. */
+    /**
+     * Back-propagates through a training-mode {@link #forward(List, INDArray, List)}; fills gradA/gradB only. The first
+     * layer's {@code dL/dx} is computed by {@link LoraLinear#backward} too and simply dropped.
+     */
     static void backward(List<LoraLinear> layers, List<INDArray> reluOutputs, INDArray g) {
         for (int l = layers.size() - 1; l >= 0; l--) {
             INDArray dx = layers.get(l).backward(g);
@@ -440,7 +446,7 @@ public final class FineTuneDemo {
                 for (int b = 0; b < batches; b++) {
                     int from = b * c.batch();
                     int to = Math.min(data.size(), from + c.batch());
-                    int[] rows = java.util.Arrays.copyOfRange(order, from, to);
+                    int[] rows = Arrays.copyOfRange(order, from, to);
                     INDArray xb = Nd4j.pullRows(data.x(), 1, rows);
                     INDArray yb = Nd4j.pullRows(data.oneHot(), 1, rows);
                     lossSum += step.step(xb, yb);
@@ -589,7 +595,7 @@ public final class FineTuneDemo {
         boolean restored = true;
         for (int l = 0; l < layers.size(); l++) {
             // Bitwise, not INDArray.equals (which allows an epsilon).
-            restored &= java.util.Arrays.equals(layers.get(l).weight().dup('c').data().asFloat(),
+            restored &= Arrays.equals(layers.get(l).weight().dup('c').data().asFloat(),
                     pretrainedW.get(l).data().asFloat());
         }
 
@@ -613,7 +619,7 @@ public final class FineTuneDemo {
 
     private static double median(double[] values) {
         double[] v = values.clone();
-        java.util.Arrays.sort(v);
+        Arrays.sort(v);
         int n = v.length;
         return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
     }
