@@ -1,0 +1,19 @@
+package io.github.lora4j.benchmarks.report;
+
+/**
+ * What an exact merge remembers to make its unmerge bit-exact, for one shape: {@code LoraLinear.exactMergeBytes()}
+ * right after {@code merge(MergeMode.EXACT)}, against {@code W}'s own size.
+ *
+ * @param size           in = out
+ * @param rank           LoRA rank r
+ * @param relativeUpdate {@code ‖s·B·A‖_F / ‖W‖_F} of the adapter that was merged
+ * @param recordBytes    bytes kept by the exact merge (16 per remembered element, capacity included)
+ * @param weightBytes    bytes of {@code W} (float32)
+ */
+public record ExactMergeMemory(int size, int rank, double relativeUpdate, long recordBytes, long weightBytes) {
+
+    /** {@code recordBytes / weightBytes}. */
+    public double fractionOfWeight() {
+        return (double) recordBytes / weightBytes;
+    }
+}
