@@ -40,6 +40,12 @@ class MarkdownReportTest {
     }
 
     @Test
+    void theRankIndependentMergedVerdictIsShownForEveryRankButCountedOnce() {
+        assertContains(md, "| 4096 | 64 | 64 | 12,500.0 | 12,520.0 | 12,800.0 | 14,000.0 | 1.022 | MISS (+0.2 %) | 1.094 | +3.13 % | — | — |");
+        assertContains(md, "| 1024 | 64 | 1 | 250.0 | 260.0 | 262.0 | — | 1.008 | PASS | — | +12.50 % | — | — |");
+    }
+
+    @Test
     void mergeRowsCompareEachModeWithTheReferenceGemm() {
         assertContains(md, "| 4096 | 8 | EXACT | 2,800.0 | 3,200.0 | 2,000.0 | 2,000.0 | 1.400 | PASS | 1.600 | MISS (+6.7 %) |");
         assertContains(md, "| 4096 | 8 | FAST | 2,050.0 | 2,100.0 | 2,000.0 | 2,000.0 | 1.025 | PASS | 1.050 | PASS |");
@@ -63,7 +69,7 @@ class MarkdownReportTest {
     @Test
     void summaryCountsEveryVerdict() {
         // PASS: merged/plain ×3, unmerged ×2, merge ×3, mixed ×1; MISS: merged/plain 4096 n=64, unmerged 1024 n=1,
-        // EXACT unmerge.
+        // EXACT unmerge. The r = 64 rows repeat the merged verdicts without counting them again.
         assertContains(md, "**Targets: 9 PASS, 3 MISS.**");
     }
 

@@ -24,7 +24,8 @@ class OverheadChartTest {
     @Test
     void chartHasOneSeriesPerRankAndSizePlusTheTarget() throws IOException {
         XYChart chart = OverheadChart.build(Fixture.load(dir));
-        assertEquals(List.of("r = 8, in = out = 1024", "r = 8, in = out = 4096", "target 1.05 (4096, r = 8)"),
+        assertEquals(List.of("r = 8, in = out = 1024", "r = 8, in = out = 4096", "r = 64, in = out = 4096",
+                "target 1.05 (4096, r = 8)"),
                 chart.getSeriesCollection().stream().map(org.knowm.xchart.XYSeries::getName).toList());
         double[] ys = chart.getSeries("r = 8, in = out = 4096").getYData();
         assertEquals(4100.0 / 4050.0, ys[0], 1e-12);

@@ -28,7 +28,7 @@ class ReportDataTest {
     @Test
     void parametersSelectTheRightMeasurement() throws IOException {
         ReportData data = Fixture.load(dir);
-        assertEquals(26, data.measurements().size());
+        assertEquals(28, data.measurements().size());
         assertEquals(3200.0, data.median("MergeBenchmark.unmerge", "size", "4096", "rank", "8", "mode", "EXACT"), 1e-9);
         assertEquals(2100.0, data.median("MergeBenchmark.unmerge", "size", "4096", "rank", "8", "mode", "FAST"), 1e-9);
         assertTrue(Double.isNaN(data.median("ForwardBenchmark.merged", "size", "2048")), "absent shape gives NaN");
