@@ -2,6 +2,7 @@ package io.github.lora4j.benchmarks;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
+import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.MergeMode;
 import io.github.lora4j.benchmarks.report.ExactMergeMemory;
@@ -23,6 +24,8 @@ import java.util.List;
 import java.util.Map;
 import java.util.Properties;
 import java.util.TreeMap;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.openjdk.jmh.results.format.ResultFormatType;
 import org.openjdk.jmh.runner.Runner;
@@ -114,13 +117,31 @@ public final class BenchmarkReport {
             for (String rk : ranks) {
                 int rank = Integer.parseInt(rk);
                 LoraLinear layer = Fixtures.layer(Fixtures.weight(size, 1), rank, 3);
+                long inexact = inexactElements(layer);
                 layer.merge(MergeMode.EXACT);
                 out.add(new ExactMergeMemory(size, rank, Fixtures.RELATIVE_UPDATE, layer.exactMergeBytes(),
-                        4L * size * size));
+                        4L * size * size, inexact));
                 layer.unmerge();
             }
         }
         return out;
+    }
+
+    /** Elements of the unmerged layer's W with {@code fl(fl(w + d) − d) != w} for {@code d} of {@code s·B·A}. */
+    static long inexactElements(LoraLinear layer) {
+        LoraAdapter adapter = layer.adapter(LoraLinear.DEFAULT_ADAPTER);
+        INDArray delta = Nd4j.createUninitialized(DataType.FLOAT, layer.outFeatures(), layer.inFeatures());
+        Nd4j.gemm(adapter.b(), adapter.a(), delta, false, false, adapter.scaling(), 0.0);
+        float[] w = layer.weight().data().asFloat();
+        float[] d = delta.data().asFloat();
+        long count = 0;
+        for (int i = 0; i < w.length; i++) {
+            float m = w[i] + d[i];
+            if (Float.floatToRawIntBits(m - d[i]) != Float.floatToRawIntBits(w[i])) {
+                count++;
+            }
+        }
+        return count;
     }
 
     /** Date, JDK, OS, CPU count, ND4J version, backend, BLAS vendor and thread settings, and the profile. */

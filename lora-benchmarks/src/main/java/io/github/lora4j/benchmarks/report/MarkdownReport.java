@@ -179,10 +179,13 @@ public final class MarkdownReport {
                 + "fl(fl(w + d) − d) ≠ w; FAST subtracts with one gemm. Memory is `LoraLinear.exactMergeBytes()` "
                 + "right after an exact merge of an adapter with ‖s·B·A‖_F / ‖W‖_F as given (W ~ U(±1/√in)).");
         line("");
-        line("The record's bytes include the slack of its doubling arrays: up to twice 16 B per remembered element.");
+        line("`inexact elements` are those whose round trip fl(fl(w + d) − d) ≠ w, counted over W and one "
+                + "unblocked Δ: what the record remembers, at 16 B each; the record's bytes include the slack of its "
+                + "doubling arrays (up to 2×).");
         line("");
-        line("| size | r | EXACT unmerge | FAST unmerge | EXACT/FAST | ‖sΔ‖/‖W‖ | exact record | W | record/W |");
-        line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        line("| size | r | EXACT unmerge | FAST unmerge | EXACT/FAST | ‖sΔ‖/‖W‖ | inexact elements | exact record | W "
+                + "| record/W |");
+        line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         List<int[]> shapes = new java.util.ArrayList<>();
         for (int size : sizes) {
             for (int rank : data.values(MERGE + ".unmerge", "rank")) {
@@ -203,6 +206,8 @@ public final class MarkdownReport {
                     .findFirst().orElse(null);
             line("| " + s[0] + " | " + s[1] + " | " + us(exact) + " | " + us(fast) + " | " + ratio(exact / fast) + " | "
                     + (mem == null ? "—" : String.format(Locale.ROOT, "%.2f %%", 100 * mem.relativeUpdate())) + " | "
+                    + (mem == null || mem.inexact() < 0 ? "—" : String.format(Locale.ROOT, "%,d (%.2f %%)", mem.inexact(),
+                            100 * mem.inexactFraction())) + " | "
                     + (mem == null ? "—" : bytes(mem.recordBytes())) + " | " + (mem == null ? "—" : bytes(mem.weightBytes()))
                     + " | " + (mem == null ? "—" : String.format(Locale.ROOT, "%.3f %%", 100 * mem.fractionOfWeight()))
                     + " |");

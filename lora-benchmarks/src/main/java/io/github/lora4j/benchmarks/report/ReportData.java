@@ -57,7 +57,8 @@ public record ReportData(Map<String, String> environment, List<ExactMergeMemory>
         List<ExactMergeMemory> memory = new ArrayList<>();
         for (JsonNode m : root.path("exactMergeMemory")) {
             memory.add(new ExactMergeMemory(m.path("size").asInt(), m.path("rank").asInt(),
-                    m.path("relativeUpdate").asDouble(), m.path("recordBytes").asLong(), m.path("weightBytes").asLong()));
+                    m.path("relativeUpdate").asDouble(), m.path("recordBytes").asLong(), m.path("weightBytes").asLong(),
+                    m.path("inexact").asLong(-1)));
         }
         return of(env, memory, (ArrayNode) jmh);
     }
@@ -75,6 +76,7 @@ public record ReportData(Map<String, String> environment, List<ExactMergeMemory>
             o.put("relativeUpdate", m.relativeUpdate());
             o.put("recordBytes", m.recordBytes());
             o.put("weightBytes", m.weightBytes());
+            o.put("inexact", m.inexact());
         }
         root.set("jmh", jmh);
         JSON.writerWithDefaultPrettyPrinter().writeValue(file.toFile(), root);

@@ -53,7 +53,7 @@ class MarkdownReportTest {
 
     @Test
     void exactVsFastShowsTimeRatioAndRecordSize() {
-        assertContains(md, "| 4096 | 8 | 3,200.0 | 2,100.0 | 1.524 | 1.00 % | 4.0 KiB | 64.0 MiB | 0.006 % |");
+        assertContains(md, "| 4096 | 8 | 3,200.0 | 2,100.0 | 1.524 | 1.00 % | 83,886 (0.50 %) | 4.0 KiB | 64.0 MiB | 0.006 % |");
     }
 
     @Test
