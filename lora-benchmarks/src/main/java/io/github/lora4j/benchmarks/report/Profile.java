@@ -9,12 +9,15 @@ import java.util.Map;
  *
  * <ul>
  *   <li>{@link #QUICK}: in = out ∈ {1024, 4096}, r = 8, n ∈ {1, 64} (the shapes the targets name), all merge modes;
- *       1 fork, 2 × 0.5 s warm-up, 4 × 0.5 s measurement: 38 benchmark runs, about 4–6 minutes on 2 cores.</li>
+ *       1 fork, 2 × 0.5 s warm-up, 4 × 0.5 s measurement: 38 benchmark runs, about 3.5 minutes on 2 cores
+ *       (196 s measured on a loaded machine).</li>
  *   <li>{@link #FULL}: the whole grid (in = out ∈ {1024, 4096}, r ∈ {8, 64}, n ∈ {1, 8, 64, 512}); 1 fork,
- *       3 × 1 s warm-up, 5 × 1 s measurement: 86 benchmark runs, about 15–20 minutes on 2 cores.</li>
+ *       3 × 1 s warm-up, 5 × 1 s measurement: 86 benchmark runs, about 15 minutes on 2 cores (estimated from
+ *       the quick run: ~2 s of fork start-up and set-up plus 8 s of iterations per run, ~10.5 s each).</li>
  * </ul>
  * Both use sample-time mode, so every invocation is timed and medians are over all samples.
  *
+ * @param name                  {@code quick} or {@code full}
  * @param forks                 JMH forks per benchmark
  * @param warmupIterations      warm-up iterations per fork
  * @param warmupMillis          length of a warm-up iteration
