@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.function.Consumer;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
@@ -38,6 +39,7 @@ class TrainingStepAllocationTest {
     private static final int RANK = 8;
     private static final int ROWS = 4;
     private static final long W_BYTES = 4L * IN * OUT;
+    private static final String WORKSPACE_ID = "lora4j-alloc-check";
 
     /** Fixed size, no learning, spills counted: the cycle count is exactly what was requested. */
     private static final WorkspaceConfiguration WORKSPACE = WorkspaceConfiguration.builder()
@@ -51,6 +53,14 @@ class TrainingStepAllocationTest {
             LoraConfig.builder().rank(RANK).alpha(16).build(), true).train();
     private final INDArray x = TestData.gaussian(DataType.FLOAT, 12, 1.0, ROWS, IN);
     private final INDArray gradOutput = TestData.gaussian(DataType.FLOAT, 13, 1.0, ROWS, OUT);
+
+    /** Frees the workspace's 16 MiB so that later tests in this JVM do not carry it. */
+    @AfterEach
+    void releaseWorkspace() {
+        if (Nd4j.getWorkspaceManager().checkIfWorkspaceExists(WORKSPACE_ID)) {
+            Nd4j.getWorkspaceManager().destroyWorkspace(Nd4j.getWorkspaceManager().getWorkspaceForCurrentThread(WORKSPACE_ID));
+        }
+    }
 
     @Test
     void trainingStepAllocatesNoArrayOfWeightSize() {
@@ -117,7 +127,7 @@ class TrainingStepAllocationTest {
 
     /** Bytes requested from a fresh workspace cycle while {@code body} runs. */
     private static long measure(Consumer<MemoryWorkspace> body) {
-        try (MemoryWorkspace ws = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE, "lora4j-alloc-check")) {
+        try (MemoryWorkspace ws = Nd4j.getWorkspaceManager().getAndActivateWorkspace(WORKSPACE, WORKSPACE_ID)) {
             assertEquals(0L, ws.getThisCycleAllocations(), "a fresh cycle should start at 0 bytes");
             body.accept(ws);
             return ws.getThisCycleAllocations();
