@@ -1,0 +1,46 @@
+package io.github.lora4j.benchmarks.report;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.OptionalDouble;
+import org.junit.jupiter.api.Test;
+
+class TargetsTest {
+
+    @Test
+    void aRatioEqualToItsTargetPasses() {
+        assertEquals("PASS", Targets.verdict(1.02, Targets.MERGED_OVER_PLAIN));
+        assertTrue(Targets.meets(1.5, Targets.MERGE_OVER_GEMM));
+    }
+
+    @Test
+    void aMissSaysByHowMuch() {
+        assertEquals("MISS (+10.0 %)", Targets.verdict(1.65, 1.5));
+        assertFalse(Targets.meets(1.0201, Targets.MERGED_OVER_PLAIN));
+    }
+
+    @Test
+    void aMissingRatioIsNeitherPassNorMiss() {
+        assertEquals("—", Targets.verdict(Double.NaN, 1.3));
+        assertFalse(Targets.meets(Double.NaN, 1.3));
+    }
+
+    @Test
+    void unmergedTargetsApplyOnlyWhereTheIssueSetsThem() {
+        for (int n : new int[] {1, 8, 64, 512}) {
+            assertEquals(OptionalDouble.of(1.05), Targets.unmergedOverMerged(4096, 8, n));
+        }
+        assertEquals(OptionalDouble.of(1.15), Targets.unmergedOverMerged(1024, 8, 1));
+        assertEquals(OptionalDouble.empty(), Targets.unmergedOverMerged(1024, 8, 64));
+        assertEquals(OptionalDouble.empty(), Targets.unmergedOverMerged(4096, 64, 1));
+    }
+
+    @Test
+    void theoreticalExtraCostIsRankTimesInPlusOutOverInTimesOut() {
+        assertEquals(8.0 * 8192 / (4096.0 * 4096), Targets.theoreticalExtraCost(8, 4096, 4096), 1e-15);
+        assertEquals(0.0156250, Targets.theoreticalExtraCost(8, 1024, 1024), 1e-12);
+        assertEquals(64.0 * 3072 / (1024.0 * 2048), Targets.theoreticalExtraCost(64, 1024, 2048), 1e-15);
+    }
+}
