@@ -26,8 +26,8 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * <p>Cost: per block of rows one small gemm into a scratch of {@link #BLOCK_ELEMENTS} elements, then one pass
  * over the block of {@code W} reading and writing each element once, split by rows over up to
  * {@link #THREADS} threads of the common fork-join pool (the gemm already uses ND4J's threads; the element pass
- * would otherwise run on one core). Memory: the scratch, one row buffer per thread, and 16 bytes per remembered
- * element.
+ * would otherwise run on one core); the element loop is branch-free so the JIT vectorises it. Memory: the scratch,
+ * three row buffers per thread, and 12 bytes per remembered element (int index, raw bits), trimmed after the merge.
  */
 final class ExactMerge {
 
@@ -45,11 +45,12 @@ final class ExactMerge {
 
     /** The elements whose round trip {@code fl(fl(w + d) − d)} is not {@code w}: linear index and original bits, sorted. */
     static final class Record {
-        private long[] index = new long[16];
+        // int indices: W is limited to 2^31 - 9 elements (checked in Pass).
+        private int[] index = new int[16];
         private long[] bits = new long[16];
         private int size;
 
-        void add(long linearIndex, long rawBits) {
+        void add(int linearIndex, long rawBits) {
             if (size == index.length) {
                 index = Arrays.copyOf(index, size * 2);
                 bits = Arrays.copyOf(bits, size * 2);
@@ -79,7 +80,7 @@ final class ExactMerge {
 
         /** Position of the first entry with index {@code >= linearIndex}. */
         int lowerBound(long linearIndex) {
-            int pos = Arrays.binarySearch(index, 0, size, linearIndex);
+            int pos = Arrays.binarySearch(index, 0, size, (int) linearIndex);
             return pos >= 0 ? pos : -pos - 1;
         }
 
@@ -88,9 +89,9 @@ final class ExactMerge {
             return size;
         }
 
-        /** Heap bytes of the remembered elements (16 per element, capacity included). */
+        /** Heap bytes of the remembered elements (12 per element: int index, raw bits; capacity included). */
         long bytes() {
-            return 16L * index.length;
+            return 12L * index.length;
         }
     }
 
@@ -309,7 +310,7 @@ final class ExactMerge {
 
         @Override
         Object rowBuffer() {
-            return new float[cols];
+            return new FloatRow(cols);
         }
 
         private void read(long r, float[] row) {
@@ -334,43 +335,42 @@ final class ExactMerge {
 
         @Override
         Failure mergeRow(long r, int blockRow, Record record, Object rowBuffer) {
-            float[] row = (float[]) rowBuffer;
+            FloatRow buf = (FloatRow) rowBuffer;
+            float[] row = buf.original;
+            float[] merged = buf.merged;
+            int[] flags = buf.flags;
             read(r, row);
             int off = blockRow * cols;
             int inexact = 0;
             int nonFinite = 0;
-            // Branch-free so the JIT can vectorise; m − m is +0 exactly when m is finite.
+            // One branch-free loop the JIT vectorises: the merged value, whether its round trip is inexact
+            // (non-zero flag), and m - m, which is +0 exactly when m is finite.
             for (int j = 0; j < cols; j++) {
                 float w = row[j];
                 float d = delta[off + j];
                 float m = w + d;
-                inexact |= Float.floatToRawIntBits(m - d) ^ Float.floatToRawIntBits(w);
+                merged[j] = m;
+                int flag = Float.floatToRawIntBits(m - d) ^ Float.floatToRawIntBits(w);
+                flags[j] = flag;
+                inexact |= flag;
                 nonFinite |= Float.floatToRawIntBits(m - m);
             }
             if (nonFinite != 0) {
                 for (int j = 0; j < cols; j++) {
-                    if (!Float.isFinite(row[j] + delta[off + j])) {
+                    if (!Float.isFinite(merged[j])) {
                         return new Failure(r, j, row[j], delta[off + j]);
                     }
                 }
             }
-            if (inexact == 0) {
+            if (inexact != 0) {
+                int rowIndex = (int) (r * cols);
                 for (int j = 0; j < cols; j++) {
-                    row[j] += delta[off + j];
-                }
-            } else {
-                long rowIndex = r * cols;
-                for (int j = 0; j < cols; j++) {
-                    float w = row[j];
-                    float d = delta[off + j];
-                    float m = w + d;
-                    if (Float.floatToRawIntBits(m - d) != Float.floatToRawIntBits(w)) {
-                        record.add(rowIndex + j, Float.floatToRawIntBits(w));
+                    if (flags[j] != 0) {
+                        record.add(rowIndex + j, Float.floatToRawIntBits(row[j]));
                     }
-                    row[j] = m;
                 }
             }
-            write(r, row);
+            write(r, merged);
             return null;
         }
 
@@ -413,7 +413,7 @@ final class ExactMerge {
 
         @Override
         Object rowBuffer() {
-            return new double[cols];
+            return new DoubleRow(cols);
         }
 
         private void read(long r, double[] row) {
@@ -438,42 +438,42 @@ final class ExactMerge {
 
         @Override
         Failure mergeRow(long r, int blockRow, Record record, Object rowBuffer) {
-            double[] row = (double[]) rowBuffer;
+            DoubleRow buf = (DoubleRow) rowBuffer;
+            double[] row = buf.original;
+            double[] merged = buf.merged;
+            long[] flags = buf.flags;
             read(r, row);
             int off = blockRow * cols;
             long inexact = 0;
             long nonFinite = 0;
+            // One branch-free loop the JIT vectorises: the merged value, whether its round trip is inexact
+            // (non-zero flag), and m - m, which is +0 exactly when m is finite.
             for (int j = 0; j < cols; j++) {
                 double w = row[j];
                 double d = delta[off + j];
                 double m = w + d;
-                inexact |= Double.doubleToRawLongBits(m - d) ^ Double.doubleToRawLongBits(w);
+                merged[j] = m;
+                long flag = Double.doubleToRawLongBits(m - d) ^ Double.doubleToRawLongBits(w);
+                flags[j] = flag;
+                inexact |= flag;
                 nonFinite |= Double.doubleToRawLongBits(m - m);
             }
             if (nonFinite != 0) {
                 for (int j = 0; j < cols; j++) {
-                    if (!Double.isFinite(row[j] + delta[off + j])) {
+                    if (!Double.isFinite(merged[j])) {
                         return new Failure(r, j, row[j], delta[off + j]);
                     }
                 }
             }
-            if (inexact == 0) {
+            if (inexact != 0) {
+                int rowIndex = (int) (r * cols);
                 for (int j = 0; j < cols; j++) {
-                    row[j] += delta[off + j];
-                }
-            } else {
-                long rowIndex = r * cols;
-                for (int j = 0; j < cols; j++) {
-                    double w = row[j];
-                    double d = delta[off + j];
-                    double m = w + d;
-                    if (Double.doubleToRawLongBits(m - d) != Double.doubleToRawLongBits(w)) {
-                        record.add(rowIndex + j, Double.doubleToRawLongBits(w));
+                    if (flags[j] != 0) {
+                        record.add(rowIndex + j, Double.doubleToRawLongBits(row[j]));
                     }
-                    row[j] = m;
                 }
             }
-            write(r, row);
+            write(r, merged);
             return null;
         }
 
@@ -494,6 +494,32 @@ final class ExactMerge {
                 }
                 write(r, row);
             }
+        }
+    }
+
+    /** Per-thread row buffers of the float kernel: the row as read, as merged, and its round-trip flags. */
+    private static final class FloatRow {
+        final float[] original;
+        final float[] merged;
+        final int[] flags;
+
+        FloatRow(int cols) {
+            original = new float[cols];
+            merged = new float[cols];
+            flags = new int[cols];
+        }
+    }
+
+    /** Per-thread row buffers of the double kernel. */
+    private static final class DoubleRow {
+        final double[] original;
+        final double[] merged;
+        final long[] flags;
+
+        DoubleRow(int cols) {
+            original = new double[cols];
+            merged = new double[cols];
+            flags = new long[cols];
         }
     }
 }

@@ -439,8 +439,11 @@ public final class LoraLinear {
         l.lock();
         try {
             boolean train = training;
-            long[] outputShape = outputShape(input.shape());
-            INDArray x = fold(input, in);
+            // A c-order [n, in] input needs no folding; skipping the two reshapes (each builds a shape descriptor,
+            // a few µs) keeps the merged path at the cost of its one gemm for small n.
+            boolean flat = input.rank() == 2 && input.ordering() == 'c' && !input.isView();
+            long[] outputShape = flat ? new long[] {input.rows(), out} : outputShape(input.shape());
+            INDArray x = flat ? input : fold(input, in);
             long n = x.rows();
             if (n == 0) {
                 return Nd4j.create(dataType, outputShape);
@@ -452,10 +455,55 @@ public final class LoraLinear {
             if (train) {
                 cache = new ForwardCache(adapter, x, path, input.shape(), outputShape);
             }
-            return y.reshape('c', outputShape);
+            return flat ? y : y.reshape('c', outputShape);
         } finally {
             l.unlock();
         }
+    }
+
+    /**
+     * {@link #forward(INDArray)} into a caller-provided output, for inference loops that reuse their buffers: writes
+     * {@code y = x W^T + b + s·(x A^T) B^T} into {@code output} and returns it. Merged, this is exactly one gemm into
+     * {@code output} (plus the bias); nothing of the output's size is allocated.
+     *
+     * @param input  {@code [n, in]}, of the layer's data type; not modified
+     * @param output {@code [n, out]}, c-order, contiguous, of the layer's data type, not sharing memory with
+     *               {@code input}; overwritten (the caller owns it and must not share it between threads)
+     * @return {@code output}
+     * @throws IllegalStateException    in training mode (training keeps a cache for backward: use {@link #forward(INDArray)})
+     * @throws IllegalArgumentException for a wrong shape, order or data type of either array
+     */
+    public INDArray forwardInto(INDArray input, INDArray output) {
+        checkInput(input);
+        Objects.requireNonNull(output, "output must not be null");
+        if (input.rank() != 2) {
+            throw new IllegalArgumentException("input shape: expected [n, " + in + "], got " + Arrays.toString(input.shape()));
+        }
+        long[] expected = {input.rows(), out};
+        if (output.dataType() != dataType || !Arrays.equals(output.shape(), expected) || output.ordering() != 'c'
+                || output.isView()) {
+            throw new IllegalArgumentException("output: expected a c-order, contiguous " + dataType + " array of shape "
+                    + Arrays.toString(expected) + ", got " + output.dataType() + " " + Arrays.toString(output.shape())
+                    + " in order '" + output.ordering() + "'" + (output.isView() ? " (a view)" : ""));
+        }
+        if (output.data() == input.data()) {
+            throw new IllegalArgumentException("output must not share memory with input");
+        }
+        return shared(() -> {
+            if (training) {
+                throw new IllegalStateException("forwardInto is for inference; call eval() first, or use forward(input) "
+                        + "in training mode");
+            }
+            if (input.rows() == 0) {
+                return output;
+            }
+            baseProduct(input, output);
+            LoraAdapter adapter = merged == null && enabled && active != null ? adapters.get(active) : null;
+            if (adapter != null) {
+                addLoraPath(adapter, input, output, false);
+            }
+            return output;
+        });
     }
 
     /**
@@ -660,14 +708,16 @@ public final class LoraLinear {
                 throw new IllegalStateException("no active adapter to merge; adapters: " + adapters.keySet());
             }
             LoraAdapter adapter = adapters.get(active);
-            if (!isFinite(adapter.a()) || !isFinite(adapter.b())) {
+            double maxA = maxAbsOrNaN(adapter.a());
+            double maxB = maxAbsOrNaN(adapter.b());
+            if (Double.isNaN(maxA) || Double.isNaN(maxB)) {
                 throw new IllegalStateException("cannot merge adapter '" + adapter.name()
                         + "': its A or B holds NaN or infinity (diverged training?); W left unchanged");
             }
             double s = adapter.scaling();
             ExactMerge.Record record = null;
             MergeMode done = mode;
-            if (mode == MergeMode.FAST && fastMergeCannotOverflow(adapter)) {
+            if (mode == MergeMode.FAST && fastMergeCannotOverflow(adapter, maxA, maxB)) {
                 deltaInto(weight, adapter, s);
             } else {
                 record = ExactMerge.merge(weight, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), s);
@@ -780,9 +830,8 @@ public final class LoraLinear {
     }
 
     /** |W + s·B·A| <= max|W| + s·r·max|A|·max|B|: below the type's largest value, no element can overflow. */
-    private boolean fastMergeCannotOverflow(LoraAdapter adapter) {
-        double bound = maxAbsWeight + Math.abs(adapter.scaling()) * adapter.rank()
-                * adapter.a().amaxNumber().doubleValue() * adapter.b().amaxNumber().doubleValue();
+    private boolean fastMergeCannotOverflow(LoraAdapter adapter, double maxA, double maxB) {
+        double bound = maxAbsWeight + Math.abs(adapter.scaling()) * adapter.rank() * maxA * maxB;
         double limit = dataType == DataType.DOUBLE ? Double.MAX_VALUE : Float.MAX_VALUE;
         return bound < limit * 0.5;
     }
@@ -869,6 +918,37 @@ public final class LoraLinear {
                     + Arrays.toString(array.shape()));
         }
         checkFinite(what, array);
+    }
+
+    /**
+     * {@code max |x|} over a small array, or NaN if any element is NaN or infinite: one Java pass, because the four
+     * ND4J ops of a finiteness check plus an amax cost about as much as a merge's gemm on a 2-core machine.
+     */
+    static double maxAbsOrNaN(INDArray array) {
+        INDArray c = array.isView() || array.ordering() != 'c' ? array.dup('c') : array;
+        int n = Math.toIntExact(c.length());
+        int off = Math.toIntExact(c.offset());
+        double max = 0;
+        if (c.dataType() == DataType.DOUBLE) {
+            java.nio.DoubleBuffer buf = c.data().asNioDouble();
+            for (int i = 0; i < n; i++) {
+                double v = Math.abs(buf.get(off + i));
+                if (!(v <= Double.MAX_VALUE)) {
+                    return Double.NaN;
+                }
+                max = Math.max(max, v);
+            }
+        } else {
+            java.nio.FloatBuffer buf = c.data().asNioFloat();
+            for (int i = 0; i < n; i++) {
+                float v = Math.abs(buf.get(off + i));
+                if (!(v <= Float.MAX_VALUE)) {
+                    return Double.NaN;
+                }
+                max = Math.max(max, v);
+            }
+        }
+        return max;
     }
 
     private static boolean isFinite(INDArray array) {

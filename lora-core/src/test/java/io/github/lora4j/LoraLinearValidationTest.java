@@ -220,13 +220,16 @@ class LoraLinearValidationTest {
         }
     }
 
-    @Test
-    void mergeOfADivergedAdapterIsRefused() {
-        layer.updateTrainable(a -> a.b().putScalar(0, 0, Float.NaN));
+    @org.junit.jupiter.params.ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(floats = {Float.NaN, Float.POSITIVE_INFINITY, Float.NEGATIVE_INFINITY})
+    void mergeOfADivergedAdapterIsRefusedInEveryMode(float bad) {
+        layer.updateTrainable(a -> a.a().putScalar(a.rank() - 1, 5, bad));
         List<Object> before = snapshot(layer);
-        IllegalStateException ex = assertThrows(IllegalStateException.class, layer::merge);
-        assertTrue(ex.getMessage().contains("NaN or infinity"), ex.getMessage());
-        assertSnapshotEquals(before, snapshot(layer));
+        for (MergeMode mode : MergeMode.values()) {
+            IllegalStateException ex = assertThrows(IllegalStateException.class, () -> layer.merge(mode));
+            assertTrue(ex.getMessage().contains("NaN or infinity"), ex.getMessage());
+            assertSnapshotEquals(before, snapshot(layer));
+        }
     }
 
     private static void assertMessage(Executable call, String... fragments) {

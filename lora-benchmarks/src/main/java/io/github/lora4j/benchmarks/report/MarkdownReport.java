@@ -180,8 +180,8 @@ public final class MarkdownReport {
                 + "right after an exact merge of an adapter with ‖s·B·A‖_F / ‖W‖_F as given (W ~ U(±1/√in)).");
         line("");
         line("`inexact elements` are those whose round trip fl(fl(w + d) − d) ≠ w, counted over W and one "
-                + "unblocked Δ: what the record remembers, at 16 B each; the record's bytes include the slack of its "
-                + "doubling arrays (up to 2×).");
+                + "unblocked Δ: what the record remembers, at 12 B each (int index, raw bits; the record is trimmed "
+                + "after the merge).");
         line("");
         line("| size | r | EXACT unmerge | FAST unmerge | EXACT/FAST | ‖sΔ‖/‖W‖ | inexact elements | exact record | W "
                 + "| record/W |");
