@@ -10,12 +10,11 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.SplittableRandom;
-import org.knowm.xchart.BitmapEncoder;
+import org.knowm.xchart.ChartEncoder;
 import org.knowm.xchart.XYChart;
 import org.knowm.xchart.XYChartBuilder;
 import org.knowm.xchart.XYSeries;
 import org.knowm.xchart.style.Styler;
-import org.knowm.xchart.style.lines.SeriesLines;
 import org.knowm.xchart.style.markers.SeriesMarkers;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -238,7 +237,10 @@ public final class RankSweep {
         return sb.toString();
     }
 
-    /** Writes the chart of relative error vs rank (both targets, LoRA and bound) as PNG, creating directories. */
+    /**
+     * Writes the chart of relative error vs rank (both targets, LoRA and bound) as a PNG; creates missing directories
+     * and replaces {@code file} only once the picture is complete.
+     */
     public static void writeChart(Result result, Path file) throws IOException {
         System.setProperty("java.awt.headless", "true");
         XYChart chart = new XYChartBuilder().width(900).height(560)
@@ -250,41 +252,46 @@ public final class RankSweep {
         chart.getStyler().setLegendLayout(Styler.LegendLayout.Horizontal);
         chart.getStyler().setXAxisDecimalPattern("0");
         chart.getStyler().setYAxisDecimalPattern("0.###");
-        add(chart, result.lowRank(), new java.awt.Color(0x1f77b4));
-        add(chart, result.fullRank(), new java.awt.Color(0xd62728));
+        chart.getStyler().setYAxisMin(0.01);
+        chart.getStyler().setYAxisMax(1.0);
+        java.awt.Color blue = new java.awt.Color(0x1f77b4);
+        java.awt.Color red = new java.awt.Color(0xd62728);
+        // Bounds first, as wide pale bands: the trained curves lie on them and must stay visible on top.
+        addBound(chart, result.lowRank(), blue);
+        addBound(chart, result.fullRank(), red);
+        addTrained(chart, result.lowRank(), blue);
+        addTrained(chart, result.fullRank(), red);
         Path parent = file.toAbsolutePath().getParent();
         Files.createDirectories(parent);
         // Written beside the target and moved into place, so a failed write never leaves half a picture.
-        Path tmp = Files.createTempFile(parent, "rank-sweep", ".tmp");
+        Path tmp = parent.resolve(file.getFileName() + ".tmp");
         try {
-            try (java.io.OutputStream os = Files.newOutputStream(tmp)) {
-                BitmapEncoder.saveBitmap(chart, os, BitmapEncoder.BitmapFormat.PNG);
-            }
+            Files.write(tmp, ChartEncoder.getBytes(chart, "png"));
             Files.move(tmp, file, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
         } finally {
             Files.deleteIfExists(tmp);
         }
     }
 
-    private static void add(XYChart chart, Sweep sweep, java.awt.Color color) {
-        int n = sweep.rows().size();
-        double[] ranks = new double[n];
-        double[] errors = new double[n];
-        double[] bounds = new double[n];
-        for (int i = 0; i < n; i++) {
-            Row row = sweep.rows().get(i);
-            ranks[i] = row.rank();
-            errors[i] = row.error();
-            bounds[i] = row.bound();
-        }
-        XYSeries trained = chart.addSeries("LoRA, " + sweep.name(), ranks, errors);
+    private static void addTrained(XYChart chart, Sweep sweep, java.awt.Color color) {
+        XYSeries trained = chart.addSeries("LoRA, " + sweep.name(), ranks(sweep),
+                sweep.rows().stream().mapToDouble(Row::error).toArray());
         trained.setMarker(SeriesMarkers.CIRCLE);
         trained.setLineColor(color);
         trained.setMarkerColor(color);
-        XYSeries bound = chart.addSeries("bound, " + sweep.name(), ranks, bounds);
+        trained.setLineWidth(1.5f);
+    }
+
+    private static void addBound(XYChart chart, Sweep sweep, java.awt.Color color) {
+        XYSeries bound = chart.addSeries("Eckart–Young bound, " + sweep.name(), ranks(sweep),
+                sweep.rows().stream().mapToDouble(Row::bound).toArray());
         bound.setMarker(SeriesMarkers.NONE);
-        bound.setLineStyle(SeriesLines.DASH_DASH);
-        bound.setLineColor(color.darker());
+        bound.setLineStyle(new java.awt.BasicStroke(10f, java.awt.BasicStroke.CAP_ROUND, java.awt.BasicStroke.JOIN_ROUND));
+        bound.setLineColor(new java.awt.Color(color.getRed(), color.getGreen(), color.getBlue(), 80));
+    }
+
+    private static double[] ranks(Sweep sweep) {
+        return sweep.rows().stream().mapToDouble(Row::rank).toArray();
     }
 
     private static String top(double[] values, int count) {
