@@ -5,6 +5,7 @@ import io.github.lora4j.LoraLinear;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
+import java.util.HashMap;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
@@ -14,6 +15,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.learning.GradientUpdater;
+import org.nd4j.linalg.learning.config.AdaBelief;
 import org.nd4j.linalg.learning.config.IUpdater;
 import org.nd4j.linalg.learning.regularization.WeightDecay;
 
@@ -262,7 +264,22 @@ public final class LoraTrainer {
         INDArray flat = Nd4j.zeros(gradA.dataType(), 1, sa + sb);
         INDArray viewA = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, sa)).reshape(1, sa);
         INDArray viewB = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(sa, sa + sb)).reshape(1, sb);
-        return new AdapterState(updater.instantiate(viewA, true), updater.instantiate(viewB, true), sa + sb);
+        return new AdapterState(instantiate(viewA), instantiate(viewB), sa + sb);
+    }
+
+    /** An updater whose state lives in {@code view} ({@code [1, stateSize]}, zeros). */
+    private GradientUpdater<?> instantiate(INDArray view) {
+        if (updater instanceof AdaBelief) {
+            // ND4J 1.0.0-M2.1 bug: AdaBelief.instantiate(INDArray, boolean) flattens the view to 1-D and then
+            // halves shape[1], which always throws ArrayIndexOutOfBoundsException. Its map form works; hand it
+            // the two halves of the same view (M, then S), so the state still lives in our flat row.
+            long half = view.length() / 2;
+            Map<String, INDArray> state = new HashMap<>();
+            state.put("M", view.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, half)).reshape(1, half));
+            state.put("S", view.get(NDArrayIndex.point(0), NDArrayIndex.interval(half, 2 * half)).reshape(1, half));
+            return updater.instantiate(state, true);
+        }
+        return updater.instantiate(view, true);
     }
 
     private static void requireContiguous(LoraAdapter adapter, INDArray grad, String what) {
