@@ -116,6 +116,10 @@ class LoraTrainerTest {
         trainer.step();
         assertEquals(expected + perParameter * 4 * (10 + 7), trainer.updaterStateSize(),
                 updater + " state after training a second adapter of rank 4");
+        l1.deleteAdapter("default");
+        trainer.step();
+        assertEquals(expected + perParameter * (4 * (10 + 7) - 3 * (10 + 7)), trainer.updaterStateSize(),
+                updater + " state after deleting the first adapter");
     }
 
     @Test

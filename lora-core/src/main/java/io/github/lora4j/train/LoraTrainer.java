@@ -91,7 +91,7 @@ public final class LoraTrainer {
         for (LoraLinear layer : layers) {
             LoraAdapter adapter = trainedAdapter(layer);
             if (adapter != null) {
-                stateOf(adapter);
+                stateOf(layer, adapter);
             }
         }
     }
@@ -130,9 +130,11 @@ public final class LoraTrainer {
         double norm = Math.sqrt(sumSquares);
         double clipScale = clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1.0;
         double lr = updater.hasLearningRate() ? updater.getLearningRate(iteration, epoch) : 0.0;
+        // Adapters deleted from their layer will never be trained again: drop their state.
+        states.entrySet().removeIf(e -> !hasAdapter(e.getValue().layer, e.getKey()));
         for (int i = 0; i < trained.size(); i++) {
             LoraAdapter expected = adapters.get(i);
-            AdapterState state = stateOf(expected);
+            AdapterState state = stateOf(trained.get(i), expected);
             trained.get(i).updateTrainable(adapter -> {
                 if (adapter != expected) {
                     throw new IllegalStateException("the active adapter changed during step(): expected '"
@@ -168,7 +170,8 @@ public final class LoraTrainer {
 
     /**
      * Elements of optimizer state over all adapters trained so far: {@code updater.stateSize(1)·r·(in + out)} each
-     * (the elements' data type is the layer's). Nothing is ever kept for {@code W}.
+     * (the elements' data type is the layer's). Nothing is ever kept for {@code W}. The state of an adapter deleted
+     * from its layer is released at the next {@link #step()}.
      */
     public long updaterStateSize() {
         long n = 0;
@@ -244,11 +247,15 @@ public final class LoraTrainer {
         return grad.castTo(DataType.DOUBLE).norm2Number().doubleValue();
     }
 
-    private AdapterState stateOf(LoraAdapter adapter) {
-        return states.computeIfAbsent(adapter, this::newState);
+    private AdapterState stateOf(LoraLinear layer, LoraAdapter adapter) {
+        return states.computeIfAbsent(adapter, a -> newState(layer, a));
     }
 
-    private AdapterState newState(LoraAdapter adapter) {
+    private static boolean hasAdapter(LoraLinear layer, LoraAdapter adapter) {
+        return layer.adapterNames().contains(adapter.name()) && layer.adapter(adapter.name()) == adapter;
+    }
+
+    private AdapterState newState(LoraLinear layer, LoraAdapter adapter) {
         INDArray gradA = adapter.gradA();
         INDArray gradB = adapter.gradB();
         requireContiguous(adapter, gradA, "gradA");
@@ -257,14 +264,14 @@ public final class LoraTrainer {
         long sb = updater.stateSize(gradB.length());
         if (sa + sb == 0) {
             // Stateless updaters (Sgd, NoOp) refuse a view array.
-            return new AdapterState(updater.instantiate((INDArray) null, true),
+            return new AdapterState(layer, updater.instantiate((INDArray) null, true),
                     updater.instantiate((INDArray) null, true), 0);
         }
         // One flat c-order row per adapter; A's and B's updaters each own a contiguous slice of it.
         INDArray flat = Nd4j.zeros(gradA.dataType(), 1, sa + sb);
         INDArray viewA = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, sa)).reshape(1, sa);
         INDArray viewB = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(sa, sa + sb)).reshape(1, sb);
-        return new AdapterState(instantiate(viewA), instantiate(viewB), sa + sb);
+        return new AdapterState(layer, instantiate(viewA), instantiate(viewB), sa + sb);
     }
 
     /** An updater whose state lives in {@code view} ({@code [1, stateSize]}, zeros). */
@@ -293,11 +300,13 @@ public final class LoraTrainer {
 
     /** Optimizer state of one adapter: an updater for A and one for B over slices of one flat row. */
     private static final class AdapterState {
+        final LoraLinear layer;
         final GradientUpdater<?> forA;
         final GradientUpdater<?> forB;
         final long size;
 
-        AdapterState(GradientUpdater<?> forA, GradientUpdater<?> forB, long size) {
+        AdapterState(LoraLinear layer, GradientUpdater<?> forA, GradientUpdater<?> forB, long size) {
+            this.layer = layer;
             this.forA = forA;
             this.forB = forB;
             this.size = size;
