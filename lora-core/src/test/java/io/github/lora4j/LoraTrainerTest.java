@@ -11,9 +11,16 @@ import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.learning.config.AMSGrad;
+import org.nd4j.linalg.learning.config.AdaBelief;
+import org.nd4j.linalg.learning.config.AdaDelta;
+import org.nd4j.linalg.learning.config.AdaGrad;
+import org.nd4j.linalg.learning.config.AdaMax;
 import org.nd4j.linalg.learning.config.Adam;
 import org.nd4j.linalg.learning.config.IUpdater;
+import org.nd4j.linalg.learning.config.Nadam;
 import org.nd4j.linalg.learning.config.Nesterovs;
+import org.nd4j.linalg.learning.config.RmsProp;
 import org.nd4j.linalg.learning.config.Sgd;
 import org.nd4j.linalg.schedule.ScheduleType;
 import org.nd4j.linalg.schedule.StepSchedule;
@@ -109,6 +116,41 @@ class LoraTrainerTest {
         trainer.step();
         assertEquals(expected + perParameter * 4 * (10 + 7), trainer.updaterStateSize(),
                 updater + " state after training a second adapter of rank 4");
+        l1.deleteAdapter("default");
+        trainer.step();
+        assertEquals(expected + perParameter * (4 * (10 + 7) - 3 * (10 + 7)), trainer.updaterStateSize(),
+                updater + " state after deleting the first adapter");
+    }
+
+    @Test
+    void everyNd4jUpdaterMovesAAndBAndKeepsItsDocumentedStateSize() {
+        IUpdater[] updaters = {new Sgd(0.05), new Adam(0.05), new Nesterovs(0.05, 0.9), new RmsProp(0.05),
+                new AdaGrad(0.05), new AdaMax(0.05), new Nadam(0.05), new AMSGrad(0.05), new AdaDelta(),
+                new AdaBelief(0.05)};
+        for (DataType type : new DataType[] {DataType.FLOAT, DataType.DOUBLE}) {
+            for (IUpdater u : updaters) {
+                LoraLinear l = layer(type, 160, 6, 5, 2);
+                INDArray w = l.weight().dup();
+                INDArray a = adapterA(l).dup();
+                INDArray b = adapterB(l).dup();
+                LoraTrainer trainer = LoraTrainer.builder().updater(u).build(l);
+                assertEquals(u.stateSize(1) * 2 * (6 + 5), trainer.updaterStateSize(), u + " state size");
+                l.train();
+                for (int i = 0; i < 3; i++) {
+                    lossAndBackward(l, gaussian(type, 161, 1, 8, 6), gaussian(type, 162, 1, 8, 5));
+                    trainer.step();
+                }
+                String what = u.getClass().getSimpleName() + " in " + type;
+                // Every element moves: an updater that silently skipped an array would leave it unchanged.
+                assertEquals(0, count(adapterA(l).eq(a)), what + ": elements of A left unchanged");
+                assertEquals(0, count(adapterB(l).eq(b)), what + ": elements of B left unchanged");
+                assertBitwiseEquals(w, l.weight(), what + ": W");
+            }
+        }
+    }
+
+    private static long count(INDArray booleans) {
+        return booleans.castTo(DataType.INT).sumNumber().longValue();
     }
 
     @Test

@@ -5,6 +5,7 @@ import io.github.lora4j.LoraLinear;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
+import java.util.HashMap;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
@@ -14,6 +15,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.learning.GradientUpdater;
+import org.nd4j.linalg.learning.config.AdaBelief;
 import org.nd4j.linalg.learning.config.IUpdater;
 import org.nd4j.linalg.learning.regularization.WeightDecay;
 
@@ -89,7 +91,7 @@ public final class LoraTrainer {
         for (LoraLinear layer : layers) {
             LoraAdapter adapter = trainedAdapter(layer);
             if (adapter != null) {
-                stateOf(adapter);
+                stateOf(layer, adapter);
             }
         }
     }
@@ -128,9 +130,11 @@ public final class LoraTrainer {
         double norm = Math.sqrt(sumSquares);
         double clipScale = clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1.0;
         double lr = updater.hasLearningRate() ? updater.getLearningRate(iteration, epoch) : 0.0;
+        // Adapters deleted from their layer will never be trained again: drop their state.
+        states.entrySet().removeIf(e -> !hasAdapter(e.getValue().layer, e.getKey()));
         for (int i = 0; i < trained.size(); i++) {
             LoraAdapter expected = adapters.get(i);
-            AdapterState state = stateOf(expected);
+            AdapterState state = stateOf(trained.get(i), expected);
             trained.get(i).updateTrainable(adapter -> {
                 if (adapter != expected) {
                     throw new IllegalStateException("the active adapter changed during step(): expected '"
@@ -166,7 +170,8 @@ public final class LoraTrainer {
 
     /**
      * Elements of optimizer state over all adapters trained so far: {@code updater.stateSize(1)·r·(in + out)} each
-     * (the elements' data type is the layer's). Nothing is ever kept for {@code W}.
+     * (the elements' data type is the layer's). Nothing is ever kept for {@code W}. The state of an adapter deleted
+     * from its layer is released at the next {@link #step()}.
      */
     public long updaterStateSize() {
         long n = 0;
@@ -242,11 +247,15 @@ public final class LoraTrainer {
         return grad.castTo(DataType.DOUBLE).norm2Number().doubleValue();
     }
 
-    private AdapterState stateOf(LoraAdapter adapter) {
-        return states.computeIfAbsent(adapter, this::newState);
+    private AdapterState stateOf(LoraLinear layer, LoraAdapter adapter) {
+        return states.computeIfAbsent(adapter, a -> newState(layer, a));
     }
 
-    private AdapterState newState(LoraAdapter adapter) {
+    private static boolean hasAdapter(LoraLinear layer, LoraAdapter adapter) {
+        return layer.adapterNames().contains(adapter.name()) && layer.adapter(adapter.name()) == adapter;
+    }
+
+    private AdapterState newState(LoraLinear layer, LoraAdapter adapter) {
         INDArray gradA = adapter.gradA();
         INDArray gradB = adapter.gradB();
         requireContiguous(adapter, gradA, "gradA");
@@ -255,14 +264,29 @@ public final class LoraTrainer {
         long sb = updater.stateSize(gradB.length());
         if (sa + sb == 0) {
             // Stateless updaters (Sgd, NoOp) refuse a view array.
-            return new AdapterState(updater.instantiate((INDArray) null, true),
+            return new AdapterState(layer, updater.instantiate((INDArray) null, true),
                     updater.instantiate((INDArray) null, true), 0);
         }
         // One flat c-order row per adapter; A's and B's updaters each own a contiguous slice of it.
         INDArray flat = Nd4j.zeros(gradA.dataType(), 1, sa + sb);
         INDArray viewA = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, sa)).reshape(1, sa);
         INDArray viewB = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(sa, sa + sb)).reshape(1, sb);
-        return new AdapterState(updater.instantiate(viewA, true), updater.instantiate(viewB, true), sa + sb);
+        return new AdapterState(layer, instantiate(viewA), instantiate(viewB), sa + sb);
+    }
+
+    /** An updater whose state lives in {@code view} ({@code [1, stateSize]}, zeros). */
+    private GradientUpdater<?> instantiate(INDArray view) {
+        if (updater instanceof AdaBelief) {
+            // ND4J 1.0.0-M2.1 bug: AdaBelief.instantiate(INDArray, boolean) flattens the view to 1-D and then
+            // halves shape[1], which always throws ArrayIndexOutOfBoundsException. Its map form works; hand it
+            // the two halves of the same view (M, then S), so the state still lives in our flat row.
+            long half = view.length() / 2;
+            Map<String, INDArray> state = new HashMap<>();
+            state.put("M", view.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, half)).reshape(1, half));
+            state.put("S", view.get(NDArrayIndex.point(0), NDArrayIndex.interval(half, 2 * half)).reshape(1, half));
+            return updater.instantiate(state, true);
+        }
+        return updater.instantiate(view, true);
     }
 
     private static void requireContiguous(LoraAdapter adapter, INDArray grad, String what) {
@@ -276,11 +300,13 @@ public final class LoraTrainer {
 
     /** Optimizer state of one adapter: an updater for A and one for B over slices of one flat row. */
     private static final class AdapterState {
+        final LoraLinear layer;
         final GradientUpdater<?> forA;
         final GradientUpdater<?> forB;
         final long size;
 
-        AdapterState(GradientUpdater<?> forA, GradientUpdater<?> forB, long size) {
+        AdapterState(LoraLinear layer, GradientUpdater<?> forA, GradientUpdater<?> forB, long size) {
+            this.layer = layer;
             this.forA = forA;
             this.forB = forB;
             this.size = size;
