@@ -1,4 +1,4 @@
-package io.github.lora4j;
+package io.github.lora4j.train;
 
 import static io.github.lora4j.TestData.assertBitwiseEquals;
 import static io.github.lora4j.TestData.gaussian;
@@ -6,7 +6,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.github.lora4j.train.LoraTrainer;
+import io.github.lora4j.LoraAdapter;
+import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraLinear;
+import io.github.lora4j.TestData;
 import org.junit.jupiter.api.Test;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
