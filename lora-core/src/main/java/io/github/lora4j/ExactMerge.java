@@ -141,10 +141,10 @@ final class ExactMerge {
             this.b = b;
             this.s = s;
             if (w.length() > Integer.MAX_VALUE - 8) {
-                throw new IllegalArgumentException("exact merge supports W of up to 2^31 elements, got " + w.length());
+                throw new IllegalArgumentException("exact merge supports W of up to 2^31 - 9 elements, got " + w.length());
             }
-            this.cols = (int) w.columns();
-            this.blockRows = (int) Math.max(1, Math.min(w.rows(), BLOCK_ELEMENTS / Math.max(1, cols)));
+            this.cols = w.columns();
+            this.blockRows = Math.max(1, Math.min(w.rows(), BLOCK_ELEMENTS / Math.max(1, cols)));
             this.scratch = Nd4j.zeros(w.dataType(), blockRows, cols);
             this.kernel = w.dataType() == DataType.DOUBLE ? new DoubleKernel(w, scratch, cols, blockRows)
                     : new FloatKernel(w, scratch, cols, blockRows);

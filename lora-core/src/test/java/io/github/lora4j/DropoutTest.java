@@ -33,8 +33,8 @@ class DropoutTest {
 
     /** The first mask that an adapter seeded with {@code seed} draws for an {@code [n, in]} input. */
     private static double[][] firstMask(INDArray x, long seed) {
-        int n = (int) x.rows();
-        int in = (int) x.columns();
+        int n = x.rows();
+        int in = x.columns();
         INDArray y = probe(in, seed).train().forward(x);
         double[][] m = new double[n][in];
         for (int i = 0; i < n; i++) {
