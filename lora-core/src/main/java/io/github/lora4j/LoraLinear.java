@@ -84,6 +84,11 @@ public final class LoraLinear {
     private volatile boolean training;
     private Merged merged;
     private ForwardCache cache;
+    /**
+     * The stacked A and B of the adapters of the last stacked mixed batch; every exclusive operation (adapter
+     * changes, weight updates, merges) drops it, so it never outlives the arrays it was copied from.
+     */
+    private volatile StackedAdapters stackedAdapters;
 
     private LoraLinear(INDArray weight, INDArray bias, WeightLayout layout) {
         this.weight = weight;
@@ -509,10 +514,13 @@ public final class LoraLinear {
     /**
      * Inference on a batch whose rows use different adapters, in one call (PEFT's {@code adapter_names}): row
      * {@code i} of {@code [n, in]} (after folding leading dimensions) is computed with adapter
-     * {@code adapterPerRow[i]}, or with the base layer where the entry is null or {@link #BASE_MODEL}. Rows are
-     * grouped per adapter: one base gemm for the whole batch, then two thin gemms per adapter on contiguous row
-     * blocks (rows are permuted into groups and back only when they are not already grouped). With adapters
-     * disabled every row gets the base output.
+     * {@code adapterPerRow[i]}, or with the base layer where the entry is null or {@link #BASE_MODEL}. One base
+     * gemm serves the whole batch. While the used adapters' total rank {@code R} is small
+     * ({@code R·(in + out) <= in·out / 4}), their paths are stacked: two gemms over all adapters at once and a
+     * per-row mask, a fixed number of ops for any number of adapters. Beyond that, rows are grouped per adapter
+     * (permuted into contiguous blocks and back) with two thin gemms per adapter. A batch that uses a single adapter
+     * gives bitwise what {@link #forward(INDArray)} gives with it active. With adapters disabled every row gets the
+     * base output.
      *
      * @param adapterPerRow one name per row
      * @throws IllegalStateException    in training mode or while an adapter is merged
@@ -554,6 +562,19 @@ public final class LoraLinear {
             if (n == 0) {
                 return Nd4j.create(dataType, outputShape);
             }
+            if (groups.isEmpty() || (groups.size() == 1 && baseRows.isEmpty())) {
+                // One path for every row: exactly what forward(x) computes for that adapter (or the base layer).
+                INDArray y = Nd4j.createUninitialized(dataType, n, out);
+                baseProduct(x, y);
+                if (!groups.isEmpty()) {
+                    addLoraPath(groups.keySet().iterator().next(), x, y, false);
+                }
+                return y.reshape('c', outputShape);
+            }
+            int totalRank = groups.keySet().stream().mapToInt(LoraAdapter::rank).sum();
+            if ((double) totalRank * (in + out) <= STACKED_WORK_LIMIT * in * out) {
+                return stackedMixedForward(x, n, groups, totalRank).reshape('c', outputShape);
+            }
             int[] order = new int[n];
             int k = 0;
             for (int i : baseRows) {
@@ -592,6 +613,72 @@ public final class LoraLinear {
             }
             return y.reshape('c', outputShape);
         });
+    }
+
+    /**
+     * Extra LoRA work, relative to the base product, up to which a mixed batch stacks its adapters: the stacked
+     * path computes every row against every used adapter ({@code n·R·(in + out)} flops for a total rank {@code R}),
+     * which is cheap next to the base product while {@code R·(in + out)} stays a fraction of {@code in·out}, and it
+     * costs a fixed handful of ND4J ops however many adapters there are. Beyond it, rows are grouped per adapter.
+     */
+    private static final double STACKED_WORK_LIMIT = 0.25;
+
+    /**
+     * Mixed batch by stacking: {@code A_cat [R, in]} and {@code B_cat [out, R]} hold every used adapter; {@code
+     * u = x A_catᵀ} gives each row its projection onto every adapter, a mask keeps (and scales by {@code sₐ}) only the
+     * columns of the row's own adapter, and {@code y += u B_catᵀ}. Base rows get an all-zero mask row. Three gemms
+     * for any number of adapters (the stacked arrays are cached until an adapter changes), no row permutation.
+     */
+    private INDArray stackedMixedForward(INDArray x, int n, Map<LoraAdapter, List<Integer>> groups, int totalRank) {
+        // Adapters in the layer's own order, so that batches using the same adapters share the stacked arrays.
+        List<LoraAdapter> used = new ArrayList<>();
+        for (LoraAdapter a : adapters.values()) {
+            if (groups.containsKey(a)) {
+                used.add(a);
+            }
+        }
+        StackedAdapters stack = stackedAdapters;
+        if (stack == null || !stack.adapters().equals(used)) {
+            // Readers may race to build it; each builds the same arrays from the same (read-locked) adapters.
+            INDArray[] as = new INDArray[used.size()];
+            INDArray[] bs = new INDArray[used.size()];
+            for (int g = 0; g < as.length; g++) {
+                as[g] = used.get(g).a();
+                bs[g] = used.get(g).b();
+            }
+            stack = new StackedAdapters(List.copyOf(used), Nd4j.concat(0, as), Nd4j.concat(1, bs));
+            stackedAdapters = stack;
+        }
+        double[] mask = new double[n * totalRank];
+        int offset = 0;
+        for (LoraAdapter a : used) {
+            double s = a.scaling();
+            for (int row : groups.get(a)) {
+                Arrays.fill(mask, row * totalRank + offset, row * totalRank + offset + a.rank(), s);
+            }
+            offset += a.rank();
+        }
+        INDArray aCat = stack.a();
+        INDArray bCat = stack.b();
+        INDArray y = Nd4j.createUninitialized(dataType, n, out);
+        baseProduct(x, y);
+        INDArray u = Nd4j.createUninitialized(dataType, n, totalRank);
+        Nd4j.gemm(x, aCat, u, false, true, 1.0, 0.0);   // u = x A_cat^T          [n, R]
+        // Keep each row's own adapter, times its s: in Java on u's buffer (n·R elements), which costs less than
+        // creating a mask array and one more ND4J op.
+        if (dataType == DataType.DOUBLE) {
+            java.nio.DoubleBuffer ub = u.data().asNioDouble();
+            for (int i = 0; i < mask.length; i++) {
+                ub.put(i, ub.get(i) * mask[i]);
+            }
+        } else {
+            java.nio.FloatBuffer ub = u.data().asNioFloat();
+            for (int i = 0; i < mask.length; i++) {
+                ub.put(i, ub.get(i) * (float) mask[i]);
+            }
+        }
+        Nd4j.gemm(u, bCat, y, false, true, 1.0, 1.0);   // y += u B_cat^T         [n, out]
+        return y;
     }
 
     /**
@@ -1022,10 +1109,15 @@ public final class LoraLinear {
         Lock l = lock.writeLock();
         l.lock();
         try {
+            stackedAdapters = null;
             return f.get();
         } finally {
             l.unlock();
         }
+    }
+
+    /** Used adapters (in layer order) with their A stacked by rows {@code [R, in]} and B by columns {@code [out, R]}. */
+    private record StackedAdapters(List<LoraAdapter> adapters, INDArray a, INDArray b) {
     }
 
     /** The LoRA path's intermediates: the (dropped-out) input, its mask, u = x A^T and the dropout scale. */

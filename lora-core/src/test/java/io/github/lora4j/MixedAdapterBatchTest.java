@@ -18,27 +18,38 @@ class MixedAdapterBatchTest {
     private static final String[] NAMES = {"default", "a1", "a2", "a3", null, LoraLinear.BASE_MODEL};
 
     private static LoraLinear layerWithAdapters(DataType type, long seed) {
-        LoraLinear l = TestData.trainedLayer(type, seed, 12, 10, LoraConfig.builder().rank(2).build(), true);
+        return layerWithAdapters(type, seed, 12, 10);
+    }
+
+    /**
+     * Four adapters of total rank 11. At 12 × 10 their stacked work would exceed a quarter of the base product, so
+     * mixed batches group rows per adapter; at 128 × 96 they are stacked. The property runs both.
+     */
+    private static LoraLinear layerWithAdapters(DataType type, long seed, int in, int out) {
+        LoraLinear l = TestData.trainedLayer(type, seed, in, out, LoraConfig.builder().rank(2).build(), true);
         for (int i = 1; i <= 3; i++) {
             LoraConfig c = LoraConfig.builder().rank(i + 1).alpha(2 * i).build();
             l.addAdapter("a" + i, c);
-            l.setAdapterWeights("a" + i, gaussian(type, seed + 10 * i, 0.5, i + 1, 12), gaussian(type, seed + 10 * i + 1, 0.5, 10, i + 1));
+            l.setAdapterWeights("a" + i, gaussian(type, seed + 10 * i, 0.5, i + 1, in), gaussian(type, seed + 10 * i + 1, 0.5, out, i + 1));
         }
         return l;
     }
 
-    @Property(tries = 40)
-    void eachRowEqualsTheForwardOfItsOwnAdapter(@ForAll @IntRange(min = 1, max = 24) int n, @ForAll long seed) {
+    @Property(tries = 60)
+    void eachRowEqualsTheForwardOfItsOwnAdapter(@ForAll @IntRange(min = 1, max = 24) int n, @ForAll boolean stacked,
+                                                 @ForAll long seed) {
         DataType type = seed % 2 == 0 ? DataType.DOUBLE : DataType.FLOAT;
-        LoraLinear l = layerWithAdapters(type, seed);
-        INDArray x = gaussian(type, seed + 99, 1.0, n, 12);
+        int in = stacked ? 128 : 12;
+        int out = stacked ? 96 : 10;
+        LoraLinear l = layerWithAdapters(type, seed, in, out);
+        INDArray x = gaussian(type, seed + 99, 1.0, n, in);
         String[] per = new String[n];
         java.util.SplittableRandom rng = new java.util.SplittableRandom(seed);
         for (int i = 0; i < n; i++) {
             per[i] = NAMES[rng.nextInt(NAMES.length)];
         }
         INDArray mixed = l.forward(x, per);
-        assertEquals(java.util.List.of((long) n, 10L), java.util.Arrays.stream(mixed.shape()).boxed().toList());
+        assertEquals(java.util.List.of((long) n, (long) out), java.util.Arrays.stream(mixed.shape()).boxed().toList());
         for (String name : NAMES) {
             INDArray expected;
             if (name == null || name.equals(LoraLinear.BASE_MODEL)) {
@@ -94,5 +105,24 @@ class MixedAdapterBatchTest {
         l.eval().merge();
         assertTrue(assertThrows(IllegalStateException.class, () -> l.forward(x, new String[] {"a1", "a2", null}))
                 .getMessage().contains("merged"));
+    }
+
+    /** The stacked adapters are cached between batches; any change to an adapter must show in the next batch. */
+    @Test
+    void aMixedBatchSeesEveryAdapterChangeMadeBetweenBatches() {
+        LoraLinear l = layerWithAdapters(DataType.DOUBLE, 5, 128, 96);
+        INDArray x = gaussian(DataType.DOUBLE, 6, 1.0, 4, 128);
+        String[] per = {"a1", "a2", null, "a1"};
+        l.forward(x, per);
+        l.setAdapterWeights("a1", gaussian(DataType.DOUBLE, 7, 0.5, 2, 128), gaussian(DataType.DOUBLE, 8, 0.5, 96, 2));
+        l.setActiveAdapter("a2");
+        l.updateTrainable(a -> a.b().muli(-3));
+        INDArray mixed = l.forward(x, per);
+        l.setActiveAdapter("a1");
+        INDArray a1 = l.forward(x);
+        l.setActiveAdapter("a2");
+        INDArray a2 = l.forward(x);
+        assertTrue(TestData.normwiseRelativeError(mixed.getRow(0), a1.getRow(0)) < 1e-14, "row 0 uses the new a1");
+        assertTrue(TestData.normwiseRelativeError(mixed.getRow(1), a2.getRow(1)) < 1e-14, "row 1 uses the updated a2");
     }
 }
