@@ -21,7 +21,7 @@ import org.openjdk.jmh.infra.Blackhole;
  * <ul>
  *   <li>{@link #single}: {@code forward(x)} with one unmerged adapter (the baseline);</li>
  *   <li>{@link #mixed}: {@code forward(x, adapterPerRow)} with {@value #ADAPTERS} adapters assigned round-robin
- *       (row i uses adapter i mod 8), so rows must be regrouped and put back;</li>
+ *       (row i uses adapter i mod 8): rows of different adapters interleaved;</li>
  *   <li>{@link #mixedGrouped}: the same adapters with rows already grouped (8 contiguous blocks), no permutation.</li>
  * </ul>
  * Target (issue 5): {@code mixed / single ≤ 1.3}.

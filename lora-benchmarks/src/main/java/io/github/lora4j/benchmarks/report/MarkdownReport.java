@@ -254,7 +254,7 @@ public final class MarkdownReport {
         line("## Mixed-adapter batch (64 rows, 8 adapters)");
         line("");
         line("`single`: `forward(x)` with one unmerged adapter; `mixed`: `forward(x, adapterPerRow)` with rows "
-                + "assigned round-robin (row i → adapter i mod 8, so rows are regrouped and put back); `grouped`: "
+                + "assigned round-robin (row i → adapter i mod 8, rows interleaved); `grouped`: "
                 + "rows already in 8 contiguous blocks. Target: mixed/single ≤ " + fmt(Targets.MIXED_OVER_SINGLE) + ".");
         line("");
         line("| size | r | single | mixed | grouped | mixed/single | grouped/single | verdict |");
