@@ -1011,7 +1011,7 @@ public final class LoraLinear {
      * {@code max |x|} over a small array, or NaN if any element is NaN or infinite: one Java pass, because the four
      * ND4J ops of a finiteness check plus an amax cost about as much as a merge's gemm on a 2-core machine.
      */
-    static double maxAbsOrNaN(INDArray array) {
+    private static double maxAbsOrNaN(INDArray array) {
         INDArray c = array.isView() || array.ordering() != 'c' ? array.dup('c') : array;
         int n = Math.toIntExact(c.length());
         int off = Math.toIntExact(c.offset());
