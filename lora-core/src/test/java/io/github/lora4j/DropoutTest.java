@@ -127,41 +127,10 @@ class DropoutTest {
         }
         INDArray dx = l.backward(Nd4j.createFromArray(g));
 
-        double h = 1e-6;
-        // L = Σ g ⊙ y is linear in each of A, B, x: the central difference has only rounding error.
-        for (int i = 0; i < r; i++) {
-            for (int j = 0; j < in; j++) {
-                double keep = a[i][j];
-                a[i][j] = keep + h;
-                double up = loss(g, forward(x, m, w, bias, a, b, s));
-                a[i][j] = keep - h;
-                double down = loss(g, forward(x, m, w, bias, a, b, s));
-                a[i][j] = keep;
-                assertEquals((up - down) / (2 * h), ad.gradA().getDouble(i, j), 1e-6, "dL/dA(" + i + ", " + j + ")");
-            }
-        }
-        for (int i = 0; i < out; i++) {
-            for (int j = 0; j < r; j++) {
-                double keep = b[i][j];
-                b[i][j] = keep + h;
-                double up = loss(g, forward(x, m, w, bias, a, b, s));
-                b[i][j] = keep - h;
-                double down = loss(g, forward(x, m, w, bias, a, b, s));
-                b[i][j] = keep;
-                assertEquals((up - down) / (2 * h), ad.gradB().getDouble(i, j), 1e-6, "dL/dB(" + i + ", " + j + ")");
-            }
-        }
-        for (int i = 0; i < n; i++) {
-            for (int j = 0; j < in; j++) {
-                double keep = x[i][j];
-                x[i][j] = keep + h;
-                double up = loss(g, forward(x, m, w, bias, a, b, s));
-                x[i][j] = keep - h;
-                double down = loss(g, forward(x, m, w, bias, a, b, s));
-                x[i][j] = keep;
-                assertEquals((up - down) / (2 * h), dx.getDouble(i, j), 1e-6, "dL/dx(" + i + ", " + j + ")");
-            }
-        }
+        java.util.function.DoubleSupplier lossNow = () -> loss(g, forward(x, m, w, bias, a, b, s));
+        assertCentralDifferences(a, ad.gradA(), "dL/dA", lossNow);
+        assertCentralDifferences(b, ad.gradB(), "dL/dB", lossNow);
+        assertCentralDifferences(x, dx, "dL/dx", lossNow);
         boolean someDropped = false;
         for (double[] row : m) {
             for (double v : row) {
@@ -212,5 +181,25 @@ class DropoutTest {
 
     private static double[][] toArray(INDArray a) {
         return a.castTo(D).toDoubleMatrix();
+    }
+
+    /**
+     * Perturbs each element of {@code p} (which {@code loss} reads) by ±h and compares the central difference with
+     * {@code analytic}. L = Σ g ⊙ y is linear in each of A, B, x, so the difference has only rounding error.
+     */
+    private static void assertCentralDifferences(double[][] p, INDArray analytic, String name,
+                                                 java.util.function.DoubleSupplier loss) {
+        double h = 1e-6;
+        for (int i = 0; i < p.length; i++) {
+            for (int j = 0; j < p[i].length; j++) {
+                double keep = p[i][j];
+                p[i][j] = keep + h;
+                double up = loss.getAsDouble();
+                p[i][j] = keep - h;
+                double down = loss.getAsDouble();
+                p[i][j] = keep;
+                assertEquals((up - down) / (2 * h), analytic.getDouble(i, j), 1e-6, name + "(" + i + ", " + j + ")");
+            }
+        }
     }
 }
