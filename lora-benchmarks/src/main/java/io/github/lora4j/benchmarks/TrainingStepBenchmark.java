@@ -1,6 +1,5 @@
 package io.github.lora4j.benchmarks;
 
-import io.github.lora4j.LoraLinear;
 import java.util.concurrent.TimeUnit;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.openjdk.jmh.annotations.Benchmark;
@@ -9,7 +8,6 @@ import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Measurement;
 import org.openjdk.jmh.annotations.Mode;
 import org.openjdk.jmh.annotations.OutputTimeUnit;
-import org.openjdk.jmh.annotations.Param;
 import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
 import org.openjdk.jmh.annotations.State;
@@ -30,28 +28,18 @@ import org.openjdk.jmh.infra.Blackhole;
 @Measurement(iterations = 5, time = 1)
 public class TrainingStepBenchmark {
 
-    /** A layer in training mode, its input and an upstream gradient. */
+    /**
+     * The unmerged forward's layer and input (same parameters, set up first by JMH), switched to training mode, plus
+     * an upstream gradient.
+     */
     @State(Scope.Thread)
-    public static class Step {
-        /** in = out. */
-        @Param({"1024", "4096"})
-        public int size;
-        /** LoRA rank r. */
-        @Param({"8", "64"})
-        public int rank;
-        /** Rows n of the input. */
-        @Param({"1", "8", "64", "512"})
-        public int batch;
-
-        LoraLinear layer;
-        INDArray x;
+    public static class Step extends ForwardBenchmark.Unmerged {
         INDArray gradOutput;
 
-        /** Builds the layer once per trial. */
+        /** Adds training mode and the gradient once per trial. */
         @Setup
-        public void setUp() {
-            layer = Fixtures.layer(Fixtures.weight(size, 1), rank, 3).train();
-            x = Fixtures.uniform(2, 1.0, batch, size);
+        public void setUpTraining() {
+            layer.train();
             gradOutput = Fixtures.gaussian(4, batch, size);
         }
     }
