@@ -1,5 +1,6 @@
 package io.github.lora4j.io;
 
+import io.github.lora4j.io.PeftAdapterLayout.Kind;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -10,8 +11,12 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * The validated contents of a PEFT adapter directory, detached from any model: the config and, per module,
- * {@code A [r, in]} and {@code B [out, r]}. Immutable: the arrays handed out are copies.
+ * The validated contents of a PEFT adapter directory, detached from any model: everything the files hold. Per
+ * LoRA module its {@link Kind kind}, rank, alpha, {@code A} and {@code B} (linear {@code A [r, in]},
+ * {@code B [out, r]}; embedding {@code A [r, num_embeddings]}, {@code B [dim, r]}; conv {@code A [r, in, k...]},
+ * {@code B [out, r, 1...]}); the full tensors ({@code modules_to_save}, trained biases); copies of base weights;
+ * the config (with its {@link PeftAdapterConfig#raw() raw JSON}) and the safetensors metadata. Nothing in the
+ * files is dropped. Immutable: the arrays handed out are copies.
  *
  * <p>Values are the file's, widened exactly: {@code F32}, {@code F16} and {@code BF16} tensors become
  * {@link DataType#FLOAT}, {@code F64} tensors {@link DataType#DOUBLE}. Non-finite values are returned as stored
@@ -19,31 +24,72 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  */
 public final class PeftAdapter {
 
-    private final PeftAdapterConfig config;
+    private final PeftAdapterLayout layout;
     private final Map<String, INDArray> a;
     private final Map<String, INDArray> b;
-    private final Map<String, String> metadata;
+    private final Map<String, Map<String, INDArray>> full;
+    private final Map<String, INDArray> baseCopies;
 
-    PeftAdapter(PeftAdapterConfig config, Map<String, INDArray> a, Map<String, INDArray> b,
-                Map<String, String> metadata) {
-        this.config = config;
+    PeftAdapter(PeftAdapterLayout layout, Map<String, INDArray> a, Map<String, INDArray> b,
+                Map<String, Map<String, INDArray>> full, Map<String, INDArray> baseCopies) {
+        this.layout = layout;
         this.a = Collections.unmodifiableMap(new TreeMap<>(a));
         this.b = Collections.unmodifiableMap(new TreeMap<>(b));
-        this.metadata = Map.copyOf(metadata);
+        this.full = Collections.unmodifiableMap(new TreeMap<>(full));
+        this.baseCopies = Collections.unmodifiableMap(new TreeMap<>(baseCopies));
     }
 
     /** The parsed {@code adapter_config.json}. */
     public PeftAdapterConfig config() {
-        return config;
+        return layout.config();
     }
 
-    /** Module paths (e.g. {@code model.layers.0.self_attn.q_proj}, without {@code base_model.model.}), sorted. */
+    /** Kinds, ranks, alphas and shapes of everything in the file. */
+    public PeftAdapterLayout layout() {
+        return layout;
+    }
+
+    /** LoRA module paths of every kind (e.g. {@code model.layers.0.self_attn.q_proj}, without {@code base_model.model.}), sorted. */
     public List<String> modules() {
         return Collections.unmodifiableList(new ArrayList<>(a.keySet()));
     }
 
+    /** LoRA module paths of one kind, sorted. */
+    public List<String> modules(Kind kind) {
+        List<String> out = new ArrayList<>();
+        layout.loraModules().forEach((m, l) -> {
+            if (l.kind() == kind) {
+                out.add(m);
+            }
+        });
+        return Collections.unmodifiableList(out);
+    }
+
     /**
-     * A copy of {@code A} of {@code module}, shape {@code [r, in]}, FLOAT (or DOUBLE for an F64 file).
+     * The kind of LoRA module {@code module}.
+     *
+     * @throws IllegalArgumentException for a module without LoRA tensors, listing those that have them
+     */
+    public Kind kind(String module) {
+        require(a, module);
+        return layout.loraModules().get(module).kind();
+    }
+
+    /** The rank of {@code module} ({@code rank_pattern} applied). */
+    public int rank(String module) {
+        require(a, module);
+        return layout.loraModules().get(module).rank();
+    }
+
+    /** The alpha of {@code module} ({@code alpha_pattern} applied). */
+    public double alpha(String module) {
+        require(a, module);
+        return layout.loraModules().get(module).alpha();
+    }
+
+    /**
+     * A copy of {@code A} of {@code module}: {@code [r, in]}, {@code [r, num_embeddings]} or {@code [r, in, k...]};
+     * FLOAT (or DOUBLE for an F64 file).
      *
      * @throws IllegalArgumentException for a module not in the file, listing those that are
      */
@@ -52,7 +98,8 @@ public final class PeftAdapter {
     }
 
     /**
-     * A copy of {@code B} of {@code module}, shape {@code [out, r]}, FLOAT (or DOUBLE for an F64 file).
+     * A copy of {@code B} of {@code module}: {@code [out, r]}, {@code [dim, r]} or {@code [out, r, 1...]}; FLOAT
+     * (or DOUBLE for an F64 file).
      *
      * @throws IllegalArgumentException for a module not in the file, listing those that are
      */
@@ -60,9 +107,38 @@ public final class PeftAdapter {
         return require(b, module).dup('c');
     }
 
+    /** Modules with full tensors ({@code modules_to_save}, trained biases), sorted. */
+    public List<String> fullModules() {
+        return List.copyOf(full.keySet());
+    }
+
+    /**
+     * Copies of the full tensors of {@code module}: parameter name ({@code weight}, {@code bias}) to tensor.
+     *
+     * @throws IllegalArgumentException for a module without full tensors
+     */
+    public Map<String, INDArray> full(String module) {
+        Objects.requireNonNull(module, "module must not be null");
+        Map<String, INDArray> f = full.get(module);
+        if (f == null) {
+            throw new IllegalArgumentException("module '" + module + "' has no full tensors; expected one of "
+                    + full.keySet());
+        }
+        Map<String, INDArray> out = new TreeMap<>();
+        f.forEach((k, v) -> out.put(k, v.dup('c')));
+        return Collections.unmodifiableMap(out);
+    }
+
+    /** Copies of the base-weight copies ({@code <m>.original_module.<p>}, {@code <m>.base_layer.<p>}) by key. */
+    public Map<String, INDArray> baseCopies() {
+        Map<String, INDArray> out = new TreeMap<>();
+        baseCopies.forEach((k, v) -> out.put(k, v.dup('c')));
+        return Collections.unmodifiableMap(out);
+    }
+
     /** The safetensors {@code __metadata__} strings (e.g. {@code format = pt}). */
     public Map<String, String> metadata() {
-        return metadata;
+        return layout.metadata();
     }
 
     /** The stored arrays, not copied; for {@link PeftAdapterFiles#load}, which only reads them. */
@@ -74,7 +150,7 @@ public final class PeftAdapter {
         return b.get(module);
     }
 
-    private INDArray require(Map<String, INDArray> m, String module) {
+    private static INDArray require(Map<String, INDArray> m, String module) {
         Objects.requireNonNull(module, "module must not be null");
         INDArray x = m.get(module);
         if (x == null) {
@@ -86,6 +162,6 @@ public final class PeftAdapter {
 
     @Override
     public String toString() {
-        return "PeftAdapter{" + config + ", modules=" + a.keySet() + "}";
+        return "PeftAdapter{" + layout.config() + ", modules=" + layout.loraModules() + ", full=" + full.keySet() + "}";
     }
 }

@@ -2,38 +2,55 @@ package io.github.lora4j.io;
 
 import com.fasterxml.jackson.core.JacksonException;
 import com.fasterxml.jackson.core.StreamReadFeature;
+import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.SerializationFeature;
-import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.json.JsonMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import java.util.Optional;
 import java.util.Set;
+import java.util.regex.Pattern;
+import java.util.regex.PatternSyntaxException;
 
 /**
  * PEFT's {@code adapter_config.json} for a LoRA adapter; immutable.
  *
- * <p>Fields and their PEFT defaults (used when a key is absent): {@code peft_type} (required, must be
+ * <p>Fields and their PEFT defaults (used when a key is absent or null): {@code peft_type} (required, must be
  * {@code "LORA"}), {@code r} (8), {@code lora_alpha} (8), {@code lora_dropout} (0), {@code target_modules}
  * (a list of module-name suffixes, or one string that PEFT treats as a regular expression; absent or null means
- * none), {@code use_rslora} (false), {@code fan_in_fan_out} (false), {@code bias} ({@code "none"}).
+ * none), {@code use_rslora} (false), {@code fan_in_fan_out} (false), {@code bias} ({@code "none"}),
+ * {@code rank_pattern} / {@code alpha_pattern} ({@code {}}: per-module {@code r} / {@code lora_alpha}, keys
+ * matched as PEFT does, see {@link #rankOf}), {@code modules_to_save} (null), {@code base_model_name_or_path}
+ * (null), {@code init_lora_weights} (true). The whole file is kept as {@link #raw()}.
  *
- * <p>Unknown keys are ignored (PEFT adds keys in every release). Keys that PEFT defines and that change the
- * arithmetic lora4j would perform are refused instead of ignored, because ignoring them would silently give a
- * different model: a non-empty {@code rank_pattern} or {@code alpha_pattern} (per-module rank or alpha) and
- * {@code use_dora: true}. {@code fan_in_fan_out} is kept and written, but it does not affect loading: LoRA's
- * {@code A [r, in]} and {@code B [out, r]} are stored the same way for either weight layout.
+ * <p>Unknown keys are ignored (PEFT adds keys in every release), as are keys that only steer how PEFT builds a
+ * model ({@code layers_to_transform}, {@code exclude_modules}, {@code auto_mapping}, ...): the tensors in the file
+ * say which modules are adapted. Keys that PEFT defines and that would give a different model if the file were
+ * read as plain LoRA are refused with an {@link AdapterFormatException} naming the key: {@code use_dora},
+ * {@code lora_bias} and {@code use_qalora} when true in Python's sense (true, 1, "true", even "false": any non-empty
+ * string), {@code alora_invocation_tokens}, {@code layer_replication}, {@code trainable_token_indices} and
+ * {@code target_parameters} when set, and {@code init_lora_weights} other than true, false or {@code "gaussian"}
+ * (PiSSA, OLoRA, CorDA, LoftQ, EVA... change the base weights; PEFT can convert such adapters to plain LoRA).
+ * {@code fan_in_fan_out} is kept and written, but it does not affect loading: LoRA's {@code A [r, in]} and
+ * {@code B [out, r]} are stored the same way for either weight layout.
  */
 public final class PeftAdapterConfig {
 
     /** The only {@code peft_type} lora4j reads. */
     public static final String LORA = "LORA";
+
+    /** Largest {@code adapter_config.json} read, 8 MiB (real ones are a few KB; rank patterns of huge models ~1 MB). */
+    public static final long MAX_CONFIG_BYTES = 8L << 20;
 
     private static final Set<String> BIAS_VALUES = Set.of("none", "all", "lora_only");
 
@@ -52,9 +69,19 @@ public final class PeftAdapterConfig {
     private final boolean useRslora;
     private final boolean fanInFanOut;
     private final String bias;
+    private final Map<String, Integer> rankPattern;
+    private final Map<String, Double> alphaPattern;
+    private final List<String> modulesToSave;
+    private final String baseModelNameOrPath;
+    private final ObjectNode raw;
+    /** Compiled pattern keys, in file order (PEFT takes the first that matches). */
+    private final List<Map.Entry<String, Pattern>> rankKeys;
+    private final List<Map.Entry<String, Pattern>> alphaKeys;
 
-    private PeftAdapterConfig(int r, double loraAlpha, double loraDropout, List<String> targetModules,
-                              String targetModulesRegex, boolean useRslora, boolean fanInFanOut, String bias) {
+    PeftAdapterConfig(int r, double loraAlpha, double loraDropout, List<String> targetModules,
+                      String targetModulesRegex, boolean useRslora, boolean fanInFanOut, String bias,
+                      Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, List<String> modulesToSave,
+                      String baseModelNameOrPath, ObjectNode raw) {
         this.peftType = LORA;
         this.r = r;
         this.loraAlpha = loraAlpha;
@@ -64,6 +91,22 @@ public final class PeftAdapterConfig {
         this.useRslora = useRslora;
         this.fanInFanOut = fanInFanOut;
         this.bias = bias;
+        this.rankPattern = Collections.unmodifiableMap(new LinkedHashMap<>(rankPattern));
+        this.alphaPattern = Collections.unmodifiableMap(new LinkedHashMap<>(alphaPattern));
+        this.modulesToSave = modulesToSave == null ? null : List.copyOf(modulesToSave);
+        this.baseModelNameOrPath = baseModelNameOrPath;
+        this.rankKeys = compile(this.rankPattern.keySet());
+        this.alphaKeys = compile(this.alphaPattern.keySet());
+        this.raw = raw != null ? raw.deepCopy() : (ObjectNode) JSON.valueToTree(Map.of());
+    }
+
+    private static List<Map.Entry<String, Pattern>> compile(Set<String> keys) {
+        List<Map.Entry<String, Pattern>> out = new ArrayList<>();
+        for (String k : keys) {
+            // PEFT: re.match(rf"(.*\.)?({key})$", module) after an exact comparison.
+            out.add(Map.entry(k, Pattern.compile("(?:.*\\.)?(?:" + k + ")")));
+        }
+        return out;
     }
 
     /**
@@ -78,7 +121,7 @@ public final class PeftAdapterConfig {
             Objects.requireNonNull(t, "target module names must not be null");
         }
         return new PeftAdapterConfig(config.rank(), config.alpha(), config.dropout(), targets, null,
-                config.rsLora(), fanInFanOut, "none");
+                config.rsLora(), fanInFanOut, "none", Map.of(), Map.of(), null, null, null);
     }
 
     /** Always {@value #LORA}. */
@@ -86,12 +129,12 @@ public final class PeftAdapterConfig {
         return peftType;
     }
 
-    /** Rank {@code r} of every module's update; {@code A} is {@code [r, in]}, {@code B} is {@code [out, r]}. */
+    /** Default rank {@code r} of every module's update (see {@link #rankOf}); {@code A} is {@code [r, in]}. */
     public int r() {
         return r;
     }
 
-    /** {@code lora_alpha}: the scaling is {@code alpha / r}, or {@code alpha / sqrt(r)} with rsLoRA. */
+    /** Default {@code lora_alpha} (see {@link #alphaOf}): the scaling is {@code alpha / r}, or {@code alpha / sqrt(r)}. */
     public double loraAlpha() {
         return loraAlpha;
     }
@@ -126,6 +169,56 @@ public final class PeftAdapterConfig {
         return bias;
     }
 
+    /** {@code rank_pattern}: pattern key to rank, in file order; empty when absent. */
+    public Map<String, Integer> rankPattern() {
+        return rankPattern;
+    }
+
+    /** {@code alpha_pattern}: pattern key to alpha, in file order; empty when absent. */
+    public Map<String, Double> alphaPattern() {
+        return alphaPattern;
+    }
+
+    /** {@code modules_to_save}: names of modules trained in full, or empty when null or absent. */
+    public List<String> modulesToSave() {
+        return modulesToSave == null ? List.of() : modulesToSave;
+    }
+
+    /** {@code base_model_name_or_path}, when not null. */
+    public Optional<String> baseModelNameOrPath() {
+        return Optional.ofNullable(baseModelNameOrPath);
+    }
+
+    /** A copy of the whole JSON object as read (or as written), unknown keys included. */
+    public JsonNode raw() {
+        return raw.deepCopy();
+    }
+
+    /**
+     * The rank of {@code module} (a path such as {@code model.layers.0.self_attn.q_proj}), as PEFT resolves it: the
+     * first {@code rank_pattern} key equal to the path or, as a regex, matching its whole tail after a dot
+     * ({@code (.*\.)?key}); {@link #r()} when none does.
+     */
+    public int rankOf(String module) {
+        String key = patternKey(rankKeys, module);
+        return key == null ? r : rankPattern.get(key);
+    }
+
+    /** The alpha of {@code module}, resolved through {@code alpha_pattern} as {@link #rankOf} does. */
+    public double alphaOf(String module) {
+        String key = patternKey(alphaKeys, module);
+        return key == null ? loraAlpha : alphaPattern.get(key);
+    }
+
+    private static String patternKey(List<Map.Entry<String, Pattern>> keys, String module) {
+        for (Map.Entry<String, Pattern> k : keys) {
+            if (k.getKey().equals(module) || k.getValue().matcher(module).matches()) {
+                return k.getKey();
+            }
+        }
+        return null;
+    }
+
     /**
      * The lora4j configuration of these adapters: rank, alpha, dropout and rsLoRA from the file, init
      * {@link LoraInit#ZERO} (the weights come from the file) and the default seed.
@@ -137,18 +230,23 @@ public final class PeftAdapterConfig {
                 .init(LoraInit.ZERO).build();
     }
 
+    /** {@link #toLoraConfig()} with the rank and alpha {@code rank_pattern} / {@code alpha_pattern} give {@code module}. */
+    public LoraConfig toLoraConfig(String module) {
+        return LoraConfig.builder().rank(rankOf(module)).alpha(alphaOf(module)).dropout(loraDropout)
+                .rsLora(useRslora).init(LoraInit.ZERO).build();
+    }
+
     // ---------------------------------------------------------------- JSON
 
-    /** The JSON PEFT reads, with {@code task_type} and {@code base_model_name_or_path} null. */
+    /**
+     * The JSON PEFT reads: the fields above, {@code task_type} null, {@code inference_mode} true and
+     * {@code init_lora_weights} true (the weights are plain LoRA factors).
+     */
     byte[] toJson() {
         ObjectNode o = JSON.createObjectNode();
         o.put("peft_type", peftType);
         o.put("r", r);
-        if (loraAlpha == Math.rint(loraAlpha) && Math.abs(loraAlpha) < 1e15) {
-            o.put("lora_alpha", (long) loraAlpha); // PEFT declares lora_alpha an int; write it so when it is one
-        } else {
-            o.put("lora_alpha", loraAlpha);
-        }
+        putAlpha(o, "lora_alpha", loraAlpha);
         o.put("lora_dropout", loraDropout);
         if (targetModulesRegex != null) {
             o.put("target_modules", targetModulesRegex);
@@ -159,8 +257,24 @@ public final class PeftAdapterConfig {
         o.put("use_rslora", useRslora);
         o.put("fan_in_fan_out", fanInFanOut);
         o.put("bias", bias);
+        ObjectNode rp = o.putObject("rank_pattern");
+        rankPattern.forEach(rp::put);
+        ObjectNode ap = o.putObject("alpha_pattern");
+        alphaPattern.forEach((k, v) -> putAlpha(ap, k, v));
+        if (modulesToSave == null) {
+            o.putNull("modules_to_save");
+        } else {
+            ArrayNode m = o.putArray("modules_to_save");
+            modulesToSave.forEach(m::add);
+        }
+        o.put("init_lora_weights", true);
+        o.put("inference_mode", true);
         o.putNull("task_type");
-        o.putNull("base_model_name_or_path");
+        if (baseModelNameOrPath == null) {
+            o.putNull("base_model_name_or_path");
+        } else {
+            o.put("base_model_name_or_path", baseModelNameOrPath);
+        }
         try {
             return JSON.writeValueAsBytes(o);
         } catch (JacksonException e) {
@@ -168,11 +282,19 @@ public final class PeftAdapterConfig {
         }
     }
 
+    private static void putAlpha(ObjectNode o, String key, double alpha) {
+        if (alpha == Math.rint(alpha) && Math.abs(alpha) < 1e15) {
+            o.put(key, (long) alpha); // PEFT declares lora_alpha an int; write it so when it is one
+        } else {
+            o.put(key, alpha);
+        }
+    }
+
     /** Parses {@code adapter_config.json}; {@code what} names it in messages. */
     static PeftAdapterConfig parse(byte[] json, String what) throws AdapterFormatException {
         JsonNode root;
         try {
-            root = JSON.readTree(Safetensors.decodeUtf8(java.nio.ByteBuffer.wrap(json), what));
+            root = JSON.readTree(Safetensors.decodeUtf8(ByteBuffer.wrap(json), what));
         } catch (JacksonException e) {
             throw new AdapterFormatException(what + ": not valid JSON (duplicate keys included): "
                     + e.getOriginalMessage(), e);
@@ -186,23 +308,10 @@ public final class PeftAdapterConfig {
             throw new AdapterFormatException(what + ": expected peft_type \"" + LORA + "\", got "
                     + (type == null ? "none" : type));
         }
-        for (String pattern : List.of("rank_pattern", "alpha_pattern")) {
-            JsonNode p = root.get(pattern);
-            if (p != null && !p.isNull() && !(p.isObject() && p.isEmpty())) {
-                throw new AdapterFormatException(what + ": " + pattern + " is not supported (lora4j applies one r "
-                        + "and one lora_alpha to every module); expected it absent or {}, got " + p);
-            }
-        }
-        JsonNode dora = root.get("use_dora");
-        if (dora != null && dora.isBoolean() && dora.booleanValue()) {
-            throw new AdapterFormatException(what + ": use_dora is not supported; expected false, got true");
-        }
+        refuseUnsupported(root, what);
         int r = (int) integer(root, "r", 8, what);
-        double alpha = number(root, "lora_alpha", 8, what);
+        double alpha = alpha(root.get("lora_alpha"), 8, "lora_alpha", what);
         double dropout = number(root, "lora_dropout", 0, what);
-        if (!(alpha > 0) || Double.isInfinite(alpha)) {
-            throw new AdapterFormatException(what + ": expected lora_alpha finite and > 0, got " + alpha);
-        }
         if (!(dropout >= 0 && dropout < 1)) {
             throw new AdapterFormatException(what + ": expected lora_dropout in [0, 1), got " + dropout);
         }
@@ -212,12 +321,7 @@ public final class PeftAdapterConfig {
         if (t != null && t.isTextual()) {
             regex = t.textValue();
         } else if (t != null && t.isArray()) {
-            for (JsonNode e : t) {
-                if (!e.isTextual()) {
-                    throw new AdapterFormatException(what + ": expected target_modules to hold strings, got " + e);
-                }
-                targets.add(e.textValue());
-            }
+            targets = strings(t, "target_modules", what);
         } else if (t != null && !t.isNull()) {
             throw new AdapterFormatException(what + ": expected target_modules to be a list of strings, a string "
                     + "(regex) or null, got " + t.getNodeType());
@@ -232,7 +336,126 @@ public final class PeftAdapterConfig {
             }
             bias = b.textValue();
         }
-        return new PeftAdapterConfig(r, alpha, dropout, targets, regex, rslora, fanInFanOut, bias);
+        Map<String, Integer> rankPattern = new LinkedHashMap<>();
+        for (Map.Entry<String, JsonNode> e : pattern(root, "rank_pattern", what).entrySet()) {
+            JsonNode v = e.getValue();
+            if (!v.isIntegralNumber() || !v.canConvertToInt() || v.intValue() < 1) {
+                throw new AdapterFormatException(what + ": expected rank_pattern['" + e.getKey()
+                        + "'] to be an integer >= 1, got " + v);
+            }
+            rankPattern.put(e.getKey(), v.intValue());
+        }
+        Map<String, Double> alphaPattern = new LinkedHashMap<>();
+        for (Map.Entry<String, JsonNode> e : pattern(root, "alpha_pattern", what).entrySet()) {
+            alphaPattern.put(e.getKey(), alpha(e.getValue(), 0, "alpha_pattern['" + e.getKey() + "']", what));
+        }
+        List<String> modulesToSave = null;
+        JsonNode m = root.get("modules_to_save");
+        if (m != null && !m.isNull()) {
+            if (!m.isArray()) {
+                throw new AdapterFormatException(what + ": expected modules_to_save to be a list of strings or null, got "
+                        + m.getNodeType());
+            }
+            modulesToSave = strings(m, "modules_to_save", what);
+        }
+        JsonNode base = root.get("base_model_name_or_path");
+        if (base != null && !base.isNull() && !base.isTextual()) {
+            throw new AdapterFormatException(what + ": expected base_model_name_or_path to be a string or null, got "
+                    + base.getNodeType());
+        }
+        return new PeftAdapterConfig(r, alpha, dropout, targets, regex, rslora, fanInFanOut, bias, rankPattern,
+                alphaPattern, modulesToSave, base == null || base.isNull() ? null : base.textValue(),
+                (ObjectNode) root);
+    }
+
+    /** The keys that would change the model if ignored; each refusal names the key and what PEFT would do. */
+    private static void refuseUnsupported(JsonNode root, String what) throws AdapterFormatException {
+        for (String key : List.of("use_dora", "lora_bias", "use_qalora")) {
+            JsonNode n = root.get(key);
+            if (truthy(n)) {
+                throw new AdapterFormatException(what + ": " + key + " is not supported (it changes the layer's "
+                        + "arithmetic); expected false, null or absent, got " + n
+                        + (n.isBoolean() ? "" : ", which PEFT treats as true"));
+            }
+        }
+        for (String key : List.of("alora_invocation_tokens", "layer_replication", "trainable_token_indices",
+                "target_parameters")) {
+            JsonNode n = root.get(key);
+            if (n != null && !n.isNull() && !(n.isContainerNode() && n.isEmpty())) {
+                throw new AdapterFormatException(what + ": " + key + " is not supported (a plain LoRA reading would "
+                        + "give a different model); expected null or absent, got " + n);
+            }
+        }
+        JsonNode init = root.get("init_lora_weights");
+        if (init != null && !init.isNull() && !init.isBoolean()
+                && !(init.isTextual() && init.textValue().equals("gaussian"))) {
+            throw new AdapterFormatException(what + ": init_lora_weights " + init + " is not supported: expected true, "
+                    + "false or \"gaussian\"; PiSSA, OLoRA, CorDA, LoftQ and similar inits also change the base weights "
+                    + "(convert the adapter to plain LoRA with PEFT first)");
+        }
+    }
+
+    /** Python's truth value of a JSON value, as PEFT's {@code if config.use_dora:} sees it. */
+    private static boolean truthy(JsonNode n) {
+        if (n == null || n.isNull()) {
+            return false;
+        }
+        if (n.isBoolean()) {
+            return n.booleanValue();
+        }
+        if (n.isNumber()) {
+            return n.doubleValue() != 0;
+        }
+        if (n.isTextual()) {
+            return !n.textValue().isEmpty();
+        }
+        return !n.isEmpty();
+    }
+
+    private static Map<String, JsonNode> pattern(JsonNode root, String key, String what) throws AdapterFormatException {
+        JsonNode p = root.get(key);
+        Map<String, JsonNode> out = new LinkedHashMap<>();
+        if (p == null || p.isNull()) {
+            return out;
+        }
+        if (!p.isObject()) {
+            throw new AdapterFormatException(what + ": expected " + key + " to be an object, got " + p.getNodeType());
+        }
+        for (Map.Entry<String, JsonNode> e : p.properties()) {
+            try {
+                Pattern.compile(e.getKey());
+            } catch (PatternSyntaxException ex) {
+                throw new AdapterFormatException(what + ": " + key + " key '" + e.getKey()
+                        + "' is not a valid regular expression: " + ex.getDescription());
+            }
+            out.put(e.getKey(), e.getValue());
+        }
+        return out;
+    }
+
+    private static List<String> strings(JsonNode array, String key, String what) throws AdapterFormatException {
+        List<String> out = new ArrayList<>();
+        for (JsonNode e : array) {
+            if (!e.isTextual()) {
+                throw new AdapterFormatException(what + ": expected " + key + " to hold strings, got " + e);
+            }
+            out.add(e.textValue());
+        }
+        return out;
+    }
+
+    private static double alpha(JsonNode n, double dflt, String key, String what) throws AdapterFormatException {
+        if (n == null || n.isNull()) {
+            return dflt;
+        }
+        if (!n.isNumber()) {
+            throw new AdapterFormatException(what + ": expected " + key + " to be a number, got " + n);
+        }
+        double alpha = n.doubleValue();
+        if (!(alpha > 0) || Double.isInfinite(alpha)) {
+            throw new AdapterFormatException(what + ": expected " + key + " finite and > 0, got " + alpha);
+        }
+        return alpha;
     }
 
     private static long integer(JsonNode root, String key, long dflt, String what) throws AdapterFormatException {
@@ -268,6 +491,7 @@ public final class PeftAdapterConfig {
         return n.booleanValue();
     }
 
+    /** Equal when every field lora4j interprets is equal; {@link #raw()} (unknown keys, formatting) is not compared. */
     @Override
     public boolean equals(Object o) {
         if (this == o) {
@@ -280,13 +504,16 @@ public final class PeftAdapterConfig {
         return r == c.r && Double.compare(loraAlpha, c.loraAlpha) == 0
                 && Double.compare(loraDropout, c.loraDropout) == 0 && useRslora == c.useRslora
                 && fanInFanOut == c.fanInFanOut && peftType.equals(c.peftType) && bias.equals(c.bias)
-                && targetModules.equals(c.targetModules) && Objects.equals(targetModulesRegex, c.targetModulesRegex);
+                && targetModules.equals(c.targetModules) && Objects.equals(targetModulesRegex, c.targetModulesRegex)
+                && rankPattern.equals(c.rankPattern) && alphaPattern.equals(c.alphaPattern)
+                && modulesToSave().equals(c.modulesToSave())
+                && Objects.equals(baseModelNameOrPath, c.baseModelNameOrPath);
     }
 
     @Override
     public int hashCode() {
         return Objects.hash(peftType, r, loraAlpha, loraDropout, targetModules, targetModulesRegex, useRslora,
-                fanInFanOut, bias);
+                fanInFanOut, bias, rankPattern, alphaPattern, modulesToSave(), baseModelNameOrPath);
     }
 
     @Override
@@ -294,6 +521,10 @@ public final class PeftAdapterConfig {
         return "PeftAdapterConfig{peft_type=" + peftType + ", r=" + r + ", lora_alpha=" + loraAlpha
                 + ", lora_dropout=" + loraDropout + ", target_modules="
                 + (targetModulesRegex != null ? "regex '" + targetModulesRegex + "'" : targetModules)
-                + ", use_rslora=" + useRslora + ", fan_in_fan_out=" + fanInFanOut + ", bias=" + bias + "}";
+                + ", use_rslora=" + useRslora + ", fan_in_fan_out=" + fanInFanOut + ", bias=" + bias
+                + (rankPattern.isEmpty() ? "" : ", rank_pattern=" + rankPattern)
+                + (alphaPattern.isEmpty() ? "" : ", alpha_pattern=" + alphaPattern)
+                + (modulesToSave().isEmpty() ? "" : ", modules_to_save=" + modulesToSave)
+                + (baseModelNameOrPath == null ? "" : ", base_model_name_or_path=" + baseModelNameOrPath) + "}";
     }
 }

@@ -2,53 +2,81 @@ package io.github.lora4j.io;
 
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
+import io.github.lora4j.io.PeftAdapterLayout.Kind;
+import io.github.lora4j.io.PeftAdapterLayout.LoraModule;
 import java.io.IOException;
+import java.io.InputStream;
+import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
 import java.nio.channels.SeekableByteChannel;
+import java.nio.file.DirectoryStream;
+import java.nio.file.FileAlreadyExistsException;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.BasicFileAttributes;
+import java.nio.file.attribute.PosixFileAttributeView;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Comparator;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Properties;
 import java.util.TreeMap;
 import java.util.TreeSet;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.Consumer;
+import java.util.regex.Pattern;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * Saves and loads LoRA adapters as PEFT does: a directory with {@code adapter_model.safetensors} (tensors
- * {@code base_model.model.<module>.lora_A.weight} {@code [r, in]} and {@code ...lora_B.weight} {@code [out, r]})
- * and {@code adapter_config.json}.
+ * Saves, reads and loads LoRA adapters as PEFT does: a directory with {@code adapter_model.safetensors} and
+ * {@code adapter_config.json}. Which tensor keys mean what is listed in {@link PeftAdapterLayout}.
  *
  * <pre>{@code
  * Map<String, LoraLinear> modules = Map.of("model.layers.0.self_attn.q_proj", q, "model.layers.0.self_attn.v_proj", v);
  * PeftAdapterFiles.save(dir, modules, "default");                 // F32, atomic
+ * PeftAdapter all = PeftAdapterFiles.read(dir);                   // everything in the files, no model needed
  * PeftAdapterConfig cfg = PeftAdapterFiles.load(dir, modules, "sql"); // adds adapter "sql" to q and v
  * }</pre>
  *
- * <h2>Which tensors a file may hold</h2>
- * Only {@code base_model.model.<module>.lora_A.weight} and {@code .lora_B.weight}, both present for every
- * module, with {@code A [r, in]} and {@code B [out, r]} for the config's {@code r}. Any other tensor (PEFT's
- * {@code lora_embedding_A}, DoRA's {@code lora_magnitude_vector}, trained biases, {@code modules_to_save}
- * copies, keys still holding an adapter name such as {@code lora_A.default.weight}) is refused with an
- * {@link AdapterFormatException} naming it: ignoring it would load a different model than the one saved.
+ * <h2>What loads where</h2>
+ * Linear LoRA (also GPT-2 {@code Conv1D} with {@code fan_in_fan_out}) loads into {@link LoraLinear}s, embedding
+ * LoRA into {@link LoraEmbedding}s, each module with its own rank and alpha ({@code rank_pattern},
+ * {@code alpha_pattern}). Conv LoRA is read but refused by {@code load}: lora4j has no convolution layer. Full
+ * tensors ({@code modules_to_save}, trained biases) are read; {@code io.github.lora4j.model.LoraModel} applies them,
+ * the map-based {@code load} methods here refuse them (they cannot swap a caller's module).
+ *
+ * <h2>Hostile files</h2>
+ * Both files must be regular files (a FIFO, a device, a directory, or a symbolic link to one is refused before
+ * anything is opened); the config is read up to {@value PeftAdapterConfig#MAX_CONFIG_BYTES} bytes; the safetensors
+ * header up to 32 MiB and {@value Safetensors#MAX_TENSORS} tensors. Keys, shapes and ranks are checked on the
+ * parsed header before any tensor is decoded, and {@code load} checks them against the model then too, so a file
+ * declaring a huge tensor that does not fit the model is refused without reading it. Between the regular-file check
+ * and the open, a concurrent writer could swap a file for a FIFO; do not load from directories others write to.
  *
  * <h2>Failure guarantees</h2>
  * {@link #read} and {@link #load} check the whole file (sizes against the real file length before allocating)
  * before anything is built; {@link #load} also checks every module against the model before changing any.
- * {@link #save} validates and writes both files to temporary files in the target directory, then renames each
- * over its target atomically ({@code ATOMIC_MOVE}); an error before the renames leaves existing files as they
- * were and removes the temporary files. The two renames are not one atomic step: a crash between them (a
- * window of one system call) can pair new weights with the old config; {@link #read} detects that when the
- * rank changed.
+ * {@link #save} validates everything (shapes, finite values, one rank per module) before writing, writes both files
+ * to temporary files in the target directory, then renames each over its target ({@code ATOMIC_MOVE}) and
+ * fsyncs the directory. If the second rename fails, the old model file is put back, so the pair stays consistent;
+ * only a crash of the process between the two renames (one system call) can still pair new weights with the old
+ * config. New files get the mode the umask gives (usually 0644); a replaced file keeps its mode. Temporary files
+ * have fixed names ({@code .adapter_model.safetensors.lora4j-tmp}, ...), so a killed save leaves at most those, and
+ * the next save reuses them. Saves to one directory are serialised within a JVM; do not save to one directory from
+ * two processes at once.
  */
 public final class PeftAdapterFiles {
 
@@ -57,9 +85,25 @@ public final class PeftAdapterFiles {
     /** File name of the config. */
     public static final String CONFIG_FILE = "adapter_config.json";
 
-    static final String PREFIX = "base_model.model.";
-    static final String A_SUFFIX = ".lora_A.weight";
-    static final String B_SUFFIX = ".lora_B.weight";
+    static final String PREFIX = PeftAdapterLayout.PREFIX;
+    static final String A_SUFFIX = PeftAdapterLayout.A_SUFFIX;
+    static final String B_SUFFIX = PeftAdapterLayout.B_SUFFIX;
+
+    static final String TMP_SUFFIX = ".lora4j-tmp";
+    static final String BACKUP_SUFFIX = ".lora4j-old";
+    /** Temporary files of lora4j before 0.2 ({@code Files.createTempFile}), cleaned up by the next save. */
+    private static final Pattern LEGACY_TMP = Pattern.compile("\\.adapter_(model\\.safetensors|config\\.json)\\.\\d+\\.tmp");
+
+    private static final Map<Path, ReentrantLock> DIR_LOCKS = new ConcurrentHashMap<>();
+
+    /** The renames of a save, replaceable in tests to make one fail. */
+    interface FileOps {
+        /** Renames {@code from} over {@code to} atomically. */
+        void move(Path from, Path to) throws IOException;
+
+        FileOps ATOMIC = (from, to) -> Files.move(from, to, StandardCopyOption.ATOMIC_MOVE,
+                StandardCopyOption.REPLACE_EXISTING);
+    }
 
     private PeftAdapterFiles() {
     }
@@ -73,267 +117,679 @@ public final class PeftAdapterFiles {
 
     /**
      * Writes adapter {@code adapterName} of every module that has it to {@code dir} (created if absent) as
-     * {@value #MODEL_FILE} and {@value #CONFIG_FILE}, replacing existing files atomically. Modules without that
-     * adapter are skipped (a model may carry different adapters on different modules). {@code target_modules}
-     * lists the last path component of each saved module, {@code fan_in_fan_out} follows the layers'
-     * {@link WeightLayout}. Reads A and B under each layer's lock; do not train the adapter on another thread
-     * meanwhile, or modules may be saved from different steps.
+     * {@value #MODEL_FILE} and {@value #CONFIG_FILE}; see {@link Saver#save}. {@code target_modules} lists the last
+     * path component of each saved module.
      *
      * @param modules  module path (e.g. {@code model.layers.0.self_attn.q_proj}) to layer
      * @param fileType FLOAT (F32), DOUBLE (F64), HALF (F16) or BFLOAT16 (BF16); narrowing rounds to nearest even
-     * @throws IllegalArgumentException if no module has the adapter, the modules' adapters differ in rank, alpha,
-     *                                  dropout or rsLoRA, or in weight layout (PEFT has one value of each), a
-     *                                  module path is blank, or a value overflows {@code fileType}
+     * @throws IllegalArgumentException as {@link Saver#save}
      * @throws IOException              if writing fails; existing files are then left as they were
      */
     public static void save(Path dir, Map<String, LoraLinear> modules, String adapterName, DataType fileType)
             throws IOException {
-        Objects.requireNonNull(dir, "dir must not be null");
-        Objects.requireNonNull(modules, "modules must not be null");
-        Objects.requireNonNull(adapterName, "adapterName must not be null");
-        Safetensors.Dtype dtype = Safetensors.Dtype.of(Objects.requireNonNull(fileType, "fileType must not be null"));
+        saver().linears(modules).fileType(fileType).save(dir, adapterName);
+    }
 
-        Map<String, INDArray> tensors = new TreeMap<>();
-        TreeSet<String> targets = new TreeSet<>();
-        LoraConfig first = null;
-        String firstModule = null;
-        WeightLayout layout = null;
-        for (Map.Entry<String, LoraLinear> m : new TreeMap<>(modules).entrySet()) {
-            String module = m.getKey();
-            LoraLinear layer = Objects.requireNonNull(m.getValue(), "layer of module '" + module + "'");
-            if (module.isBlank()) {
-                throw new IllegalArgumentException("module paths must not be blank, got '" + module + "'");
-            }
-            if (!layer.adapterNames().contains(adapterName)) {
-                continue;
-            }
-            LoraAdapter adapter = layer.adapter(adapterName);
-            LoraConfig c = adapter.config();
-            if (first == null) {
-                first = c;
-                firstModule = module;
-                layout = layer.layout();
-            } else {
-                if (c.rank() != first.rank() || Double.compare(c.alpha(), first.alpha()) != 0
-                        || Double.compare(c.dropout(), first.dropout()) != 0 || c.rsLora() != first.rsLora()) {
-                    throw new IllegalArgumentException("adapter '" + adapterName + "' of module '" + module
-                            + "' has " + describe(c) + ", but module '" + firstModule + "' has " + describe(first)
-                            + "; a PEFT file holds one r, lora_alpha, lora_dropout and use_rslora for all modules");
+    /** A saver for what the two-argument {@code save} methods cannot express: embeddings, modules_to_save, names. */
+    public static Saver saver() {
+        return new Saver();
+    }
+
+    /**
+     * Collects what one save writes. Arrays are read when {@link #save} runs, under each layer's lock.
+     */
+    public static final class Saver {
+        private Map<String, LoraLinear> linears = Map.of();
+        private Map<String, LoraEmbedding> embeddings = Map.of();
+        private Map<String, Map<String, INDArray>> modulesToSave = Map.of();
+        private String baseModel;
+        private List<String> targets;
+        private String targetRegex;
+        private DataType fileType = DataType.FLOAT;
+        private LoraConfig provenance;
+
+        private Saver() {
+        }
+
+        /** Linear modules, path to layer; those without the adapter are skipped. */
+        public Saver linears(Map<String, LoraLinear> modules) {
+            this.linears = Objects.requireNonNull(modules, "modules must not be null");
+            return this;
+        }
+
+        /** Embedding modules, path to layer; those without the adapter are skipped. */
+        public Saver embeddings(Map<String, LoraEmbedding> modules) {
+            this.embeddings = Objects.requireNonNull(modules, "modules must not be null");
+            return this;
+        }
+
+        /**
+         * Full tensors written as PEFT's {@code modules_to_save}: module path to parameter ({@code weight},
+         * {@code bias}) to tensor (in the module's own layout); keys {@code base_model.model.<m>.<param>}, and the
+         * paths listed in the config's {@code modules_to_save}.
+         */
+        public Saver modulesToSave(Map<String, Map<String, INDArray>> tensors) {
+            this.modulesToSave = Objects.requireNonNull(tensors, "tensors must not be null");
+            return this;
+        }
+
+        /** {@code base_model_name_or_path} (e.g. {@code "gpt2"}), or null (the default) to write null. */
+        public Saver baseModelNameOrPath(String nameOrPath) {
+            this.baseModel = nameOrPath;
+            return this;
+        }
+
+        /** {@code target_modules} as a list (PEFT matches a path equal to a name or ending in {@code "." + name}). */
+        public Saver targetModules(List<String> names) {
+            this.targets = List.copyOf(names);
+            this.targetRegex = null;
+            return this;
+        }
+
+        /** {@code target_modules} as one string, PEFT's regex form ({@code re.fullmatch} on the path). */
+        public Saver targetModulesRegex(String regex) {
+            this.targetRegex = Objects.requireNonNull(regex, "regex must not be null");
+            this.targets = null;
+            return this;
+        }
+
+        /** FLOAT (F32, the default), DOUBLE (F64), HALF (F16) or BFLOAT16 (BF16); narrowing rounds to nearest even. */
+        public Saver fileType(DataType type) {
+            this.fileType = Objects.requireNonNull(type, "fileType must not be null");
+            return this;
+        }
+
+        /**
+         * The configuration the adapter was created with, for the provenance in the metadata ({@code lora4j.init},
+         * {@code lora4j.seed}); by default the first saved module's adapter config.
+         */
+        public Saver provenance(LoraConfig config) {
+            this.provenance = config;
+            return this;
+        }
+
+        /**
+         * Writes adapter {@code adapterName} to {@code dir} (created if absent), replacing existing files atomically
+         * (see the class comment). Modules may differ in rank and alpha ({@code r} and {@code lora_alpha} are the
+         * most common values, the others go to {@code rank_pattern} / {@code alpha_pattern} under the full module
+         * path). The safetensors metadata holds {@code format: pt} and lora4j's provenance: {@code lora4j.version},
+         * {@code lora4j.init}, {@code lora4j.seed}, {@code lora4j.layout} ({@code OUT_IN} or {@code IN_OUT}).
+         *
+         * @throws IllegalArgumentException if no module has the adapter; modules differ in dropout, rsLoRA or weight
+         *                                  layout (PEFT has one value of each); a module path is blank or appears
+         *                                  twice; A, B or a full tensor holds NaN or infinity (naming the module) or
+         *                                  a value overflowing the file type; nothing is written then
+         * @throws IOException              if writing fails; existing files are then left as they were
+         */
+        public void save(Path dir, String adapterName) throws IOException {
+            save(dir, adapterName, FileOps.ATOMIC);
+        }
+
+        void save(Path dir, String adapterName, FileOps ops) throws IOException {
+            Objects.requireNonNull(dir, "dir must not be null");
+            Objects.requireNonNull(adapterName, "adapterName must not be null");
+            Safetensors.Dtype dtype = Safetensors.Dtype.of(fileType);
+            Prepared p = prepare(adapterName);
+            writeFiles(dir, p.config.toJson(), p.tensors, p.metadata, dtype, ops);
+        }
+
+        private record Prepared(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<String, String> metadata) {
+        }
+
+        private Prepared prepare(String adapterName) {
+            Map<String, INDArray> tensors = new TreeMap<>();
+            TreeSet<String> lastNames = new TreeSet<>();
+            Map<String, LoraConfig> configs = new TreeMap<>();
+            WeightLayout layout = null;
+            String layoutModule = null;
+            for (Map.Entry<String, LoraLinear> m : new TreeMap<>(linears).entrySet()) {
+                String module = checkPath(m.getKey(), configs);
+                LoraLinear layer = Objects.requireNonNull(m.getValue(), "layer of module '" + module + "'");
+                if (!layer.adapterNames().contains(adapterName)) {
+                    continue;
                 }
-                if (layer.layout() != layout) {
+                if (layout == null) {
+                    layout = layer.layout();
+                    layoutModule = module;
+                } else if (layer.layout() != layout) {
                     throw new IllegalArgumentException("module '" + module + "' has weight layout " + layer.layout()
-                            + ", but module '" + firstModule + "' has " + layout
+                            + ", but module '" + layoutModule + "' has " + layout
                             + "; a PEFT file holds one fan_in_fan_out for all modules");
                 }
+                LoraAdapter adapter = layer.adapter(adapterName);
+                putPair(tensors, module, A_SUFFIX, B_SUFFIX, adapter);
+                configs.put(module, adapter.config());
+                lastNames.add(module.substring(module.lastIndexOf('.') + 1));
             }
-            // Copies: the live arrays may be updated by an optimizer after this call returns.
-            tensors.put(PREFIX + module + A_SUFFIX, adapter.a().dup('c'));
-            tensors.put(PREFIX + module + B_SUFFIX, adapter.b().dup('c'));
-            int dot = module.lastIndexOf('.');
-            targets.add(module.substring(dot + 1));
-        }
-        if (first == null) {
-            throw new IllegalArgumentException("no module has adapter '" + adapterName + "'; expected at least one of "
-                    + modules.size() + " modules to have it");
-        }
-        PeftAdapterConfig config = PeftAdapterConfig.from(first, new ArrayList<>(targets),
-                layout == WeightLayout.IN_OUT);
+            for (Map.Entry<String, LoraEmbedding> m : new TreeMap<>(embeddings).entrySet()) {
+                String module = checkPath(m.getKey(), configs);
+                LoraEmbedding layer = Objects.requireNonNull(m.getValue(), "layer of module '" + module + "'");
+                if (!layer.adapterNames().contains(adapterName)) {
+                    continue;
+                }
+                LoraAdapter adapter = layer.adapter(adapterName);
+                putPair(tensors, module, PeftAdapterLayout.EMB_A_SUFFIX, PeftAdapterLayout.EMB_B_SUFFIX, adapter);
+                configs.put(module, adapter.config());
+                lastNames.add(module.substring(module.lastIndexOf('.') + 1));
+            }
+            if (configs.isEmpty()) {
+                throw new IllegalArgumentException("no module has adapter '" + adapterName + "'; expected at least one of "
+                        + (linears.size() + embeddings.size()) + " modules to have it");
+            }
+            for (Map.Entry<String, Map<String, INDArray>> m : new TreeMap<>(modulesToSave).entrySet()) {
+                String module = m.getKey();
+                if (module == null || module.isBlank() || configs.containsKey(module)) {
+                    throw new IllegalArgumentException("modules_to_save module '" + module + "' must be a non-blank "
+                            + "path without LoRA tensors; LoRA modules: " + configs.keySet());
+                }
+                for (Map.Entry<String, INDArray> t : m.getValue().entrySet()) {
+                    if (!t.getKey().equals("weight") && !t.getKey().equals("bias")) {
+                        throw new IllegalArgumentException("modules_to_save module '" + module + "': expected "
+                                + "parameters 'weight' and 'bias', got '" + t.getKey() + "'");
+                    }
+                    INDArray v = Objects.requireNonNull(t.getValue(), module + "." + t.getKey());
+                    requireFinite(v, "modules_to_save module '" + module + "' " + t.getKey());
+                    tensors.put(PREFIX + module + "." + t.getKey(), v.dup('c'));
+                }
+            }
 
-        Files.createDirectories(dir);
-        Path modelTarget = dir.resolve(MODEL_FILE);
-        Path configTarget = dir.resolve(CONFIG_FILE);
-        for (Path target : List.of(modelTarget, configTarget)) {
-            if (Files.exists(target) && !Files.isRegularFile(target)) {
-                throw new IOException("cannot replace " + target + ": expected a regular file or nothing, found "
-                        + "a directory or special file");
+            Map.Entry<String, LoraConfig> first = configs.entrySet().iterator().next();
+            Map<Integer, Integer> rankCount = new TreeMap<>();
+            Map<Double, Integer> alphaCount = new TreeMap<>();
+            for (Map.Entry<String, LoraConfig> c : configs.entrySet()) {
+                LoraConfig f = first.getValue();
+                if (Double.compare(c.getValue().dropout(), f.dropout()) != 0 || c.getValue().rsLora() != f.rsLora()) {
+                    throw new IllegalArgumentException("adapter '" + adapterName + "' of module '" + c.getKey()
+                            + "' has dropout=" + c.getValue().dropout() + ", rsLora=" + c.getValue().rsLora()
+                            + ", but module '" + first.getKey() + "' has dropout=" + f.dropout() + ", rsLora="
+                            + f.rsLora() + "; a PEFT file holds one lora_dropout and use_rslora for all modules");
+                }
+                rankCount.merge(c.getValue().rank(), 1, Integer::sum);
+                alphaCount.merge(c.getValue().alpha(), 1, Integer::sum);
             }
+            int r = mostCommon(rankCount);
+            double alpha = mostCommon(alphaCount);
+            Map<String, Integer> rankPattern = new LinkedHashMap<>();
+            Map<String, Double> alphaPattern = new LinkedHashMap<>();
+            configs.forEach((module, c) -> {
+                if (c.rank() != r) {
+                    rankPattern.put(module, c.rank());
+                }
+                if (Double.compare(c.alpha(), alpha) != 0) {
+                    alphaPattern.put(module, c.alpha());
+                }
+            });
+            List<String> targetList = targetRegex != null ? List.of() : targets != null ? targets
+                    : new ArrayList<>(lastNames);
+            List<String> saveList = modulesToSave.isEmpty() ? null : new ArrayList<>(new TreeSet<>(modulesToSave.keySet()));
+            LoraConfig f = first.getValue();
+            PeftAdapterConfig config = new PeftAdapterConfig(r, alpha, f.dropout(), targetList, targetRegex, f.rsLora(),
+                    layout == WeightLayout.IN_OUT, "none", rankPattern, alphaPattern, saveList, baseModel, null);
+            // The patterns must give each module back its own rank and alpha when PEFT (or read) resolves them.
+            configs.forEach((module, c) -> {
+                if (config.rankOf(module) != c.rank() || Double.compare(config.alphaOf(module), c.alpha()) != 0) {
+                    throw new IllegalArgumentException("module '" + module + "' (r=" + c.rank() + ", alpha=" + c.alpha()
+                            + ") would read back as r=" + config.rankOf(module) + ", alpha=" + config.alphaOf(module)
+                            + " through rank_pattern/alpha_pattern; rename modules whose paths match each other");
+                }
+            });
+            LoraConfig origin = provenance != null ? provenance : f;
+            Map<String, String> metadata = new LinkedHashMap<>();
+            metadata.put("format", "pt");
+            metadata.put("lora4j.version", version());
+            metadata.put("lora4j.init", origin.init().name());
+            metadata.put("lora4j.seed", Long.toString(origin.seed()));
+            metadata.put("lora4j.layout", (layout == null ? WeightLayout.OUT_IN : layout).name());
+            return new Prepared(config, tensors, metadata);
         }
-        Path modelTmp = Files.createTempFile(dir, "." + MODEL_FILE + ".", ".tmp");
-        Path configTmp = null;
+
+        private static String checkPath(String module, Map<String, LoraConfig> seen) {
+            if (module == null || module.isBlank()) {
+                throw new IllegalArgumentException("module paths must not be blank, got '" + module + "'");
+            }
+            if (seen.containsKey(module)) {
+                throw new IllegalArgumentException("module '" + module + "' is both a linear and an embedding module");
+            }
+            return module;
+        }
+
+        private static void putPair(Map<String, INDArray> tensors, String module, String aSuffix, String bSuffix,
+                                    LoraAdapter adapter) {
+            // Copies: the live arrays may be updated by an optimizer after this call returns.
+            INDArray a = adapter.a().dup('c');
+            INDArray b = adapter.b().dup('c');
+            requireFinite(a, "module '" + module + "' lora_A");
+            requireFinite(b, "module '" + module + "' lora_B");
+            tensors.put(PREFIX + module + aSuffix, a);
+            tensors.put(PREFIX + module + bSuffix, b);
+        }
+
+        private static <K> K mostCommon(Map<K, Integer> counts) {
+            return counts.entrySet().stream().max(Comparator.comparingInt(Map.Entry::getValue)).orElseThrow().getKey();
+        }
+    }
+
+    private static void requireFinite(INDArray x, String what) {
+        if (x.isNaN().any() || x.isInfinite().any()) {
+            throw new IllegalArgumentException(what + ": expected finite values, found NaN or infinity; nothing was "
+                    + "written (a file with them would not load)");
+        }
+    }
+
+    /** lora4j's version from the jar's Maven metadata, or {@code "dev"} when run from classes. */
+    static String version() {
+        try (InputStream in = PeftAdapterFiles.class.getResourceAsStream(
+                "/META-INF/maven/io.github.lora4j/lora-core/pom.properties")) {
+            if (in != null) {
+                Properties p = new Properties();
+                p.load(in);
+                return p.getProperty("version", "dev");
+            }
+        } catch (IOException e) {
+            // fall through: provenance is best effort
+        }
+        return "dev";
+    }
+
+    private static void writeFiles(Path dir, byte[] configJson, Map<String, INDArray> tensors,
+                                   Map<String, String> metadata, Safetensors.Dtype dtype, FileOps ops)
+            throws IOException {
+        Files.createDirectories(dir);
+        ReentrantLock lock = DIR_LOCKS.computeIfAbsent(dir.toAbsolutePath().normalize(), d -> new ReentrantLock());
+        lock.lock();
         try {
-            try (FileChannel ch = FileChannel.open(modelTmp, StandardOpenOption.WRITE,
-                    StandardOpenOption.TRUNCATE_EXISTING)) {
-                Safetensors.write(ch, tensors, Map.of("format", "pt"), dtype);
-                ch.force(true);
+            Path modelTarget = dir.resolve(MODEL_FILE);
+            Path configTarget = dir.resolve(CONFIG_FILE);
+            for (Path target : List.of(modelTarget, configTarget)) {
+                if (Files.exists(target) && !Files.isRegularFile(target)) {
+                    throw new IOException("cannot replace " + target + ": expected a regular file or nothing, found "
+                            + "a directory or special file");
+                }
             }
-            configTmp = Files.createTempFile(dir, "." + CONFIG_FILE + ".", ".tmp");
-            try (FileChannel ch = FileChannel.open(configTmp, StandardOpenOption.WRITE,
-                    StandardOpenOption.TRUNCATE_EXISTING)) {
-                ch.write(java.nio.ByteBuffer.wrap(config.toJson()));
-                ch.force(true);
-            }
-            // ATOMIC_MOVE is a rename(2) on POSIX: readers see the old file or the new one, never a mix.
-            Files.move(modelTmp, modelTarget, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-            Files.move(configTmp, configTarget, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } finally {
-            Files.deleteIfExists(modelTmp);
-            if (configTmp != null) {
+            cleanStaleTemporaries(dir);
+            Path modelTmp = dir.resolve("." + MODEL_FILE + TMP_SUFFIX);
+            Path configTmp = dir.resolve("." + CONFIG_FILE + TMP_SUFFIX);
+            Path backup = dir.resolve("." + MODEL_FILE + BACKUP_SUFFIX);
+            try {
+                try (FileChannel ch = createFresh(modelTmp)) {
+                    Safetensors.write(ch, tensors, metadata, dtype);
+                    ch.force(true);
+                }
+                try (FileChannel ch = createFresh(configTmp)) {
+                    ByteBuffer b = ByteBuffer.wrap(configJson);
+                    while (b.hasRemaining()) {
+                        ch.write(b);
+                    }
+                    ch.force(true);
+                }
+                keepMode(modelTarget, modelTmp);
+                keepMode(configTarget, configTmp);
+                boolean hadModel = Files.exists(modelTarget, LinkOption.NOFOLLOW_LINKS);
+                if (hadModel) {
+                    try {
+                        Files.createLink(backup, modelTarget);
+                    } catch (UnsupportedOperationException | IOException noHardLinks) {
+                        Files.copy(modelTarget, backup, StandardCopyOption.COPY_ATTRIBUTES,
+                                StandardCopyOption.REPLACE_EXISTING);
+                    }
+                }
+                // ATOMIC_MOVE is a rename(2) on POSIX: readers see the old file or the new one, never a mix.
+                ops.move(modelTmp, modelTarget);
+                try {
+                    ops.move(configTmp, configTarget);
+                } catch (IOException | RuntimeException e) {
+                    try {
+                        if (hadModel) {
+                            ops.move(backup, modelTarget);
+                        } else {
+                            Files.delete(modelTarget);
+                        }
+                    } catch (IOException | RuntimeException restore) {
+                        e.addSuppressed(restore);
+                        throw new IOException("replacing " + configTarget + " failed and the old " + MODEL_FILE
+                                + " could not be put back: " + dir + " now holds the new weights beside the old "
+                                + "config; save again", e);
+                    }
+                    throw e;
+                }
+                syncDirectory(dir);
+            } finally {
+                Files.deleteIfExists(modelTmp);
                 Files.deleteIfExists(configTmp);
+                Files.deleteIfExists(backup);
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * A new empty file at {@code path} with the mode the umask gives (as {@code open(2)} with 0666 does), replacing
+     * what a killed save left there. {@code Files.createTempFile} would give 0600.
+     */
+    private static FileChannel createFresh(Path path) throws IOException {
+        Files.deleteIfExists(path);
+        try {
+            return FileChannel.open(path, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
+        } catch (FileAlreadyExistsException e) {
+            throw new IOException("another save is writing " + path + "; expected one save per directory at a time", e);
+        }
+    }
+
+    /** An existing target keeps its permissions: copy them to the file that replaces it. */
+    private static void keepMode(Path target, Path replacement) throws IOException {
+        if (!Files.exists(target)) {
+            return;
+        }
+        PosixFileAttributeView from = Files.getFileAttributeView(target, PosixFileAttributeView.class);
+        PosixFileAttributeView to = Files.getFileAttributeView(replacement, PosixFileAttributeView.class);
+        if (from != null && to != null) {
+            to.setPermissions(from.readAttributes().permissions());
+        }
+    }
+
+    /** Removes temporary files of earlier, killed saves (this version's fixed names and older random ones). */
+    private static void cleanStaleTemporaries(Path dir) throws IOException {
+        try (DirectoryStream<Path> s = Files.newDirectoryStream(dir, ".adapter_*")) {
+            for (Path p : s) {
+                String name = p.getFileName().toString();
+                if (name.endsWith(TMP_SUFFIX) || name.endsWith(BACKUP_SUFFIX) || LEGACY_TMP.matcher(name).matches()) {
+                    Files.deleteIfExists(p);
+                }
             }
         }
     }
 
-    private static String describe(LoraConfig c) {
-        return "r=" + c.rank() + ", alpha=" + c.alpha() + ", dropout=" + c.dropout() + ", rsLora=" + c.rsLora();
+    /** fsync the directory so the renames survive a power loss; not possible on every platform (e.g. Windows). */
+    private static void syncDirectory(Path dir) {
+        try (FileChannel ch = FileChannel.open(dir, StandardOpenOption.READ)) {
+            ch.force(true);
+        } catch (IOException | UnsupportedOperationException e) {
+            // The files themselves were forced; a directory that cannot be opened cannot be synced either.
+        }
     }
 
     // ---------------------------------------------------------------- read
 
     /**
-     * Reads and validates the adapter in {@code dir} without touching any model.
+     * Reads and validates the adapter in {@code dir} without touching any model: everything the files hold.
      *
-     * @throws AdapterFormatException if either file is corrupt, hostile or unsupported (see the class comment)
+     * @throws AdapterFormatException if either file is corrupt, hostile or unsupported, or not a regular file
      * @throws NoSuchFileException    if a file is missing
      */
     public static PeftAdapter read(Path dir) throws IOException {
+        return read(dir, layout -> { });
+    }
+
+    /**
+     * {@link #read(Path)}, calling {@code check} with the layout parsed from the header before any tensor is
+     * decoded: a check that throws (e.g. because a shape does not fit a model) stops the read at no cost.
+     *
+     * @param check called once; its unchecked exception is rethrown as is
+     */
+    public static PeftAdapter read(Path dir, Consumer<? super PeftAdapterLayout> check) throws IOException {
         Objects.requireNonNull(dir, "dir must not be null");
+        Objects.requireNonNull(check, "check must not be null");
         Path configFile = dir.resolve(CONFIG_FILE);
-        long configSize = Files.size(configFile);
-        if (configSize > Safetensors.MAX_HEADER_BYTES) {
-            throw new AdapterFormatException(CONFIG_FILE + ": expected at most " + Safetensors.MAX_HEADER_BYTES
-                    + " bytes, got " + configSize);
+        Path modelFile = dir.resolve(MODEL_FILE);
+        requireRegularFile(configFile, PeftAdapterConfig.MAX_CONFIG_BYTES);
+        requireRegularFile(modelFile, Long.MAX_VALUE);
+        byte[] configJson = readBounded(configFile, PeftAdapterConfig.MAX_CONFIG_BYTES);
+        try (SeekableByteChannel ch = Files.newByteChannel(modelFile, StandardOpenOption.READ)) {
+            return read(configJson, ch, check);
         }
-        byte[] configJson = Files.readAllBytes(configFile);
-        try (SeekableByteChannel ch = Files.newByteChannel(dir.resolve(MODEL_FILE), StandardOpenOption.READ)) {
-            return read(configJson, ch);
+    }
+
+    /** Refuses anything but a regular file, without opening it (opening a FIFO for reading blocks). */
+    private static void requireRegularFile(Path file, long maxSize) throws IOException {
+        BasicFileAttributes own = Files.readAttributes(file, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+        BasicFileAttributes target = own.isSymbolicLink() ? Files.readAttributes(file, BasicFileAttributes.class) : own;
+        if (!target.isRegularFile()) {
+            String kind = target.isDirectory() ? "a directory" : "a special file (FIFO, socket or device)";
+            throw new AdapterFormatException(file.getFileName() + ": expected a regular file, got " + kind
+                    + (own.isSymbolicLink() ? " behind the symbolic link " + file : ""));
+        }
+        if (target.size() > maxSize) {
+            throw new AdapterFormatException(file.getFileName() + ": expected at most " + maxSize + " bytes, got "
+                    + target.size());
+        }
+    }
+
+    /** The whole file, refusing it once more than {@code max} bytes were read (the file may grow meanwhile). */
+    private static byte[] readBounded(Path file, long max) throws IOException {
+        try (SeekableByteChannel ch = Files.newByteChannel(file, StandardOpenOption.READ)) {
+            ByteBuffer buf = ByteBuffer.allocate((int) Math.min(max + 1, Math.max(ch.size() + 1, 1)));
+            while (true) {
+                int n = ch.read(buf);
+                if (n < 0) {
+                    break;
+                }
+                if (!buf.hasRemaining()) {
+                    if (buf.capacity() > max) {
+                        throw new AdapterFormatException(file.getFileName() + ": expected at most " + max
+                                + " bytes, the file holds more");
+                    }
+                    buf = ByteBuffer.allocate((int) Math.min(max + 1, 2L * buf.capacity())).put(buf.flip());
+                }
+            }
+            return Arrays.copyOf(buf.array(), buf.position());
         }
     }
 
     /** Parses a config and a safetensors stream; package-private so the fuzz test runs without files. */
     static PeftAdapter read(byte[] configJson, SeekableByteChannel model) throws IOException {
+        return read(configJson, model, layout -> { });
+    }
+
+    static PeftAdapter read(byte[] configJson, SeekableByteChannel model, Consumer<? super PeftAdapterLayout> check)
+            throws IOException {
         PeftAdapterConfig config = PeftAdapterConfig.parse(configJson, CONFIG_FILE);
-        Safetensors.Contents contents = Safetensors.read(model, MODEL_FILE);
+        Safetensors.Header header = Safetensors.readHeader(model, MODEL_FILE);
+        PeftAdapterLayout layout = PeftAdapterLayout.of(config, header, MODEL_FILE);
+        check.accept(layout);
         Map<String, INDArray> as = new TreeMap<>();
         Map<String, INDArray> bs = new TreeMap<>();
-        for (Map.Entry<String, Safetensors.Tensor> t : contents.tensors.entrySet()) {
-            String key = t.getKey();
-            boolean isA = key.endsWith(A_SUFFIX);
-            boolean isB = key.endsWith(B_SUFFIX);
-            int moduleEnd = key.length() - A_SUFFIX.length(); // both suffixes have the same length
-            if (!key.startsWith(PREFIX) || !(isA || isB) || moduleEnd <= PREFIX.length()) {
-                throw new AdapterFormatException(MODEL_FILE + ": unsupported tensor '" + key + "'; expected only "
-                        + PREFIX + "<module>" + A_SUFFIX + " and " + PREFIX + "<module>" + B_SUFFIX);
-            }
-            String module = key.substring(PREFIX.length(), moduleEnd);
-            long[] shape = t.getValue().shape;
-            String what = MODEL_FILE + ": tensor '" + key + "'";
-            if (shape.length != 2 || shape[0] < 1 || shape[1] < 1) {
-                throw new AdapterFormatException(what + ": expected a non-empty matrix " + (isA ? "[r, in]"
-                        : "[out, r]") + ", got shape " + Arrays.toString(shape));
-            }
-            long rank = isA ? shape[0] : shape[1];
-            if (rank != config.r()) {
-                throw new AdapterFormatException(what + ": expected rank r = " + config.r() + " from " + CONFIG_FILE
-                        + " (shape " + (isA ? "[" + config.r() + ", in]" : "[out, " + config.r() + "]") + "), got shape "
-                        + Arrays.toString(shape));
-            }
-            (isA ? as : bs).put(module, t.getValue().data);
-        }
-        if (as.isEmpty() && bs.isEmpty()) {
-            throw new AdapterFormatException(MODEL_FILE + ": expected at least one module's " + PREFIX + "<module>"
-                    + A_SUFFIX + " and " + B_SUFFIX + ", found no tensors");
-        }
-        for (String module : new TreeSet<>(as.keySet())) {
-            if (!bs.containsKey(module)) {
-                throw new AdapterFormatException(MODEL_FILE + ": module '" + module + "' has " + PREFIX + module
-                        + A_SUFFIX + " but expected also " + PREFIX + module + B_SUFFIX + ", which is missing");
+        Map<String, Map<String, INDArray>> full = new TreeMap<>();
+        Map<String, INDArray> baseCopies = new TreeMap<>();
+        for (Map.Entry<String, String[]> k : layout.roles.entrySet()) {
+            INDArray data = Safetensors.decode(model, header, header.entries.get(k.getKey()), MODEL_FILE);
+            String[] role = k.getValue();
+            switch (role[1]) {
+                case "A":
+                case "embA":
+                    as.put(role[0], data);
+                    break;
+                case "B":
+                case "embB":
+                    bs.put(role[0], data);
+                    break;
+                case "base":
+                    baseCopies.put(k.getKey().substring(PREFIX.length()), data);
+                    break;
+                default:
+                    full.computeIfAbsent(role[0], m -> new TreeMap<>()).put(role[2], data);
             }
         }
-        for (String module : bs.keySet()) {
-            if (!as.containsKey(module)) {
-                throw new AdapterFormatException(MODEL_FILE + ": module '" + module + "' has " + PREFIX + module
-                        + B_SUFFIX + " but expected also " + PREFIX + module + A_SUFFIX + ", which is missing");
-            }
-        }
-        return new PeftAdapter(config, as, bs, contents.metadata);
+        return new PeftAdapter(layout, as, bs, full, baseCopies);
     }
 
     // ---------------------------------------------------------------- load
 
     /**
-     * Adds the adapter in {@code dir}, named {@code adapterName}, to every module the file names, with the file's
-     * rank, alpha, dropout and rsLoRA (init {@code ZERO}, then the file's weights). The active adapter of each
-     * layer does not change. Values are converted to each layer's data type (exact widening; F64 into a FLOAT
-     * layer rounds to nearest). Modules in {@code modules} that the file does not name are left alone.
-     *
-     * <p>All or nothing: the file and every module are checked first; if adding still fails on some module (e.g.
-     * another thread took the name meanwhile), the adapter is removed again from the modules it was added to.
-     *
-     * @return the file's config
-     * @throws AdapterFormatException   if the file is corrupt, hostile or unsupported, or holds NaN or infinity
-     * @throws IllegalArgumentException if the file does not fit the model: a module missing from {@code modules},
-     *                                  a shape that does not match the layer's {@code in}/{@code out}, a rank above
-     *                                  {@code min(in, out)}, a value overflowing the layer's type, or an adapter
-     *                                  name that is invalid or already taken; the message names module, expected
-     *                                  and actual
+     * Adds the adapter in {@code dir}, named {@code adapterName}, to every linear module the file names; see
+     * {@link #load(Path, Map, Map, String)}.
      */
     public static PeftAdapterConfig load(Path dir, Map<String, LoraLinear> modules, String adapterName)
             throws IOException {
-        Objects.requireNonNull(modules, "modules must not be null");
+        return load(dir, modules, Map.of(), adapterName);
+    }
+
+    /**
+     * Adds the adapter in {@code dir}, named {@code adapterName}, to every module the file names, each with its own
+     * rank and alpha ({@code rank_pattern} / {@code alpha_pattern}) and the file's dropout and rsLoRA (init
+     * {@code ZERO}, then the file's weights). The active adapter of each layer does not change. Values are converted
+     * to each layer's data type (exact widening; F64 into a FLOAT layer rounds to nearest). Modules in the maps that
+     * the file does not name are left alone.
+     *
+     * <p>All or nothing: the file's header is checked against the model before any tensor is read, then the values;
+     * if adding still fails on some module (e.g. another thread took the name meanwhile), the adapter is removed
+     * again from the modules it was added to.
+     *
+     * @return the file's config
+     * @throws AdapterFormatException   if the file is corrupt, hostile or unsupported, or holds NaN or infinity
+     * @throws IllegalArgumentException if the file does not fit the model: a module missing or of another kind (conv
+     *                                  LoRA always: lora4j has no convolution layer), full tensors
+     *                                  ({@code modules_to_save}: use {@code LoraModel}), a shape that does not match
+     *                                  the layer, a rank above {@code min(in, out)}, a scaling or value that is not
+     *                                  finite in the layer's type, or an adapter name that is invalid or taken; the
+     *                                  message names module, expected and actual
+     */
+    public static PeftAdapterConfig load(Path dir, Map<String, LoraLinear> linears, Map<String, LoraEmbedding> embeddings,
+                                         String adapterName) throws IOException {
+        return load(dir, linears, embeddings, adapterName, null).config();
+    }
+
+    /**
+     * {@link #load(Path, Map, Map, String)} for a caller that applies the file's full tensors itself (as
+     * {@code LoraModel} does): {@code fullTensorCheck} sees the layout before any tensor is read and throws if the
+     * full tensors do not fit; null refuses any. The returned adapter holds them.
+     */
+    public static PeftAdapter load(Path dir, Map<String, LoraLinear> linears, Map<String, LoraEmbedding> embeddings,
+                                   String adapterName, Consumer<? super PeftAdapterLayout> fullTensorCheck)
+            throws IOException {
+        Objects.requireNonNull(linears, "linears must not be null");
+        Objects.requireNonNull(embeddings, "embeddings must not be null");
         Objects.requireNonNull(adapterName, "adapterName must not be null");
         if (adapterName.isBlank() || adapterName.equals(LoraLinear.BASE_MODEL)) {
             throw new IllegalArgumentException("adapter name must be non-blank and not '" + LoraLinear.BASE_MODEL
                     + "', got '" + adapterName + "'");
         }
-        PeftAdapter adapter = read(dir);
-        PeftAdapterConfig config = adapter.config();
-        LoraConfig loraConfig;
-        try {
-            loraConfig = config.toLoraConfig();
-        } catch (IllegalArgumentException e) {
-            throw new AdapterFormatException(CONFIG_FILE + ": " + e.getMessage(), e);
-        }
+        Map<String, LoraConfig> configs = new HashMap<>();
+        PeftAdapter adapter = read(dir, layout -> {
+            configs.putAll(checkFits(layout, linears, embeddings, adapterName));
+            if (fullTensorCheck != null) {
+                fullTensorCheck.accept(layout);
+            } else if (!layout.fullTensors().isEmpty()) {
+                throw new IllegalArgumentException("the file holds full tensors (modules_to_save or trained biases) for "
+                        + layout.fullTensors().keySet() + ", which a map of layers cannot take; load it with "
+                        + "LoraModel.load, or read it with PeftAdapterFiles.read");
+            }
+        });
 
-        // Phase 1: check everything and prepare the arrays in each layer's type; nothing is changed yet.
+        // Phase 1: convert every array to its layer's type; nothing is changed yet.
         Map<String, INDArray[]> prepared = new LinkedHashMap<>();
         for (String module : adapter.modules()) {
-            LoraLinear layer = modules.get(module);
-            if (layer == null) {
-                throw new IllegalArgumentException("module '" + module + "' of the adapter file is not in the model; "
-                        + "expected one of " + new TreeSet<>(modules.keySet()));
-            }
-            INDArray a = adapter.storedA(module);
-            INDArray b = adapter.storedB(module);
-            long in = a.size(1);
-            long out = b.size(0);
-            if (in != layer.inFeatures() || out != layer.outFeatures()) {
-                throw new IllegalArgumentException("module '" + module + "': the layer has in = "
-                        + layer.inFeatures() + ", out = " + layer.outFeatures() + ", so expected A [" + config.r()
-                        + ", " + layer.inFeatures() + "] and B [" + layer.outFeatures() + ", " + config.r()
-                        + "], got A " + Arrays.toString(a.shape()) + " and B " + Arrays.toString(b.shape()));
-            }
-            if (config.r() > Math.min(in, out)) {
-                throw new IllegalArgumentException("module '" + module + "': expected r <= min(in, out) = "
-                        + Math.min(in, out) + ", got r = " + config.r());
-            }
-            if (layer.adapterNames().contains(adapterName)) {
-                throw new IllegalArgumentException("module '" + module + "': expected adapter name '" + adapterName
-                        + "' to be free, but the layer already has adapters " + layer.adapterNames());
-            }
-            prepared.put(module, new INDArray[] {
-                convert(a, layer.dataType(), module, "lora_A"), convert(b, layer.dataType(), module, "lora_B")});
+            DataType type = linears.containsKey(module) ? linears.get(module).dataType()
+                    : embeddings.get(module).dataType();
+            prepared.put(module, new INDArray[] {convert(adapter.storedA(module), type, module, "lora_A"),
+                convert(adapter.storedB(module), type, module, "lora_B")});
         }
 
         // Phase 2: apply; undo on the first failure so that no module keeps a half-loaded adapter.
-        List<LoraLinear> added = new ArrayList<>();
+        List<Runnable> undo = new ArrayList<>();
         try {
             for (Map.Entry<String, INDArray[]> p : prepared.entrySet()) {
-                LoraLinear layer = modules.get(p.getKey());
-                layer.addAdapter(adapterName, loraConfig);
-                added.add(layer);
-                layer.setAdapterWeights(adapterName, p.getValue()[0], p.getValue()[1]);
+                String module = p.getKey();
+                LoraConfig cfg = configs.get(module);
+                LoraLinear linear = linears.get(module);
+                if (linear != null) {
+                    linear.addAdapter(adapterName, cfg);
+                    undo.add(() -> linear.deleteAdapter(adapterName));
+                    linear.setAdapterWeights(adapterName, p.getValue()[0], p.getValue()[1]);
+                } else {
+                    LoraEmbedding emb = embeddings.get(module);
+                    emb.addAdapter(adapterName, cfg);
+                    undo.add(() -> emb.deleteAdapter(adapterName));
+                    emb.setAdapterWeights(adapterName, p.getValue()[0], p.getValue()[1]);
+                }
             }
         } catch (RuntimeException e) {
-            for (LoraLinear layer : added) {
+            for (Runnable u : undo) {
                 try {
-                    layer.deleteAdapter(adapterName);
+                    u.run();
                 } catch (RuntimeException suppressed) {
                     e.addSuppressed(suppressed);
                 }
             }
             throw e;
         }
-        return config;
+        return adapter;
+    }
+
+    /** Checks every LoRA module of {@code layout} against the model; returns each module's lora4j config. */
+    private static Map<String, LoraConfig> checkFits(PeftAdapterLayout layout, Map<String, LoraLinear> linears,
+                                                     Map<String, LoraEmbedding> embeddings, String adapterName) {
+        PeftAdapterConfig config = layout.config();
+        Map<String, LoraConfig> configs = new HashMap<>();
+        for (Map.Entry<String, LoraModule> e : layout.loraModules().entrySet()) {
+            String module = e.getKey();
+            LoraModule m = e.getValue();
+            String shapes = "A " + Arrays.toString(m.shapeA()) + " and B " + Arrays.toString(m.shapeB());
+            long in;
+            long out;
+            DataType type;
+            List<String> names;
+            if (m.kind() == Kind.CONV) {
+                throw new IllegalArgumentException("module '" + module + "' holds Conv LoRA (" + shapes + "); lora4j "
+                        + "has no convolution layer to load it into; read it with PeftAdapterFiles.read");
+            }
+            if (m.kind() == Kind.LINEAR) {
+                LoraLinear layer = linears.get(module);
+                if (layer == null) {
+                    throw notInModel(module, "linear", linears, embeddings);
+                }
+                in = layer.inFeatures();
+                out = layer.outFeatures();
+                type = layer.dataType();
+                names = layer.adapterNames();
+            } else {
+                LoraEmbedding layer = embeddings.get(module);
+                if (layer == null) {
+                    throw notInModel(module, "embedding", linears, embeddings);
+                }
+                in = layer.numEmbeddings();
+                out = layer.embeddingDim();
+                type = layer.dataType();
+                names = layer.adapterNames();
+            }
+            if (m.in() != in || m.out() != out) {
+                String what = m.kind() == Kind.LINEAR ? "in = " + in + ", out = " + out
+                        : "num_embeddings = " + in + ", dim = " + out;
+                throw new IllegalArgumentException("module '" + module + "': the layer has " + what + ", so expected A ["
+                        + m.rank() + ", " + in + "] and B [" + out + ", " + m.rank() + "], got " + shapes);
+            }
+            if (m.rank() > Math.min(in, out)) {
+                throw new IllegalArgumentException("module '" + module + "': expected r <= min(in, out) = "
+                        + Math.min(in, out) + ", got r = " + m.rank());
+            }
+            if (names.contains(adapterName)) {
+                throw new IllegalArgumentException("module '" + module + "': expected adapter name '" + adapterName
+                        + "' to be free, but the layer already has adapters " + names);
+            }
+            LoraConfig cfg;
+            try {
+                cfg = config.toLoraConfig(module);
+            } catch (IllegalArgumentException ex) {
+                throw new IllegalArgumentException(CONFIG_FILE + ": module '" + module + "': " + ex.getMessage(), ex);
+            }
+            double s = cfg.scaling();
+            if (!Double.isFinite(s) || type == DataType.FLOAT && Float.isInfinite((float) s)) {
+                throw new IllegalArgumentException("module '" + module + "': lora_alpha " + cfg.alpha() + " and r "
+                        + cfg.rank() + " give the scaling " + s + ", which is not finite in the layer's " + type
+                        + "; expected a scaling below " + (type == DataType.FLOAT ? Float.MAX_VALUE : Double.MAX_VALUE));
+            }
+            configs.put(module, cfg);
+        }
+        return configs;
+    }
+
+    private static IllegalArgumentException notInModel(String module, String kind, Map<String, LoraLinear> linears,
+                                                       Map<String, LoraEmbedding> embeddings) {
+        String other = kind.equals("linear") ? (embeddings.containsKey(module) ? " (it is an embedding there)" : "")
+                : (linears.containsKey(module) ? " (it is a linear module there)" : "");
+        return new IllegalArgumentException("module '" + module + "' of the adapter file (" + kind
+                + " LoRA) is not a " + kind + " module of the model" + other + "; expected one of "
+                + new TreeSet<>(kind.equals("linear") ? linears.keySet() : embeddings.keySet()));
     }
 
     private static INDArray convert(INDArray x, DataType type, String module, String tensor)

@@ -1,6 +1,8 @@
 package io.github.lora4j.io;
 
 import com.fasterxml.jackson.core.JacksonException;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonToken;
 import com.fasterxml.jackson.core.StreamReadFeature;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -49,8 +51,18 @@ import org.nd4j.linalg.factory.Nd4j;
  */
 final class Safetensors {
 
-    /** Largest header accepted, as in the reference implementation (100 MB). */
-    static final long MAX_HEADER_BYTES = 100_000_000L;
+    /**
+     * Most tensors a file may hold: about 2.7 times the 36,864 LoRA tensors of an adapter on every expert projection
+     * of a 48-layer, 128-expert MoE model, the largest kind of adapter published; a file with more is refused before
+     * anything is decoded (940,000 tiny tensors would take minutes and gigabytes of ND4J arrays).
+     */
+    static final int MAX_TENSORS = 100_000;
+
+    /**
+     * Largest header accepted: 32 MiB, room for {@link #MAX_TENSORS} entries with long names (the reference
+     * implementation allows 100 MB, which no adapter needs).
+     */
+    static final long MAX_HEADER_BYTES = 32L << 20;
 
     /** Key of the free-form string map in the header. */
     static final String METADATA_KEY = "__metadata__";
@@ -116,7 +128,8 @@ final class Safetensors {
         }
     }
 
-    private static final class Entry {
+    /** One tensor's header entry: name, dtype, shape and byte range {@code [begin, end)} within the data. */
+    static final class Entry {
         final String name;
         final Dtype dtype;
         final long[] shape;
@@ -134,6 +147,23 @@ final class Safetensors {
 
     // ---------------------------------------------------------------- reading
 
+    /**
+     * The parsed header of a file: metadata, every tensor's name, dtype, shape and byte range, and where the data
+     * starts. Nothing of the data has been read; {@link #decode} reads one tensor.
+     */
+    static final class Header {
+        final Map<String, String> metadata;
+        /** Entries by name (sorted). */
+        final Map<String, Entry> entries;
+        final long dataStart;
+
+        Header(Map<String, String> metadata, Map<String, Entry> entries, long dataStart) {
+            this.metadata = Collections.unmodifiableMap(metadata);
+            this.entries = Collections.unmodifiableMap(entries);
+            this.dataStart = dataStart;
+        }
+    }
+
     /** Reads a whole safetensors file. */
     static Contents read(Path file) throws IOException {
         try (SeekableByteChannel ch = Files.newByteChannel(file, StandardOpenOption.READ)) {
@@ -147,6 +177,20 @@ final class Safetensors {
      * @throws AdapterFormatException for anything that breaks the format or a type outside F32/F64/F16/BF16
      */
     static Contents read(SeekableByteChannel ch, String what) throws IOException {
+        Header header = readHeader(ch, what);
+        Map<String, Tensor> tensors = new TreeMap<>();
+        for (Entry e : header.entries.values()) {
+            tensors.put(e.name, new Tensor(e.dtype, e.shape, decode(ch, header, e, what)));
+        }
+        return new Contents(header.metadata, tensors);
+    }
+
+    /**
+     * Reads and checks the header only: the length field against the file size and {@link #MAX_HEADER_BYTES}, the
+     * JSON (streamed, stopping at the {@value #MAX_TENSORS}th tensor), every entry's size against its offsets, and
+     * that the offsets tile the data exactly. The largest allocation is the header itself.
+     */
+    static Header readHeader(SeekableByteChannel ch, String what) throws IOException {
         long size = ch.size();
         if (size < 8) {
             throw new AdapterFormatException(what + ": expected at least 8 bytes (the header length), got a file of "
@@ -162,31 +206,35 @@ final class Safetensors {
         }
         if (headerLength > MAX_HEADER_BYTES) {
             throw new AdapterFormatException(what + ": header length " + headerLength + " exceeds the limit of "
-                    + MAX_HEADER_BYTES + " bytes");
+                    + MAX_HEADER_BYTES + " bytes (enough for " + MAX_TENSORS + " tensors)");
         }
-        ByteBuffer headerBytes = ByteBuffer.allocate((int) headerLength);
-        readFully(ch, headerBytes, 8, what);
-        headerBytes.flip();
+        byte[] headerBytes = new byte[(int) headerLength];
+        readFully(ch, ByteBuffer.wrap(headerBytes), 8, what);
+        checkUtf8(headerBytes, what);
         long dataStart = 8 + headerLength;
         long dataLength = size - dataStart;
 
         Map<String, String> metadata = new LinkedHashMap<>();
-        List<Entry> entries = parseHeader(decodeUtf8(headerBytes, what), metadata, what);
+        List<Entry> entries = parseHeader(headerBytes, metadata, what);
         checkCoverage(entries, dataLength, what);
-
-        Map<String, Tensor> tensors = new TreeMap<>();
+        Map<String, Entry> byName = new TreeMap<>();
         for (Entry e : entries) {
-            long bytes = e.end - e.begin;
-            if (bytes > Integer.MAX_VALUE - 16) {
-                throw new AdapterFormatException(what + ": tensor '" + e.name + "' has " + bytes
-                        + " bytes; this reader supports at most " + (Integer.MAX_VALUE - 16) + " bytes per tensor");
-            }
-            ByteBuffer buf = ByteBuffer.allocate((int) bytes).order(ByteOrder.LITTLE_ENDIAN);
-            readFully(ch, buf, dataStart + e.begin, what);
-            buf.flip();
-            tensors.put(e.name, new Tensor(e.dtype, e.shape, decode(buf, e.dtype, e.shape)));
+            byName.put(e.name, e);
         }
-        return new Contents(metadata, tensors);
+        return new Header(metadata, byName, dataStart);
+    }
+
+    /** Reads and decodes one tensor of {@code header}; values widened to {@link Dtype#memoryType()}, c-order. */
+    static INDArray decode(SeekableByteChannel ch, Header header, Entry e, String what) throws IOException {
+        long bytes = e.end - e.begin;
+        if (bytes > Integer.MAX_VALUE - 16) {
+            throw new AdapterFormatException(what + ": tensor '" + e.name + "' has " + bytes
+                    + " bytes; this reader supports at most " + (Integer.MAX_VALUE - 16) + " bytes per tensor");
+        }
+        ByteBuffer buf = ByteBuffer.allocate((int) bytes).order(ByteOrder.LITTLE_ENDIAN);
+        readFully(ch, buf, header.dataStart + e.begin, what);
+        buf.flip();
+        return decode(buf, e.dtype, e.shape);
     }
 
     private static void readFully(SeekableByteChannel ch, ByteBuffer buf, long position, String what)
@@ -212,28 +260,71 @@ final class Safetensors {
         }
     }
 
-    private static List<Entry> parseHeader(String header, Map<String, String> metadata, String what)
+    /** Checks that {@code bytes} are valid UTF-8, decoding through a small buffer so no copy of the size is made. */
+    private static void checkUtf8(byte[] bytes, String what) throws AdapterFormatException {
+        java.nio.charset.CharsetDecoder decoder = StandardCharsets.UTF_8.newDecoder()
+                .onMalformedInput(CodingErrorAction.REPORT)
+                .onUnmappableCharacter(CodingErrorAction.REPORT);
+        ByteBuffer in = ByteBuffer.wrap(bytes);
+        CharBuffer out = CharBuffer.allocate(4096);
+        while (true) {
+            java.nio.charset.CoderResult r = decoder.decode(in, out, true);
+            if (r.isError()) {
+                throw new AdapterFormatException(what + ": not valid UTF-8 (malformed input at byte "
+                        + (8 + in.position()) + ")");
+            }
+            out.clear();
+            if (r.isUnderflow()) {
+                break;
+            }
+        }
+        java.nio.charset.CoderResult r = decoder.flush(out);
+        if (r.isError()) {
+            throw new AdapterFormatException(what + ": not valid UTF-8 (truncated sequence at the end)");
+        }
+    }
+
+    /**
+     * Streams the header JSON: one small tree per entry, never one for the whole header, and a refusal as soon as
+     * the {@value #MAX_TENSORS}th tensor is passed.
+     */
+    private static List<Entry> parseHeader(byte[] header, Map<String, String> metadata, String what)
             throws AdapterFormatException {
-        JsonNode root;
-        try {
-            root = JSON.readTree(header);
+        List<Entry> entries = new ArrayList<>();
+        try (JsonParser p = JSON.createParser(header)) {
+            JsonToken first = p.nextToken();
+            if (first != JsonToken.START_OBJECT) {
+                throw new AdapterFormatException(what + ": expected the header to be a JSON object, got "
+                        + (first == null ? "nothing" : first.asString()));
+            }
+            JsonToken t;
+            while ((t = p.nextToken()) == JsonToken.FIELD_NAME) {
+                String name = p.currentName();
+                p.nextToken();
+                JsonNode node = JSON.readTree(p);
+                if (node == null) {
+                    throw new AdapterFormatException(what + ": header ended after key '" + name + "'");
+                }
+                if (name.equals(METADATA_KEY)) {
+                    parseMetadata(node, metadata, what);
+                } else {
+                    if (entries.size() == MAX_TENSORS) {
+                        throw new AdapterFormatException(what + ": more than " + MAX_TENSORS + " tensors; expected at "
+                                + "most " + MAX_TENSORS + " (a LoRA adapter holds two per adapted module: 36,864 for "
+                                + "every expert projection of a 48-layer, 128-expert MoE model)");
+                    }
+                    entries.add(parseEntry(name, node, what));
+                }
+            }
+            if (t != JsonToken.END_OBJECT || p.nextToken() != null) {
+                throw new AdapterFormatException(what + ": header is not valid JSON: expected one object, got "
+                        + (t == null ? "an unterminated object" : "trailing content"));
+            }
         } catch (JacksonException e) {
             throw new AdapterFormatException(what + ": header is not valid JSON (duplicate keys included): "
                     + e.getOriginalMessage(), e);
-        }
-        if (root == null || !root.isObject()) {
-            throw new AdapterFormatException(what + ": expected the header to be a JSON object, got "
-                    + (root == null ? "nothing" : root.getNodeType()));
-        }
-        List<Entry> entries = new ArrayList<>();
-        for (Map.Entry<String, JsonNode> field : root.properties()) {
-            String name = field.getKey();
-            JsonNode node = field.getValue();
-            if (name.equals(METADATA_KEY)) {
-                parseMetadata(node, metadata, what);
-            } else {
-                entries.add(parseEntry(name, node, what));
-            }
+        } catch (IOException e) {
+            throw new AdapterFormatException(what + ": header is not valid JSON: " + e.getMessage(), e);
         }
         return entries;
     }

@@ -1,0 +1,436 @@
+package io.github.lora4j;
+
+import java.util.Arrays;
+import java.util.List;
+import java.util.Objects;
+import java.util.SplittableRandom;
+import java.util.TreeMap;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
+import java.util.function.Consumer;
+import java.util.function.Supplier;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * An embedding table with a frozen weight and LoRA adapters, as PEFT's {@code lora.Embedding}: for token ids
+ * {@code x}, {@code y = T[x] + s·(A^T[x]) B^T}, with the table {@code T [num_embeddings, dim]},
+ * {@code A [r, num_embeddings]} and {@code B [dim, r]} (PEFT's {@code lora_embedding_A} / {@code lora_embedding_B})
+ * and {@code s} the adapter's {@link LoraConfig#scaling() scaling}. Row {@code i} of the update
+ * {@code ΔT = s·(B A)^T} is what token {@code i} gains.
+ *
+ * <pre>{@code
+ * LoraEmbedding emb = LoraEmbedding.wrap(table, LoraConfig.builder().rank(8).alpha(16).build());
+ * INDArray y = emb.forward(new int[] {5, 17, 5});   // [3, dim]
+ * emb.train(); emb.forward(ids); emb.backward(dLdy); // fills adapter("default").gradA() / gradB()
+ * emb.merge();                                       // T += s·(B A)^T, exactly undone by unmerge()
+ * }</pre>
+ *
+ * <h2>Init (PEFT's)</h2>
+ * With {@link LoraInit#KAIMING_UNIFORM} or {@link LoraInit#GAUSSIAN}: {@code A = 0} and {@code B ~ N(0, 1)}
+ * (PEFT's embedding convention, the reverse of a linear layer's, so a fresh adapter changes nothing and still
+ * gets a gradient); with {@link LoraInit#ZERO} both are zero. Draws are deterministic from the config's seed.
+ * Dropout is not applied to an embedding's LoRA path (PEFT does not either); the config's dropout is ignored.
+ *
+ * <h2>Who may change what</h2>
+ * The table is referenced, not copied; only {@link #merge()} and {@link #unmerge()} write it (in place, the
+ * {@link MergeMode#EXACT exact} way by default, so unmerge restores it bit for bit). {@code A} and {@code B} change
+ * through {@link #setAdapterWeights} and {@link #updateTrainable}, both refused while merged. The merge machinery is
+ * a {@link LoraLinear} over the table in {@link WeightLayout#IN_OUT} layout ({@code in = num_embeddings},
+ * {@code out = dim}), whose {@code W += s·(B A)^T} is exactly the embedding's update.
+ *
+ * <h2>Threading</h2>
+ * Eval-mode {@link #forward} runs under a shared lock, everything that changes state under an exclusive one, so a
+ * forward never sees a half-merged table. Training ({@code forward} then {@link #backward}) belongs on one thread.
+ */
+public final class LoraEmbedding {
+
+    private final INDArray table;
+    private final LoraLinear delegate;
+    private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
+    private volatile boolean training;
+    /** ids and u = A^T[ids] [n, r] of the last training forward, with the adapter they were computed for. */
+    private Cache cache;
+
+    private record Cache(String adapter, long[] ids, INDArray u, long[] outShape) {
+    }
+
+    private LoraEmbedding(INDArray table) {
+        this.table = table;
+        LoraLinear d;
+        try {
+            d = LoraLinear.base(table, null, WeightLayout.IN_OUT);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("embedding table [num_embeddings, dim]: " + e.getMessage(), e);
+        }
+        this.delegate = d;
+    }
+
+    /**
+     * Wraps a table {@code [num_embeddings, dim]} and adds adapter {@value LoraLinear#DEFAULT_ADAPTER} (active).
+     *
+     * @param table  FLOAT or DOUBLE, finite; referenced, not copied
+     * @param config the adapter's configuration; {@code r <= min(num_embeddings, dim)}
+     * @throws IllegalArgumentException naming the offending argument
+     */
+    public static LoraEmbedding wrap(INDArray table, LoraConfig config) {
+        LoraEmbedding e = base(table);
+        e.addAdapter(LoraLinear.DEFAULT_ADAPTER, config);
+        e.setActiveAdapter(LoraLinear.DEFAULT_ADAPTER);
+        return e;
+    }
+
+    /** Wraps a table {@code [num_embeddings, dim]} without adapters: the output is the plain lookup. */
+    public static LoraEmbedding base(INDArray table) {
+        Objects.requireNonNull(table, "table must not be null");
+        return new LoraEmbedding(table);
+    }
+
+    // ---------------------------------------------------------------- shapes
+
+    /** Rows of the table: the vocabulary size. */
+    public long numEmbeddings() {
+        return delegate.inFeatures();
+    }
+
+    /** Columns of the table. */
+    public long embeddingDim() {
+        return delegate.outFeatures();
+    }
+
+    /** FLOAT or DOUBLE, the table's. */
+    public DataType dataType() {
+        return delegate.dataType();
+    }
+
+    /** The live table {@code [num_embeddings, dim]} (merged adapters included); do not modify it. */
+    public INDArray table() {
+        return table;
+    }
+
+    /** {@code r·(num_embeddings + dim)} of the active adapter, or 0. */
+    public long trainableParameterCount() {
+        return delegate.trainableParameterCount();
+    }
+
+    /** The table plus every adapter. */
+    public long totalParameterCount() {
+        return delegate.totalParameterCount();
+    }
+
+    // ---------------------------------------------------------------- adapters
+
+    /**
+     * Adds an adapter, initialised as PEFT does for embeddings (see the class comment); the active adapter does not
+     * change.
+     *
+     * @throws IllegalArgumentException if the name is blank, reserved or taken, or the rank exceeds
+     *                                  {@code min(num_embeddings, dim)}
+     */
+    public void addAdapter(String name, LoraConfig config) {
+        Objects.requireNonNull(config, "config must not be null");
+        change(() -> {
+            delegate.addAdapter(name, config.toBuilder().init(LoraInit.ZERO).build());
+            if (config.init() != LoraInit.ZERO) {
+                INDArray b = standardNormal(dataType(), config.seed(), embeddingDim(), config.rank());
+                delegate.setAdapterWeights(name, Nd4j.zeros(dataType(), config.rank(), numEmbeddings()), b);
+            }
+        });
+    }
+
+    /** {@code N(0, 1)} values from {@code seed}, by Box–Muller on a {@link SplittableRandom}: the same on any backend. */
+    private static INDArray standardNormal(DataType type, long seed, long rows, long cols) {
+        SplittableRandom rng = new SplittableRandom(seed);
+        double[] v = new double[Math.toIntExact(rows * cols)];
+        for (int i = 0; i < v.length; i += 2) {
+            double u1 = 1.0 - rng.nextDouble(); // (0, 1]
+            double u2 = rng.nextDouble();
+            double radius = Math.sqrt(-2 * Math.log(u1));
+            v[i] = radius * Math.cos(2 * Math.PI * u2);
+            if (i + 1 < v.length) {
+                v[i + 1] = radius * Math.sin(2 * Math.PI * u2);
+            }
+        }
+        return Nd4j.createFromArray(v).reshape('c', rows, cols).castTo(type);
+    }
+
+    /**
+     * Makes {@code name} the adapter used by forward, backward and merge.
+     *
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    while another adapter is merged
+     */
+    public void setActiveAdapter(String name) {
+        change(() -> delegate.setActiveAdapter(name));
+    }
+
+    /** The active adapter, or null. */
+    public String activeAdapter() {
+        return delegate.activeAdapter();
+    }
+
+    /** Adapter names, in the order they were added. */
+    public List<String> adapterNames() {
+        return delegate.adapterNames();
+    }
+
+    /**
+     * Adapter {@code name} with its live {@code A [r, num_embeddings]}, {@code B [dim, r]} and gradients; modify
+     * them only through {@link #updateTrainable} or {@link #setAdapterWeights}.
+     */
+    public LoraAdapter adapter(String name) {
+        return delegate.adapter(name);
+    }
+
+    /**
+     * Removes an adapter; deleting the active one leaves none active.
+     *
+     * @throws IllegalStateException if it is merged
+     */
+    public void deleteAdapter(String name) {
+        change(() -> delegate.deleteAdapter(name));
+    }
+
+    /**
+     * Copies {@code a [r, num_embeddings]} and {@code b [dim, r]} into adapter {@code name}.
+     *
+     * @throws IllegalArgumentException for an unknown name, a wrong shape or data type, or a non-finite value
+     * @throws IllegalStateException    if that adapter is merged
+     */
+    public void setAdapterWeights(String name, INDArray a, INDArray b) {
+        change(() -> delegate.setAdapterWeights(name, a, b));
+    }
+
+    /**
+     * Lets {@code update} change the active adapter's {@code A} and {@code B} in place (an optimizer step).
+     *
+     * @throws IllegalStateException if no adapter is active or it is merged
+     */
+    public void updateTrainable(Consumer<LoraAdapter> update) {
+        change(() -> delegate.updateTrainable(update));
+    }
+
+    /** Turns adapters off: {@link #forward} is then the plain lookup. Refused while merged. */
+    public void disableAdapters() {
+        change(() -> delegate.disableAdapters());
+    }
+
+    /** Turns adapters back on. */
+    public void enableAdapters() {
+        change(() -> delegate.enableAdapters());
+    }
+
+    /** Whether adapters take part in the forward pass. */
+    public boolean adaptersEnabled() {
+        return delegate.adaptersEnabled();
+    }
+
+    // ---------------------------------------------------------------- modes
+
+    /** Training mode: {@link #forward} keeps what {@link #backward} needs. */
+    public LoraEmbedding train() {
+        training = true;
+        return this;
+    }
+
+    /** Evaluation mode (the initial mode): nothing cached. */
+    public LoraEmbedding eval() {
+        training = false;
+        change(() -> { });
+        return this;
+    }
+
+    /** Whether in training mode. */
+    public boolean isTraining() {
+        return training;
+    }
+
+    // ---------------------------------------------------------------- forward and backward
+
+    /**
+     * Looks up {@code ids}: {@code y[i] = T[ids[i]] + s·A[:, ids[i]]^T B^T} with the active adapter.
+     *
+     * @return a new array {@code [ids.length, dim]} of the table's type
+     * @throws IllegalArgumentException for an id outside {@code [0, num_embeddings)}
+     */
+    public INDArray forward(long... ids) {
+        Objects.requireNonNull(ids, "ids must not be null");
+        return forward(ids.clone(), new long[] {ids.length, embeddingDim()});
+    }
+
+    /**
+     * Looks up integer-valued {@code ids} of any shape {@code [...]}: the result is {@code [..., dim]}.
+     *
+     * @param ids an integer array, or a floating one holding whole numbers
+     * @throws IllegalArgumentException for a non-integral or out-of-range id
+     */
+    public INDArray forward(INDArray ids) {
+        Objects.requireNonNull(ids, "ids must not be null");
+        double[] v = ids.dup('c').data().asDouble();
+        long[] flat = new long[v.length];
+        for (int i = 0; i < v.length; i++) {
+            if (v[i] != Math.rint(v[i])) {
+                throw new IllegalArgumentException("ids must be whole numbers, got " + v[i] + " at flat index " + i);
+            }
+            flat[i] = (long) v[i];
+        }
+        long[] shape = Arrays.copyOf(ids.shape(), ids.rank() + 1);
+        shape[ids.rank()] = embeddingDim();
+        return forward(flat, shape);
+    }
+
+    private INDArray forward(long[] ids, long[] outShape) {
+        for (int i = 0; i < ids.length; i++) {
+            if (ids[i] < 0 || ids[i] >= numEmbeddings()) {
+                throw new IllegalArgumentException("ids must be in [0, " + numEmbeddings() + "), got " + ids[i]
+                        + " at flat index " + i);
+            }
+        }
+        boolean keep = training;
+        Supplier<INDArray> compute = () -> {
+            int n = ids.length;
+            INDArray y = Nd4j.create(dataType(), n, embeddingDim());
+            for (int i = 0; i < n; i++) {
+                y.getRow(i).assign(table.getRow(ids[i]));
+            }
+            String active = delegate.activeAdapter();
+            boolean lora = active != null && delegate.adaptersEnabled() && !delegate.isMerged() && n > 0;
+            if (lora) {
+                LoraAdapter ad = delegate.adapter(active);
+                // u = A^T[ids] [n, r]
+                INDArray u = Nd4j.create(dataType(), n, ad.rank());
+                for (int i = 0; i < n; i++) {
+                    u.getRow(i).assign(ad.a().getColumn(ids[i]));
+                }
+                // y += s u B^T
+                Nd4j.gemm(u, ad.b(), y, false, true, ad.scaling(), 1.0);
+                if (keep) {
+                    cache = new Cache(active, ids, u, outShape);
+                }
+            } else if (keep) {
+                cache = null;
+            }
+            return y.reshape('c', outShape);
+        };
+        return keep ? exclusive(compute) : shared(compute);
+    }
+
+    /**
+     * Accumulates the gradients of the adapter used by the last training-mode {@link #forward}:
+     * {@code dB += s·g^T u} and {@code dA[:, ids[i]] += s·(g B)[i]} with {@code u = A^T[ids]}. Ids get no
+     * gradient, so nothing is returned.
+     *
+     * @param gradOutput {@code dL/dy}, the shape of that forward's result, of the table's type
+     * @throws IllegalStateException    without a training forward since the last state change (merge, switch,
+     *                                  weight update, eval), or if that forward ran without an active unmerged adapter
+     * @throws IllegalArgumentException for a wrong shape or type
+     */
+    public void backward(INDArray gradOutput) {
+        Objects.requireNonNull(gradOutput, "gradOutput must not be null");
+        exclusive(() -> {
+            Cache c = cache;
+            if (c == null) {
+                throw new IllegalStateException("no training-mode forward with an active, unmerged adapter since the "
+                        + "last state change; call train() and forward(ids) first");
+            }
+            if (!Arrays.equals(gradOutput.shape(), c.outShape()) || gradOutput.dataType() != dataType()) {
+                throw new IllegalArgumentException("gradOutput must be " + Arrays.toString(c.outShape()) + " of "
+                        + dataType() + ", got " + Arrays.toString(gradOutput.shape()) + " of " + gradOutput.dataType());
+            }
+            LoraAdapter ad = delegate.adapter(c.adapter());
+            double s = ad.scaling();
+            INDArray g = gradOutput.reshape('c', c.ids().length, embeddingDim()).dup('c');
+            // dB += s g^T u   [dim, r]
+            Nd4j.gemm(g, c.u(), ad.gradB(), true, false, s, 1.0);
+            // gB = g B   [n, r]; dA[:, id] += s gB[i]
+            INDArray gB = Nd4j.create(dataType(), c.ids().length, ad.rank());
+            Nd4j.gemm(g, ad.b(), gB, false, false, 1.0, 0.0);
+            TreeMap<Long, double[]> perId = new TreeMap<>();
+            for (int i = 0; i < c.ids().length; i++) {
+                double[] acc = perId.computeIfAbsent(c.ids()[i], k -> new double[ad.rank()]);
+                for (int k = 0; k < ad.rank(); k++) {
+                    acc[k] += gB.getDouble(i, k);
+                }
+            }
+            INDArray gradA = ad.gradA();
+            perId.forEach((id, acc) -> {
+                for (int k = 0; k < acc.length; k++) {
+                    gradA.putScalar(new long[] {k, id}, gradA.getDouble(k, id) + s * acc[k]);
+                }
+            });
+            return null;
+        });
+    }
+
+    /** Clears the gradients of every adapter. */
+    public void zeroGrad() {
+        exclusive(() -> {
+            delegate.zeroGrad();
+            return null;
+        });
+    }
+
+    // ---------------------------------------------------------------- merge
+
+    /** {@link #merge(MergeMode) Merges} the exact way. */
+    public void merge() {
+        merge(MergeMode.EXACT);
+    }
+
+    /**
+     * {@code T += s·(B A)^T} with the active adapter, in place; see {@link LoraLinear#merge(MergeMode)}.
+     *
+     * @throws IllegalStateException if already merged, no adapter is active, or the result would not be finite
+     */
+    public void merge(MergeMode mode) {
+        change(() -> delegate.merge(mode));
+    }
+
+    /** Subtracts the merged update again; after an exact merge the table is bitwise what it was. */
+    public void unmerge() {
+        change(() -> delegate.unmerge());
+    }
+
+    /** Whether an adapter is merged into the table. */
+    public boolean isMerged() {
+        return delegate.isMerged();
+    }
+
+    /** A new array {@code [num_embeddings, dim]}: the table with the active adapter's update ({@code merge_and_unload}). */
+    public INDArray mergedTable() {
+        return shared(delegate::mergedWeight);
+    }
+
+    private <T> T shared(Supplier<T> body) {
+        lock.readLock().lock();
+        try {
+            return body.get();
+        } finally {
+            lock.readLock().unlock();
+        }
+    }
+
+    private <T> T exclusive(Supplier<T> body) {
+        lock.writeLock().lock();
+        try {
+            return body.get();
+        } finally {
+            lock.writeLock().unlock();
+        }
+    }
+
+    /** Every state change that succeeds drops the training cache, so a backward never pairs with a stale forward. */
+    private void change(Runnable body) {
+        exclusive(() -> {
+            body.run();
+            cache = null;
+            return null;
+        });
+    }
+
+    @Override
+    public String toString() {
+        return "LoraEmbedding{" + numEmbeddings() + "x" + embeddingDim() + ", " + dataType() + ", adapters="
+                + adapterNames() + ", active=" + activeAdapter() + ", merged=" + isMerged() + "}";
+    }
+}

@@ -1,0 +1,367 @@
+package io.github.lora4j.io;
+
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeMap;
+
+/**
+ * What a PEFT adapter file holds, from its header alone (no tensor decoded): the config, the safetensors metadata,
+ * every LoRA module with its {@link Kind kind}, rank, alpha and shapes, every full tensor (PEFT's
+ * {@code modules_to_save}, and trained biases) and every copy of a base weight. {@link PeftAdapterFiles} builds it
+ * and checks it before reading any tensor data, so a hostile shape costs nothing; a caller can check it against a
+ * model the same way through {@link PeftAdapterFiles#read(java.nio.file.Path, java.util.function.Consumer)}.
+ *
+ * <h2>Which key means what</h2>
+ * Every key starts with {@code base_model.model.}, followed by a module path {@code <m>} and a role:
+ * <table>
+ *   <caption>tensor roles</caption>
+ *   <tr><th>key suffix after {@code <m>}</th><th>role</th><th>shapes</th></tr>
+ *   <tr><td>{@code .lora_A.weight}, {@code .lora_B.weight}, 2-D</td><td>{@link Kind#LINEAR} LoRA</td>
+ *       <td>{@code A [r, in]}, {@code B [out, r]} (also for {@code fan_in_fan_out} layers)</td></tr>
+ *   <tr><td>{@code .lora_A.weight}, {@code .lora_B.weight}, 3- to 5-D</td><td>{@link Kind#CONV} LoRA</td>
+ *       <td>{@code A [r, in, k...]}, {@code B [out, r, 1...]}</td></tr>
+ *   <tr><td>{@code .lora_embedding_A}, {@code .lora_embedding_B} (no {@code .weight})</td>
+ *       <td>{@link Kind#EMBEDDING} LoRA</td><td>{@code A [r, num_embeddings]}, {@code B [dim, r]}</td></tr>
+ *   <tr><td>{@code .weight}, {@code .bias}, {@code .modules_to_save.weight}/{@code .bias}</td>
+ *       <td>full tensor replacing {@code <m>}'s parameter ({@code modules_to_save}, trained biases)</td>
+ *       <td>the module's own</td></tr>
+ *   <tr><td>{@code .original_module.<p>}, {@code .base_layer.<p>}</td>
+ *       <td>a copy of a base parameter (except {@code base_layer.bias} when {@code bias} is not "none": a
+ *       trained bias)</td><td>any</td></tr>
+ * </table>
+ * Anything else is refused, naming the key: DoRA's {@code lora_magnitude_vector}, keys still holding an adapter
+ * name ({@code lora_A.default.weight}), keys without the prefix, empty path segments.
+ */
+public final class PeftAdapterLayout {
+
+    /** The kind of layer a LoRA pair adapts. */
+    public enum Kind {
+        /** {@code nn.Linear} or GPT-2's {@code Conv1D}: {@code A [r, in]}, {@code B [out, r]}. */
+        LINEAR,
+        /** {@code nn.Embedding}: {@code A [r, num_embeddings]}, {@code B [dim, r]}. */
+        EMBEDDING,
+        /** {@code nn.Conv1d/2d/3d}: {@code A [r, in, k...]}, {@code B [out, r, 1...]}. */
+        CONV
+    }
+
+    /**
+     * One adapted module's LoRA pair.
+     *
+     * @param kind   the layer kind
+     * @param rank   {@code r} ({@code rank_pattern} applied)
+     * @param alpha  {@code lora_alpha} ({@code alpha_pattern} applied)
+     * @param shapeA shape of {@code A}
+     * @param shapeB shape of {@code B}
+     */
+    public record LoraModule(Kind kind, int rank, double alpha, long[] shapeA, long[] shapeB) {
+        /** Copies the shapes. */
+        public LoraModule {
+            shapeA = shapeA.clone();
+            shapeB = shapeB.clone();
+        }
+
+        @Override
+        public long[] shapeA() {
+            return shapeA.clone();
+        }
+
+        @Override
+        public long[] shapeB() {
+            return shapeB.clone();
+        }
+
+        /** {@code in} of a linear or conv layer, {@code num_embeddings} of an embedding: {@code A}'s second dim. */
+        public long in() {
+            return shapeA[1];
+        }
+
+        /** {@code out} of a linear or conv layer, the embedding dim of an embedding: {@code B}'s first dim. */
+        public long out() {
+            return shapeB[0];
+        }
+
+        @Override
+        public String toString() {
+            return kind + " r=" + rank + " alpha=" + alpha + " A" + Arrays.toString(shapeA) + " B"
+                    + Arrays.toString(shapeB);
+        }
+    }
+
+    static final String PREFIX = "base_model.model.";
+    static final String A_SUFFIX = ".lora_A.weight";
+    static final String B_SUFFIX = ".lora_B.weight";
+    static final String EMB_A_SUFFIX = ".lora_embedding_A";
+    static final String EMB_B_SUFFIX = ".lora_embedding_B";
+
+    /** Path segments that name a role, never a module: a key holding one where a module belongs is refused. */
+    private static final Set<String> ROLE_SEGMENTS = Set.of("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B",
+            "lora_magnitude_vector", "modules_to_save", "original_module", "base_layer", "lora_dropout");
+
+    private final PeftAdapterConfig config;
+    private final Map<String, String> metadata;
+    private final Map<String, LoraModule> lora;
+    private final Map<String, Map<String, long[]>> full;
+    private final Map<String, long[]> baseCopies;
+    /** Tensor key to its place: for the reader. */
+    final Map<String, String[]> roles;
+
+    private PeftAdapterLayout(PeftAdapterConfig config, Map<String, String> metadata, Map<String, LoraModule> lora,
+                              Map<String, Map<String, long[]>> full, Map<String, long[]> baseCopies,
+                              Map<String, String[]> roles) {
+        this.config = config;
+        this.metadata = Map.copyOf(metadata);
+        this.lora = Collections.unmodifiableMap(lora);
+        this.full = Collections.unmodifiableMap(full);
+        this.baseCopies = Collections.unmodifiableMap(baseCopies);
+        this.roles = roles;
+    }
+
+    /** The parsed {@code adapter_config.json}. */
+    public PeftAdapterConfig config() {
+        return config;
+    }
+
+    /** The safetensors {@code __metadata__} strings (e.g. {@code format = pt}, lora4j's provenance). */
+    public Map<String, String> metadata() {
+        return metadata;
+    }
+
+    /** LoRA modules by path (without {@code base_model.model.}), sorted. */
+    public Map<String, LoraModule> loraModules() {
+        return lora;
+    }
+
+    /** Full tensors: module path to parameter name ({@code weight}, {@code bias}) to shape, sorted. */
+    public Map<String, Map<String, long[]>> fullTensors() {
+        Map<String, Map<String, long[]>> out = new TreeMap<>();
+        full.forEach((m, p) -> {
+            Map<String, long[]> c = new TreeMap<>();
+            p.forEach((k, v) -> c.put(k, v.clone()));
+            out.put(m, Collections.unmodifiableMap(c));
+        });
+        return Collections.unmodifiableMap(out);
+    }
+
+    /** Copies of base parameters ({@code original_module}, {@code base_layer}): tensor key (without prefix) to shape. */
+    public Map<String, long[]> baseCopies() {
+        Map<String, long[]> out = new TreeMap<>();
+        baseCopies.forEach((k, v) -> out.put(k, v.clone()));
+        return Collections.unmodifiableMap(out);
+    }
+
+    // ---------------------------------------------------------------- building from a header
+
+    /** Sorts every tensor of {@code header} into its role and checks shapes and ranks against {@code config}. */
+    static PeftAdapterLayout of(PeftAdapterConfig config, Safetensors.Header header, String what)
+            throws AdapterFormatException {
+        Map<String, long[]> as = new TreeMap<>();
+        Map<String, long[]> bs = new TreeMap<>();
+        Map<String, Kind> kinds = new TreeMap<>();
+        Map<String, Map<String, long[]>> full = new TreeMap<>();
+        Map<String, long[]> baseCopies = new TreeMap<>();
+        Map<String, String[]> roles = new LinkedHashMap<>();
+        boolean trainedBias = !config.bias().equals("none");
+        for (Safetensors.Entry e : header.entries.values()) {
+            String key = e.name;
+            long[] shape = e.shape;
+            if (!key.startsWith(PREFIX)) {
+                throw unknown(what, key, "it does not start with " + PREFIX);
+            }
+            String rest = key.substring(PREFIX.length());
+            String[] role = role(rest);
+            if (role == null) {
+                throw unknown(what, key, "its role is none of lora_A.weight, lora_B.weight, lora_embedding_A, "
+                        + "lora_embedding_B, weight, bias, modules_to_save.<weight|bias>, original_module.<p>, "
+                        + "base_layer.<p>");
+            }
+            String module = role[0];
+            String part = role[1];
+            checkModulePath(what, key, module);
+            switch (part) {
+                case "A":
+                case "B":
+                case "embA":
+                case "embB": {
+                    boolean isA = part.equals("A") || part.equals("embA");
+                    Kind kind = part.startsWith("emb") ? Kind.EMBEDDING : shape.length >= 3 ? Kind.CONV : Kind.LINEAR;
+                    checkLoraShape(config, what, key, module, kind, isA, shape);
+                    Kind other = kinds.putIfAbsent(module, kind);
+                    if (other != null && other != kind) {
+                        throw new AdapterFormatException(what + ": module '" + module + "' has " + other + " and "
+                                + kind + " LoRA tensors; expected one kind per module (tensor '" + key + "', shape "
+                                + Arrays.toString(shape) + ")");
+                    }
+                    (isA ? as : bs).put(module, shape);
+                    break;
+                }
+                case "base": {
+                    String param = role[2];
+                    if (trainedBias && param.equals("bias") && rest.endsWith(".base_layer.bias")) {
+                        putFull(full, what, key, module, "bias", shape);
+                        role = new String[] {module, "full", "bias"};
+                    } else {
+                        baseCopies.put(rest, shape);
+                    }
+                    break;
+                }
+                default: // "full"
+                    putFull(full, what, key, module, role[2], shape);
+            }
+            roles.put(key, role);
+        }
+        if (roles.isEmpty()) {
+            throw new AdapterFormatException(what + ": expected at least one module's " + PREFIX + "<module>"
+                    + A_SUFFIX + " and " + B_SUFFIX + ", found no tensors");
+        }
+        Map<String, LoraModule> lora = new TreeMap<>();
+        for (String module : kinds.keySet()) {
+            Kind kind = kinds.get(module);
+            String[] suffix = kind == Kind.EMBEDDING ? new String[] {EMB_A_SUFFIX, EMB_B_SUFFIX}
+                    : new String[] {A_SUFFIX, B_SUFFIX};
+            long[] a = as.get(module);
+            long[] b = bs.get(module);
+            if (a == null || b == null) {
+                String has = a == null ? suffix[1] : suffix[0];
+                String lacks = a == null ? suffix[0] : suffix[1];
+                throw new AdapterFormatException(what + ": module '" + module + "' has " + PREFIX + module + has
+                        + " but expected also " + PREFIX + module + lacks + ", which is missing");
+            }
+            if (a.length != b.length) {
+                throw new AdapterFormatException(what + ": module '" + module + "': expected A and B of the same rank, "
+                        + "got A " + Arrays.toString(a) + " and B " + Arrays.toString(b));
+            }
+            if (full.containsKey(module)) {
+                throw new AdapterFormatException(what + ": module '" + module + "' has both LoRA tensors and full "
+                        + "tensors " + full.get(module).keySet() + "; expected one or the other");
+            }
+            lora.put(module, new LoraModule(kind, config.rankOf(module), config.alphaOf(module), a, b));
+        }
+        return new PeftAdapterLayout(config, header.metadata, lora, full, baseCopies, roles);
+    }
+
+    /**
+     * {module, part, param} for a key without the prefix: part is A, B, embA, embB, full or base; null when the
+     * key fits no role.
+     */
+    private static String[] role(String rest) {
+        if (rest.endsWith(A_SUFFIX)) {
+            return new String[] {cut(rest, A_SUFFIX), "A", null};
+        }
+        if (rest.endsWith(B_SUFFIX)) {
+            return new String[] {cut(rest, B_SUFFIX), "B", null};
+        }
+        if (rest.endsWith(EMB_A_SUFFIX)) {
+            return new String[] {cut(rest, EMB_A_SUFFIX), "embA", null};
+        }
+        if (rest.endsWith(EMB_B_SUFFIX)) {
+            return new String[] {cut(rest, EMB_B_SUFFIX), "embB", null};
+        }
+        int dot = rest.lastIndexOf('.');
+        if (dot <= 0) {
+            return null;
+        }
+        String param = rest.substring(dot + 1);
+        String owner = rest.substring(0, dot);
+        for (String copy : new String[] {".original_module", ".base_layer"}) {
+            if (owner.endsWith(copy)) {
+                return new String[] {cut(owner, copy), "base", param};
+            }
+        }
+        if (!param.equals("weight") && !param.equals("bias")) {
+            return null;
+        }
+        if (owner.endsWith(".modules_to_save")) {
+            return new String[] {cut(owner, ".modules_to_save"), "full", param};
+        }
+        return new String[] {owner, "full", param};
+    }
+
+    private static String cut(String s, String suffix) {
+        return s.substring(0, s.length() - suffix.length());
+    }
+
+    private static void checkModulePath(String what, String key, String module) throws AdapterFormatException {
+        if (module.isEmpty()) {
+            throw unknown(what, key, "its module path is empty");
+        }
+        for (String segment : module.split("\\.", -1)) {
+            if (segment.isEmpty()) {
+                throw unknown(what, key, "its module path '" + module + "' has an empty segment");
+            }
+            if (ROLE_SEGMENTS.contains(segment)) {
+                throw unknown(what, key, "its module path '" + module + "' holds the role name '" + segment + "'"
+                        + (segment.equals("lora_magnitude_vector") ? " (DoRA, which lora4j does not support)"
+                        : " (a key still holding an adapter name, such as lora_A.default.weight?)"));
+            }
+        }
+    }
+
+    private static AdapterFormatException unknown(String what, String key, String why) {
+        return new AdapterFormatException(what + ": unsupported tensor '" + key + "': " + why);
+    }
+
+    private static void putFull(Map<String, Map<String, long[]>> full, String what, String key, String module,
+                                String param, long[] shape) throws AdapterFormatException {
+        if (Arrays.stream(shape).anyMatch(d -> d < 1)) {
+            throw new AdapterFormatException(what + ": tensor '" + key + "': expected a non-empty tensor, got shape "
+                    + Arrays.toString(shape));
+        }
+        long[] old = full.computeIfAbsent(module, m -> new TreeMap<>()).put(param, shape);
+        if (old != null) {
+            throw new AdapterFormatException(what + ": module '" + module + "' has two full tensors for '" + param
+                    + "' (the second is '" + key + "'); expected one");
+        }
+    }
+
+    private static void checkLoraShape(PeftAdapterConfig config, String what, String key, String module, Kind kind,
+                                       boolean isA, long[] shape) throws AdapterFormatException {
+        String where = what + ": tensor '" + key + "'";
+        String expected;
+        switch (kind) {
+            case LINEAR:
+                expected = isA ? "[r, in]" : "[out, r]";
+                break;
+            case EMBEDDING:
+                expected = isA ? "[r, num_embeddings]" : "[embedding_dim, r]";
+                break;
+            default:
+                expected = isA ? "[r, in, k...]" : "[out, r, 1...]";
+        }
+        if ((kind == Kind.CONV ? shape.length > 5 : shape.length != 2) || Arrays.stream(shape).anyMatch(d -> d < 1)) {
+            throw new AdapterFormatException(where + ": expected a non-empty " + (kind == Kind.CONV ? "3- to 5-D tensor "
+                    : "matrix ") + expected + ", got shape " + Arrays.toString(shape));
+        }
+        int r = config.rankOf(module);
+        long rank = isA ? shape[0] : shape[1];
+        if (rank != r) {
+            String source = config.rankPattern().isEmpty() ? " from " + PeftAdapterFiles.CONFIG_FILE
+                    : " from r and rank_pattern of " + PeftAdapterFiles.CONFIG_FILE;
+            throw new AdapterFormatException(where + ": expected rank r = " + r + source + " (shape "
+                    + (isA ? "[" + r + ", ...]" : "[..., " + r + (kind == Kind.CONV ? ", 1...]" : "]")) + "), got shape "
+                    + Arrays.toString(shape));
+        }
+        if (kind == Kind.CONV && !isA) {
+            for (int i = 2; i < shape.length; i++) {
+                if (shape[i] != 1) {
+                    throw new AdapterFormatException(where + ": expected a 1x1 kernel " + expected + ", got shape "
+                            + Arrays.toString(shape));
+                }
+            }
+        }
+    }
+
+    /** Tensor keys in the order {@link PeftAdapterFiles} reads them. */
+    List<String> keys() {
+        return List.copyOf(roles.keySet());
+    }
+
+    @Override
+    public String toString() {
+        return "PeftAdapterLayout{" + config + ", lora=" + lora + ", full=" + full.keySet() + ", baseCopies="
+                + baseCopies.keySet() + "}";
+    }
+}
