@@ -787,8 +787,8 @@ public final class PeftAdapterFiles {
                                                        Map<String, LoraEmbedding> embeddings) {
         String other = kind.equals("linear") ? (embeddings.containsKey(module) ? " (it is an embedding there)" : "")
                 : (linears.containsKey(module) ? " (it is a linear module there)" : "");
-        return new IllegalArgumentException("module '" + module + "' of the adapter file (" + kind
-                + " LoRA) is not a " + kind + " module of the model" + other + "; expected one of "
+        return new IllegalArgumentException("module '" + module + "' of the adapter file is not in the model as a "
+                + kind + " module" + other + "; expected one of "
                 + new TreeSet<>(kind.equals("linear") ? linears.keySet() : embeddings.keySet()));
     }
 

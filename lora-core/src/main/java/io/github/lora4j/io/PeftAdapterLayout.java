@@ -172,6 +172,10 @@ public final class PeftAdapterLayout {
                 throw unknown(what, key, "it does not start with " + PREFIX);
             }
             String rest = key.substring(PREFIX.length());
+            if (rest.contains("lora_magnitude_vector")) {
+                throw unknown(what, key, "it is DoRA's magnitude vector (lora_magnitude_vector); lora4j does not "
+                        + "support DoRA");
+            }
             String[] role = role(rest);
             if (role == null) {
                 throw unknown(what, key, "its role is none of lora_A.weight, lora_B.weight, lora_embedding_A, "
@@ -340,9 +344,10 @@ public final class PeftAdapterLayout {
         if (rank != r) {
             String source = config.rankPattern().isEmpty() ? " from " + PeftAdapterFiles.CONFIG_FILE
                     : " from r and rank_pattern of " + PeftAdapterFiles.CONFIG_FILE;
-            throw new AdapterFormatException(where + ": expected rank r = " + r + source + " (shape "
-                    + (isA ? "[" + r + ", ...]" : "[..., " + r + (kind == Kind.CONV ? ", 1...]" : "]")) + "), got shape "
-                    + Arrays.toString(shape));
+            String withR = isA ? expected.replaceFirst("\\[r,", "[" + r + ",")
+                    : expected.replaceFirst(", r(\\]|,)", ", " + r + "$1");
+            throw new AdapterFormatException(where + ": expected rank r = " + r + source + " (shape " + withR
+                    + "), got shape " + Arrays.toString(shape));
         }
         if (kind == Kind.CONV && !isA) {
             for (int i = 2; i < shape.length; i++) {

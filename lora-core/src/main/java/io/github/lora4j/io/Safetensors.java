@@ -72,6 +72,11 @@ final class Safetensors {
             .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
             .build();
 
+    /** For streaming the header: the same strictness, one small tree per entry (no trailing-token check mid-stream). */
+    private static final JsonMapper STREAM = JsonMapper.builder()
+            .enable(StreamReadFeature.STRICT_DUPLICATE_DETECTION)
+            .build();
+
     private Safetensors() {
     }
 
@@ -291,17 +296,17 @@ final class Safetensors {
     private static List<Entry> parseHeader(byte[] header, Map<String, String> metadata, String what)
             throws AdapterFormatException {
         List<Entry> entries = new ArrayList<>();
-        try (JsonParser p = JSON.createParser(header)) {
+        try (JsonParser p = STREAM.createParser(header)) {
             JsonToken first = p.nextToken();
             if (first != JsonToken.START_OBJECT) {
                 throw new AdapterFormatException(what + ": expected the header to be a JSON object, got "
-                        + (first == null ? "nothing" : first.asString()));
+                        + (first == null ? "nothing" : first == JsonToken.START_ARRAY ? "ARRAY" : first.name()));
             }
             JsonToken t;
             while ((t = p.nextToken()) == JsonToken.FIELD_NAME) {
                 String name = p.currentName();
                 p.nextToken();
-                JsonNode node = JSON.readTree(p);
+                JsonNode node = STREAM.readTree(p);
                 if (node == null) {
                     throw new AdapterFormatException(what + ": header ended after key '" + name + "'");
                 }
@@ -323,6 +328,8 @@ final class Safetensors {
         } catch (JacksonException e) {
             throw new AdapterFormatException(what + ": header is not valid JSON (duplicate keys included): "
                     + e.getOriginalMessage(), e);
+        } catch (AdapterFormatException e) {
+            throw e;
         } catch (IOException e) {
             throw new AdapterFormatException(what + ": header is not valid JSON: " + e.getMessage(), e);
         }

@@ -113,7 +113,7 @@ class CorruptAdapterFilesTest {
             ch.write(ByteBuffer.wrap(new byte[] {' '}), 100_000_015L);
         }
         AdapterFormatException e = assertThrows(AdapterFormatException.class, () -> PeftAdapterFiles.read(dir));
-        assertMessage(e, "header length 100000001 exceeds the limit of 100000000 bytes");
+        assertMessage(e, "header length 100000001 exceeds the limit of " + Safetensors.MAX_HEADER_BYTES + " bytes");
     }
 
     @Test
@@ -251,14 +251,19 @@ class CorruptAdapterFilesTest {
     }
 
     @Test
-    void keysOtherThanLoraWeightsAreRefused() {
-        for (String key : List.of("base_model.model.m.lora_A.default.weight", "base_model.model.m.lora_embedding_A",
-                "model.m.lora_A.weight", "base_model.model.m.bias", "base_model.model..lora_A.weight")) {
+    void keysOfNoKnownRoleAreRefusedNamingTheKey() {
+        Map<String, String> keys = Map.of(
+                "base_model.model.m.lora_A.default.weight", "holds the role name 'lora_A'",
+                "base_model.model.x.lora_magnitude_vector", "it is DoRA's magnitude vector",
+                "model.m.lora_A.weight", "it does not start with base_model.model.",
+                "base_model.model.x.running_mean", "its role is none of",
+                "base_model.model..lora_A.weight", "its module path is empty",
+                "base_model.model.a..b.weight", "has an empty segment");
+        keys.forEach((key, why) -> {
             String header = "{" + A_ENTRY + "," + B_ENTRY + ",\"" + key
                     + "\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[24,28]}}";
-            headerFails(header, concat(DATA, f32(9)), "unsupported tensor '" + key + "'",
-                    "expected only base_model.model.<module>.lora_A.weight and base_model.model.<module>.lora_B.weight");
-        }
+            headerFails(header, concat(DATA, f32(9)), "unsupported tensor '" + key + "'", why);
+        });
     }
 
     @Test
@@ -296,11 +301,37 @@ class CorruptAdapterFilesTest {
     }
 
     @Test
-    void configFeaturesThatWouldChangeTheMathAreRefused() {
-        configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"rank_pattern\": {\"q_proj\": 4}}",
-                "rank_pattern is not supported", "expected it absent or {}, got {\"q_proj\":4}");
-        configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"alpha_pattern\": {\"q_proj\": 4}}", "alpha_pattern is not supported");
-        configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"use_dora\": true}", "use_dora is not supported");
+    void configFeaturesThatWouldChangeTheMathAreRefusedNamingTheKey() {
+        for (String dora : List.of("true", "\"true\"", "1", "\"false\"", "[1]")) {
+            configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"use_dora\": " + dora + "}",
+                    "use_dora is not supported", "got " + dora.replace(" ", ""));
+        }
+        configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"lora_bias\": true}", "lora_bias is not supported");
+        configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"alora_invocation_tokens\": [5, 7]}",
+                "alora_invocation_tokens is not supported");
+        configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"layer_replication\": [[0, 2]]}",
+                "layer_replication is not supported");
+        for (String init : List.of("\"pissa\"", "\"pissa_niter_16\"", "\"olora\"", "\"corda\"", "\"loftq\"", "\"eva\"", "1")) {
+            configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"init_lora_weights\": " + init + "}",
+                    "init_lora_weights " + init + " is not supported");
+        }
+        configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"rank_pattern\": {\"m\": 4}}",
+                "expected rank r = 4 from r and rank_pattern of adapter_config.json");
+        configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"rank_pattern\": {\"(\": 4}}",
+                "rank_pattern key '(' is not a valid regular expression");
+        configFails("{\"peft_type\": \"LORA\", \"r\": 1, \"alpha_pattern\": {\"m\": -1}}",
+                "expected alpha_pattern['m'] finite and > 0, got -1.0");
+    }
+
+    @Test
+    void falsyAndPlainSettingsAreAccepted() throws IOException {
+        for (String ok : List.of("\"use_dora\": false", "\"use_dora\": 0", "\"use_dora\": null", "\"lora_bias\": false",
+                "\"alora_invocation_tokens\": null", "\"layer_replication\": null", "\"init_lora_weights\": \"gaussian\"",
+                "\"init_lora_weights\": false", "\"auto_mapping\": {\"base_model_class\": \"X\"}",
+                "\"base_model_name_or_path\": null")) {
+            PeftAdapterFiles.read(IoTestData.writeDir(tmp.resolve("ok" + ok.hashCode()),
+                    "{\"peft_type\": \"LORA\", \"r\": 1, " + ok + "}", file("{" + A_ENTRY + "," + B_ENTRY + "}", DATA)));
+        }
     }
 
     @Test
@@ -475,11 +506,11 @@ class CorruptAdapterFilesTest {
         Map<String, byte[]> before = files(dir);
         Map<String, LoraLinear> model = IoTestData.model(DataType.FLOAT, 99);
         // The second module (sorted) has another rank: detected after the first was collected.
-        model.put(V, IoTestData.layer(DataType.FLOAT, 5, 8, 6, LoraConfig.builder().rank(2).alpha(8).build(),
-                WeightLayout.OUT_IN));
+        model.put(V, IoTestData.layer(DataType.FLOAT, 5, 8, 6, LoraConfig.builder().rank(4).alpha(8).dropout(0.1)
+                .build(), WeightLayout.OUT_IN));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> PeftAdapterFiles.save(dir, model, "default"));
-        assertMessage(e, "module '" + V + "' has r=2", "module '" + Q + "' has r=4");
+        assertMessage(e, "module '" + V + "' has dropout=0.1", "module '" + Q + "' has dropout=0.0");
         assertSameFiles(before, dir);
     }
 
