@@ -538,15 +538,10 @@ public final class LoraModel {
         }
         shapes.put(path, p);
         checkFullTensors(shapes);
-        List<INDArray> others = new ArrayList<>();
         for (String q : order) {
-            others.add(q.equals(path) ? null : baseArray(q));
-        }
-        others.removeIf(Objects::isNull);
-        for (INDArray o : others) {
-            if (Overlap.overlaps(weight, o)) {
+            if (Overlap.overlaps(weight, baseArray(q))) {
                 throw new IllegalArgumentException("the modules_to_save weight of '" + path + "' shares memory with "
-                        + "another module's weight; expected a new array");
+                        + "the weight of module '" + q + "'; expected a new array");
             }
         }
         putSaved(path, weight, bias);
