@@ -240,7 +240,8 @@ public final class PeftAdapterLayout {
             }
             if (full.containsKey(module)) {
                 throw new AdapterFormatException(what + ": module '" + module + "' has both LoRA tensors and full "
-                        + "tensors " + full.get(module).keySet() + "; expected one or the other");
+                        + "tensors " + full.get(module).keySet() + "; expected one or the other (a bias trained beside "
+                        + "LoRA, PEFT's bias = \"" + config.bias() + "\", would change a layer lora4j adapts)");
             }
             lora.put(module, new LoraModule(kind, config.rankOf(module), config.alphaOf(module), a, b));
         }
