@@ -130,7 +130,8 @@ public final class LoraEmbedding {
     public void addAdapter(String name, LoraConfig config) {
         Objects.requireNonNull(config, "config must not be null");
         change(() -> {
-            delegate.addAdapter(name, config.toBuilder().init(LoraInit.ZERO).build());
+            // The adapter keeps the caller's config (init included); the linear draw is then replaced by PEFT's.
+            delegate.addAdapter(name, config);
             if (config.init() != LoraInit.ZERO) {
                 INDArray b = standardNormal(dataType(), config.seed(), embeddingDim(), config.rank());
                 delegate.setAdapterWeights(name, Nd4j.zeros(dataType(), config.rank(), numEmbeddings()), b);
