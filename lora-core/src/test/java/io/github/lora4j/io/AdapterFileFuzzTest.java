@@ -52,6 +52,25 @@ class AdapterFileFuzzTest {
                 tensors.put(PeftAdapterFiles.PREFIX + module + PeftAdapterFiles.A_SUFFIX, layer.loraA("default"));
                 tensors.put(PeftAdapterFiles.PREFIX + module + PeftAdapterFiles.B_SUFFIX, layer.loraB("default"));
             }
+            // Half the seeds also hold the other roles: embedding LoRA, conv LoRA, a modules_to_save head, a base
+            // copy, and a rank_pattern giving the embedding its own rank.
+            String pattern = "";
+            if (i % 2 == 1) {
+                int re = r + 1;
+                tensors.put(PeftAdapterFiles.PREFIX + "model.embed_tokens.lora_embedding_A",
+                        io.github.lora4j.TestData.gaussian(DataType.FLOAT, i, 1, re, 5));
+                tensors.put(PeftAdapterFiles.PREFIX + "model.embed_tokens.lora_embedding_B",
+                        io.github.lora4j.TestData.gaussian(DataType.FLOAT, i + 1, 1, 3, re));
+                tensors.put(PeftAdapterFiles.PREFIX + "conv.lora_A.weight",
+                        io.github.lora4j.TestData.gaussian(DataType.FLOAT, i + 2, 1, r, 2, 3, 3));
+                tensors.put(PeftAdapterFiles.PREFIX + "conv.lora_B.weight",
+                        io.github.lora4j.TestData.gaussian(DataType.FLOAT, i + 3, 1, 4, r, 1, 1));
+                tensors.put(PeftAdapterFiles.PREFIX + "score.weight", io.github.lora4j.TestData.gaussian(DataType.FLOAT, i + 4, 1, 2, 3));
+                tensors.put(PeftAdapterFiles.PREFIX + "score.bias", io.github.lora4j.TestData.gaussian(DataType.FLOAT, i + 5, 1, 2));
+                tensors.put(PeftAdapterFiles.PREFIX + "head.original_module.weight",
+                        io.github.lora4j.TestData.gaussian(DataType.FLOAT, i + 6, 1, 2, 2));
+                pattern = ", \"rank_pattern\": {\"embed_tokens\": " + re + "}, \"modules_to_save\": [\"score\"]";
+            }
             ByteArrayOutputStream out = new ByteArrayOutputStream();
             try {
                 Safetensors.write(Channels.newChannel(out), tensors, Map.of("format", "pt"), dtypes[i % dtypes.length]);
@@ -60,13 +79,14 @@ class AdapterFileFuzzTest {
             }
             byte[] config = ("{\"peft_type\": \"LORA\", \"r\": " + r + ", \"lora_alpha\": 16, \"lora_dropout\": 0.1,"
                     + " \"target_modules\": [\"up_proj\"], \"use_rslora\": false, \"fan_in_fan_out\": false,"
-                    + " \"bias\": \"none\", \"future_key\": {\"a\": [1, 2]}}").getBytes(StandardCharsets.UTF_8);
+                    + " \"bias\": \"none\", \"use_dora\": false, \"future_key\": {\"a\": [1, 2]}" + pattern + "}")
+                    .getBytes(StandardCharsets.UTF_8);
             seeds.add(new byte[][] {out.toByteArray(), config});
         }
         return seeds;
     }
 
-    @Property(tries = 4000)
+    @Property(tries = 10_000)
     void mutatedFilesAreReadCorrectlyOrRefusedWithAdapterFormatExceptionOnly(@ForAll long seed) {
         SplittableRandom rng = new SplittableRandom(seed);
         byte[][] base = SEEDS.get(rng.nextInt(SEEDS.size()));
@@ -75,7 +95,7 @@ class AdapterFileFuzzTest {
         int mutations = 1 + rng.nextInt(3);
         List<String> applied = new ArrayList<>();
         for (int i = 0; i < mutations; i++) {
-            int kind = rng.nextInt(9);
+            int kind = rng.nextInt(10);
             applied.add(String.valueOf(kind));
             switch (kind) {
                 case 0: model = flipBits(model, rng, 0, model.length); break;
@@ -87,6 +107,7 @@ class AdapterFileFuzzTest {
                 case 6: model = insertOrDelete(model, rng); break;
                 case 7: config = rng.nextBoolean() ? flipBits(config, rng, 0, config.length)
                         : java.util.Arrays.copyOf(config, rng.nextInt(config.length + 1)); break;
+                case 9: config = editConfig(config, rng); break;
                 default: model = editNumber(model, rng); model = editNumber(model, rng); break;
             }
         }
@@ -102,11 +123,13 @@ class AdapterFileFuzzTest {
         }
         if (adapter != null) {
             // Accepted: the result must still satisfy every invariant read() promises.
-            int r = adapter.config().r();
             for (String module : adapter.modules()) {
+                int r = adapter.config().rankOf(module);
+                assertEquals(r, adapter.rank(module));
                 assertEquals(r, adapter.a(module).size(0));
                 assertEquals(r, adapter.b(module).size(1));
-                assertEquals(2, adapter.a(module).rank());
+                assertEquals(adapter.kind(module) == PeftAdapterLayout.Kind.CONV ? 4 : 2, adapter.a(module).rank());
+                assertEquals(adapter.a(module).rank(), adapter.b(module).rank());
             }
         }
         String outcome = adapter != null ? "accepted" : "refused";
@@ -115,6 +138,23 @@ class AdapterFileFuzzTest {
             c.check("accepted").count(n -> n > 0);
             c.check("refused").count(n -> n > 0);
         });
+    }
+
+    /** Sets a config key PEFT defines to a value of another type or meaning. */
+    private static byte[] editConfig(byte[] config, SplittableRandom rng) {
+        String[] keys = {"use_dora", "lora_bias", "alora_invocation_tokens", "layer_replication", "init_lora_weights",
+            "rank_pattern", "alpha_pattern", "modules_to_save", "r", "lora_alpha", "target_modules", "base_model_name_or_path"};
+        String[] values = {"true", "\"true\"", "1", "0", "null", "[]", "{}", "\"pissa\"", "{\"up_proj\": 2}",
+            "{\"(\": 1}", "[\"score\"]", "1e39", "-1", "\"gaussian\"", "[[0, 1]]"};
+        String json = new String(config, StandardCharsets.UTF_8);
+        int end = json.lastIndexOf('}');
+        if (end < 0) {
+            return config;
+        }
+        String key = keys[rng.nextInt(keys.length)];
+        String edited = json.replaceFirst("\"" + key + "\": [^,}]*(,|})", "")
+                .replaceFirst("\\{", "{\"" + key + "\": " + values[rng.nextInt(values.length)] + ", ");
+        return edited.getBytes(StandardCharsets.UTF_8);
     }
 
     private static long headerLength(byte[] f) {
