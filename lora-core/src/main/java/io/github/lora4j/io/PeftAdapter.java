@@ -129,6 +129,23 @@ public final class PeftAdapter {
         return Collections.unmodifiableMap(out);
     }
 
+    /**
+     * Full tensor {@code param} ({@code weight} or {@code bias}) of {@code module}, converted to {@code type} for a
+     * module of that type.
+     *
+     * @throws AdapterFormatException   if it holds NaN or infinity
+     * @throws IllegalArgumentException if the module or parameter is not in the file, or a value overflows
+     *                                  {@code type}
+     */
+    public INDArray full(String module, String param, DataType type) throws AdapterFormatException {
+        INDArray x = full(module).get(param);
+        if (x == null) {
+            throw new IllegalArgumentException("module '" + module + "' has no full tensor '" + param + "'; expected one "
+                    + "of " + full.get(module).keySet());
+        }
+        return PeftAdapterFiles.convert(x, type, "modules_to_save module '" + module + "'", param);
+    }
+
     /** Copies of the base-weight copies ({@code <m>.original_module.<p>}, {@code <m>.base_layer.<p>}) by key. */
     public Map<String, INDArray> baseCopies() {
         Map<String, INDArray> out = new TreeMap<>();

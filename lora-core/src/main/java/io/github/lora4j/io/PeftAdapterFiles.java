@@ -681,8 +681,9 @@ public final class PeftAdapterFiles {
         for (String module : adapter.modules()) {
             DataType type = linears.containsKey(module) ? linears.get(module).dataType()
                     : embeddings.get(module).dataType();
-            prepared.put(module, new INDArray[] {convert(adapter.storedA(module), type, module, "lora_A"),
-                convert(adapter.storedB(module), type, module, "lora_B")});
+            String owner = "module '" + module + "'";
+            prepared.put(module, new INDArray[] {convert(adapter.storedA(module), type, owner, "lora_A"),
+                convert(adapter.storedB(module), type, owner, "lora_B")});
         }
 
         // Phase 2: apply; undo on the first failure so that no module keeps a half-loaded adapter.
@@ -792,15 +793,15 @@ public final class PeftAdapterFiles {
                 + new TreeSet<>(kind.equals("linear") ? linears.keySet() : embeddings.keySet()));
     }
 
-    private static INDArray convert(INDArray x, DataType type, String module, String tensor)
-            throws AdapterFormatException {
+    /** {@code x} in {@code type}, c-order; {@code owner} names the module in messages. */
+    static INDArray convert(INDArray x, DataType type, String owner, String tensor) throws AdapterFormatException {
         if (x.isNaN().any() || x.isInfinite().any()) {
-            throw new AdapterFormatException(MODEL_FILE + ": module '" + module + "' " + tensor
+            throw new AdapterFormatException(MODEL_FILE + ": " + owner + " " + tensor
                     + ": expected finite values, found NaN or infinity");
         }
         INDArray y = x.dataType() == type ? x.dup('c') : x.castTo(type).dup('c');
         if (y.isInfinite().any()) {
-            throw new IllegalArgumentException("module '" + module + "' " + tensor + ": a value overflows the layer's "
+            throw new IllegalArgumentException(owner + " " + tensor + ": a value overflows the layer's "
                     + type + "; expected magnitudes below its largest finite value");
         }
         return y;

@@ -9,7 +9,6 @@ import io.github.lora4j.io.AdapterFormatException;
 import io.github.lora4j.io.PeftAdapter;
 import io.github.lora4j.io.PeftAdapterConfig;
 import io.github.lora4j.io.PeftAdapterFiles;
-import io.github.lora4j.io.PeftAdapterLayout;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -764,9 +763,8 @@ public final class LoraModel {
             for (String path : adapter.fullModules()) {
                 Map<String, INDArray> t = adapter.full(path);
                 DataType type = modules.containsKey(path) ? modules.get(path).dataType() : embeddings.get(path).dataType();
-                INDArray w = t.containsKey("weight") ? convert(t.get("weight"), type, path, "weight")
-                        : baseArray(path).dup('c');
-                INDArray b = t.containsKey("bias") ? convert(t.get("bias"), type, path, "bias") : null;
+                INDArray w = t.containsKey("weight") ? adapter.full(path, "weight", type) : baseArray(path).dup('c');
+                INDArray b = t.containsKey("bias") ? adapter.full(path, "bias", type) : null;
                 copies.put(path, new INDArray[] {w, b});
             }
         } catch (IOException | RuntimeException e) {
@@ -818,20 +816,6 @@ public final class LoraModel {
         targeted.putAll(t);
         targetedEmbeddings.clear();
         targetedEmbeddings.putAll(te);
-    }
-
-    private static INDArray convert(INDArray x, DataType type, String module, String param)
-            throws AdapterFormatException {
-        if (x.isNaN().any() || x.isInfinite().any()) {
-            throw new AdapterFormatException(PeftAdapterFiles.MODEL_FILE + ": modules_to_save module '" + module + "' "
-                    + param + ": expected finite values, found NaN or infinity");
-        }
-        INDArray y = x.dataType() == type ? x.dup('c') : x.castTo(type).dup('c');
-        if (y.isInfinite().any()) {
-            throw new IllegalArgumentException("modules_to_save module '" + module + "' " + param + ": a value "
-                    + "overflows the module's " + type + "; expected magnitudes below its largest finite value");
-        }
-        return y;
     }
 
     // ---------------------------------------------------------------- parameters

@@ -482,28 +482,10 @@ class CorruptAdapterFilesTest {
 
     // ---------------------------------------------------------------- failed saves keep the old files
 
-    private static Map<String, byte[]> files(Path dir) throws IOException {
-        try (Stream<Path> s = Files.list(dir)) {
-            Map<String, byte[]> m = new java.util.TreeMap<>();
-            for (Path p : s.collect(Collectors.toList())) {
-                m.put(p.getFileName().toString(), Files.readAllBytes(p));
-            }
-            return m;
-        }
-    }
-
-    private static void assertSameFiles(Map<String, byte[]> before, Path dir) throws IOException {
-        Map<String, byte[]> after = files(dir);
-        assertEquals(before.keySet(), after.keySet(), "no file added, removed or left behind");
-        for (String f : before.keySet()) {
-            assertArrayEquals(before.get(f), after.get(f), f + " must be unchanged");
-        }
-    }
-
     @Test
     void saveThatFailsValidationMidwayKeepsTheExistingFiles() throws IOException {
         Path dir = savedModel();
-        Map<String, byte[]> before = files(dir);
+        Map<String, byte[]> before = IoTestData.files(dir);
         Map<String, LoraLinear> model = IoTestData.model(DataType.FLOAT, 99);
         // The second module (sorted) has another rank: detected after the first was collected.
         model.put(V, IoTestData.layer(DataType.FLOAT, 5, 8, 6, LoraConfig.builder().rank(4).alpha(8).dropout(0.1)
@@ -511,13 +493,13 @@ class CorruptAdapterFilesTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> PeftAdapterFiles.save(dir, model, "default"));
         assertMessage(e, "module '" + V + "' has dropout=0.1", "module '" + Q + "' has dropout=0.0");
-        assertSameFiles(before, dir);
+        IoTestData.assertSameFiles(before, dir);
     }
 
     @Test
     void saveThatFailsWhileWritingKeepsTheExistingFilesAndLeavesNoTemporaryFile() throws IOException {
         Path dir = savedModel();
-        Map<String, byte[]> before = files(dir);
+        Map<String, byte[]> before = IoTestData.files(dir);
         Map<String, LoraLinear> model = IoTestData.model(DataType.FLOAT, 99);
         // 70000 overflows F16 (max 65504): found while encoding, after the temporary file was created.
         model.get(V).setAdapterWeights("default", Nd4j.zeros(DataType.FLOAT, 4, 8),
@@ -525,7 +507,7 @@ class CorruptAdapterFilesTest {
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
                 () -> PeftAdapterFiles.save(dir, model, "default", DataType.HALF));
         assertMessage(e, "value 70000.0 overflows F16");
-        assertSameFiles(before, dir);
+        IoTestData.assertSameFiles(before, dir);
     }
 
     @Test

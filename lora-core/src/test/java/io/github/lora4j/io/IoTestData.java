@@ -1,6 +1,8 @@
 package io.github.lora4j.io;
 
 import static io.github.lora4j.TestData.gaussian;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraLinear;
@@ -12,8 +14,12 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.Map;
+import java.util.TreeMap;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
@@ -101,5 +107,39 @@ final class IoTestData {
         Files.writeString(dir.resolve(PeftAdapterFiles.CONFIG_FILE), config);
         Files.write(dir.resolve(PeftAdapterFiles.MODEL_FILE), model);
         return dir;
+    }
+
+    /** Every file of {@code dir} by name, with its bytes. */
+    static Map<String, byte[]> files(Path dir) throws IOException {
+        try (Stream<Path> s = Files.list(dir)) {
+            Map<String, byte[]> m = new TreeMap<>();
+            for (Path p : s.collect(Collectors.toList())) {
+                m.put(p.getFileName().toString(), Files.readAllBytes(p));
+            }
+            return m;
+        }
+    }
+
+    /** Fails unless {@code dir} holds exactly the files of {@code before}, byte for byte. */
+    static void assertSameFiles(Map<String, byte[]> before, Path dir) throws IOException {
+        Map<String, byte[]> after = files(dir);
+        assertEquals(before.keySet(), after.keySet(), "no file added, removed or left behind");
+        before.forEach((f, b) -> assertArrayEquals(b, after.get(f), f + " must be unchanged"));
+    }
+
+    /** Deletes a directory tree (for properties, which have no {@code @TempDir}). */
+    static void deleteTree(Path dir) throws IOException {
+        try (Stream<Path> s = Files.walk(dir)) {
+            for (Path p : s.sorted(Comparator.reverseOrder()).toArray(Path[]::new)) {
+                Files.delete(p);
+            }
+        }
+    }
+
+    /** The keys of {@code module}'s A and B in a file, by kind. */
+    static String[] loraKeys(PeftAdapter a, String module) {
+        boolean emb = a.kind(module) == PeftAdapterLayout.Kind.EMBEDDING;
+        return new String[] {PeftAdapterFiles.PREFIX + module + (emb ? ".lora_embedding_A" : PeftAdapterFiles.A_SUFFIX),
+            PeftAdapterFiles.PREFIX + module + (emb ? ".lora_embedding_B" : PeftAdapterFiles.B_SUFFIX)};
     }
 }

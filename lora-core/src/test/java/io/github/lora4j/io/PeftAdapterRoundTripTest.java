@@ -11,13 +11,11 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
 import java.util.TreeSet;
-import java.util.stream.Stream;
 import net.jqwik.api.Arbitraries;
 import net.jqwik.api.Arbitrary;
 import net.jqwik.api.ForAll;
@@ -121,8 +119,8 @@ class PeftAdapterRoundTripTest {
                 assertArrayEquals(Files.readAllBytes(dir.resolve(f)), Files.readAllBytes(again.resolve(f)), f);
             }
         } finally {
-            delete(dir);
-            delete(again);
+            IoTestData.deleteTree(dir);
+            IoTestData.deleteTree(again);
         }
     }
 
@@ -140,11 +138,4 @@ class PeftAdapterRoundTripTest {
         return Nd4j.createFromArray(v).castTo(type).reshape('c', rows, cols);
     }
 
-    private static void delete(Path dir) throws IOException {
-        try (Stream<Path> s = Files.walk(dir)) {
-            for (Path p : s.sorted(Comparator.reverseOrder()).toArray(Path[]::new)) {
-                Files.delete(p);
-            }
-        }
-    }
 }

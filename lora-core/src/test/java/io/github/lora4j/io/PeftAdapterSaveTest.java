@@ -22,9 +22,6 @@ import java.nio.file.attribute.PosixFilePermissions;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.TreeMap;
-import java.util.stream.Collectors;
-import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -35,22 +32,6 @@ class PeftAdapterSaveTest {
 
     @TempDir
     Path tmp;
-
-    private static Map<String, byte[]> files(Path dir) throws IOException {
-        try (Stream<Path> s = Files.list(dir)) {
-            Map<String, byte[]> m = new TreeMap<>();
-            for (Path p : s.collect(Collectors.toList())) {
-                m.put(p.getFileName().toString(), Files.readAllBytes(p));
-            }
-            return m;
-        }
-    }
-
-    private static void assertSameFiles(Map<String, byte[]> before, Path dir) throws IOException {
-        Map<String, byte[]> after = files(dir);
-        assertEquals(before.keySet(), after.keySet(), "no file added, removed or left behind");
-        before.forEach((f, b) -> assertArrayEquals(b, after.get(f), f + " must be unchanged"));
-    }
 
     /** Renames atomically, except onto the config file, which fails as a full disk or a revoked permission would. */
     private static final PeftAdapterFiles.FileOps CONFIG_RENAME_FAILS = (from, to) -> {
@@ -63,26 +44,26 @@ class PeftAdapterSaveTest {
     @Test
     void aFailedSecondRenamePutsTheOldModelFileBackSoTheFilesStayAPair() throws IOException {
         PeftAdapterFiles.save(tmp, IoTestData.model(DataType.FLOAT, 1), "default");
-        Map<String, byte[]> before = files(tmp);
+        Map<String, byte[]> before = IoTestData.files(tmp);
         // Same rank, other weights and alpha: before the fix read accepted new A/B with the old lora_alpha.
         Map<String, LoraLinear> other = IoTestData.model(DataType.FLOAT, 2);
         IOException e = assertThrows(IOException.class, () -> PeftAdapterFiles.saver().linears(other)
                 .save(tmp, "default", CONFIG_RENAME_FAILS));
         assertEquals("simulated failure of the second rename", e.getMessage());
-        assertSameFiles(before, tmp);
+        IoTestData.assertSameFiles(before, tmp);
     }
 
     @Test
     void aFailedSecondRenameIntoAnEmptyDirectoryLeavesNoModelFile() throws IOException {
         assertThrows(IOException.class, () -> PeftAdapterFiles.saver().linears(IoTestData.model(DataType.FLOAT, 1))
                 .save(tmp, "default", CONFIG_RENAME_FAILS));
-        assertEquals(Map.of(), files(tmp));
+        assertEquals(Map.of(), IoTestData.files(tmp));
     }
 
     @Test
     void savingNanOrInfinityIsRefusedNamingTheModuleAndKeepsTheFiles() throws IOException {
         PeftAdapterFiles.save(tmp, IoTestData.model(DataType.FLOAT, 1), "default");
-        Map<String, byte[]> before = files(tmp);
+        Map<String, byte[]> before = IoTestData.files(tmp);
         for (float bad : new float[] {Float.NaN, Float.POSITIVE_INFINITY, Float.NEGATIVE_INFINITY}) {
             Map<String, LoraLinear> model = IoTestData.model(DataType.FLOAT, 2);
             // updateTrainable is how an optimizer step that overflowed would leave A.
@@ -91,14 +72,14 @@ class PeftAdapterSaveTest {
                     () -> PeftAdapterFiles.save(tmp, model, "default"));
             assertTrue(e.getMessage().contains("module '" + V + "' lora_A: expected finite values, found NaN or infinity"),
                     e.getMessage());
-            assertSameFiles(before, tmp);
+            IoTestData.assertSameFiles(before, tmp);
         }
         IllegalArgumentException full = assertThrows(IllegalArgumentException.class, () -> PeftAdapterFiles.saver()
                 .linears(IoTestData.model(DataType.FLOAT, 2))
                 .modulesToSave(Map.of("score", Map.of("weight", Nd4j.createFromArray(1f, Float.NaN))))
                 .save(tmp, "default"));
         assertTrue(full.getMessage().contains("modules_to_save module 'score' weight: expected finite"), full.getMessage());
-        assertSameFiles(before, tmp);
+        IoTestData.assertSameFiles(before, tmp);
     }
 
     private static int umask() throws IOException, InterruptedException {
@@ -144,7 +125,7 @@ class PeftAdapterSaveTest {
         }
         Files.writeString(tmp.resolve("README.md"), "not ours");
         PeftAdapterFiles.save(tmp, IoTestData.model(DataType.FLOAT, 1), "default");
-        assertEquals(Set.of(PeftAdapterFiles.MODEL_FILE, PeftAdapterFiles.CONFIG_FILE, "README.md"), files(tmp).keySet());
+        assertEquals(Set.of(PeftAdapterFiles.MODEL_FILE, PeftAdapterFiles.CONFIG_FILE, "README.md"), IoTestData.files(tmp).keySet());
         assertEquals(List.of(Q, V), PeftAdapterFiles.read(tmp).modules());
     }
 

@@ -18,14 +18,12 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
 import java.util.TreeMap;
 import java.util.regex.Pattern;
-import java.util.stream.Stream;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -38,14 +36,6 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * a model, written as raw safetensors and read back with their roles.
  */
 class PeftKindsRoundTripTest {
-
-    private static void delete(Path dir) throws IOException {
-        try (Stream<Path> s = Files.walk(dir)) {
-            for (Path p : s.sorted(Comparator.reverseOrder()).toArray(Path[]::new)) {
-                Files.delete(p);
-            }
-        }
-    }
 
     /** A base model from {@code seed}: the same arrays' values on every call. */
     private static LoraModel base(long seed, WeightLayout layout, boolean withEmbedding) {
@@ -147,8 +137,8 @@ class PeftKindsRoundTripTest {
                         + "\n" + new String(y, 0, Math.min(y.length, 700), StandardCharsets.ISO_8859_1));
             }
         } finally {
-            delete(dir);
-            delete(again);
+            IoTestData.deleteTree(dir);
+            IoTestData.deleteTree(again);
         }
     }
 
@@ -212,10 +202,9 @@ class PeftKindsRoundTripTest {
         int seen = 0;
         for (String m : a.modules()) {
             assertEquals(kinds.get(m), a.kind(m), m);
-            String[] suffix = a.kind(m) == Kind.EMBEDDING ? new String[] {".lora_embedding_A", ".lora_embedding_B"}
-                    : new String[] {".lora_A.weight", ".lora_B.weight"};
-            assertBitwiseEquals(tensors.get("base_model.model." + m + suffix[0]), a.a(m), m + " A");
-            assertBitwiseEquals(tensors.get("base_model.model." + m + suffix[1]), a.b(m), m + " B");
+            String[] keys = IoTestData.loraKeys(a, m);
+            assertBitwiseEquals(tensors.get(keys[0]), a.a(m), m + " A");
+            assertBitwiseEquals(tensors.get(keys[1]), a.b(m), m + " B");
             seen += 2;
         }
         for (String m : a.fullModules()) {

@@ -74,10 +74,9 @@ class RealPeftAdaptersTest {
         Map<String, Object[]> raw = independentDecode(dir.resolve(PeftAdapterFiles.MODEL_FILE));
         int seen = 0;
         for (String m : a.modules()) {
-            String[] suffix = a.kind(m) == Kind.EMBEDDING ? new String[] {".lora_embedding_A", ".lora_embedding_B"}
-                    : new String[] {".lora_A.weight", ".lora_B.weight"};
-            assertSameAsIndependent(raw.get("base_model.model." + m + suffix[0]), a.a(m), m + " A");
-            assertSameAsIndependent(raw.get("base_model.model." + m + suffix[1]), a.b(m), m + " B");
+            String[] keys = IoTestData.loraKeys(a, m);
+            assertSameAsIndependent(raw.get(keys[0]), a.a(m), m + " A");
+            assertSameAsIndependent(raw.get(keys[1]), a.b(m), m + " B");
             seen += 2;
         }
         for (String m : a.fullModules()) {
