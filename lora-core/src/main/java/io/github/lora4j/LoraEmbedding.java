@@ -290,19 +290,18 @@ public final class LoraEmbedding {
         boolean keep = training;
         Supplier<INDArray> compute = () -> {
             int n = ids.length;
-            INDArray y = Nd4j.create(dataType(), n, embeddingDim());
+            int[] rows = new int[n];
             for (int i = 0; i < n; i++) {
-                y.getRow(i).assign(table.getRow(ids[i]));
+                rows[i] = Math.toIntExact(ids[i]);
             }
+            // y = T[ids] [n, dim]: one gather, a new c-order array
+            INDArray y = n == 0 ? Nd4j.create(dataType(), 0, embeddingDim()) : Nd4j.pullRows(table, 1, rows);
             String active = delegate.activeAdapter();
             boolean lora = active != null && delegate.adaptersEnabled() && !delegate.isMerged() && n > 0;
             if (lora) {
                 LoraAdapter ad = delegate.adapter(active);
-                // u = A^T[ids] [n, r]
-                INDArray u = Nd4j.create(dataType(), n, ad.rank());
-                for (int i = 0; i < n; i++) {
-                    u.getRow(i).assign(ad.a().getColumn(ids[i]));
-                }
+                // u = A^T[ids] [n, r]: the gathered columns of A [r, n], transposed
+                INDArray u = Nd4j.pullRows(ad.a(), 0, rows).transpose().dup('c');
                 // y += s u B^T
                 Nd4j.gemm(u, ad.b(), y, false, true, ad.scaling(), 1.0);
                 if (keep) {
