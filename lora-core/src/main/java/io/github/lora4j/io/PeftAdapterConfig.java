@@ -198,6 +198,8 @@ public final class PeftAdapterConfig {
      * The rank of {@code module} (a path such as {@code model.layers.0.self_attn.q_proj}), as PEFT resolves it: the
      * first {@code rank_pattern} key equal to the path or, as a regex, matching its whole tail after a dot
      * ({@code (.*\.)?key}); {@link #r()} when none does.
+     *
+     * @throws IllegalArgumentException if a key is a regex too expensive to match (catastrophic backtracking)
      */
     public int rankOf(String module) {
         String key = patternKey(rankKeys, module);
@@ -210,13 +212,75 @@ public final class PeftAdapterConfig {
         return key == null ? loraAlpha : alphaPattern.get(key);
     }
 
+    /** Character reads one pattern key may spend on one module path: far above any sane regex, far below a hang. */
+    private static final long MATCH_BUDGET = 1_000_000;
+
     private static String patternKey(List<Map.Entry<String, Pattern>> keys, String module) {
         for (Map.Entry<String, Pattern> k : keys) {
-            if (k.getKey().equals(module) || k.getValue().matcher(module).matches()) {
+            if (k.getKey().equals(module)) {
                 return k.getKey();
+            }
+            try {
+                if (k.getValue().matcher(new Budgeted(module, MATCH_BUDGET)).matches()) {
+                    return k.getKey();
+                }
+            } catch (Budgeted.Exhausted e) {
+                throw new IllegalArgumentException("pattern key '" + k.getKey() + "' needs more than " + MATCH_BUDGET
+                        + " steps to match module '" + module + "' (catastrophic backtracking); expected a plain name "
+                        + "or a simple regex");
             }
         }
         return null;
+    }
+
+    /** A string whose characters may be read a bounded number of times, so a hostile regex cannot hang a reader. */
+    private static final class Budgeted implements CharSequence {
+        static final class Exhausted extends RuntimeException {
+            private static final long serialVersionUID = 1L;
+
+            Exhausted() {
+                super(null, null, false, false);
+            }
+        }
+
+        private final String s;
+        private final long[] left;
+        private final int from;
+        private final int to;
+
+        Budgeted(String s, long budget) {
+            this(s, new long[] {budget}, 0, s.length());
+        }
+
+        private Budgeted(String s, long[] left, int from, int to) {
+            this.s = s;
+            this.left = left;
+            this.from = from;
+            this.to = to;
+        }
+
+        @Override
+        public char charAt(int index) {
+            if (--left[0] < 0) {
+                throw new Exhausted();
+            }
+            return s.charAt(from + index);
+        }
+
+        @Override
+        public int length() {
+            return to - from;
+        }
+
+        @Override
+        public CharSequence subSequence(int start, int end) {
+            return new Budgeted(s, left, from + start, from + end);
+        }
+
+        @Override
+        public String toString() {
+            return s.substring(from, to);
+        }
     }
 
     /**

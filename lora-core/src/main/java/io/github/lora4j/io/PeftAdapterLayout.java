@@ -243,7 +243,8 @@ public final class PeftAdapterLayout {
                         + "tensors " + full.get(module).keySet() + "; expected one or the other (a bias trained beside "
                         + "LoRA, PEFT's bias = \"" + config.bias() + "\", would change a layer lora4j adapts)");
             }
-            lora.put(module, new LoraModule(kind, config.rankOf(module), config.alphaOf(module), a, b));
+            Number[] ra = patterned(config, module, what);
+            lora.put(module, new LoraModule(kind, ra[0].intValue(), ra[1].doubleValue(), a, b));
         }
         return new PeftAdapterLayout(config, header.metadata, lora, full, baseCopies, roles);
     }
@@ -340,7 +341,7 @@ public final class PeftAdapterLayout {
             throw new AdapterFormatException(where + ": expected a non-empty " + (kind == Kind.CONV ? "3- to 5-D tensor "
                     : "matrix ") + expected + ", got shape " + Arrays.toString(shape));
         }
-        int r = config.rankOf(module);
+        int r = patterned(config, module, what)[0].intValue();
         long rank = isA ? shape[0] : shape[1];
         if (rank != r) {
             String source = config.rankPattern().isEmpty() ? " from " + PeftAdapterFiles.CONFIG_FILE
@@ -357,6 +358,16 @@ public final class PeftAdapterLayout {
                             + Arrays.toString(shape));
                 }
             }
+        }
+    }
+
+    /** {rank, alpha} of {@code module} through the patterns; a regex too costly to match is a format error. */
+    private static Number[] patterned(PeftAdapterConfig config, String module, String what)
+            throws AdapterFormatException {
+        try {
+            return new Number[] {config.rankOf(module), config.alphaOf(module)};
+        } catch (IllegalArgumentException e) {
+            throw new AdapterFormatException(PeftAdapterFiles.CONFIG_FILE + ": " + e.getMessage() + " (in " + what + ")", e);
         }
     }
 

@@ -159,4 +159,17 @@ class HostileFileTest {
         }));
         assertTrue(stop.getMessage().contains("[2, 75000000]"), stop.getMessage());
     }
+
+    @Test
+    void aRankPatternKeyWithCatastrophicBacktrackingIsRefusedInsteadOfHanging() throws IOException {
+        // (.*a){20}b against 40 a's takes about C(40, 20) = 1.4e11 steps in a backtracking matcher (Java 17's and
+        // Python's alike; Java 17 already took 1.5 s for 24 a's).
+        String module = "a".repeat(40);
+        String header = "{\"base_model.model." + module + ".lora_A.weight\":{\"dtype\":\"F32\",\"shape\":[2,4],"
+                + "\"data_offsets\":[0,32]},\"base_model.model." + module + ".lora_B.weight\":{\"dtype\":\"F32\","
+                + "\"shape\":[4,2],\"data_offsets\":[32,64]}}";
+        Path dir = IoTestData.writeDir(tmp.resolve("redos"), CONFIG.replace("}", ", \"rank_pattern\": {\"(.*a){20}b\": 3}}"),
+                IoTestData.file(header, new byte[64]));
+        assertRefused(dir, "pattern key '(.*a){20}b' needs more than", "catastrophic backtracking");
+    }
 }
