@@ -69,7 +69,7 @@ class LoraEmbeddingTest {
     void forwardIsTheLookupPlusTheScaledLowRankRow(@ForAll @IntRange(min = 1, max = 20) int vocab,
                                                   @ForAll @IntRange(min = 1, max = 9) int dim,
                                                   @ForAll @IntRange(min = 0, max = 12) int n, @ForAll long seed) {
-        int r = 1 + (int) Math.floorMod(seed, Math.min(vocab, dim));
+        int r = 1 + Math.floorMod(seed, Math.min(vocab, dim));
         LoraEmbedding e = trained(DataType.DOUBLE, seed, vocab, dim, r, 1 + Math.floorMod(seed, 7));
         long[] ids = new long[n];
         for (int i = 0; i < n; i++) {
