@@ -405,6 +405,15 @@ public final class LoraModel {
     public LoraModel train() {
         modules.values().forEach(LoraLinear::train);
         embeddings.values().forEach(LoraEmbedding::train);
+        // Modules swapped out (originals or modules_to_save copies) follow, so a swap keeps the mode.
+        savedLinears.values().forEach(m -> {
+            m[0].train();
+            m[1].train();
+        });
+        savedEmbeddings.values().forEach(m -> {
+            m[0].train();
+            m[1].train();
+        });
         return this;
     }
 
@@ -412,6 +421,14 @@ public final class LoraModel {
     public LoraModel eval() {
         modules.values().forEach(LoraLinear::eval);
         embeddings.values().forEach(LoraEmbedding::eval);
+        savedLinears.values().forEach(m -> {
+            m[0].eval();
+            m[1].eval();
+        });
+        savedEmbeddings.values().forEach(m -> {
+            m[0].eval();
+            m[1].eval();
+        });
         return this;
     }
 
@@ -560,7 +577,6 @@ public final class LoraModel {
             } catch (IllegalArgumentException e) {
                 throw new IllegalArgumentException("modules_to_save module '" + path + "': " + e.getMessage(), e);
             }
-            copy.eval();
             if (original.isTraining()) {
                 copy.train();
             }
@@ -575,6 +591,9 @@ public final class LoraModel {
                 copy = LoraEmbedding.base(weight);
             } catch (IllegalArgumentException e) {
                 throw new IllegalArgumentException("modules_to_save module '" + path + "': " + e.getMessage(), e);
+            }
+            if (original.isTraining()) {
+                copy.train();
             }
             savedEmbeddings.put(path, new LoraEmbedding[] {original, copy});
             if (modulesToSaveEnabled) {
