@@ -2,6 +2,7 @@ package io.github.lora4j.io;
 
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
@@ -54,7 +55,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * <h2>What loads where</h2>
  * Linear LoRA (also GPT-2 {@code Conv1D} with {@code fan_in_fan_out}) loads into {@link LoraLinear}s, embedding
  * LoRA into {@link LoraEmbedding}s, each module with its own rank and alpha ({@code rank_pattern},
- * {@code alpha_pattern}). Conv LoRA is read but refused by {@code load}: lora4j has no convolution layer. Full
+ * {@code alpha_pattern}). Conv2d LoRA loads into {@link LoraConv2d}s (inference and merging only); Conv1d/Conv3d LoRA
+ * is read but refused by {@code load}. Full
  * tensors ({@code modules_to_save}, trained biases) are read; {@code io.github.lora4j.model.LoraModel} applies them,
  * the map-based {@code load} methods here refuse them (they cannot swap a caller's module).
  *
@@ -141,6 +143,7 @@ public final class PeftAdapterFiles {
     public static final class Saver {
         private Map<String, LoraLinear> linears = Map.of();
         private Map<String, LoraEmbedding> embeddings = Map.of();
+        private Map<String, LoraConv2d> convs = Map.of();
         private Map<String, Map<String, INDArray>> modulesToSave = Map.of();
         private String baseModel;
         private List<String> targets;
@@ -160,6 +163,12 @@ public final class PeftAdapterFiles {
         /** Embedding modules, path to layer; those without the adapter are skipped. */
         public Saver embeddings(Map<String, LoraEmbedding> modules) {
             this.embeddings = Objects.requireNonNull(modules, "modules must not be null");
+            return this;
+        }
+
+        /** Conv2d modules, path to layer; those without the adapter are skipped. */
+        public Saver convs(Map<String, LoraConv2d> modules) {
+            this.convs = Objects.requireNonNull(modules, "modules must not be null");
             return this;
         }
 
@@ -272,9 +281,24 @@ public final class PeftAdapterFiles {
                 configs.put(module, adapter.config());
                 lastNames.add(module.substring(module.lastIndexOf('.') + 1));
             }
+            for (Map.Entry<String, LoraConv2d> m : new TreeMap<>(convs).entrySet()) {
+                String module = checkPath(m.getKey(), configs);
+                LoraConv2d layer = Objects.requireNonNull(m.getValue(), "layer of module '" + module + "'");
+                if (!layer.adapterNames().contains(adapterName)) {
+                    continue;
+                }
+                INDArray a = layer.loraA(adapterName);
+                INDArray b = layer.loraB(adapterName);
+                requireFinite(a, "module '" + module + "' lora_A");
+                requireFinite(b, "module '" + module + "' lora_B");
+                tensors.put(PREFIX + module + A_SUFFIX, a);
+                tensors.put(PREFIX + module + B_SUFFIX, b);
+                configs.put(module, layer.adapterConfig(adapterName));
+                lastNames.add(module.substring(module.lastIndexOf('.') + 1));
+            }
             if (configs.isEmpty()) {
                 throw new IllegalArgumentException("no module has adapter '" + adapterName + "'; expected at least one of "
-                        + (linears.size() + embeddings.size()) + " modules to have it");
+                        + (linears.size() + embeddings.size() + convs.size()) + " modules to have it");
             }
             for (Map.Entry<String, Map<String, INDArray>> m : new TreeMap<>(modulesToSave).entrySet()) {
                 String module = m.getKey();
@@ -348,7 +372,8 @@ public final class PeftAdapterFiles {
                 throw new IllegalArgumentException("module paths must not be blank, got '" + module + "'");
             }
             if (seen.containsKey(module)) {
-                throw new IllegalArgumentException("module '" + module + "' is both a linear and an embedding module");
+                throw new IllegalArgumentException("module '" + module + "' appears in more than one of the linear, "
+                        + "embedding and conv maps");
             }
             return module;
         }
@@ -638,7 +663,7 @@ public final class PeftAdapterFiles {
      * @return the file's config
      * @throws AdapterFormatException   if the file is corrupt, hostile or unsupported, or holds NaN or infinity
      * @throws IllegalArgumentException if the file does not fit the model: a module missing or of another kind (conv
-     *                                  LoRA always: lora4j has no convolution layer), full tensors
+     *                                  LoRA always here: pass conv layers to the six-argument load), full tensors
      *                                  ({@code modules_to_save}: use {@code LoraModel}), a shape that does not match
      *                                  the layer, a rank above {@code min(in, out)}, a scaling or value that is not
      *                                  finite in the layer's type, or an adapter name that is invalid or taken; the
@@ -646,19 +671,21 @@ public final class PeftAdapterFiles {
      */
     public static PeftAdapterConfig load(Path dir, Map<String, LoraLinear> linears, Map<String, LoraEmbedding> embeddings,
                                          String adapterName) throws IOException {
-        return load(dir, linears, embeddings, adapterName, null).config();
+        return load(dir, linears, embeddings, Map.of(), adapterName, null).config();
     }
 
     /**
-     * {@link #load(Path, Map, Map, String)} for a caller that applies the file's full tensors itself (as
-     * {@code LoraModel} does): {@code fullTensorCheck} sees the layout before any tensor is read and throws if the
-     * full tensors do not fit; null refuses any. The returned adapter holds them.
+     * {@link #load(Path, Map, Map, String)} with Conv2d modules too ({@link LoraConv2d}: A {@code [r, in, kh, kw]},
+     * B {@code [out, r, 1, 1]}), for a caller that applies the file's full tensors itself (as {@code LoraModel}
+     * does): {@code fullTensorCheck} sees the layout before any tensor is read and throws if the full tensors do not
+     * fit; null refuses any. The returned adapter holds them.
      */
     public static PeftAdapter load(Path dir, Map<String, LoraLinear> linears, Map<String, LoraEmbedding> embeddings,
-                                   String adapterName, Consumer<? super PeftAdapterLayout> fullTensorCheck)
-            throws IOException {
+                                   Map<String, LoraConv2d> convs, String adapterName,
+                                   Consumer<? super PeftAdapterLayout> fullTensorCheck) throws IOException {
         Objects.requireNonNull(linears, "linears must not be null");
         Objects.requireNonNull(embeddings, "embeddings must not be null");
+        Objects.requireNonNull(convs, "convs must not be null");
         Objects.requireNonNull(adapterName, "adapterName must not be null");
         if (adapterName.isBlank() || adapterName.equals(LoraLinear.BASE_MODEL)) {
             throw new IllegalArgumentException("adapter name must be non-blank and not '" + LoraLinear.BASE_MODEL
@@ -666,7 +693,7 @@ public final class PeftAdapterFiles {
         }
         Map<String, LoraConfig> configs = new HashMap<>();
         PeftAdapter adapter = read(dir, layout -> {
-            configs.putAll(checkFits(layout, linears, embeddings, adapterName));
+            configs.putAll(checkFits(layout, linears, embeddings, convs, adapterName));
             if (fullTensorCheck != null) {
                 fullTensorCheck.accept(layout);
             } else if (!layout.fullTensors().isEmpty()) {
@@ -680,7 +707,7 @@ public final class PeftAdapterFiles {
         Map<String, INDArray[]> prepared = new LinkedHashMap<>();
         for (String module : adapter.modules()) {
             DataType type = linears.containsKey(module) ? linears.get(module).dataType()
-                    : embeddings.get(module).dataType();
+                    : embeddings.containsKey(module) ? embeddings.get(module).dataType() : convs.get(module).dataType();
             String owner = "module '" + module + "'";
             prepared.put(module, new INDArray[] {convert(adapter.storedA(module), type, owner, "lora_A"),
                 convert(adapter.storedB(module), type, owner, "lora_B")});
@@ -697,11 +724,16 @@ public final class PeftAdapterFiles {
                     linear.addAdapter(adapterName, cfg);
                     undo.add(() -> linear.deleteAdapter(adapterName));
                     linear.setAdapterWeights(adapterName, p.getValue()[0], p.getValue()[1]);
-                } else {
+                } else if (embeddings.containsKey(module)) {
                     LoraEmbedding emb = embeddings.get(module);
                     emb.addAdapter(adapterName, cfg);
                     undo.add(() -> emb.deleteAdapter(adapterName));
                     emb.setAdapterWeights(adapterName, p.getValue()[0], p.getValue()[1]);
+                } else {
+                    LoraConv2d conv = convs.get(module);
+                    conv.addAdapter(adapterName, cfg);
+                    undo.add(() -> conv.deleteAdapter(adapterName));
+                    conv.setAdapterWeights(adapterName, p.getValue()[0], p.getValue()[1]);
                 }
             }
         } catch (RuntimeException e) {
@@ -719,7 +751,8 @@ public final class PeftAdapterFiles {
 
     /** Checks every LoRA module of {@code layout} against the model; returns each module's lora4j config. */
     private static Map<String, LoraConfig> checkFits(PeftAdapterLayout layout, Map<String, LoraLinear> linears,
-                                                     Map<String, LoraEmbedding> embeddings, String adapterName) {
+                                                     Map<String, LoraEmbedding> embeddings,
+                                                     Map<String, LoraConv2d> convs, String adapterName) {
         PeftAdapterConfig config = layout.config();
         Map<String, LoraConfig> configs = new HashMap<>();
         for (Map.Entry<String, LoraModule> e : layout.loraModules().entrySet()) {
@@ -731,10 +764,26 @@ public final class PeftAdapterFiles {
             DataType type;
             List<String> names;
             if (m.kind() == Kind.CONV) {
-                throw new IllegalArgumentException("module '" + module + "' holds Conv LoRA (" + shapes + "); lora4j "
-                        + "has no convolution layer to load it into; read it with PeftAdapterFiles.read");
-            }
-            if (m.kind() == Kind.LINEAR) {
+                LoraConv2d conv = convs.get(module);
+                if (conv == null || m.shapeA().length != 4) {
+                    throw new IllegalArgumentException("module '" + module + "' holds Conv LoRA (" + shapes + "); "
+                            + (m.shapeA().length != 4 ? "lora4j has no Conv1d/Conv3d layer to load it into"
+                            : "the model has no LoraConv2d at that path to load it into (LoraModel.Builder.conv2d)")
+                            + "; read it with PeftAdapterFiles.read");
+                }
+                int[] k = conv.kernelSize();
+                long[] a = {m.rank(), conv.inChannels(), k[0], k[1]};
+                long[] b = {conv.outChannels(), m.rank(), 1, 1};
+                if (!Arrays.equals(a, m.shapeA()) || !Arrays.equals(b, m.shapeB())) {
+                    throw new IllegalArgumentException("module '" + module + "': the conv layer has in = "
+                            + conv.inChannels() + ", out = " + conv.outChannels() + ", kernel " + k[0] + "x" + k[1]
+                            + ", so expected A " + Arrays.toString(a) + " and B " + Arrays.toString(b) + ", got " + shapes);
+                }
+                in = conv.inChannels() * k[0] * k[1];
+                out = conv.outChannels();
+                type = conv.dataType();
+                names = conv.adapterNames();
+            } else if (m.kind() == Kind.LINEAR) {
                 LoraLinear layer = linears.get(module);
                 if (layer == null) {
                     throw notInModel(module, "linear", linears, embeddings);
@@ -753,7 +802,7 @@ public final class PeftAdapterFiles {
                 type = layer.dataType();
                 names = layer.adapterNames();
             }
-            if (m.in() != in || m.out() != out) {
+            if (m.kind() != Kind.CONV && (m.in() != in || m.out() != out)) {
                 String what = m.kind() == Kind.LINEAR ? "in = " + in + ", out = " + out
                         : "num_embeddings = " + in + ", dim = " + out;
                 throw new IllegalArgumentException("module '" + module + "': the layer has " + what + ", so expected A ["

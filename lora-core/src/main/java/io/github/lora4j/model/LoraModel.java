@@ -1,6 +1,7 @@
 package io.github.lora4j.model;
 
 import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.MergeMode;
@@ -27,8 +28,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * A model as PEFT sees it: an ordered map of named modules (module path such as
  * {@code model.layers.0.self_attn.q_proj}), linear ones (frozen weight, optional bias, {@link WeightLayout}) and
- * embeddings (frozen table {@code [num_embeddings, dim]}), to which LoRA adapters are applied by target-module names
- * or a regular expression, all at once.
+ * embeddings (frozen table {@code [num_embeddings, dim]}) and 2-D convolutions ({@link LoraConv2d}, inference only),
+ * to which LoRA adapters are applied by target-module names or a regular expression, all at once.
  *
  * <pre>{@code
  * LoraModel model = LoraModel.builder()
@@ -83,8 +84,10 @@ public final class LoraModel {
     /** Current linear modules: a modules_to_save copy replaces its original here while enabled. */
     private final Map<String, LoraLinear> modules;
     private final Map<String, LoraEmbedding> embeddings;
+    private final Map<String, LoraConv2d> convs;
     private final Map<String, LoraLinear> targeted = new LinkedHashMap<>();
     private final Map<String, LoraEmbedding> targetedEmbeddings = new LinkedHashMap<>();
+    private final Map<String, LoraConv2d> targetedConvs = new LinkedHashMap<>();
     /** modules_to_save: path to {original, copy}. */
     private final Map<String, LoraLinear[]> savedLinears = new LinkedHashMap<>();
     private final Map<String, LoraEmbedding[]> savedEmbeddings = new LinkedHashMap<>();
@@ -94,10 +97,12 @@ public final class LoraModel {
     private LoraConfig appliedConfig;
     private String baseModelNameOrPath;
 
-    private LoraModel(List<String> order, Map<String, LoraLinear> modules, Map<String, LoraEmbedding> embeddings) {
+    private LoraModel(List<String> order, Map<String, LoraLinear> modules, Map<String, LoraEmbedding> embeddings,
+                      Map<String, LoraConv2d> convs) {
         this.order = order;
         this.modules = modules;
         this.embeddings = embeddings;
+        this.convs = convs;
     }
 
     /** A builder for the model's modules, in the order they are added. */
@@ -146,6 +151,21 @@ public final class LoraModel {
     }
 
     /**
+     * The Conv2d module at {@code path}.
+     *
+     * @throws IllegalArgumentException for an unknown path or another kind of module, listing the conv modules
+     */
+    public LoraConv2d conv2d(String path) {
+        Objects.requireNonNull(path, "module path must not be null");
+        LoraConv2d m = convs.get(path);
+        if (m == null) {
+            throw new IllegalArgumentException("unknown conv module '" + path + "'; available conv modules: "
+                    + convs.keySet());
+        }
+        return m;
+    }
+
+    /**
      * The linear modules that carry LoRA adapters (those {@link #applyLora} matched), path → layer, in model order;
      * an unmodifiable view. This is the map {@code io.github.lora4j.io.PeftAdapterFiles} saves and loads.
      */
@@ -156,6 +176,11 @@ public final class LoraModel {
     /** The embeddings that carry LoRA adapters, path → layer, in model order; an unmodifiable view. */
     public Map<String, LoraEmbedding> loraEmbeddings() {
         return Collections.unmodifiableMap(targetedEmbeddings);
+    }
+
+    /** The Conv2d modules that carry LoRA adapters, path → layer, in model order; an unmodifiable view. */
+    public Map<String, LoraConv2d> loraConvs() {
+        return Collections.unmodifiableMap(targetedConvs);
     }
 
     /**
@@ -232,12 +257,13 @@ public final class LoraModel {
     }
 
     private void apply(LoraConfig config, Predicate<String> matches, String what) {
-        if (!targeted.isEmpty() || !targetedEmbeddings.isEmpty()) {
+        if (!noTargets()) {
             throw new IllegalStateException("LoRA is already applied to " + targetPaths()
                     + "; use addAdapter(name, config) to add another adapter");
         }
         Map<String, LoraLinear> matched = new LinkedHashMap<>();
         Map<String, LoraEmbedding> matchedEmb = new LinkedHashMap<>();
+        Map<String, LoraConv2d> matchedConv = new LinkedHashMap<>();
         for (String path : order) {
             if (matches.test(path)) {
                 if (savedLinears.containsKey(path) || savedEmbeddings.containsKey(path)) {
@@ -246,34 +272,44 @@ public final class LoraModel {
                 }
                 if (modules.containsKey(path)) {
                     matched.put(path, modules.get(path));
-                } else {
+                } else if (embeddings.containsKey(path)) {
                     matchedEmb.put(path, embeddings.get(path));
+                } else {
+                    matchedConv.put(path, convs.get(path));
                 }
             }
         }
-        if (matched.isEmpty() && matchedEmb.isEmpty()) {
+        if (matched.isEmpty() && matchedEmb.isEmpty() && matchedConv.isEmpty()) {
             throw new IllegalArgumentException(what + " matched no module; available modules: " + order);
         }
-        addToAll(matched, matchedEmb, DEFAULT_ADAPTER, config);
+        addToAll(matched, matchedEmb, matchedConv, DEFAULT_ADAPTER, config);
         for (LoraLinear m : matched.values()) {
             m.setActiveAdapter(DEFAULT_ADAPTER);
         }
         for (LoraEmbedding m : matchedEmb.values()) {
             m.setActiveAdapter(DEFAULT_ADAPTER);
         }
+        for (LoraConv2d m : matchedConv.values()) {
+            m.setActiveAdapter(DEFAULT_ADAPTER);
+        }
         targeted.putAll(matched);
         targetedEmbeddings.putAll(matchedEmb);
+        targetedConvs.putAll(matchedConv);
         appliedConfig = config;
     }
 
     private List<String> targetPaths() {
         List<String> out = new ArrayList<>();
         for (String p : order) {
-            if (targeted.containsKey(p) || targetedEmbeddings.containsKey(p)) {
+            if (targeted.containsKey(p) || targetedEmbeddings.containsKey(p) || targetedConvs.containsKey(p)) {
                 out.add(p);
             }
         }
         return out;
+    }
+
+    private boolean noTargets() {
+        return targeted.isEmpty() && targetedEmbeddings.isEmpty() && targetedConvs.isEmpty();
     }
 
     /**
@@ -286,17 +322,22 @@ public final class LoraModel {
     public void addAdapter(String name, LoraConfig config) {
         Objects.requireNonNull(config, "config must not be null");
         requireApplied();
-        addToAll(targeted, targetedEmbeddings, name, config);
+        addToAll(targeted, targetedEmbeddings, targetedConvs, name, config);
     }
 
-    private static void addToAll(Map<String, LoraLinear> target, Map<String, LoraEmbedding> targetEmb, String name,
-                                 LoraConfig config) {
+    private static void addToAll(Map<String, LoraLinear> target, Map<String, LoraEmbedding> targetEmb,
+                                 Map<String, LoraConv2d> targetConv, String name, LoraConfig config) {
         for (Map.Entry<String, LoraLinear> e : target.entrySet()) {
             checkAddable(e.getKey(), e.getValue().inFeatures(), e.getValue().outFeatures(), e.getValue().adapterNames(),
                     name, config);
         }
         for (Map.Entry<String, LoraEmbedding> e : targetEmb.entrySet()) {
             checkAddable(e.getKey(), e.getValue().numEmbeddings(), e.getValue().embeddingDim(),
+                    e.getValue().adapterNames(), name, config);
+        }
+        for (Map.Entry<String, LoraConv2d> e : targetConv.entrySet()) {
+            int[] k = e.getValue().kernelSize();
+            checkAddable(e.getKey(), e.getValue().inChannels() * k[0] * k[1], e.getValue().outChannels(),
                     e.getValue().adapterNames(), name, config);
         }
         List<Runnable> undo = new ArrayList<>();
@@ -306,6 +347,10 @@ public final class LoraModel {
                 undo.add(() -> e.getValue().deleteAdapter(name));
             }
             for (Map.Entry<String, LoraEmbedding> e : targetEmb.entrySet()) {
+                e.getValue().addAdapter(name, config.toBuilder().seed(moduleSeed(config.seed(), e.getKey())).build());
+                undo.add(() -> e.getValue().deleteAdapter(name));
+            }
+            for (Map.Entry<String, LoraConv2d> e : targetConv.entrySet()) {
                 e.getValue().addAdapter(name, config.toBuilder().seed(moduleSeed(config.seed(), e.getKey())).build());
                 undo.add(() -> e.getValue().deleteAdapter(name));
             }
@@ -353,8 +398,12 @@ public final class LoraModel {
         for (Map.Entry<String, LoraEmbedding> e : targetedEmbeddings.entrySet()) {
             checkSwitchable(e.getKey(), e.getValue().adapterNames(), e.getValue().isMerged(), name);
         }
+        for (Map.Entry<String, LoraConv2d> e : targetedConvs.entrySet()) {
+            checkSwitchable(e.getKey(), e.getValue().adapterNames(), e.getValue().isMerged(), name);
+        }
         targeted.values().forEach(m -> m.setActiveAdapter(name));
         targetedEmbeddings.values().forEach(m -> m.setActiveAdapter(name));
+        targetedConvs.values().forEach(m -> m.setActiveAdapter(name));
     }
 
     private static void checkSwitchable(String path, List<String> names, boolean merged, String name) {
@@ -372,7 +421,10 @@ public final class LoraModel {
         if (!targeted.isEmpty()) {
             return targeted.values().iterator().next().activeAdapter();
         }
-        return targetedEmbeddings.isEmpty() ? null : targetedEmbeddings.values().iterator().next().activeAdapter();
+        if (!targetedEmbeddings.isEmpty()) {
+            return targetedEmbeddings.values().iterator().next().activeAdapter();
+        }
+        return targetedConvs.isEmpty() ? null : targetedConvs.values().iterator().next().activeAdapter();
     }
 
     /** Adapter names of the targeted modules (all have the same), in the order they were added. */
@@ -380,7 +432,10 @@ public final class LoraModel {
         if (!targeted.isEmpty()) {
             return targeted.values().iterator().next().adapterNames();
         }
-        return targetedEmbeddings.isEmpty() ? List.of() : targetedEmbeddings.values().iterator().next().adapterNames();
+        if (!targetedEmbeddings.isEmpty()) {
+            return targetedEmbeddings.values().iterator().next().adapterNames();
+        }
+        return targetedConvs.isEmpty() ? List.of() : targetedConvs.values().iterator().next().adapterNames();
     }
 
     // ---------------------------------------------------------------- forward and training
@@ -394,7 +449,11 @@ public final class LoraModel {
     public INDArray forward(String path, INDArray x) {
         Objects.requireNonNull(path, "module path must not be null");
         LoraEmbedding e = embeddings.get(path);
-        return e != null ? e.forward(x) : module(path).forward(x);
+        if (e != null) {
+            return e.forward(x);
+        }
+        LoraConv2d c = convs.get(path);
+        return c != null ? c.forward(x) : module(path).forward(x);
     }
 
     /**
@@ -453,6 +512,7 @@ public final class LoraModel {
         List<Mergeable> out = new ArrayList<>();
         targeted.forEach((p, m) -> out.add(new Mergeable(p, () -> m.merge(mode), m::unmerge, m.isMerged())));
         targetedEmbeddings.forEach((p, m) -> out.add(new Mergeable(p, () -> m.merge(mode), m::unmerge, m.isMerged())));
+        targetedConvs.forEach((p, m) -> out.add(new Mergeable(p, () -> m.merge(mode), m::unmerge, m.isMerged())));
         return out;
     }
 
@@ -508,10 +568,7 @@ public final class LoraModel {
 
     /** Whether the targeted modules are merged (false before {@link #applyLora}). */
     public boolean isMerged() {
-        if (!targeted.isEmpty()) {
-            return targeted.values().iterator().next().isMerged();
-        }
-        return !targetedEmbeddings.isEmpty() && targetedEmbeddings.values().iterator().next().isMerged();
+        return mergeables(MergeMode.EXACT).stream().findFirst().map(Mergeable::merged).orElse(false);
     }
 
     /**
@@ -525,7 +582,8 @@ public final class LoraModel {
     public Map<String, INDArray> mergeAndUnload() {
         Map<String, INDArray> out = new LinkedHashMap<>();
         for (String p : order) {
-            out.put(p, modules.containsKey(p) ? modules.get(p).mergedWeight() : embeddings.get(p).mergedTable());
+            out.put(p, modules.containsKey(p) ? modules.get(p).mergedWeight() : embeddings.containsKey(p)
+                    ? embeddings.get(p).mergedTable() : convs.get(p).mergedWeight());
         }
         return out;
     }
@@ -564,7 +622,8 @@ public final class LoraModel {
     }
 
     private INDArray baseArray(String path) {
-        return modules.containsKey(path) ? modules.get(path).weight() : embeddings.get(path).table();
+        return modules.containsKey(path) ? modules.get(path).weight() : embeddings.containsKey(path)
+                ? embeddings.get(path).table() : convs.get(path).weight();
     }
 
     private void putSaved(String path, INDArray weight, INDArray bias) {
@@ -673,8 +732,8 @@ public final class LoraModel {
                     }
                 }
             } else {
-                throw new IllegalArgumentException("modules_to_save module '" + path + "' is not in the model; "
-                        + "available modules: " + order);
+                throw new IllegalArgumentException("modules_to_save module '" + path + "' is not a linear module or an "
+                        + "embedding of the model; available modules: " + order);
             }
         }
     }
@@ -709,6 +768,7 @@ public final class LoraModel {
         });
         savedEmbeddings.forEach((p, m) -> full.put(p, Map.of("weight", m[1].table())));
         PeftAdapterFiles.Saver saver = PeftAdapterFiles.saver().linears(loraModules()).embeddings(loraEmbeddings())
+                .convs(loraConvs())
                 .modulesToSave(full).baseModelNameOrPath(baseModelNameOrPath);
         if (targetRegex != null) {
             saver.targetModulesRegex(targetRegex);
@@ -724,9 +784,9 @@ public final class LoraModel {
     /**
      * Loads the PEFT adapter in {@code dir} as adapter {@code adapterName}; see
      * {@link PeftAdapterFiles#load(Path, Map, Map, String)}. Linear LoRA goes to linear modules and embedding LoRA
-     * to embeddings, each with its own rank and alpha ({@code rank_pattern} / {@code alpha_pattern}); conv LoRA is
-     * refused (lora4j has no convolution layer); the file's full tensors (modules_to_save, trained biases) replace
-     * their modules by copies (see {@link #setModuleToSave}); {@code base_model_name_or_path} is taken over.
+     * to embeddings, each with its own rank and alpha ({@code rank_pattern} / {@code alpha_pattern}); Conv2d LoRA
+     * goes to {@link LoraConv2d} modules ({@link Builder#conv2d}; Conv1d/Conv3d LoRA is refused); the file's full
+     * tensors (modules_to_save, trained biases) replace their modules by copies (see {@link #setModuleToSave}); {@code base_model_name_or_path} is taken over.
      * <ul>
      *   <li>On a model without LoRA, the modules the file names become the targeted modules and
      *       {@code adapterName} their active adapter: a fresh model built from the base weights then computes what
@@ -746,10 +806,11 @@ public final class LoraModel {
      */
     public PeftAdapterConfig load(Path dir, String adapterName) throws IOException {
         Objects.requireNonNull(adapterName, "adapterName must not be null");
-        boolean fresh = targeted.isEmpty() && targetedEmbeddings.isEmpty();
+        boolean fresh = noTargets();
         Map<String, LoraLinear> linearTargets = fresh ? withoutSaved(modules, savedLinears) : loraModules();
         Map<String, LoraEmbedding> embTargets = fresh ? withoutSaved(embeddings, savedEmbeddings) : loraEmbeddings();
-        PeftAdapter adapter = PeftAdapterFiles.load(dir, linearTargets, embTargets, adapterName,
+        Map<String, LoraConv2d> convTargets = fresh ? Collections.unmodifiableMap(convs) : loraConvs();
+        PeftAdapter adapter = PeftAdapterFiles.load(dir, linearTargets, embTargets, convTargets, adapterName,
                 layout -> checkFullTensors(layout.fullTensors()));
         List<String> added = new ArrayList<>();
         for (String module : adapter.modules()) {
@@ -759,8 +820,10 @@ public final class LoraModel {
             for (String m : added) {
                 if (modules.containsKey(m)) {
                     modules.get(m).deleteAdapter(adapterName);
-                } else {
+                } else if (embeddings.containsKey(m)) {
                     embeddings.get(m).deleteAdapter(adapterName);
+                } else {
+                    convs.get(m).deleteAdapter(adapterName);
                 }
             }
         };
@@ -797,9 +860,12 @@ public final class LoraModel {
                 if (modules.containsKey(m)) {
                     modules.get(m).setActiveAdapter(adapterName);
                     targeted.put(m, modules.get(m));
-                } else {
+                } else if (embeddings.containsKey(m)) {
                     embeddings.get(m).setActiveAdapter(adapterName);
                     targetedEmbeddings.put(m, embeddings.get(m));
+                } else {
+                    convs.get(m).setActiveAdapter(adapterName);
+                    targetedConvs.put(m, convs.get(m));
                 }
             }
             reorderTargets();
@@ -823,7 +889,11 @@ public final class LoraModel {
     private void reorderTargets() {
         Map<String, LoraLinear> t = new LinkedHashMap<>();
         Map<String, LoraEmbedding> te = new LinkedHashMap<>();
+        Map<String, LoraConv2d> tc = new LinkedHashMap<>();
         for (String p : order) {
+            if (targetedConvs.containsKey(p)) {
+                tc.put(p, targetedConvs.get(p));
+            }
             if (targeted.containsKey(p)) {
                 t.put(p, targeted.get(p));
             }
@@ -835,6 +905,8 @@ public final class LoraModel {
         targeted.putAll(t);
         targetedEmbeddings.clear();
         targetedEmbeddings.putAll(te);
+        targetedConvs.clear();
+        targetedConvs.putAll(tc);
     }
 
     // ---------------------------------------------------------------- parameters
@@ -845,7 +917,8 @@ public final class LoraModel {
      */
     public long trainableParameterCount() {
         long n = targeted.values().stream().mapToLong(LoraLinear::trainableParameterCount).sum()
-                + targetedEmbeddings.values().stream().mapToLong(LoraEmbedding::trainableParameterCount).sum();
+                + targetedEmbeddings.values().stream().mapToLong(LoraEmbedding::trainableParameterCount).sum()
+                + targetedConvs.values().stream().mapToLong(LoraConv2d::trainableParameterCount).sum();
         if (modulesToSaveEnabled) {
             n += savedLinears.values().stream().mapToLong(m -> m[1].totalParameterCount()).sum()
                     + savedEmbeddings.values().stream().mapToLong(m -> m[1].totalParameterCount()).sum();
@@ -864,9 +937,11 @@ public final class LoraModel {
                 n += savedLinears.get(p)[0].totalParameterCount() + savedLinears.get(p)[1].totalParameterCount();
             } else if (savedEmbeddings.containsKey(p)) {
                 n += savedEmbeddings.get(p)[0].totalParameterCount() + savedEmbeddings.get(p)[1].totalParameterCount();
+            } else if (modules.containsKey(p)) {
+                n += modules.get(p).totalParameterCount();
             } else {
-                n += modules.containsKey(p) ? modules.get(p).totalParameterCount()
-                        : embeddings.get(p).totalParameterCount();
+                n += embeddings.containsKey(p) ? embeddings.get(p).totalParameterCount()
+                        : convs.get(p).totalParameterCount();
             }
         }
         return n;
@@ -892,7 +967,7 @@ public final class LoraModel {
     }
 
     private void requireApplied() {
-        if (targeted.isEmpty() && targetedEmbeddings.isEmpty()) {
+        if (noTargets()) {
             throw new IllegalStateException("no LoRA applied yet; call applyLora(config, targetModules) first");
         }
     }
@@ -905,6 +980,7 @@ public final class LoraModel {
         private final List<String> order = new ArrayList<>();
         private final Map<String, LoraLinear> modules = new LinkedHashMap<>();
         private final Map<String, LoraEmbedding> embeddings = new LinkedHashMap<>();
+        private final Map<String, LoraConv2d> convs = new LinkedHashMap<>();
 
         private Builder() {
         }
@@ -955,12 +1031,30 @@ public final class LoraModel {
             return this;
         }
 
+        /**
+         * Adds a 2-D convolution with kernel {@code [out, in, kh, kw]} (c-order, contiguous), bias {@code [out]} or
+         * null, {@code stride {sy, sx}} and zero {@code padding {ph, pw}}: PEFT's Conv2d LoRA loads into it (see
+         * {@link LoraConv2d}: inference and merging, no training).
+         *
+         * @throws IllegalArgumentException for a blank or repeated path, or a bad kernel, bias, stride or padding
+         */
+        public Builder conv2d(String path, INDArray weight, INDArray bias, int[] stride, int[] padding) {
+            checkPath(path);
+            try {
+                convs.put(path, LoraConv2d.base(weight, bias, stride, padding));
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("module '" + path + "': " + e.getMessage(), e);
+            }
+            order.add(path);
+            return this;
+        }
+
         private void checkPath(String path) {
             Objects.requireNonNull(path, "module path must not be null");
             if (path.isBlank()) {
                 throw new IllegalArgumentException("module path must not be blank, got '" + path + "'");
             }
-            if (modules.containsKey(path) || embeddings.containsKey(path)) {
+            if (modules.containsKey(path) || embeddings.containsKey(path) || convs.containsKey(path)) {
                 throw new IllegalArgumentException("module '" + path + "' was already added");
             }
         }
@@ -977,10 +1071,12 @@ public final class LoraModel {
             }
             Map<String, INDArray> weights = new LinkedHashMap<>();
             for (String p : order) {
-                weights.put(p, modules.containsKey(p) ? modules.get(p).weight() : embeddings.get(p).table());
+                weights.put(p, modules.containsKey(p) ? modules.get(p).weight() : embeddings.containsKey(p)
+                        ? embeddings.get(p).table() : convs.get(p).weight());
             }
             Overlap.refuseShared(weights);
-            return new LoraModel(new ArrayList<>(order), new LinkedHashMap<>(modules), new LinkedHashMap<>(embeddings));
+            return new LoraModel(new ArrayList<>(order), new LinkedHashMap<>(modules), new LinkedHashMap<>(embeddings),
+                    new LinkedHashMap<>(convs));
         }
     }
 }

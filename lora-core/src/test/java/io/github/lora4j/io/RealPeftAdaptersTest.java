@@ -33,6 +33,9 @@ import org.nd4j.linalg.factory.Nd4j;
  */
 class RealPeftAdaptersTest {
 
+    @org.junit.jupiter.api.io.TempDir
+    Path tmp;
+
     private static Path real(String name) throws URISyntaxException {
         return Path.of(RealPeftAdaptersTest.class.getResource("/real-adapters/" + name).toURI());
     }
@@ -147,8 +150,7 @@ class RealPeftAdaptersTest {
     }
 
     @Test
-    void embeddingLoraOfAHandWrittenFileLoadsAndComputesPeftsFormula(@org.junit.jupiter.api.io.TempDir Path tmp)
-            throws Exception {
+    void embeddingLoraOfAHandWrittenFileLoadsAndComputesPeftsFormula() throws Exception {
         // lora_embedding_A [2, 6], lora_embedding_B [3, 2], r = 2, alpha = 3: bytes written by hand, not by lora4j.
         float[] aVals = {0.5f, -1, 2, 0.25f, 0, 3, -0.5f, 1, 1.5f, -2, 0.75f, 4};
         float[] bVals = {1, 2, -1, 0.5f, 3, -2};
@@ -176,19 +178,43 @@ class RealPeftAdaptersTest {
     }
 
     @Test
-    void conv2dAdapterReadsButLoadingIsRefusedWithoutChangingTheModel() throws Exception {
+    void conv2dAdapterLoadsIntoAConvModuleAndComputesPeftsDelta() throws Exception {
         Path dir = real("converted-peft-0.6.1-regression/lora-conv2d");
         PeftAdapter a = readAndCompare(dir);
         assertEquals(Kind.CONV, a.kind("conv2d"));
         assertArrayEquals(new long[] {8, 5, 3, 3}, a.a("conv2d").shape());
         assertArrayEquals(new long[] {10, 8, 1, 1}, a.b("conv2d").shape());
-        LoraModel model = LoraModel.builder().linear("conv2d", gaussian(DataType.FLOAT, 3, 1, 10, 45), null).build();
-        long[] before = bits(model.module("conv2d").weight());
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> model.load(dir, "default"));
+
+        // A linear module at that path cannot take it: refused, nothing changed.
+        LoraModel wrong = LoraModel.builder().linear("conv2d", gaussian(DataType.FLOAT, 3, 1, 10, 45), null).build();
+        long[] before = bits(wrong.module("conv2d").weight());
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> wrong.load(dir, "default"));
         assertTrue(e.getMessage().contains("module 'conv2d' holds Conv LoRA (A [8, 5, 3, 3] and B [10, 8, 1, 1])")
-                && e.getMessage().contains("no convolution layer"), e.getMessage());
-        assertTrue(model.module("conv2d").adapterNames().isEmpty());
-        assertArrayEquals(before, bits(model.module("conv2d").weight()));
+                && e.getMessage().contains("no LoraConv2d at that path"), e.getMessage());
+        assertTrue(wrong.module("conv2d").adapterNames().isEmpty());
+        assertArrayEquals(before, bits(wrong.module("conv2d").weight()));
+
+        // nn.Conv2d(5, 10, 3) of PEFT's toy model: stride 1, no padding.
+        INDArray w = gaussian(DataType.FLOAT, 4, 1, 10, 5, 3, 3);
+        LoraModel model = LoraModel.builder().conv2d("conv2d", w, null, new int[] {1, 1}, new int[] {0, 0}).build();
+        model.load(dir, "default");
+        // PEFT's merged delta: (B[:, :, 0, 0] @ A.reshape(r, -1)).reshape(out, in, kh, kw) * alpha / r, in double.
+        INDArray delta = a.b("conv2d").reshape(10, 8).castTo(DataType.DOUBLE)
+                .mmul(a.a("conv2d").reshape(8, 45).castTo(DataType.DOUBLE)).reshape('c', 10, 5, 3, 3).mul(8.0 / 8);
+        INDArray merged = model.mergeAndUnload().get("conv2d").castTo(DataType.DOUBLE);
+        assertTrue(merged.sub(w.castTo(DataType.DOUBLE).add(delta)).amaxNumber().doubleValue() < 1e-5,
+                "merged kernel = W + PEFT's delta");
+        INDArray x = gaussian(DataType.FLOAT, 5, 1, 2, 5, 6, 6);
+        INDArray unmerged = model.forward("conv2d", x);
+        model.merge();
+        assertTrue(model.forward("conv2d", x).sub(unmerged).amaxNumber().doubleValue() < 1e-4);
+        model.unmerge();
+        // Saved again, the conv tensors are PEFT's, bit for bit.
+        model.save(tmp, "default");
+        PeftAdapter again = PeftAdapterFiles.read(tmp);
+        assertEquals(Kind.CONV, again.kind("conv2d"));
+        assertBitwiseEquals(a.a("conv2d"), again.a("conv2d"), "A");
+        assertBitwiseEquals(a.b("conv2d"), again.b("conv2d"), "B");
     }
 
     @Test
