@@ -7,6 +7,7 @@
  * alpha and shapes ({@link io.github.lora4j.io.PeftAdapterLayout}), full tensors ({@code modules_to_save}), copies of
  * base weights, the config with its raw JSON, and the safetensors metadata. Corrupt, hostile or unsupported files
  * raise {@link io.github.lora4j.io.AdapterFormatException}; a file that is valid but does not fit the model (a
- * missing module, a wrong shape, conv LoRA without a conv layer) raises {@link IllegalArgumentException}. Either way nothing is changed.
+ * missing module, a wrong shape, conv LoRA without a conv layer) raises {@link IllegalArgumentException}. Either
+ * way nothing is changed.
  */
 package io.github.lora4j.io;
