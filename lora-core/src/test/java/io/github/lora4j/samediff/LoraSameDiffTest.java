@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -152,5 +153,67 @@ class LoraSameDiffTest {
         IllegalArgumentException taken = assertThrows(IllegalArgumentException.class,
                 () -> LoraSameDiff.linear(sd, "l", ok, w, null, CFG));
         assertTrue(taken.getMessage().contains("'l' already exists"), taken.getMessage());
+    }
+
+    @Test
+    void blankNamesAndOpOutputNamesAreRefusedAndTheGraphUnchanged() {
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
+        INDArray w = gaussian(DataType.DOUBLE, 40, 0.5, OUT, IN);
+        Graphs.Snapshot before = Graphs.snapshot(sd);
+        for (String bad : new String[] {"", " ", "a:1"}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> LoraSameDiff.linear(sd, bad, x, w, null, CFG));
+            assertTrue(e.getMessage().contains("without ':'") && e.getMessage().contains("got '" + bad + "'"),
+                    e.getMessage());
+            assertEquals(before, Graphs.snapshot(sd), "'" + bad + "' changed the graph");
+        }
+    }
+
+    /**
+     * The graph shares the caller's W (no copy): merging goes through the graph's handle, which bypasses the graph's
+     * LoRA path meanwhile; a LoraLinear from toLoraLinear() holds a copy, and a layer over the shared W is refused.
+     * In every case the adapter is applied exactly once.
+     */
+    @Test
+    void theGraphSharesWAndNoCallAppliesTheAdapterTwice() {
+        INDArray w = gaussian(DataType.DOUBLE, 50, 0.5, OUT, IN).dup('c');      // not a view: SameDiff copies views
+        assertFalse(w.isView());
+        INDArray bias = gaussian(DataType.DOUBLE, 51, 0.5, OUT);
+        INDArray wCopy = w.dup();
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
+        LoraSameDiff q = LoraSameDiff.linear(sd, "q", x, w, bias, CFG);
+        assertSame(w, sd.getArrForVarName("q/weight"), "shared, as documented");
+        INDArray a = gaussian(DataType.DOUBLE, 52, 0.5, 3, IN);
+        INDArray b = gaussian(DataType.DOUBLE, 53, 0.5, OUT, 3);
+        setAdapter(sd, q, a, b);
+        INDArray xs = gaussian(DataType.DOUBLE, 54, 1, N, IN);
+        LoraLinear eager = LoraLinear.wrap(wCopy.dup(), bias, CFG);
+        eager.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a, b);
+        INDArray once = eager.forward(xs);
+        INDArray y = sd.output(Map.of("x", xs), "q").get("q");
+        assertTrue(maxAbsDiff(once, y) < 1e-12);
+
+        LoraLinear copy = q.toLoraLinear();
+        copy.merge();                                   // the case: it moved the graph's output by 0.715
+        assertArrayEquals(bits(wCopy), bits(w), "toLoraLinear() merges a copy of W");
+        assertArrayEquals(bits(y), bits(sd.output(Map.of("x", xs), "q").get("q")), "the graph is untouched");
+        assertTrue(maxAbsDiff(once, copy.forward(xs)) < 1e-12, "the merged copy applies the adapter once");
+
+        LoraLinear overShared = LoraLinear.wrap(w, bias, CFG);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> q.exportTo(overShared, LoraLinear.DEFAULT_ADAPTER));
+        assertTrue(e.getMessage().contains("apply the adapter twice"), e.getMessage());
+
+        q.merge();
+        assertFalse(maxAbsDiff(wCopy, w) == 0, "merge writes the shared W in place");
+        assertTrue(maxAbsDiff(once, sd.output(Map.of("x", xs), "q").get("q")) < 1e-12,
+                "while merged the graph bypasses its LoRA path: applied once");
+        assertThrows(IllegalStateException.class, q::merge);
+        assertThrows(IllegalStateException.class, q::toLoraLinear);
+        q.unmerge();
+        assertArrayEquals(bits(wCopy), bits(w), "unmerge restores W bitwise");
+        assertArrayEquals(bits(y), bits(sd.output(Map.of("x", xs), "q").get("q")));
     }
 }
