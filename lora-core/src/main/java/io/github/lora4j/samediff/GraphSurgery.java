@@ -2,6 +2,7 @@ package io.github.lora4j.samediff;
 
 import io.github.lora4j.WeightLayout;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import org.nd4j.autodiff.functions.DifferentialFunction;
 import org.nd4j.autodiff.samediff.SDVariable;
@@ -63,7 +64,7 @@ final class GraphSurgery {
                 double t = mmul.getTArgument(i);
                 if (t != (i == 0 ? 1.0 : 0.0)) {
                     throw refuse(weight, opName, type, "it scales its product (alpha/beta arguments "
-                            + java.util.Arrays.toString(mmul.tArgs()) + ")");
+                            + Arrays.toString(mmul.tArgs()) + ")");
                 }
             }
             boolean tA = flag(mmul, 0);

@@ -103,8 +103,13 @@ public final class LoraSameDiffModel {
                 throw new IllegalStateException("'" + a.weightName() + "' is already merged; unmerge() first");
             }
         }
+        mergeAll(adapted.values());
+    }
+
+    /** Merges {@code toMerge}, all or nothing. */
+    private static void mergeAll(Iterable<LoraSameDiff> toMerge) {
         List<LoraSameDiff> done = new ArrayList<>();
-        for (LoraSameDiff a : adapted.values()) {
+        for (LoraSameDiff a : toMerge) {
             try {
                 a.merge();
             } catch (RuntimeException e) {
@@ -133,9 +138,9 @@ public final class LoraSameDiffModel {
         adapted.values().forEach(LoraSameDiff::unmerge);
     }
 
-    /** Whether the adapters are merged into the weights. */
+    /** Whether every adapter is merged into its weight (each can also be merged alone, through {@link #adapter}). */
     public boolean isMerged() {
-        return adapted.values().iterator().next().isMerged();
+        return adapted.values().stream().allMatch(LoraSameDiff::isMerged);
     }
 
     /**
@@ -162,7 +167,8 @@ public final class LoraSameDiffModel {
     }
 
     /**
-     * PEFT's {@code merge_and_unload}: merges every adapter not yet merged into its weight, in place, then
+     * PEFT's {@code merge_and_unload}: merges every adapter not yet merged into its weight, in place (all or
+     * nothing), then
      * {@link #unload()}s: the graph has its original structure (ops, variables, trainable ones) with
      * {@code W + s·B·A} in the adapted weights and no LoRA ops.
      *
@@ -171,9 +177,7 @@ public final class LoraSameDiffModel {
      */
     public SameDiff mergeAndUnload() {
         requireLoaded();
-        if (!isMerged()) {
-            merge();
-        }
+        mergeAll(adapted.values().stream().filter(a -> !a.isMerged()).toList());
         return unload();
     }
 
@@ -219,8 +223,11 @@ public final class LoraSameDiffModel {
     public PeftAdapterConfig load(Path dir) throws IOException {
         Objects.requireNonNull(dir, "dir must not be null");
         requireLoaded();
-        if (isMerged()) {
-            throw new IllegalStateException("cannot load an adapter while merged; unmerge() first");
+        for (LoraSameDiff a : adapted.values()) {
+            if (a.isMerged()) {
+                throw new IllegalStateException("cannot load an adapter while '" + a.weightName()
+                        + "' is merged; unmerge() first");
+            }
         }
         Map<String, LoraLinear> modules = new LinkedHashMap<>();
         for (LoraSameDiff a : adapted.values()) {

@@ -7,6 +7,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -185,7 +186,7 @@ final class Plan {
             throw new IllegalArgumentException("weight '" + weight + "': expected FLOAT or DOUBLE, got " + w.dataType()
                     + "; the graph is unchanged");
         }
-        List<String> readers = v.getInputsForOp() == null ? List.of() : new ArrayList<>(new java.util.LinkedHashSet<>(v.getInputsForOp()));
+        List<String> readers = v.getInputsForOp() == null ? List.of() : new ArrayList<>(new LinkedHashSet<>(v.getInputsForOp()));
         if (readers.isEmpty()) {
             throw new IllegalArgumentException("weight '" + weight + "' is read by no op; the graph is unchanged");
         }

@@ -11,6 +11,7 @@ import static io.github.lora4j.samediff.Graphs.weight;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -28,6 +29,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
 import java.util.regex.Pattern;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -151,6 +153,58 @@ class LoraSameDiffApplyTest {
         target.fit(data);
         assertNotEquals(0.0, maxAbsDiff(a0, lora.adapter(weight(1)).currentA()), "A was trained");
         assertBitwiseEquals(w, target.getArrForVarName(weight(1)), "W after fit");
+
+        // merge parks the adapters' optimizer state (A and B are constants meanwhile); unmerge gives the same back
+        Object adamOfA = target.getUpdaterMap().get("fc1/lora_A");
+        lora.merge();
+        assertFalse(target.getUpdaterMap().containsKey("fc1/lora_A"));
+        lora.unmerge();
+        assertSame(adamOfA, target.getUpdaterMap().get("fc1/lora_A"), "the same Adam state after unmerge");
+        target.fit(data);
+        assertBitwiseEquals(w, target.getArrForVarName(weight(1)), "W after merge, unmerge and fit");
+    }
+
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void adapterGradientsEqualCentralFiniteDifferencesOfTheLoss(Kind kind) {
+        SameDiff sd = Graphs.build(kind, DataType.DOUBLE, 80);
+        LoraSameDiffModel lora = LoraSameDiff.apply(sd, CFG, "fc0", "fc1");
+        randomAdapter(sd, lora.adapter(weight(0)), 81);
+        randomAdapter(sd, lora.adapter(weight(1)), 83);
+        Map<String, INDArray> feed = Map.of("x", gaussian(DataType.DOUBLE, 85, 1, N, IN),
+                "label", gaussian(DataType.DOUBLE, 86, 1, N, OUT));
+        Map<String, INDArray> grads = sd.calculateGradients(feed, lora.trainableVariables());
+        double h = 1e-6;
+        for (String v : lora.trainableVariables()) {
+            INDArray p = sd.getArrForVarName(v);
+            for (long i = 0; i < p.length(); i += 2) {
+                double old = p.getDouble(i);
+                p.putScalar(i, old + h);
+                double up = sd.output(feed, "loss").get("loss").getDouble(0);
+                p.putScalar(i, old - h);
+                double down = sd.output(feed, "loss").get("loss").getDouble(0);
+                p.putScalar(i, old);
+                double fd = (up - down) / (2 * h);
+                double an = grads.get(v).getDouble(i);
+                assertTrue(Math.abs(fd - an) < 1e-7 * Math.max(1, Math.abs(fd)),
+                        kind + " " + v + "[" + i + "]: finite difference " + fd + ", gradient " + an);
+            }
+        }
+    }
+
+    @Test
+    void mergeAndUnloadMergesWhatIsNotMergedYetAndNothingTwice() {
+        SameDiff sd = Graphs.build(Kind.MMUL, DataType.DOUBLE, 90);
+        LoraSameDiffModel lora = LoraSameDiff.apply(sd, CFG, "fc0", "fc1");
+        randomAdapter(sd, lora.adapter(weight(0)), 91);
+        randomAdapter(sd, lora.adapter(weight(1)), 93);
+        INDArray x = gaussian(DataType.DOUBLE, 95, 1, N, IN);
+        INDArray withLora = output(sd, x, "fc1");
+        lora.adapter(weight(0)).merge();                // one merged alone
+        assertFalse(lora.isMerged());
+        assertThrows(IllegalStateException.class, lora::merge, "fc0 is merged already");
+        assertThrows(IllegalStateException.class, lora::unmerge, "fc1 is not merged");
+        assertTrue(maxAbsDiff(withLora, output(lora.mergeAndUnload(), x, "fc1")) < 1e-12);
     }
 
     @ParameterizedTest

@@ -90,4 +90,15 @@ class LoraSameDiffRefusalTest {
         LoraSameDiff.apply(sd, CFG, "fc0");
         refused(sd, g -> LoraSameDiff.apply(g, CFG, "fc0/weight"), "'fc0/lora_A'", "already exists");
     }
+
+    @Test
+    void aWeightReadAsOutInByOneOpAndInOutByAnotherIsRefused() {
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
+        SDVariable w = sd.var("square", gaussian(DataType.DOUBLE, 9, 1, IN, IN));
+        sd.mmul("p", x, w, false, true, false);
+        sd.mmul("q", x, w, false, false, false);
+        refused(sd, g -> LoraSameDiff.apply(g, CFG, "square"), "used as [out, in] by op", "but as [in, out]",
+                "one adapter cannot serve both");
+    }
 }

@@ -25,6 +25,7 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.learning.config.Adam;
 
 class LoraSameDiffTest {
@@ -215,5 +216,19 @@ class LoraSameDiffTest {
         q.unmerge();
         assertArrayEquals(bits(wCopy), bits(w), "unmerge restores W bitwise");
         assertArrayEquals(bits(y), bits(sd.output(Map.of("x", xs), "q").get("q")));
+
+        // A view is the one case where the graph holds a copy (SameDiff's constant() copies views): merging then
+        // writes the graph's copy and leaves the caller's view alone.
+        INDArray wide = gaussian(DataType.DOUBLE, 55, 0.5, OUT, 2 * IN);
+        INDArray view = wide.get(NDArrayIndex.all(),
+                NDArrayIndex.interval(0, IN));
+        INDArray viewCopy = view.dup();
+        LoraSameDiff v = LoraSameDiff.linear(sd, "v", x, view, null, CFG);
+        assertFalse(sd.getArrForVarName("v/weight") == view);
+        setAdapter(sd, v, a, b);
+        v.merge();
+        assertArrayEquals(bits(viewCopy), bits(view));
+        assertFalse(maxAbsDiff(viewCopy, sd.getArrForVarName("v/weight")) == 0);
+        v.unmerge();
     }
 }
