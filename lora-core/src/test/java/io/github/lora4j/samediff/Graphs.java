@@ -16,6 +16,7 @@ import org.nd4j.autodiff.samediff.VariableType;
 import org.nd4j.autodiff.samediff.internal.SameDiffOp;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.learning.config.Adam;
 
 /** The three kinds of graph the SameDiff tests adapt, and a snapshot of a graph's structure and arrays. */
@@ -81,6 +82,17 @@ final class Graphs {
     /** Output {@code name} of the graph for input {@code x}. */
     static INDArray output(SameDiff sd, INDArray x, String name) {
         return sd.output(Map.of("x", x), name).get(name);
+    }
+
+    /** Fits {@code sd} {@code steps} times on (x, label) and returns the loss "loss" before and after. */
+    static double[] lossBeforeAndAfterFit(SameDiff sd, INDArray x, INDArray label, int steps) {
+        Map<String, INDArray> feed = Map.of("x", x, "label", label);
+        double before = sd.output(feed, "loss").get("loss").getDouble(0);
+        DataSet data = new DataSet(x, label);
+        for (int i = 0; i < steps; i++) {
+            sd.fit(data);
+        }
+        return new double[] {before, sd.output(feed, "loss").get("loss").getDouble(0)};
     }
 
     /** Everything about a graph a refused call must leave alone: variables with types, ops with edges, array bits. */

@@ -23,7 +23,6 @@ import org.nd4j.autodiff.samediff.TrainingConfig;
 import org.nd4j.autodiff.samediff.VariableType;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.learning.config.Adam;
@@ -115,14 +114,8 @@ class LoraSameDiffTest {
         sd.setTrainingConfig(TrainingConfig.builder().updater(new Adam(0.02))
                 .dataSetFeatureMapping("x").dataSetLabelMapping("label").build());
 
-        Map<String, INDArray> feed = Map.of("x", xs, "label", target);
-        double before = sd.output(feed, "loss").get("loss").getDouble(0);
-        DataSet data = new DataSet(xs, target);
-        for (int i = 0; i < 300; i++) {
-            sd.fit(data);
-        }
-        double after = sd.output(feed, "loss").get("loss").getDouble(0);
-        assertTrue(after < 0.05 * before, "MSE " + before + " -> " + after);
+        double[] loss = Graphs.lossBeforeAndAfterFit(sd, xs, target, 300);
+        assertTrue(loss[1] < 0.05 * loss[0], "MSE " + loss[0] + " -> " + loss[1]);
 
         assertArrayEquals(bits(wCopy), bits(w), "the caller's W is unchanged");
         assertArrayEquals(bits(wCopy), bits(sd.getArrForVarName("o_proj/weight")), "the graph's constant is unchanged");
