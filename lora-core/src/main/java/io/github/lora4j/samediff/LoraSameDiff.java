@@ -258,11 +258,13 @@ public final class LoraSameDiff {
         SDVariable wc = sd.constant(name + "/weight", w);
         SDVariable bc = b == null ? null : sd.constant(name + "/bias", b.reshape(1, eager.outFeatures()));
         SDVariable base = sd.mmul(matmul, x, wc, false, layout == WeightLayout.OUT_IN, false);    // x W^T   [n, out]
-        SDVariable out = bc == null ? base : base.add(name, bc);
+        if (bc != null) {
+            base.add(name, bc);
+        }
         // The seed is the config's own, so A is the one LoraLinear.wrap draws.
         Plan.Target t = Plan.target(sd, wc.name(), config, new HashSet<>());
         new Plan(sd, List.of(t), List.of()).execute();
-        return new LoraSameDiff(sd, t, bc, sd.getVariable(out.name()));
+        return new LoraSameDiff(sd, t, bc, sd.getVariable(name));
     }
 
     // ---------------------------------------------------------------- accessors

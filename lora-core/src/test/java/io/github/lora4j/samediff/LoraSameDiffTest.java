@@ -219,6 +219,11 @@ class LoraSameDiffTest {
         LoraSameDiff v = LoraSameDiff.linear(sd, "v", x, view, null, CFG);
         assertFalse(sd.getArrForVarName("v/weight") == view);
         setAdapter(sd, v, a, b);
+        LoraLinear eagerV = LoraLinear.wrap(viewCopy.dup(), null, CFG);
+        eagerV.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a, b);
+        assertEquals("v", v.output().name());
+        assertTrue(maxAbsDiff(eagerV.forward(xs), sd.output(Map.of("x", xs), "v").get("v")) < 1e-12,
+                "a layer without bias outputs the LoRA sum under its name");
         v.merge();
         assertArrayEquals(bits(viewCopy), bits(view));
         assertFalse(maxAbsDiff(viewCopy, sd.getArrForVarName("v/weight")) == 0);
