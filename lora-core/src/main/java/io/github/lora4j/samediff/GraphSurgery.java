@@ -18,6 +18,11 @@ import org.nd4j.linalg.api.ops.impl.transforms.custom.XwPlusB;
  * path after it, and taking that path out again. SameDiff 1.0.0-M2.1 has no public "remove op" call, so removal
  * edits its op and variable maps directly ({@link SameDiff#getOps()}, {@link SameDiff#getVariables()} are the live
  * maps); everything else goes through its public methods.
+ *
+ * <p>Every op this class inserts is named like its output variable, and an adapted op whose name was its output's
+ * follows that output to its new name: {@code fromFlatBuffers} pairs an op with the variable of the op's own name
+ * before it reads the stored output names, so an op {@code matmul} beside a variable {@code matmul} that it no longer
+ * produces would be loaded wrongly.
  */
 final class GraphSurgery {
 
@@ -119,7 +124,13 @@ final class GraphSurgery {
             up = sd.mmul(names.up(), b, u, false, false, use.transposeResult());              // B u        [out, n]
         }
         SDVariable delta = up.mul(names.delta(), scaling);
+        if (use.op().equals(use.output())) {
+            renameOp(sd, use.op(), names.base());
+        }
         SDVariable y = sd.getVariable(names.base()).add(use.output(), delta);
+        for (String v : List.of(names.u(), names.up(), names.delta(), use.output())) {
+            renameOp(sd, sd.getVariables().get(v).getOutputOfOp(), v);
+        }
         for (String reader : readers) {
             replaceInput(sd, reader, names.base(), y);
         }
@@ -143,9 +154,43 @@ final class GraphSurgery {
         }
         List<String> loss = new ArrayList<>(sd.getLossVariables());
         sd.renameVariable(names.base(), use.output());
+        if (use.op().equals(use.output())) {
+            renameOp(sd, names.base(), use.op());
+        }
         if (!loss.equals(sd.getLossVariables())) {
             sd.setLossVariables(loss.toArray(new String[0]));
         }
+    }
+
+    /**
+     * Renames op {@code from} to {@code to} in the op map, the op itself and the variables that name it. Only for
+     * ops without control dependencies ({@link Plan} refuses the others).
+     */
+    private static void renameOp(SameDiff sd, String from, String to) {
+        if (from.equals(to)) {
+            return;
+        }
+        SameDiffOp op = sd.getOps().remove(from);
+        op.setName(to);
+        op.getOp().setOwnName(to);
+        sd.getOps().put(to, op);
+        for (String in : op.getInputsToOp()) {
+            List<String> readers = sd.getVariables().get(in).getInputsForOp();
+            readers.replaceAll(r -> r.equals(from) ? to : r);
+        }
+        for (String out : op.getOutputsOfOp()) {
+            sd.getVariables().get(out).setOutputOfOp(to);
+        }
+    }
+
+    /** Whether op {@code opName} takes part in control dependencies, which {@link #renameOp} does not carry over. */
+    static boolean hasControlDependencies(SameDiff sd, String opName) {
+        SameDiffOp op = sd.getOps().get(opName);
+        return notEmpty(op.getControlDeps()) || notEmpty(op.getVarControlDeps()) || notEmpty(op.getControlDepFor());
+    }
+
+    private static boolean notEmpty(List<String> l) {
+        return l != null && !l.isEmpty();
     }
 
     /** Removes a variable that no op reads or produces any more, with its array. */

@@ -48,8 +48,9 @@ import org.nd4j.linalg.learning.GradientUpdater;
  * {@code model.layers.0.q_proj.weight} gives {@code model.layers.0.q_proj}); it names the adapter in PEFT files.
  * The new variables are {@code <module>/lora_A}, {@code /lora_B}, {@code /lora_scaling} (the scalar {@code s}), and
  * per adapted op {@code /lora_base} (the op's own output, renamed), {@code /lora_u}, {@code /lora_up},
- * {@code /lora_delta} (suffixed {@code _1}, {@code _2}, ... from the second op on). The adapted op's output name
- * now holds {@code base + delta}, so code that asks the graph for it gets the LoRA output.
+ * {@code /lora_delta} (suffixed {@code _1}, {@code _2}, ... from the second op on); the new ops are named like
+ * their outputs. The adapted op's output name now holds {@code base + delta}, so code that asks the graph for it
+ * gets the LoRA output.
  *
  * <h2>Who may change what: W is shared, never copied</h2>
  * The graph keeps {@code W} under the very array object it had ({@link #linear}: the caller's {@code w}, unless it
@@ -319,9 +320,13 @@ public final class LoraSameDiff {
         return layout;
     }
 
-    /** Names of the ops that read {@code W} and were adapted. */
+    /**
+     * Names of the ops that read {@code W} and were adapted. An op that was named like its output (SameDiff's
+     * default for unnamed products, e.g. {@code matmul}) is renamed with that output to {@code <module>/lora_base}.
+     */
     public List<String> adaptedOps() {
-        return inserted.stream().map(i -> i.use().op()).toList();
+        requireLoaded();
+        return inserted.stream().map(i -> sd.getVariables().get(i.base()).getOutputOfOp()).toList();
     }
 
     /** A copy of the graph's current {@code A [r, in]}. */
@@ -508,7 +513,7 @@ public final class LoraSameDiff {
     @Override
     public String toString() {
         return "LoraSameDiff{weight=" + weightName + ", module=" + module + ", layout=" + layout + ", r="
-                + config.rank() + ", s=" + config.scaling() + ", ops=" + adaptedOps() + ", merged=" + isMerged()
+                + config.rank() + ", s=" + config.scaling() + ", ops=" + inserted.size() + ", merged=" + isMerged()
                 + ", unloaded=" + unloaded + "}";
     }
 }

@@ -217,9 +217,15 @@ final class Plan {
         String module = moduleOf(weight);
         List<String> names = namesFor(module, uses.size());
         for (String n : names) {
-            if (sd.hasVariable(n) || !planned.add(n)) {
+            if (sd.hasVariable(n) || sd.getOps().containsKey(n) || !planned.add(n)) {
                 throw new IllegalArgumentException("variable '" + n + "' (for the adapter of '" + weight
-                        + "') already exists in this SameDiff graph; the graph is unchanged");
+                        + "') already exists in this SameDiff graph, as a variable or an op name; the graph is unchanged");
+            }
+        }
+        for (GraphSurgery.Use use : uses) {
+            if (use.op().equals(use.output()) && GraphSurgery.hasControlDependencies(sd, use.op())) {
+                throw new IllegalArgumentException("op '" + use.op() + "' that reads weight '" + weight
+                        + "' has control dependencies, which lora4j does not rewire; the graph is unchanged");
             }
         }
         List<GraphSurgery.Inserted> inserted = new ArrayList<>();

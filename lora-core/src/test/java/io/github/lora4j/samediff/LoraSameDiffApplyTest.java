@@ -315,4 +315,17 @@ class LoraSameDiffApplyTest {
         assertEquals(Set.of("fc0/lora_A", "fc0/lora_B", "fc1/weight", "fc1/bias"), Set.copyOf(lora.trainableVariables()));
         assertFalse(lora.frozenVariables().contains("fc1/weight"));
     }
+
+    @ParameterizedTest
+    @EnumSource(Kind.class)
+    void anAdaptedGraphSurvivesAsFlatBuffersWithItsAdaptersTrainable(Kind kind) {
+        SameDiff sd = Graphs.build(kind, DataType.DOUBLE, 100);
+        LoraSameDiffModel lora = LoraSameDiff.apply(sd, CFG, "fc0", "fc1");
+        randomAdapter(sd, lora.adapter(weight(0)), 101);
+        SameDiff loaded = Graphs.roundTrip(sd);
+        INDArray x = gaussian(DataType.DOUBLE, 102, 1, N, IN);
+        assertBitwiseEquals(output(sd, x, "fc1"), output(loaded, x, "fc1"), "the loaded adapted graph");
+        assertEquals(Set.copyOf(lora.trainableVariables()), Set.copyOf(loaded.variables().stream()
+                .filter(v -> v.getVariableType() == VariableType.VARIABLE).map(SDVariable::name).toList()));
+    }
 }
