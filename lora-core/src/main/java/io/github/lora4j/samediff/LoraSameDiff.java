@@ -437,7 +437,7 @@ public final class LoraSameDiff {
         return unloaded;
     }
 
-    /** The shared scaling of a merge-free graph; {@link LoraSameDiffModel#load} changes it with the config. */
+    /** Replaces the configuration (after {@link LoraSameDiffModel#load}) and sets the graph's {@code s} to its scaling. */
     void setConfig(LoraConfig c) {
         requireUnmerged("load an adapter into");
         this.config = c;
