@@ -59,6 +59,14 @@ class LoraSameDiffApplyTest {
         sd.getArrForVarName(a.loraB().name()).assign(gaussian(type, seed + 1, 0.5, a.currentB().shape()));
     }
 
+    /** LoRA on fc0 and fc1 of {@code sd}, each with random A and B drawn from {@code seed}. */
+    static LoraSameDiffModel adaptBoth(SameDiff sd, long seed) {
+        LoraSameDiffModel lora = LoraSameDiff.apply(sd, CFG, "fc0", "fc1");
+        randomAdapter(sd, lora.adapter(weight(0)), seed);
+        randomAdapter(sd, lora.adapter(weight(1)), seed + 2);
+        return lora;
+    }
+
     /** A LoraLinear over a copy of the graph's W with the graph's current A and B. */
     static LoraLinear eagerOf(SameDiff sd, LoraSameDiff a, String biasName) {
         INDArray b = sd.getArrForVarName(biasName).dup().reshape(-1);
@@ -164,9 +172,7 @@ class LoraSameDiffApplyTest {
     @EnumSource(Kind.class)
     void adapterGradientsEqualCentralFiniteDifferencesOfTheLoss(Kind kind) {
         SameDiff sd = Graphs.build(kind, DataType.DOUBLE, 80);
-        LoraSameDiffModel lora = LoraSameDiff.apply(sd, CFG, "fc0", "fc1");
-        randomAdapter(sd, lora.adapter(weight(0)), 81);
-        randomAdapter(sd, lora.adapter(weight(1)), 83);
+        LoraSameDiffModel lora = adaptBoth(sd, 81);
         Map<String, INDArray> feed = Map.of("x", gaussian(DataType.DOUBLE, 85, 1, N, IN),
                 "label", gaussian(DataType.DOUBLE, 86, 1, N, OUT));
         Map<String, INDArray> grads = sd.calculateGradients(feed, lora.trainableVariables());
@@ -191,9 +197,7 @@ class LoraSameDiffApplyTest {
     @Test
     void mergeAndUnloadMergesWhatIsNotMergedYetAndNothingTwice() {
         SameDiff sd = Graphs.build(Kind.MMUL, DataType.DOUBLE, 90);
-        LoraSameDiffModel lora = LoraSameDiff.apply(sd, CFG, "fc0", "fc1");
-        randomAdapter(sd, lora.adapter(weight(0)), 91);
-        randomAdapter(sd, lora.adapter(weight(1)), 93);
+        LoraSameDiffModel lora = adaptBoth(sd, 91);
         INDArray x = gaussian(DataType.DOUBLE, 95, 1, N, IN);
         INDArray withLora = output(sd, x, "fc1");
         lora.adapter(weight(0)).merge();                // one merged alone
@@ -237,9 +241,7 @@ class LoraSameDiffApplyTest {
     void mergeAndUnloadGivesTheOriginalStructureWithMergedWeights(Kind kind) {
         SameDiff sd = Graphs.build(kind, DataType.DOUBLE, 40);
         Graphs.Snapshot original = Graphs.snapshot(sd);
-        LoraSameDiffModel lora = LoraSameDiff.apply(sd, CFG, "fc0", "fc1");
-        randomAdapter(sd, lora.adapter(weight(0)), 41);
-        randomAdapter(sd, lora.adapter(weight(1)), 43);
+        LoraSameDiffModel lora = adaptBoth(sd, 41);
         INDArray x = gaussian(DataType.DOUBLE, 45, 1, N, IN);
         INDArray withLora = output(sd, x, "fc1");
         Map<String, INDArray> expectedW = new HashMap<>();
@@ -278,9 +280,7 @@ class LoraSameDiffApplyTest {
     @EnumSource(Kind.class)
     void savedAdaptersLoadIntoAFreshlyAdaptedGraphAndComputeTheSame(Kind kind, @TempDir Path dir) throws IOException {
         SameDiff sd = Graphs.build(kind, DataType.DOUBLE, 60);
-        LoraSameDiffModel lora = LoraSameDiff.apply(sd, CFG, "fc0", "fc1");
-        randomAdapter(sd, lora.adapter(weight(0)), 61);
-        randomAdapter(sd, lora.adapter(weight(1)), 63);
+        LoraSameDiffModel lora = adaptBoth(sd, 61);
         lora.save(dir);
         PeftAdapter file = PeftAdapterFiles.read(dir);
         assertEquals(List.of("fc0", "fc1"), List.copyOf(new TreeSet<>(file.modules())), "module names from the weights");
