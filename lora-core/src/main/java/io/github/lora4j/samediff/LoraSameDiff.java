@@ -1,19 +1,37 @@
 package io.github.lora4j.samediff;
 
-import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraInit;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.MergeMode;
 import io.github.lora4j.WeightLayout;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
 import java.util.Objects;
+import java.util.regex.Pattern;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.learning.GradientUpdater;
 
 /**
- * A LoRA linear layer inside a {@link SameDiff} graph: {@code out = x W^T + b + s·(x A^T) B^T}, with {@code W} and
- * {@code b} as graph <em>constants</em> (no gradient, never updated) and {@code A}, {@code B} as trainable
- * <em>variables</em>, so {@code SameDiff.fit} trains the adapter alone.
+ * LoRA on one weight of a {@link SameDiff} graph: every matmul-type op that reads {@code W} computes
+ * {@code x·W(ᵀ) + s·(x·Aᵀ)·Bᵀ}, with {@code W} a graph <em>constant</em> (no gradient, never updated) and
+ * {@code A [r, in]}, {@code B [out, r]} trainable <em>variables</em>, so {@code SameDiff.fit} trains the adapter
+ * alone. The low-rank path is two thin products; {@code W + s·B·A} is never formed per step.
+ *
+ * <p>Two ways in:
+ * <ul>
+ *   <li>{@link #apply(SameDiff, LoraConfig, String...)} adapts weights an existing graph already has (built with
+ *       {@code sd.nn().linear}, {@code mmul}, or loaded from a file) and returns a {@link LoraSameDiffModel};</li>
+ *   <li>{@link #linear} adds a new LoRA linear layer from arrays.</li>
+ * </ul>
  *
  * <pre>{@code
  * SameDiff sd = SameDiff.create();
@@ -21,47 +39,166 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * LoraSameDiff q = LoraSameDiff.linear(sd, "q_proj", x, w, b, LoraConfig.builder().rank(8).alpha(16).build());
  * SDVariable y = q.output();                                  // [n, out], named "q_proj"
  * ... loss, sd.setTrainingConfig(...), sd.fit(...) ...
- * q.exportTo(layer, "default");                               // copy the trained A, B into a LoraLinear
+ * q.merge();                                                   // W += s·B·A in place; the LoRA path is bypassed
  * }</pre>
  *
- * <p>{@code A} starts as {@link LoraLinear#wrap} would draw it for the same configuration (same seed, same
- * values), {@code B = 0}; so before training the graph computes exactly the base layer. Variable names are
- * {@code name + "/weight"}, {@code "/bias"}, {@code "/lora_A"}, {@code "/lora_B"}, and {@code name} for the output.
+ * <h2>Names</h2>
+ * For weight variable {@code W} the <em>module name</em> is {@code W}'s name without a trailing {@code "/weight"}
+ * or {@code ".weight"} (so {@code q_proj/weight} gives {@code q_proj}, PyTorch-style
+ * {@code model.layers.0.q_proj.weight} gives {@code model.layers.0.q_proj}); it names the adapter in PEFT files.
+ * The new variables are {@code <module>/lora_A}, {@code /lora_B}, {@code /lora_scaling} (the scalar {@code s}), and
+ * per adapted op {@code /lora_base} (the op's own output, renamed), {@code /lora_u}, {@code /lora_up},
+ * {@code /lora_delta} (suffixed {@code _1}, {@code _2}, ... from the second op on); the new ops are named like
+ * their outputs. The adapted op's output name now holds {@code base + delta}, so code that asks the graph for it
+ * gets the LoRA output.
  *
- * <p>Who may change what: {@code W} and {@code b} enter the graph as constants (SameDiff holds them under its own
- * array objects; {@code sd.getArrForVarName(name + "/weight")} is not the caller's instance), and neither the graph
- * nor {@code fit} writes them. {@code A} and {@code B} are fresh arrays owned by the
- * graph. Dropout on the LoRA path is not supported here (a config with dropout is refused), since SameDiff's
- * dropout is not switched off at inference the way {@link LoraLinear#eval()} does.
+ * <h2>Who may change what: W is shared, never copied</h2>
+ * The graph keeps {@code W} under the very array object it had ({@link #linear}: the caller's {@code w}, unless it
+ * is a view, which SameDiff itself copies). lora4j never copies {@code W}; {@code fit} never writes it (it is a
+ * constant). Only {@link #merge()} / {@link #unmerge()} write it, in place, and they keep the graph consistent:
+ * while merged, {@code s} in the graph is 0 (the LoRA path is bypassed, so the adapter is applied once, by
+ * {@code W}) and {@code A}, {@code B} are constants (so training cannot change what unmerge subtracts). Code that
+ * wraps the graph's own {@code W} array in a {@link LoraLinear} and merges that layer would apply the adapter
+ * twice; {@link #exportTo} therefore refuses a layer over the graph's {@code W}, and {@link #toLoraLinear()} wraps a
+ * copy.
+ *
+ * <p>Dropout on the LoRA path is not supported (a config with dropout is refused), since SameDiff's dropout is not
+ * switched off at inference the way {@link LoraLinear#eval()} does. Not thread-safe: change the graph from one
+ * thread, while nothing else runs it.
  */
 public final class LoraSameDiff {
 
     private final SameDiff sd;
-    private final String name;
-    private final LoraConfig config;
+    private final String weightName;
+    private final String module;
     private final WeightLayout layout;
-    private final INDArray weightArray;
-    private final INDArray biasArray;
     private final SDVariable weight;
     private final SDVariable bias;
     private final SDVariable loraA;
     private final SDVariable loraB;
+    private final SDVariable scaling;
     private final SDVariable output;
+    private final List<GraphSurgery.Inserted> inserted;
+    private LoraConfig config;
+    private LoraLinear merged;
+    private Map<String, GradientUpdater> parkedUpdaters = Map.of();
+    private boolean unloaded;
 
-    private LoraSameDiff(SameDiff sd, String name, LoraConfig config, WeightLayout layout, INDArray w, INDArray b,
-                         SDVariable weight, SDVariable bias, SDVariable loraA, SDVariable loraB, SDVariable output) {
+    private LoraSameDiff(SameDiff sd, Plan.Target t, SDVariable bias, SDVariable output) {
         this.sd = sd;
-        this.name = name;
-        this.config = config;
-        this.layout = layout;
-        this.weightArray = w;
-        this.biasArray = b;
-        this.weight = weight;
+        this.weightName = t.weight();
+        this.module = t.module();
+        this.layout = t.layout();
+        this.config = t.config();
+        this.weight = sd.getVariable(t.weight());
+        this.loraA = sd.getVariable(t.a());
+        this.loraB = sd.getVariable(t.b());
+        this.scaling = sd.getVariable(t.scaling());
+        this.inserted = List.copyOf(t.inserted());
         this.bias = bias;
-        this.loraA = loraA;
-        this.loraB = loraB;
         this.output = output;
     }
+
+    // ---------------------------------------------------------------- applying to an existing graph
+
+    /**
+     * Adds LoRA to the weights of {@code sd} that {@code weightNames} name, PEFT's way: a weight variable matches
+     * a name when its variable name or its module name equals it or ends with {@code "." + name} or
+     * {@code "/" + name}. Every other trainable variable becomes a constant too (PEFT freezes the base model); see
+     * {@link #builder(LoraConfig)} to keep some trainable. {@code A} is drawn per weight from a seed derived from
+     * {@code config.seed()} and the module name, {@code B = 0}: outputs do not change, bit for bit.
+     *
+     * <p>Works on a graph trained before in this JVM: the frozen variables' optimizer state is dropped and
+     * {@code A}, {@code B} get fresh state (SameDiff's {@code convertToConstants} / {@code convertToVariables}), so
+     * the next {@code fit} trains the adapters; the iteration count of the training config continues.
+     *
+     * @param sd          the graph; changed in place
+     * @param config      rank, alpha, rsLoRA, init and seed; dropout must be 0
+     * @param weightNames target names (at least one)
+     * @return the adapted weights
+     * @throws IllegalArgumentException if a name matches nothing (the message lists the 2-D weights), a matched
+     *                                  weight is not 2-D, not FLOAT/DOUBLE, not finite, or read by an op that is not
+     *                                  mmul / linear, its input has another data type, the rank is above
+     *                                  {@code min(in, out)}, or a new variable's name is taken; the graph is then
+     *                                  unchanged
+     */
+    public static LoraSameDiffModel apply(SameDiff sd, LoraConfig config, String... weightNames) {
+        Objects.requireNonNull(weightNames, "weightNames must not be null");
+        return builder(config).targets(weightNames).apply(sd);
+    }
+
+    /**
+     * Like {@link #apply(SameDiff, LoraConfig, String...)} for the weights whose variable name or module name
+     * matches {@code weightRegex} whole (PEFT's {@code target_modules} given as a string: {@code re.fullmatch}).
+     */
+    public static LoraSameDiffModel apply(SameDiff sd, LoraConfig config, Pattern weightRegex) {
+        return builder(config).targets(weightRegex).apply(sd);
+    }
+
+    /** A builder for the less common choices of {@link #apply}: which variables stay trainable. */
+    public static Builder builder(LoraConfig config) {
+        return new Builder(Objects.requireNonNull(config, "config must not be null"));
+    }
+
+    /** Choices for {@link #apply}; one builder may be applied to several graphs. */
+    public static final class Builder {
+        private final LoraConfig config;
+        private List<String> names;
+        private Pattern regex;
+        private List<String> keepTrainable = List.of();
+
+        private Builder(LoraConfig config) {
+            this.config = config;
+        }
+
+        /** Target weights by name (PEFT's list rule, see {@link LoraSameDiff#apply(SameDiff, LoraConfig, String...)}). */
+        public Builder targets(String... weightNames) {
+            Objects.requireNonNull(weightNames, "weightNames must not be null");
+            this.names = List.of(weightNames);
+            this.regex = null;
+            return this;
+        }
+
+        /** Target the weights whose variable or module name matches {@code weightRegex} whole. */
+        public Builder targets(Pattern weightRegex) {
+            this.regex = Objects.requireNonNull(weightRegex, "weightRegex must not be null");
+            this.names = null;
+            return this;
+        }
+
+        /**
+         * Variables (exact names) that stay trainable although they are not adapters, like PEFT's
+         * {@code modules_to_save} but training them in place: e.g. a new classification head. They must be
+         * trainable variables of the graph and not targeted weights.
+         */
+        public Builder keepTrainable(String... variableNames) {
+            this.keepTrainable = List.of(Objects.requireNonNull(variableNames, "variableNames must not be null"));
+            return this;
+        }
+
+        /**
+         * Applies LoRA to {@code sd}; see {@link LoraSameDiff#apply(SameDiff, LoraConfig, String...)}.
+         *
+         * @throws IllegalArgumentException as there, or for a {@link #keepTrainable} name that is not a trainable
+         *                                  variable; the graph is then unchanged
+         * @throws IllegalStateException    if no targets were given
+         */
+        public LoraSameDiffModel apply(SameDiff sd) {
+            Objects.requireNonNull(sd, "sd must not be null");
+            if (names == null && regex == null) {
+                throw new IllegalStateException("no targets; call targets(...) first");
+            }
+            Plan plan = Plan.forTargets(sd, config, names, regex, keepTrainable);
+            plan.execute();
+            Map<String, LoraSameDiff> adapted = new LinkedHashMap<>();
+            for (Plan.Target t : plan.targets()) {
+                adapted.put(t.weight(), new LoraSameDiff(sd, t, null, null));
+            }
+            return new LoraSameDiffModel(sd, adapted, plan.frozen());
+        }
+    }
+
+    // ---------------------------------------------------------------- a new layer
 
     /** {@link #linear(SameDiff, String, SDVariable, INDArray, INDArray, LoraConfig, WeightLayout)} with {@code W [out, in]}. */
     public static LoraSameDiff linear(SameDiff sd, String name, SDVariable x, INDArray w, INDArray b, LoraConfig config) {
@@ -69,18 +206,23 @@ public final class LoraSameDiff {
     }
 
     /**
-     * Adds a LoRA linear layer to {@code sd}.
+     * Adds a LoRA linear layer {@code out = x W^T + b + s·(x A^T) B^T} to {@code sd}. {@code A} starts as
+     * {@link LoraLinear#wrap} would draw it for the same configuration (same seed, same values), {@code B = 0}; so
+     * before training the graph computes exactly the base layer. Variable names are {@code name + "/weight"},
+     * {@code "/bias"}, {@code "/lora_A"}, {@code "/lora_B"} (and the others listed in the class doc), and
+     * {@code name} for the output. Other variables of the graph are left as they are.
      *
      * @param sd     the graph
-     * @param name   output variable name and prefix of the layer's variables; none of them may exist yet
+     * @param name   output variable name and prefix of the layer's variables: not blank, without {@code ':'}
+     *               (SameDiff's op-output syntax, {@code "op:1"}); none of the names may exist yet
      * @param x      input {@code [n, in]} (rank 2) of W's data type
      * @param w      frozen weight, {@code [out, in]} or, with {@link WeightLayout#IN_OUT}, {@code [in, out]}; FLOAT
-     *               or DOUBLE; becomes a constant
+     *               or DOUBLE; becomes a constant holding this very array (see the class doc)
      * @param b      frozen bias {@code [out]}, or null; becomes a constant
      * @param config adapter configuration (rank, alpha, rsLoRA, init, seed); dropout must be 0
      * @param layout how {@code w} is stored; IN_OUT is handled by mmul's transpose flag, not by a copy
-     * @throws IllegalArgumentException for a bad weight, bias or config, an input of the wrong type or width, or
-     *                                  a name already used in {@code sd}; {@code sd} is then unchanged
+     * @throws IllegalArgumentException for a bad name, weight, bias or config, an input of the wrong type or width,
+     *                                  or a name already used in {@code sd}; {@code sd} is then unchanged
      */
     public static LoraSameDiff linear(SameDiff sd, String name, SDVariable x, INDArray w, INDArray b,
                                       LoraConfig config, WeightLayout layout) {
@@ -89,11 +231,12 @@ public final class LoraSameDiff {
         Objects.requireNonNull(x, "x must not be null");
         Objects.requireNonNull(config, "config must not be null");
         Objects.requireNonNull(layout, "layout must not be null");
-        if (config.dropout() != 0) {
-            throw new IllegalArgumentException("LoRA dropout is not supported in the SameDiff path: expected dropout 0, got "
-                    + config.dropout());
+        if (name.isBlank() || name.indexOf(':') >= 0) {
+            throw new IllegalArgumentException("layer name: expected a non-blank name without ':' (SameDiff reads"
+                    + " \"op:1\" as output 1 of op \"op\"), got '" + name + "'");
         }
-        // Validates W, b and the rank exactly as the eager layer does, and draws A the same way from the seed.
+        Plan.requireNoDropout(config);
+        // Validates W, b and the rank exactly as the eager layer does.
         LoraLinear eager = LoraLinear.wrap(w, b, config, layout);
         if (x.dataType() != eager.dataType()) {
             throw new IllegalArgumentException("x data type: expected " + eager.dataType() + " (the weight's), got "
@@ -104,34 +247,42 @@ public final class LoraSameDiff {
             throw new IllegalArgumentException("x shape: expected [n, " + eager.inFeatures() + "], got "
                     + Arrays.toString(xShape));
         }
-        for (String v : new String[] {name, name + "/weight", name + "/bias", name + "/lora_A", name + "/lora_B"}) {
+        // Without a bias the product is the layer's output: its name moves to base + delta.
+        String matmul = b == null ? name : name + "/matmul";
+        List<String> own = new ArrayList<>(List.of(name, name + "/weight", name + "/bias", name + "/matmul"));
+        own.addAll(Plan.namesFor(name, 1));
+        for (String v : own) {
             if (sd.hasVariable(v)) {
                 throw new IllegalArgumentException("variable '" + v + "' already exists in this SameDiff graph");
             }
         }
-        LoraAdapter init = eager.adapter(LoraLinear.DEFAULT_ADAPTER);
         SDVariable wc = sd.constant(name + "/weight", w);
         SDVariable bc = b == null ? null : sd.constant(name + "/bias", b.reshape(1, eager.outFeatures()));
-        SDVariable a = sd.var(name + "/lora_A", init.a().dup('c'));
-        SDVariable bb = sd.var(name + "/lora_B", init.b().dup('c'));
-        SDVariable base = sd.mmul(x, wc, false, layout == WeightLayout.OUT_IN, false);        // x W^T   [n, out]
+        SDVariable base = sd.mmul(matmul, x, wc, false, layout == WeightLayout.OUT_IN, false);    // x W^T   [n, out]
         if (bc != null) {
-            base = base.add(bc);
+            base.add(name, bc);
         }
-        SDVariable u = sd.mmul(x, a, false, true, false);                                     // x A^T   [n, r]
-        SDVariable delta = sd.mmul(u, bb, false, true, false).mul(config.scaling());          // s u B^T [n, out]
-        SDVariable out = base.add(name, delta);
-        return new LoraSameDiff(sd, name, config, layout, w, b, wc, bc, a, bb, out);
+        // The seed is the config's own, so A is the one LoraLinear.wrap draws.
+        Plan.Target t = Plan.target(sd, wc.name(), config, new HashSet<>());
+        new Plan(sd, List.of(t), List.of()).execute();
+        return new LoraSameDiff(sd, t, bc, sd.getVariable(name));
     }
 
-    /** The layer's output {@code [n, out]}, named {@link #name()}. */
+    // ---------------------------------------------------------------- accessors
+
+    /** The output {@code [n, out]} of a layer made by {@link #linear}, named like the layer; null after {@link #apply}. */
     public SDVariable output() {
         return output;
     }
 
-    /** Name of the output variable and prefix of the layer's variables. */
+    /** The module name: the weight's variable name without {@code "/weight"} / {@code ".weight"}. */
     public String name() {
-        return name;
+        return module;
+    }
+
+    /** The adapted weight's variable name. */
+    public String weightName() {
+        return weightName;
     }
 
     /** The constant holding {@code W}. */
@@ -139,29 +290,43 @@ public final class LoraSameDiff {
         return weight;
     }
 
-    /** The constant holding the bias as {@code [1, out]}, or null. */
+    /** The constant holding the bias as {@code [1, out]} of a layer made by {@link #linear}, or null. */
     public SDVariable bias() {
         return bias;
     }
 
-    /** The trainable variable {@code A [r, in]}. */
+    /** The trainable variable {@code A [r, in]} (a constant while merged). */
     public SDVariable loraA() {
         return loraA;
     }
 
-    /** The trainable variable {@code B [out, r]}. */
+    /** The trainable variable {@code B [out, r]} (a constant while merged). */
     public SDVariable loraB() {
         return loraB;
     }
 
-    /** The adapter configuration. */
+    /** The scalar constant {@code s} the LoRA path is multiplied by: {@code config().scaling()}, 0 while merged. */
+    public SDVariable scalingVariable() {
+        return scaling;
+    }
+
+    /** The adapter configuration (after {@link LoraSameDiffModel#load}, the file's). */
     public LoraConfig config() {
         return config;
     }
 
-    /** How {@code W} is stored. */
+    /** How {@code W} is stored: {@code [out, in]} or {@code [in, out]}, as the ops that read it use it. */
     public WeightLayout layout() {
         return layout;
+    }
+
+    /**
+     * Names of the ops that read {@code W} and were adapted. An op that was named like its output (SameDiff's
+     * default for unnamed products, e.g. {@code matmul}) is renamed with that output to {@code <module>/lora_base}.
+     */
+    public List<String> adaptedOps() {
+        requireLoaded();
+        return inserted.stream().map(i -> sd.getVariables().get(i.base()).getOutputOfOp()).toList();
     }
 
     /** A copy of the graph's current {@code A [r, in]}. */
@@ -174,26 +339,181 @@ public final class LoraSameDiff {
         return sd.getArrForVarName(loraB.name()).dup('c');
     }
 
+    /** The graph's own {@code W} array (not a copy; see the class doc). */
+    INDArray weightArray() {
+        return sd.getArrForVarName(weightName);
+    }
+
+    // ---------------------------------------------------------------- eager layers
+
     /**
      * Copies the graph's current {@code A} and {@code B} into adapter {@code adapterName} of {@code layer} (see
-     * {@link LoraLinear#setAdapterWeights}); the layer must have that adapter with this layer's shapes.
+     * {@link LoraLinear#setAdapterWeights}); the layer must have that adapter with this adapter's shapes.
      *
-     * @throws IllegalArgumentException for an unknown adapter or mismatched shapes or data type
+     * @throws IllegalArgumentException for an unknown adapter or mismatched shapes or data type, or a layer whose
+     *                                  weight shares memory with the graph's {@code W} (merging it would apply the
+     *                                  adapter twice: once in {@code W}, once on the graph's LoRA path)
      * @throws IllegalStateException    if that adapter is merged
      */
     public void exportTo(LoraLinear layer, String adapterName) {
         Objects.requireNonNull(layer, "layer must not be null");
+        requireLoaded();
+        if (sharesMemory(layer.weight(), weightArray())) {
+            throw new IllegalArgumentException("the layer wraps the graph's own W of '" + weightName + "'; merging it"
+                    + " would apply the adapter twice (in W and on the graph's LoRA path). Merge with"
+                    + " LoraSameDiff.merge(), or wrap a copy of W (toLoraLinear() does)");
+        }
         layer.setAdapterWeights(adapterName, currentA(), currentB());
     }
 
     /**
-     * A new {@link LoraLinear} over the same {@code W} and bias arrays this layer was built from (referenced, not
-     * copied, as {@link LoraLinear#wrap} always does: merging it writes that {@code W}), whose
-     * {@value LoraLinear#DEFAULT_ADAPTER} adapter holds the graph's current {@code A} and {@code B}.
+     * A new {@link LoraLinear} over a <em>copy</em> of {@code W} (and of the bias of a {@link #linear} layer) whose
+     * {@value LoraLinear#DEFAULT_ADAPTER} adapter holds the graph's current {@code A} and {@code B}: merging it
+     * never touches the graph.
+     *
+     * @throws IllegalStateException while merged (the copy would hold the adapter already)
      */
     public LoraLinear toLoraLinear() {
-        LoraLinear layer = LoraLinear.wrap(weightArray, biasArray, config, layout);
-        exportTo(layer, LoraLinear.DEFAULT_ADAPTER);
+        requireUnmerged("copy W into a LoraLinear");
+        INDArray b = bias == null ? null : sd.getArrForVarName(bias.name()).dup('c');
+        LoraLinear layer = LoraLinear.wrap(weightArray().dup('c'), b, config, layout);
+        layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, currentA(), currentB());
         return layer;
+    }
+
+    // ---------------------------------------------------------------- merge
+
+    /**
+     * Folds the adapter into the graph's {@code W} in place, {@code W += s·B·A} (transposed for
+     * {@link WeightLayout#IN_OUT}), by {@link LoraLinear}'s {@link MergeMode#EXACT exact} merge, so that
+     * {@link #unmerge()} restores {@code W} bit for bit. The graph's LoRA path is bypassed meanwhile ({@code s = 0}
+     * in the graph) and {@code A}, {@code B} become constants, their optimizer state kept aside for unmerge.
+     *
+     * @throws IllegalStateException if already merged, after unload, or if {@code A} or {@code B} is not finite or
+     *                               the merged {@code W} would not be; the graph is then unchanged
+     */
+    public void merge() {
+        requireUnmerged("merge");
+        LoraLinear layer = LoraLinear.base(weightArray(), null, layout);
+        layer.addAdapter(LoraLinear.DEFAULT_ADAPTER, config.toBuilder().init(LoraInit.ZERO).build());
+        try {
+            layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, sd.getArrForVarName(loraA.name()),
+                    sd.getArrForVarName(loraB.name()));
+        } catch (IllegalArgumentException e) {
+            throw new IllegalStateException("cannot merge '" + weightName + "': " + e.getMessage(), e);
+        }
+        layer.setActiveAdapter(LoraLinear.DEFAULT_ADAPTER);
+        layer.merge(MergeMode.EXACT);
+        merged = layer;
+        sd.getArrForVarName(scaling.name()).assign(0);
+        parkedUpdaters = freezeKeepingState(sd, List.of(loraA, loraB));
+    }
+
+    /**
+     * Takes the adapter out of {@code W} again, bit-exactly, and turns the graph's LoRA path and the training of
+     * {@code A}, {@code B} back on (with the optimizer state they had).
+     *
+     * @throws IllegalStateException if not merged
+     */
+    public void unmerge() {
+        requireLoaded();
+        if (merged == null) {
+            throw new IllegalStateException("'" + weightName + "' is not merged; nothing to unmerge");
+        }
+        merged.unmerge();
+        merged = null;
+        sd.getArrForVarName(scaling.name()).assign(config.scaling());
+        thaw(sd, List.of(loraA, loraB), parkedUpdaters);
+        parkedUpdaters = Map.of();
+    }
+
+    /** Whether the adapter is merged into {@code W}. */
+    public boolean isMerged() {
+        return merged != null;
+    }
+
+    /** Whether {@link LoraSameDiffModel#unload()} took this adapter out of the graph. */
+    public boolean isUnloaded() {
+        return unloaded;
+    }
+
+    /** Replaces the configuration (after {@link LoraSameDiffModel#load}) and sets the graph's {@code s} to its scaling. */
+    void setConfig(LoraConfig c) {
+        requireUnmerged("load an adapter into");
+        this.config = c;
+        sd.getArrForVarName(scaling.name()).assign(c.scaling());
+    }
+
+    /** Takes the LoRA ops and variables out; W keeps what it holds. */
+    void unload() {
+        requireLoaded();
+        if (merged != null) {
+            merged = null;               // W keeps the merged values; the record is no longer needed
+            thaw(sd, List.of(loraA, loraB), parkedUpdaters);
+        }
+        sd.convertToConstants(List.of(loraA, loraB));        // drops their optimizer state
+        for (int i = inserted.size() - 1; i >= 0; i--) {
+            GraphSurgery.remove(sd, inserted.get(i));
+        }
+        for (SDVariable v : List.of(loraA, loraB, scaling)) {
+            GraphSurgery.removeVariable(sd, v.name());
+        }
+        unloaded = true;
+    }
+
+    private void requireLoaded() {
+        if (unloaded) {
+            throw new IllegalStateException("the adapter of '" + weightName + "' was unloaded from the graph");
+        }
+    }
+
+    private void requireUnmerged(String what) {
+        requireLoaded();
+        if (merged != null) {
+            throw new IllegalStateException("cannot " + what + " '" + weightName + "' while its adapter is merged into W;"
+                    + " unmerge() first");
+        }
+    }
+
+    /**
+     * Makes {@code vars} constants, returning their optimizer state (SameDiff's {@code convertToConstants} would
+     * close it) so that {@link #thaw} can give it back.
+     */
+    static Map<String, GradientUpdater> freezeKeepingState(SameDiff sd, List<SDVariable> vars) {
+        Map<String, GradientUpdater> parked = new HashMap<>();
+        if (sd.getUpdaterMap() != null) {
+            for (SDVariable v : vars) {
+                GradientUpdater u = sd.getUpdaterMap().remove(v.name());
+                if (u != null) {
+                    parked.put(v.name(), u);
+                }
+            }
+        }
+        sd.convertToConstants(vars);
+        return Collections.unmodifiableMap(parked);
+    }
+
+    /** Makes {@code vars} trainable again with the state {@link #freezeKeepingState} kept (fresh state if none). */
+    static void thaw(SameDiff sd, List<SDVariable> vars, Map<String, GradientUpdater> parked) {
+        if (sd.isInitializedTraining() && sd.getUpdaterMap() != null) {
+            parked.forEach(sd.getUpdaterMap()::putIfAbsent);
+        }
+        sd.convertToVariables(vars);
+    }
+
+    /** Whether two arrays' buffers overlap in memory. */
+    static boolean sharesMemory(INDArray p, INDArray q) {
+        long pa = p.data().address();
+        long qa = q.data().address();
+        long pe = pa + p.data().length() * p.data().getElementSize();
+        long qe = qa + q.data().length() * q.data().getElementSize();
+        return pa < qe && qa < pe;
+    }
+
+    @Override
+    public String toString() {
+        return "LoraSameDiff{weight=" + weightName + ", module=" + module + ", layout=" + layout + ", r="
+                + config.rank() + ", s=" + config.scaling() + ", ops=" + inserted.size() + ", merged=" + isMerged()
+                + ", unloaded=" + unloaded + "}";
     }
 }

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -22,8 +23,8 @@ import org.nd4j.autodiff.samediff.TrainingConfig;
 import org.nd4j.autodiff.samediff.VariableType;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.learning.config.Adam;
 
 class LoraSameDiffTest {
@@ -113,14 +114,8 @@ class LoraSameDiffTest {
         sd.setTrainingConfig(TrainingConfig.builder().updater(new Adam(0.02))
                 .dataSetFeatureMapping("x").dataSetLabelMapping("label").build());
 
-        Map<String, INDArray> feed = Map.of("x", xs, "label", target);
-        double before = sd.output(feed, "loss").get("loss").getDouble(0);
-        DataSet data = new DataSet(xs, target);
-        for (int i = 0; i < 300; i++) {
-            sd.fit(data);
-        }
-        double after = sd.output(feed, "loss").get("loss").getDouble(0);
-        assertTrue(after < 0.05 * before, "MSE " + before + " -> " + after);
+        double[] loss = Graphs.lossBeforeAndAfterFit(sd, xs, target, 300);
+        assertTrue(loss[1] < 0.05 * loss[0], "MSE " + loss[0] + " -> " + loss[1]);
 
         assertArrayEquals(bits(wCopy), bits(w), "the caller's W is unchanged");
         assertArrayEquals(bits(wCopy), bits(sd.getArrForVarName("o_proj/weight")), "the graph's constant is unchanged");
@@ -152,5 +147,86 @@ class LoraSameDiffTest {
         IllegalArgumentException taken = assertThrows(IllegalArgumentException.class,
                 () -> LoraSameDiff.linear(sd, "l", ok, w, null, CFG));
         assertTrue(taken.getMessage().contains("'l' already exists"), taken.getMessage());
+    }
+
+    @Test
+    void blankNamesAndOpOutputNamesAreRefusedAndTheGraphUnchanged() {
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
+        INDArray w = gaussian(DataType.DOUBLE, 40, 0.5, OUT, IN);
+        Graphs.Snapshot before = Graphs.snapshot(sd);
+        for (String bad : new String[] {"", " ", "a:1"}) {
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> LoraSameDiff.linear(sd, bad, x, w, null, CFG));
+            assertTrue(e.getMessage().contains("without ':'") && e.getMessage().contains("got '" + bad + "'"),
+                    e.getMessage());
+            assertEquals(before, Graphs.snapshot(sd), "'" + bad + "' changed the graph");
+        }
+    }
+
+    /**
+     * The graph shares the caller's W (no copy): merging goes through the graph's handle, which bypasses the graph's
+     * LoRA path meanwhile; a LoraLinear from toLoraLinear() holds a copy, and a layer over the shared W is refused.
+     * In every case the adapter is applied exactly once.
+     */
+    @Test
+    void theGraphSharesWAndNoCallAppliesTheAdapterTwice() {
+        INDArray w = gaussian(DataType.DOUBLE, 50, 0.5, OUT, IN).dup('c');      // not a view: SameDiff copies views
+        assertFalse(w.isView());
+        INDArray bias = gaussian(DataType.DOUBLE, 51, 0.5, OUT);
+        INDArray wCopy = w.dup();
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
+        LoraSameDiff q = LoraSameDiff.linear(sd, "q", x, w, bias, CFG);
+        assertSame(w, sd.getArrForVarName("q/weight"), "shared, as documented");
+        INDArray a = gaussian(DataType.DOUBLE, 52, 0.5, 3, IN);
+        INDArray b = gaussian(DataType.DOUBLE, 53, 0.5, OUT, 3);
+        setAdapter(sd, q, a, b);
+        INDArray xs = gaussian(DataType.DOUBLE, 54, 1, N, IN);
+        LoraLinear eager = LoraLinear.wrap(wCopy.dup(), bias, CFG);
+        eager.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a, b);
+        INDArray once = eager.forward(xs);
+        INDArray y = sd.output(Map.of("x", xs), "q").get("q");
+        assertTrue(maxAbsDiff(once, y) < 1e-12);
+
+        LoraLinear copy = q.toLoraLinear();
+        copy.merge();                                   // the case: it moved the graph's output by 0.715
+        assertArrayEquals(bits(wCopy), bits(w), "toLoraLinear() merges a copy of W");
+        assertArrayEquals(bits(y), bits(sd.output(Map.of("x", xs), "q").get("q")), "the graph is untouched");
+        assertTrue(maxAbsDiff(once, copy.forward(xs)) < 1e-12, "the merged copy applies the adapter once");
+
+        LoraLinear overShared = LoraLinear.wrap(w, bias, CFG);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> q.exportTo(overShared, LoraLinear.DEFAULT_ADAPTER));
+        assertTrue(e.getMessage().contains("apply the adapter twice"), e.getMessage());
+
+        q.merge();
+        assertFalse(maxAbsDiff(wCopy, w) == 0, "merge writes the shared W in place");
+        assertTrue(maxAbsDiff(once, sd.output(Map.of("x", xs), "q").get("q")) < 1e-12,
+                "while merged the graph bypasses its LoRA path: applied once");
+        assertThrows(IllegalStateException.class, q::merge);
+        assertThrows(IllegalStateException.class, q::toLoraLinear);
+        q.unmerge();
+        assertArrayEquals(bits(wCopy), bits(w), "unmerge restores W bitwise");
+        assertArrayEquals(bits(y), bits(sd.output(Map.of("x", xs), "q").get("q")));
+
+        // A view is the one case where the graph holds a copy (SameDiff's constant() copies views): merging then
+        // writes the graph's copy and leaves the caller's view alone.
+        INDArray wide = gaussian(DataType.DOUBLE, 55, 0.5, OUT, 2 * IN);
+        INDArray view = wide.get(NDArrayIndex.all(),
+                NDArrayIndex.interval(0, IN));
+        INDArray viewCopy = view.dup();
+        LoraSameDiff v = LoraSameDiff.linear(sd, "v", x, view, null, CFG);
+        assertFalse(sd.getArrForVarName("v/weight") == view);
+        setAdapter(sd, v, a, b);
+        LoraLinear eagerV = LoraLinear.wrap(viewCopy.dup(), null, CFG);
+        eagerV.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a, b);
+        assertEquals("v", v.output().name());
+        assertTrue(maxAbsDiff(eagerV.forward(xs), sd.output(Map.of("x", xs), "v").get("v")) < 1e-12,
+                "a layer without bias outputs the LoRA sum under its name");
+        v.merge();
+        assertArrayEquals(bits(viewCopy), bits(view));
+        assertFalse(maxAbsDiff(viewCopy, sd.getArrForVarName("v/weight")) == 0);
+        v.unmerge();
     }
 }

@@ -1,0 +1,275 @@
+package io.github.lora4j.samediff;
+
+import io.github.lora4j.LoraAdapter;
+import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraInit;
+import io.github.lora4j.LoraLinear;
+import io.github.lora4j.io.PeftAdapterConfig;
+import io.github.lora4j.io.PeftAdapterFiles;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import org.nd4j.autodiff.samediff.SDVariable;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.VariableType;
+
+/**
+ * The LoRA adapters that {@link LoraSameDiff#apply} added to a {@link SameDiff} graph, and what it froze: merge them
+ * into the weights, take them out again, save and load them as PEFT files.
+ *
+ * <pre>{@code
+ * SameDiff sd = SameDiff.fromFlatBuffers(bytes);                  // or any graph built with nn().linear / mmul
+ * LoraSameDiffModel lora = LoraSameDiff.apply(sd, LoraConfig.builder().rank(8).alpha(16).build(), "fc0/weight");
+ * sd.setTrainingConfig(...); sd.fit(data);                         // trains fc0/lora_A and fc0/lora_B only
+ * lora.save(dir);                                                  // PEFT: base_model.model.fc0.lora_A.weight, ...
+ * lora.mergeAndUnload();                                           // the original graph, W += s·B·A
+ * }</pre>
+ *
+ * <h2>Who may change what</h2>
+ * The weights stay the graph's own arrays (see {@link LoraSameDiff}); only {@link #merge()}, {@link #unmerge()} and
+ * {@link #mergeAndUnload()} write them. Model-wide calls are all or nothing. Not thread-safe: change the graph while
+ * nothing runs it.
+ */
+public final class LoraSameDiffModel {
+
+    private final SameDiff sd;
+    private final Map<String, LoraSameDiff> adapted;
+    private final List<String> frozen;
+    private boolean unloaded;
+
+    LoraSameDiffModel(SameDiff sd, Map<String, LoraSameDiff> adapted, List<String> frozen) {
+        this.sd = sd;
+        this.adapted = Collections.unmodifiableMap(new LinkedHashMap<>(adapted));
+        this.frozen = List.copyOf(frozen);
+    }
+
+    /** The graph (changed in place by {@link LoraSameDiff#apply}). */
+    public SameDiff sameDiff() {
+        return sd;
+    }
+
+    /** The adapted weights: weight variable name → its adapter, in graph order; unmodifiable. */
+    public Map<String, LoraSameDiff> adapted() {
+        return adapted;
+    }
+
+    /** The adapter of weight variable {@code weightName}. */
+    public LoraSameDiff adapter(String weightName) {
+        LoraSameDiff a = adapted.get(weightName);
+        if (a == null) {
+            throw new IllegalArgumentException("weight '" + weightName + "' was not adapted; adapted: " + adapted.keySet());
+        }
+        return a;
+    }
+
+    /** Variables that were trainable and that apply made constants (the targeted weights among them). */
+    public List<String> frozenVariables() {
+        return frozen;
+    }
+
+    /** Names of the graph's trainable variables now: the adapters' A and B and any kept trainable. */
+    public List<String> trainableVariables() {
+        List<String> out = new ArrayList<>();
+        for (SDVariable v : sd.variables()) {
+            if (v.getVariableType() == VariableType.VARIABLE) {
+                out.add(v.name());
+            }
+        }
+        return out;
+    }
+
+    /** Parameters of the adapters, {@code r·(in + out)} summed over the adapted weights. */
+    public long adapterParameterCount() {
+        return adapted.values().stream().mapToLong(a -> a.currentA().length() + a.currentB().length()).sum();
+    }
+
+    // ---------------------------------------------------------------- merge
+
+    /**
+     * Merges every adapter into its weight ({@link LoraSameDiff#merge()}). All or nothing: if one fails, those
+     * already merged are unmerged again, bit-exactly, and the exception is rethrown.
+     *
+     * @throws IllegalStateException if some adapter is already merged, after unload, or as {@link LoraSameDiff#merge()}
+     */
+    public void merge() {
+        requireLoaded();
+        for (LoraSameDiff a : adapted.values()) {
+            if (a.isMerged()) {
+                throw new IllegalStateException("'" + a.weightName() + "' is already merged; unmerge() first");
+            }
+        }
+        mergeAll(adapted.values());
+    }
+
+    /** Merges {@code toMerge}, all or nothing. */
+    private static void mergeAll(Iterable<LoraSameDiff> toMerge) {
+        List<LoraSameDiff> done = new ArrayList<>();
+        for (LoraSameDiff a : toMerge) {
+            try {
+                a.merge();
+            } catch (RuntimeException e) {
+                for (int i = done.size() - 1; i >= 0; i--) {
+                    done.get(i).unmerge();
+                }
+                throw new IllegalStateException("merging '" + a.weightName() + "' failed; " + done.size()
+                        + " weight(s) already merged were unmerged again: " + e.getMessage(), e);
+            }
+            done.add(a);
+        }
+    }
+
+    /**
+     * Unmerges every adapter; each weight is then bitwise what it was before {@link #merge()}.
+     *
+     * @throws IllegalStateException unless every adapter is merged (nothing is changed then)
+     */
+    public void unmerge() {
+        requireLoaded();
+        for (LoraSameDiff a : adapted.values()) {
+            if (!a.isMerged()) {
+                throw new IllegalStateException("'" + a.weightName() + "' is not merged; nothing to unmerge");
+            }
+        }
+        adapted.values().forEach(LoraSameDiff::unmerge);
+    }
+
+    /** Whether every adapter is merged into its weight (each can also be merged alone, through {@link #adapter}). */
+    public boolean isMerged() {
+        return adapted.values().stream().allMatch(LoraSameDiff::isMerged);
+    }
+
+    /**
+     * Takes the adapters out of the graph: every LoRA op and variable is removed, each adapted op's output gets
+     * its own name back, and the variables apply froze are trainable again. If merged, the weights keep the merged
+     * values (that is {@link #mergeAndUnload()}); otherwise the graph is the one apply was given, bit for bit.
+     * This model is unusable afterwards.
+     *
+     * @return the graph
+     * @throws IllegalStateException if already unloaded
+     */
+    public SameDiff unload() {
+        requireLoaded();
+        for (LoraSameDiff a : adapted.values()) {
+            a.unload();
+        }
+        List<SDVariable> thaw = new ArrayList<>();
+        for (String f : frozen) {
+            thaw.add(sd.getVariable(f));
+        }
+        sd.convertToVariables(thaw);
+        unloaded = true;
+        return sd;
+    }
+
+    /**
+     * PEFT's {@code merge_and_unload}: merges every adapter not yet merged into its weight, in place (all or
+     * nothing), then
+     * {@link #unload()}s: the graph has its original structure (ops, variables, trainable ones) with
+     * {@code W + s·B·A} in the adapted weights and no LoRA ops.
+     *
+     * @return the graph
+     * @throws IllegalStateException if already unloaded, or a merge fails (then nothing is changed)
+     */
+    public SameDiff mergeAndUnload() {
+        requireLoaded();
+        mergeAll(adapted.values().stream().filter(a -> !a.isMerged()).toList());
+        return unload();
+    }
+
+    /** Whether {@link #unload()} or {@link #mergeAndUnload()} was called. */
+    public boolean isUnloaded() {
+        return unloaded;
+    }
+
+    // ---------------------------------------------------------------- files
+
+    /**
+     * Saves the adapters as PEFT files in {@code dir} (F32, atomic; see {@link PeftAdapterFiles#save}): tensor
+     * keys {@code base_model.model.<module>.lora_A.weight} / {@code .lora_B.weight}, module names from the weight
+     * names ({@link LoraSameDiff#name()}). Works merged or not; the graph is not changed.
+     *
+     * @throws IllegalArgumentException as {@link PeftAdapterFiles#save}, e.g. a non-finite A or B
+     * @throws IOException              if writing fails; existing files are then left as they were
+     */
+    public void save(Path dir) throws IOException {
+        Objects.requireNonNull(dir, "dir must not be null");
+        requireLoaded();
+        Map<String, LoraLinear> modules = new LinkedHashMap<>();
+        for (LoraSameDiff a : adapted.values()) {
+            LoraLinear layer = LoraLinear.base(a.weightArray(), null, a.layout());
+            layer.addAdapter(LoraLinear.DEFAULT_ADAPTER, a.config().toBuilder().init(LoraInit.ZERO).build());
+            layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB());
+            modules.put(a.name(), layer);
+        }
+        PeftAdapterFiles.save(dir, modules, LoraLinear.DEFAULT_ADAPTER);
+    }
+
+    /**
+     * Loads the PEFT adapter in {@code dir} into the graph's {@code A} and {@code B} (see
+     * {@link PeftAdapterFiles#load}); the file's {@code lora_alpha} and {@code use_rslora} set the graph's
+     * scaling. The file must name exactly the adapted modules, with this model's rank. All or nothing.
+     *
+     * @return the file's configuration
+     * @throws IllegalArgumentException if the modules or the rank differ, or as {@link PeftAdapterFiles#load}
+     * @throws IllegalStateException    while merged or after unload
+     * @throws io.github.lora4j.io.AdapterFormatException for a corrupt or unsupported file
+     * @throws IOException              if reading fails
+     */
+    public PeftAdapterConfig load(Path dir) throws IOException {
+        Objects.requireNonNull(dir, "dir must not be null");
+        requireLoaded();
+        for (LoraSameDiff a : adapted.values()) {
+            if (a.isMerged()) {
+                throw new IllegalStateException("cannot load an adapter while '" + a.weightName()
+                        + "' is merged; unmerge() first");
+            }
+        }
+        Map<String, LoraLinear> modules = new LinkedHashMap<>();
+        for (LoraSameDiff a : adapted.values()) {
+            modules.put(a.name(), LoraLinear.base(a.weightArray(), null, a.layout()));
+        }
+        PeftAdapterConfig cfg = PeftAdapterFiles.load(dir, modules, LoraLinear.DEFAULT_ADAPTER);
+        List<String> missing = new ArrayList<>();
+        for (Map.Entry<String, LoraLinear> e : modules.entrySet()) {
+            if (!e.getValue().adapterNames().contains(LoraLinear.DEFAULT_ADAPTER)) {
+                missing.add(e.getKey());
+            }
+        }
+        if (!missing.isEmpty()) {
+            throw new IllegalArgumentException("the adapter file must cover every adapted module; expected "
+                    + modules.keySet() + ", missing " + missing + "; nothing was loaded");
+        }
+        for (LoraSameDiff a : adapted.values()) {
+            int rank = modules.get(a.name()).adapter(LoraLinear.DEFAULT_ADAPTER).config().rank();
+            if (rank != a.config().rank()) {
+                throw new IllegalArgumentException("the adapter file has r = " + rank + ", the graph's adapters r = "
+                        + a.config().rank() + "; apply LoRA with the file's rank; nothing was loaded");
+            }
+        }
+        for (LoraSameDiff a : adapted.values()) {
+            LoraAdapter loaded = modules.get(a.name()).adapter(LoraLinear.DEFAULT_ADAPTER);
+            sd.getArrForVarName(a.loraA().name()).assign(loaded.a());
+            sd.getArrForVarName(a.loraB().name()).assign(loaded.b());
+            LoraConfig c = loaded.config();
+            a.setConfig(a.config().toBuilder().alpha(c.alpha()).rsLora(c.rsLora()).build());
+        }
+        return cfg;
+    }
+
+    private void requireLoaded() {
+        if (unloaded) {
+            throw new IllegalStateException("the adapters were unloaded from the graph");
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "LoraSameDiffModel{adapted=" + adapted.keySet() + ", frozen=" + frozen.size() + ", merged="
+                + (!unloaded && isMerged()) + ", unloaded=" + unloaded + "}";
+    }
+}

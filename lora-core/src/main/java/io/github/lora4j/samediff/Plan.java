@@ -1,0 +1,278 @@
+package io.github.lora4j.samediff;
+
+import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraLinear;
+import io.github.lora4j.WeightLayout;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.LinkedHashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.SplittableRandom;
+import java.util.TreeSet;
+import java.util.function.Predicate;
+import java.util.regex.Pattern;
+import org.nd4j.autodiff.samediff.SDVariable;
+import org.nd4j.autodiff.samediff.SameDiff;
+import org.nd4j.autodiff.samediff.VariableType;
+import org.nd4j.autodiff.samediff.internal.Variable;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * What {@link LoraSameDiff#apply} will do to a graph, checked in full before anything changes: the targeted
+ * weights, how each op uses them, the new variable names and the variables to freeze. {@link #execute()} then
+ * makes the changes, which cannot fail on what was checked.
+ */
+final class Plan {
+
+    /** One targeted weight: everything {@link #execute()} needs, all checked. */
+    record Target(String weight, String module, WeightLayout layout, LoraConfig config, INDArray initialA, long out,
+                  String a, String b, String scaling, List<GraphSurgery.Inserted> inserted) {
+    }
+
+    private final SameDiff sd;
+    private final List<Target> targets;
+    private final List<String> frozen;
+
+    Plan(SameDiff sd, List<Target> targets, List<String> frozen) {
+        this.sd = sd;
+        this.targets = List.copyOf(targets);
+        this.frozen = List.copyOf(frozen);
+    }
+
+    List<Target> targets() {
+        return targets;
+    }
+
+    /** Trainable variables that {@link #execute()} turns into constants (targeted weights among them). */
+    List<String> frozen() {
+        return frozen;
+    }
+
+    static void requireNoDropout(LoraConfig config) {
+        if (config.dropout() != 0) {
+            throw new IllegalArgumentException("LoRA dropout is not supported in the SameDiff path: expected dropout 0,"
+                    + " got " + config.dropout());
+        }
+    }
+
+    /** The module name of a weight variable: without a trailing {@code "/weight"} or {@code ".weight"}. */
+    static String moduleOf(String weight) {
+        for (String suffix : List.of("/weight", ".weight")) {
+            if (weight.endsWith(suffix) && weight.length() > suffix.length()) {
+                return weight.substring(0, weight.length() - suffix.length());
+            }
+        }
+        return weight;
+    }
+
+    /** PEFT's rule for a list of names, with SameDiff's {@code '/'} scopes beside PyTorch's dots. */
+    static boolean matchesName(String weight, List<String> names) {
+        String module = moduleOf(weight);
+        for (String n : names) {
+            for (String p : List.of(weight, module)) {
+                if (p.equals(n) || p.endsWith("." + n) || p.endsWith("/" + n)) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    /** New variable names for a module read by {@code uses} ops: A, B, s, then base, u, up, delta per op. */
+    static List<String> namesFor(String module, int uses) {
+        List<String> n = new ArrayList<>(List.of(module + "/lora_A", module + "/lora_B", module + "/lora_scaling"));
+        for (int k = 0; k < uses; k++) {
+            String sfx = k == 0 ? "" : "_" + k;
+            for (String part : List.of("/lora_base", "/lora_u", "/lora_up", "/lora_delta")) {
+                n.add(module + part + sfx);
+            }
+        }
+        return n;
+    }
+
+    /** A per-module seed, so equal-shaped weights do not start from identical A (PEFT draws them one by one). */
+    static long moduleSeed(long seed, String module) {
+        return new SplittableRandom(seed ^ (0x9E3779B97F4A7C15L * (module.hashCode() + 1L))).nextLong();
+    }
+
+    /**
+     * Checks the targets of {@link LoraSameDiff#apply} on {@code sd} without changing it.
+     *
+     * @throws IllegalArgumentException for anything {@link LoraSameDiff#apply} refuses
+     */
+    static Plan forTargets(SameDiff sd, LoraConfig config, List<String> names, Pattern regex, List<String> keep) {
+        requireNoDropout(config);
+        Predicate<String> matches;
+        String what;
+        if (regex != null) {
+            matches = w -> regex.matcher(w).matches() || regex.matcher(moduleOf(w)).matches();
+            what = "target regex '" + regex.pattern() + "'";
+        } else {
+            if (names.isEmpty()) {
+                throw new IllegalArgumentException("expected at least one target weight name, got none");
+            }
+            for (String n : names) {
+                if (n == null || n.isBlank()) {
+                    throw new IllegalArgumentException("target weight names must not be blank, got " + names);
+                }
+            }
+            matches = w -> matchesName(w, names);
+            what = "target names " + names;
+        }
+        List<String> matched = new ArrayList<>();
+        for (Variable v : sd.getVariables().values()) {
+            VariableType type = v.getVariable().getVariableType();
+            if ((type == VariableType.VARIABLE || type == VariableType.CONSTANT) && matches.test(v.getName())) {
+                matched.add(v.getName());
+            }
+        }
+        if (matched.isEmpty()) {
+            throw new IllegalArgumentException(what + " matched no weight; 2-D variables and constants of the graph: "
+                    + weights(sd) + "; the graph is unchanged");
+        }
+        Set<String> planned = new HashSet<>();
+        List<Target> targets = new ArrayList<>();
+        Map<String, String> modules = new LinkedHashMap<>();
+        for (String w : matched) {
+            String other = modules.put(moduleOf(w), w);
+            if (other != null) {
+                throw new IllegalArgumentException("weights '" + other + "' and '" + w + "' have the same module name '"
+                        + moduleOf(w) + "'; target one of them; the graph is unchanged");
+            }
+            targets.add(target(sd, w, config.toBuilder().seed(moduleSeed(config.seed(), moduleOf(w))).build(), planned));
+        }
+        Set<String> keepSet = new HashSet<>();
+        for (String k : keep) {
+            Variable v = k == null ? null : sd.getVariables().get(k);
+            if (v == null || v.getVariable().getVariableType() != VariableType.VARIABLE) {
+                throw new IllegalArgumentException("keepTrainable: expected a trainable variable of the graph, got '" + k
+                        + "' (" + (v == null ? "no such variable" : v.getVariable().getVariableType()) + ")");
+            }
+            if (matched.contains(k)) {
+                throw new IllegalArgumentException("keepTrainable: '" + k + "' is a targeted weight, which stays frozen");
+            }
+            keepSet.add(k);
+        }
+        List<String> frozen = new ArrayList<>();
+        for (Variable v : sd.getVariables().values()) {
+            if (v.getVariable().getVariableType() == VariableType.VARIABLE && !keepSet.contains(v.getName())) {
+                frozen.add(v.getName());
+            }
+        }
+        return new Plan(sd, targets, frozen);
+    }
+
+    /**
+     * Checks one weight: 2-D, FLOAT or DOUBLE, finite, read only by matmul-type ops that agree on its layout and
+     * whose other operand has its data type; and that the new names are free (in {@code sd} and in {@code planned},
+     * to which they are added).
+     */
+    static Target target(SameDiff sd, String weight, LoraConfig config, Set<String> planned) {
+        requireNoDropout(config);
+        Variable v = sd.getVariables().get(weight);
+        SDVariable var = v.getVariable();
+        INDArray w = var.getArr();
+        if (w == null || w.rank() != 2) {
+            throw new IllegalArgumentException("weight '" + weight + "': expected a 2-D matrix, got "
+                    + (w == null ? "no array" : "shape " + Arrays.toString(w.shape())) + "; the graph is unchanged");
+        }
+        if (w.dataType() != DataType.FLOAT && w.dataType() != DataType.DOUBLE) {
+            throw new IllegalArgumentException("weight '" + weight + "': expected FLOAT or DOUBLE, got " + w.dataType()
+                    + "; the graph is unchanged");
+        }
+        List<String> readers = v.getInputsForOp() == null ? List.of() : new ArrayList<>(new LinkedHashSet<>(v.getInputsForOp()));
+        if (readers.isEmpty()) {
+            throw new IllegalArgumentException("weight '" + weight + "' is read by no op; the graph is unchanged");
+        }
+        List<GraphSurgery.Use> uses = new ArrayList<>();
+        for (String op : readers) {
+            GraphSurgery.Use use = GraphSurgery.use(sd, weight, op);
+            SDVariable input = sd.getVariable(use.input());
+            if (input.dataType() != w.dataType()) {
+                throw new IllegalArgumentException("weight '" + weight + "' is " + w.dataType() + " but op '" + op
+                        + "' multiplies it with '" + use.input() + "' of type " + input.dataType()
+                        + "; expected the weight's type; the graph is unchanged");
+            }
+            if (!uses.isEmpty() && uses.get(0).layout() != use.layout()) {
+                throw new IllegalArgumentException("weight '" + weight + "' is used as " + describe(uses.get(0).layout())
+                        + " by op '" + uses.get(0).op() + "' but as " + describe(use.layout()) + " by op '" + op
+                        + "'; one adapter cannot serve both; the graph is unchanged");
+            }
+            uses.add(use);
+        }
+        WeightLayout layout = uses.get(0).layout();
+        LoraLinear eager;
+        try {
+            // LoraLinear's own checks (finite W, rank <= min(in, out)) and its A for this seed; W is not copied.
+            eager = LoraLinear.wrap(w, null, config, layout);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("weight '" + weight + "': " + e.getMessage() + "; the graph is unchanged", e);
+        }
+        String module = moduleOf(weight);
+        List<String> names = namesFor(module, uses.size());
+        for (String n : names) {
+            if (sd.hasVariable(n) || sd.getOps().containsKey(n) || !planned.add(n)) {
+                throw new IllegalArgumentException("variable '" + n + "' (for the adapter of '" + weight
+                        + "') already exists in this SameDiff graph, as a variable or an op name; the graph is unchanged");
+            }
+        }
+        for (GraphSurgery.Use use : uses) {
+            if (use.op().equals(use.output()) && GraphSurgery.hasControlDependencies(sd, use.op())) {
+                throw new IllegalArgumentException("op '" + use.op() + "' that reads weight '" + weight
+                        + "' has control dependencies, which lora4j does not rewire; the graph is unchanged");
+            }
+        }
+        List<GraphSurgery.Inserted> inserted = new ArrayList<>();
+        for (int k = 0; k < uses.size(); k++) {
+            int i = 3 + 4 * k;
+            inserted.add(new GraphSurgery.Inserted(uses.get(k), names.get(i), names.get(i + 1), names.get(i + 2),
+                    names.get(i + 3)));
+        }
+        return new Target(weight, module, layout, config, eager.loraA(LoraLinear.DEFAULT_ADAPTER), eager.outFeatures(),
+                names.get(0), names.get(1), names.get(2), inserted);
+    }
+
+    private static String describe(WeightLayout layout) {
+        return layout == WeightLayout.OUT_IN ? "[out, in]" : "[in, out]";
+    }
+
+    private static TreeSet<String> weights(SameDiff sd) {
+        TreeSet<String> out = new TreeSet<>();
+        for (Variable v : sd.getVariables().values()) {
+            VariableType type = v.getVariable().getVariableType();
+            INDArray arr = type == VariableType.VARIABLE || type == VariableType.CONSTANT ? v.getVariable().getArr() : null;
+            if (arr != null && arr.rank() == 2) {
+                out.add(v.getName());
+            }
+        }
+        return out;
+    }
+
+    /** Makes the planned changes: A, B and s per weight, the LoRA path after each op, then the freezing. */
+    void execute() {
+        List<SDVariable> adapters = new ArrayList<>();
+        for (Target t : targets) {
+            DataType type = t.initialA().dataType();
+            SDVariable a = sd.constant(t.a(), t.initialA().dup('c'));
+            SDVariable b = sd.constant(t.b(), Nd4j.zeros(type, t.out(), t.config().rank()));
+            SDVariable s = sd.constant(t.scaling(), Nd4j.scalar(type, t.config().scaling()));
+            for (GraphSurgery.Inserted ins : t.inserted()) {
+                GraphSurgery.insert(sd, ins, a, b, s);
+            }
+            adapters.add(a);
+            adapters.add(b);
+        }
+        List<SDVariable> toFreeze = new ArrayList<>();
+        for (String f : frozen) {
+            toFreeze.add(sd.getVariable(f));
+        }
+        sd.convertToConstants(toFreeze);        // also drops their optimizer state
+        sd.convertToVariables(adapters);        // creates optimizer state if the graph was trained before
+    }
+}
