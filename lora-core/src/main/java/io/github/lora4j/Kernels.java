@@ -309,14 +309,13 @@ final class Kernels {
         static boolean gemmPossible(INDArray x, INDArray w, INDArray y) {
             DataType t = y.dataType();
             return (t == DataType.FLOAT || t == DataType.DOUBLE) && x.dataType() == t && w.dataType() == t
-                    && x.rank() == 2 && w.rank() == 2 && y.rank() == 2 && layout(x) != null && layout(w) != null
-                    && rowMajorLd(y) > 0;
+                    && x.rank() == 2 && w.rank() == 2 && y.rank() == 2 && rowMajorLd(y) > 0;
         }
 
         /**
          * {@code c = alpha·op(a)·op(b) + beta·c} through cblas, or false (nothing written) when the arrays do not
-         * suit it: other data types, other ranks, mismatched shapes (ND4J then reports them), or strides BLAS
-         * cannot express.
+         * suit it: other data types, other ranks, mismatched shapes (ND4J then reports them), or an output that is
+         * not row-major.
          */
         static boolean gemm(INDArray a, INDArray b, INDArray c, boolean transA, boolean transB, double alpha,
                             double beta) {
@@ -334,10 +333,19 @@ final class Kernels {
                 return false;
             }
             int ldc = rowMajorLd(c);
-            long[] la = layout(a);
-            long[] lb = layout(b);
-            if (ldc < 1 || la == null || lb == null) {
+            if (ldc < 1) {
                 return false;
+            }
+            // An operand whose strides BLAS cannot express (neither is 1) is copied; the output never is.
+            long[] la = layout(a);
+            if (la == null) {
+                a = a.dup('c');
+                la = layout(a);
+            }
+            long[] lb = layout(b);
+            if (lb == null) {
+                b = b.dup('c');
+                lb = layout(b);
             }
             if (m == 0 || n == 0) {
                 return true;
