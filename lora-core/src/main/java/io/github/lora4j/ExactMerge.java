@@ -49,6 +49,8 @@ final class ExactMerge {
         private int[] index = new int[16];
         private long[] bits = new long[16];
         private int size;
+        /** The route the merge computed Δ on: the unmerge must compute the very same Δ, so it takes it too. */
+        private final boolean direct = Kernels.direct();
 
         void add(int linearIndex, long rawBits) {
             if (size == index.length) {
@@ -106,7 +108,7 @@ final class ExactMerge {
      */
     static Record merge(INDArray w, boolean inOut, INDArray a, INDArray b, double s) {
         Record record = new Record();
-        Pass pass = new Pass(w, inOut, a, b, s);
+        Pass pass = new Pass(w, inOut, a, b, s, record.direct);
         Failure failure = pass.merge(record);
         if (failure != null) {
             throw new IllegalStateException("merge would make W[" + failure.row() + ", " + failure.col()
@@ -119,7 +121,7 @@ final class ExactMerge {
 
     /** Reverses {@link #merge}: after it, {@code W} is bitwise what it was before the merge. */
     static void unmerge(INDArray w, boolean inOut, INDArray a, INDArray b, double s, Record record) {
-        new Pass(w, inOut, a, b, s).unmerge(w.rows(), record);
+        new Pass(w, inOut, a, b, s, record.direct).unmerge(w.rows(), record);
     }
 
     /** One sweep over the rows of W, block by block. */
@@ -133,8 +135,10 @@ final class ExactMerge {
         final int blockRows;
         final INDArray scratch;
         final Kernel kernel;
+        final boolean direct;
 
-        Pass(INDArray w, boolean inOut, INDArray a, INDArray b, double s) {
+        Pass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean direct) {
+            this.direct = direct;
             this.w = w;
             this.inOut = inOut;
             this.a = a;
@@ -156,9 +160,9 @@ final class ExactMerge {
             INDArray out = rows == blockRows ? scratch : scratch.get(NDArrayIndex.interval(0, rows), NDArrayIndex.all());
             if (inOut) {
                 // W [in, out]: rows of Δ^T = s·A^T B^T are columns of A.
-                Nd4j.gemm(a.get(NDArrayIndex.all(), NDArrayIndex.interval(r0, r0 + rows)), b, out, true, true, s, 0.0);
+                Kernels.gemm(direct, a.get(NDArrayIndex.all(), NDArrayIndex.interval(r0, r0 + rows)), b, out, true, true, s, 0.0);
             } else {
-                Nd4j.gemm(b.get(NDArrayIndex.interval(r0, r0 + rows), NDArrayIndex.all()), a, out, false, false, s, 0.0);
+                Kernels.gemm(direct, b.get(NDArrayIndex.interval(r0, r0 + rows), NDArrayIndex.all()), a, out, false, false, s, 0.0);
             }
             kernel.loadDelta(rows);
             return rows;

@@ -1,8 +1,9 @@
 package io.github.lora4j;
 
+import java.util.Arrays;
 import java.util.Objects;
+import java.util.SplittableRandom;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.api.rng.Random;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
@@ -22,7 +23,7 @@ public final class LoraAdapter {
     private final INDArray b;
     private final INDArray gradA;
     private final INDArray gradB;
-    private Random dropoutRng;
+    private SplittableRandom dropoutRng;
 
     LoraAdapter(String name, LoraConfig config, INDArray a, INDArray b) {
         this.name = Objects.requireNonNull(name, "name");
@@ -79,17 +80,20 @@ public final class LoraAdapter {
         return a.length() + b.length();
     }
 
-    /** The dropout mask stream, created on first use and seeded from the config. */
-    Random dropoutRng() {
+    /**
+     * The dropout mask stream, created on first use and seeded from the config; drawn in Java (see {@link Dropout})
+     * so that masks are the same on every backend and no ND4J random op runs on the hot path.
+     */
+    SplittableRandom dropoutRng() {
         if (dropoutRng == null) {
-            dropoutRng = Nd4j.getRandomFactory().getNewRandomInstance(config.seed() ^ 0x5DEECE66DL);
+            dropoutRng = new SplittableRandom(config.seed() ^ 0x5DEECE66DL);
         }
         return dropoutRng;
     }
 
     @Override
     public String toString() {
-        return "LoraAdapter{name=" + name + ", A=" + java.util.Arrays.toString(a.shape()) + ", B="
-                + java.util.Arrays.toString(b.shape()) + ", scaling=" + scaling() + "}";
+        return "LoraAdapter{name=" + name + ", A=" + Arrays.toString(a.shape()) + ", B="
+                + Arrays.toString(b.shape()) + ", scaling=" + scaling() + "}";
     }
 }

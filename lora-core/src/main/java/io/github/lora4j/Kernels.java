@@ -1,0 +1,400 @@
+package io.github.lora4j;
+
+import java.nio.DoubleBuffer;
+import java.nio.FloatBuffer;
+import org.bytedeco.javacpp.DoublePointer;
+import org.bytedeco.javacpp.FloatPointer;
+import org.bytedeco.javacpp.Pointer;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * The one seam through which every numeric call of the layer passes (forward, backward, zeroGrad, merge/unmerge,
+ * the mixed batch): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
+ * {@code CommonOps_DDRM} are the models.
+ *
+ * <h2>Two routes</h2>
+ * <ul>
+ *   <li><b>Direct</b>: on ND4J's CPU backend, with FLOAT or DOUBLE arrays whose inner stride is 1 (row-major) or whose
+ *       outer stride is 1 (column-major, passed to BLAS as a transpose flag), gemm goes straight to the OpenBLAS that
+ *       nd4j-native ships ({@code org.bytedeco.openblas.global.openblas_nolapack}, the very binding ND4J's own
+ *       {@code CpuLevel3} calls), on the arrays' host pointers. Element work (bias rows, zeroing, dropout masks) is
+ *       a Java loop or a {@code memset} over host memory. No ND4J op runs, so OpenBLAS's threads never fight
+ *       libnd4j's OpenMP threads for the cores, and no op dispatch (about 8 µs per call) is paid.</li>
+ *   <li><b>Fallback</b>: anywhere else (another backend such as CUDA, an unusual layout, another data type),
+ *       {@code Nd4j.gemm} and ND4J element-wise ops, as before.</li>
+ * </ul>
+ * The direct route is detected once, at class load: the backend class must be ND4J's
+ * {@code org.nd4j.linalg.cpu.nativecpu.CpuBackend} and the bytedeco OpenBLAS binding must load. lora-core compiles
+ * against that binding as a {@code provided} dependency only; its classes are touched only inside
+ * {@link OpenBlas}, which the JVM loads on first use, that is only after the detection succeeded. Set the system
+ * property {@value #FALLBACK_PROPERTY}{@code =true} to force the fallback everywhere.
+ *
+ * <p>Both routes compute the same formulas with the same operand order; they agree to rounding (usually bitwise),
+ * which the tests check.
+ */
+final class Kernels {
+
+    /** System property that forces the ND4J fallback route (for diagnosis): {@value}. */
+    static final String FALLBACK_PROPERTY = "lora4j.blas.fallback";
+
+    private static final boolean AVAILABLE = detect();
+
+    /** Test switch: true sends every call down the ND4J fallback route. */
+    private static volatile boolean forcedFallback = Boolean.getBoolean(FALLBACK_PROPERTY);
+
+    private Kernels() {
+    }
+
+    private static boolean detect() {
+        try {
+            if (!"org.nd4j.linalg.cpu.nativecpu.CpuBackend".equals(Nd4j.getBackend().getClass().getName())) {
+                return false;
+            }
+            Class.forName("org.bytedeco.openblas.global.openblas_nolapack");
+            return OpenBlas.selfTest();
+        } catch (ReflectiveOperationException | LinkageError | RuntimeException e) {
+            return false;
+        }
+    }
+
+    /** Whether the direct OpenBLAS route exists in this process (CPU backend, binding present). */
+    static boolean directAvailable() {
+        return AVAILABLE;
+    }
+
+    /** Whether calls take the direct route now. */
+    static boolean direct() {
+        return AVAILABLE && !forcedFallback;
+    }
+
+    /** Package-private switch for tests and diagnosis: true forces the ND4J fallback route. */
+    static void forceFallback(boolean fallback) {
+        forcedFallback = fallback;
+    }
+
+    /** A short name of the route calls take now, for reports. */
+    static String route() {
+        return direct() ? "direct OpenBLAS (" + OpenBlas.config() + ")" : "ND4J fallback";
+    }
+
+    // ---------------------------------------------------------------- BLAS
+
+    /** {@code c = alpha·op(a)·op(b) + beta·c}, {@code op} a transpose where the flag says so. */
+    static void gemm(INDArray a, INDArray b, INDArray c, boolean transA, boolean transB, double alpha, double beta) {
+        gemm(direct(), a, b, c, transA, transB, alpha, beta);
+    }
+
+    /** {@link #gemm(INDArray, INDArray, INDArray, boolean, boolean, double, double)} on a given route. */
+    static void gemm(boolean directRoute, INDArray a, INDArray b, INDArray c, boolean transA, boolean transB,
+                     double alpha, double beta) {
+        if (directRoute && AVAILABLE && OpenBlas.gemm(a, b, c, transA, transB, alpha, beta)) {
+            return;
+        }
+        Nd4j.gemm(a, b, c, transA, transB, alpha, beta);
+    }
+
+    /**
+     * The base product {@code y = x W^T + b} ({@code y = x W + b} when {@code wTransposed} is false, W stored
+     * {@code [in, out]}), written into {@code y [n, out]}. Direct: {@code y} is filled with the bias rows, then one
+     * gemm accumulates into it ({@code beta = 1}), as PyTorch's {@code addmm} does.
+     */
+    static void linear(INDArray x, INDArray w, boolean wTransposed, INDArray bias, INDArray y) {
+        if (bias != null && direct() && rowMajorContiguous(y) && rowMajorContiguous(bias)
+                && OpenBlas.gemmPossible(x, w, y)) {
+            fillRows(y, bias);
+            gemm(x, w, y, false, wTransposed, 1.0, 1.0);
+            return;
+        }
+        gemm(x, w, y, false, wTransposed, 1.0, 0.0);
+        if (bias != null) {
+            y.addiRowVector(bias);
+        }
+    }
+
+    /**
+     * Whether a gemm can accumulate into {@code c} in place: direct, any row-major layout (a row-strided view too);
+     * through ND4J, only a contiguous c-order array (ND4J refuses other views as gemm outputs).
+     */
+    static boolean accumulatesInPlace(INDArray c) {
+        return c.rank() == 2 && (direct() ? OpenBlas.rowMajorLd(c) > 0 : rowMajorContiguous(c));
+    }
+
+    /** Sets every element of each array to +0 (a memset on the direct route). */
+    static void zero(INDArray... arrays) {
+        for (INDArray a : arrays) {
+            if (direct() && rowMajorContiguous(a)) {
+                Pointer.memset(a.data().addressPointer(), 0, a.length() * a.dataType().width());
+            } else {
+                a.assign(0);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- shapes
+
+    /** Folds {@code [..., width]} into a c-order {@code [n, width]} (a view when the input is c-contiguous). */
+    static INDArray fold(INDArray a, long width) {
+        return a.reshape('c', a.length() / width, width);
+    }
+
+    /** {@code shape} with its last dimension replaced by {@code last}. */
+    static long[] withLast(long[] shape, long last) {
+        long[] s = shape.clone();
+        s[s.length - 1] = last;
+        return s;
+    }
+
+    // ---------------------------------------------------------------- element work over host memory
+
+    /** {@code dst = x ⊙ m} for a 0/1 mask {@code m} ({@code kept[i]} true where {@code m = 1}); same shape. */
+    static void mask(INDArray x, boolean[] kept, INDArray dst) {
+        if (direct() && rowMajorContiguous(x) && rowMajorContiguous(dst)) {
+            int n = kept.length;
+            if (x.dataType() == DataType.DOUBLE) {
+                DoubleBuffer xb = doubles(x);
+                DoubleBuffer db = doubles(dst);
+                for (int i = 0; i < n; i++) {
+                    db.put(i, xb.get(i) * (kept[i] ? 1.0 : 0.0));
+                }
+            } else {
+                FloatBuffer xb = floats(x);
+                FloatBuffer db = floats(dst);
+                for (int i = 0; i < n; i++) {
+                    db.put(i, xb.get(i) * (kept[i] ? 1f : 0f));
+                }
+            }
+            return;
+        }
+        dst.assign(x.mul(maskArray(kept, x)));
+    }
+
+    /** {@code dst += t ⊙ m} for the 0/1 mask of {@link #mask}; {@code t} may be overwritten. */
+    static void addMasked(INDArray dst, INDArray t, boolean[] kept) {
+        if (direct() && rowMajorContiguous(dst) && rowMajorContiguous(t)) {
+            int n = kept.length;
+            if (dst.dataType() == DataType.DOUBLE) {
+                DoubleBuffer db = doubles(dst);
+                DoubleBuffer tb = doubles(t);
+                for (int i = 0; i < n; i++) {
+                    db.put(i, db.get(i) + tb.get(i) * (kept[i] ? 1.0 : 0.0));
+                }
+            } else {
+                FloatBuffer db = floats(dst);
+                FloatBuffer tb = floats(t);
+                for (int i = 0; i < n; i++) {
+                    db.put(i, db.get(i) + tb.get(i) * (kept[i] ? 1f : 0f));
+                }
+            }
+            return;
+        }
+        dst.addi(t.muli(maskArray(kept, t)));
+    }
+
+    /** {@code u ⊙= f} element by element, {@code f} given in row-major order over u's c-order elements. */
+    static void multiply(INDArray u, double[] f) {
+        if (!(direct() && rowMajorContiguous(u))) {
+            u.muli(Nd4j.createFromArray(f).castTo(u.dataType()).reshape('c', u.shape()));
+            return;
+        }
+        if (u.dataType() == DataType.DOUBLE) {
+            DoubleBuffer ub = doubles(u);
+            for (int i = 0; i < f.length; i++) {
+                ub.put(i, ub.get(i) * f[i]);
+            }
+        } else {
+            FloatBuffer ub = floats(u);
+            for (int i = 0; i < f.length; i++) {
+                ub.put(i, ub.get(i) * (float) f[i]);
+            }
+        }
+    }
+
+    private static INDArray maskArray(boolean[] kept, INDArray like) {
+        double[] m = new double[kept.length];
+        for (int i = 0; i < m.length; i++) {
+            m[i] = kept[i] ? 1.0 : 0.0;
+        }
+        return Nd4j.createFromArray(m).castTo(like.dataType()).reshape('c', like.shape());
+    }
+
+    /** Copies {@code bias [1, out]} into every row of {@code y [n, out]} (both row-major contiguous). */
+    private static void fillRows(INDArray y, INDArray bias) {
+        int out = Math.toIntExact(bias.length());
+        int n = Math.toIntExact(y.length() / out);
+        if (y.dataType() == DataType.DOUBLE) {
+            double[] b = new double[out];
+            doubles(bias).get(0, b);
+            DoubleBuffer yb = doubles(y);
+            for (int i = 0; i < n; i++) {
+                yb.put(i * out, b);
+            }
+        } else {
+            float[] b = new float[out];
+            floats(bias).get(0, b);
+            FloatBuffer yb = floats(y);
+            for (int i = 0; i < n; i++) {
+                yb.put(i * out, b);
+            }
+        }
+    }
+
+    /** Whether the elements of {@code a} lie densely in row-major order from its first element. */
+    static boolean rowMajorContiguous(INDArray a) {
+        long expected = 1;
+        for (int d = a.rank() - 1; d >= 0; d--) {
+            if (a.size(d) != 1 && a.stride(d) != expected) {
+                return false;
+            }
+            expected *= a.size(d);
+        }
+        return true;
+    }
+
+    /** Host view of a row-major contiguous FLOAT array, from its first element. */
+    static FloatBuffer floats(INDArray a) {
+        return new FloatPointer(a.data().addressPointer()).position(0).limit(a.length()).asBuffer();
+    }
+
+    /** Host view of a row-major contiguous DOUBLE array, from its first element. */
+    static DoubleBuffer doubles(INDArray a) {
+        return new DoublePointer(a.data().addressPointer()).position(0).limit(a.length()).asBuffer();
+    }
+
+    /**
+     * Memory range {@code [start, end)} in bytes that the elements of {@code a} occupy (its first element's address
+     * plus the extent of its strides), for overlap checks; ND4J strides are never negative.
+     */
+    static long[] addressRange(INDArray a) {
+        long start = a.data().addressPointer().address();
+        long extent = 1;
+        for (int d = 0; d < a.rank(); d++) {
+            if (a.size(d) == 0) {
+                return new long[] {start, start};
+            }
+            extent += (a.size(d) - 1) * Math.abs(a.stride(d));
+        }
+        return new long[] {start, start + extent * a.dataType().width()};
+    }
+
+    /** The direct route's calls. Loaded by the JVM only when first used, that is after {@link #detect()} passed. */
+    private static final class OpenBlas {
+
+        private static final int ROW_MAJOR = org.bytedeco.openblas.global.openblas_nolapack.CblasRowMajor;
+        private static final int NO_TRANS = org.bytedeco.openblas.global.openblas_nolapack.CblasNoTrans;
+        private static final int TRANS = org.bytedeco.openblas.global.openblas_nolapack.CblasTrans;
+
+        private OpenBlas() {
+        }
+
+        static String config() {
+            return "cblas of org.bytedeco openblas_nolapack " + org.bytedeco.openblas.global.openblas_nolapack.OPENBLAS_VERSION.trim();
+        }
+
+        /** A 2×2 product through the binding, checked: proves the native library is the one we think. */
+        static boolean selfTest() {
+            INDArray a = Nd4j.createFromArray(new float[][] {{1, 2}, {3, 4}});
+            INDArray b = Nd4j.createFromArray(new float[][] {{5, 6}, {7, 8}});
+            INDArray c = Nd4j.create(DataType.FLOAT, 2, 2);
+            if (!gemm(a, b, c, false, true, 1.0, 0.0)) {
+                return false;
+            }
+            // a b^T = [[17, 23], [39, 53]]
+            return c.getFloat(0, 0) == 17f && c.getFloat(0, 1) == 23f && c.getFloat(1, 0) == 39f
+                    && c.getFloat(1, 1) == 53f;
+        }
+
+        /** Whether {@code y = x·op(w)} could go direct (types and layouts), for callers that prepare {@code y}. */
+        static boolean gemmPossible(INDArray x, INDArray w, INDArray y) {
+            DataType t = y.dataType();
+            return (t == DataType.FLOAT || t == DataType.DOUBLE) && x.dataType() == t && w.dataType() == t
+                    && x.rank() == 2 && w.rank() == 2 && y.rank() == 2 && rowMajorLd(y) > 0;
+        }
+
+        /**
+         * {@code c = alpha·op(a)·op(b) + beta·c} through cblas, or false (nothing written) when the arrays do not
+         * suit it: other data types, other ranks, mismatched shapes (ND4J then reports them), or an output that is
+         * not row-major.
+         */
+        static boolean gemm(INDArray a, INDArray b, INDArray c, boolean transA, boolean transB, double alpha,
+                            double beta) {
+            DataType t = c.dataType();
+            if ((t != DataType.FLOAT && t != DataType.DOUBLE) || a.dataType() != t || b.dataType() != t
+                    || a.rank() != 2 || b.rank() != 2 || c.rank() != 2) {
+                return false;
+            }
+            long m = c.rows();
+            long n = c.columns();
+            long k = transA ? a.rows() : a.columns();
+            if ((transA ? a.columns() : a.rows()) != m || (transB ? b.rows() : b.columns()) != n
+                    || (transB ? b.columns() : b.rows()) != k || m > Integer.MAX_VALUE || n > Integer.MAX_VALUE
+                    || k > Integer.MAX_VALUE || k == 0) {
+                return false;
+            }
+            int ldc = rowMajorLd(c);
+            if (ldc < 1) {
+                return false;
+            }
+            // An operand whose strides BLAS cannot express (neither is 1) is copied; the output never is.
+            long[] la = layout(a);
+            if (la == null) {
+                a = a.dup('c');
+                la = layout(a);
+            }
+            long[] lb = layout(b);
+            if (lb == null) {
+                b = b.dup('c');
+                lb = layout(b);
+            }
+            if (m == 0 || n == 0) {
+                return true;
+            }
+            // A column-major operand is the row-major transpose: flip its flag.
+            int ta = transA != (la[0] == 1) ? TRANS : NO_TRANS;
+            int tb = transB != (lb[0] == 1) ? TRANS : NO_TRANS;
+            if (t == DataType.FLOAT) {
+                org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemm(ROW_MAJOR, ta, tb, (int) m, (int) n,
+                        (int) k, (float) alpha, new FloatPointer(a.data().addressPointer()), (int) la[1],
+                        new FloatPointer(b.data().addressPointer()), (int) lb[1], (float) beta,
+                        new FloatPointer(c.data().addressPointer()), ldc);
+            } else {
+                org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemm(ROW_MAJOR, ta, tb, (int) m, (int) n,
+                        (int) k, alpha, new DoublePointer(a.data().addressPointer()), (int) la[1],
+                        new DoublePointer(b.data().addressPointer()), (int) lb[1], beta,
+                        new DoublePointer(c.data().addressPointer()), ldc);
+            }
+            return true;
+        }
+
+        /** Leading dimension of a row-major matrix (inner stride 1), or -1. */
+        private static int rowMajorLd(INDArray c) {
+            long[] l = layout(c);
+            return l == null || l[0] != 0 ? -1 : (int) l[1];
+        }
+
+        /**
+         * How BLAS sees a matrix: {@code {0, ld}} row-major, {@code {1, ld}} column-major (its transpose is
+         * row-major), or null when neither stride is 1.
+         */
+        private static long[] layout(INDArray x) {
+            long rows = x.rows();
+            long cols = x.columns();
+            long s0 = x.stride(0);
+            long s1 = x.stride(1);
+            if (cols == 1 || s1 == 1) {
+                long ld = rows == 1 ? Math.max(1, cols) : s0;
+                if (ld >= Math.max(1, cols) && ld <= Integer.MAX_VALUE) {
+                    return new long[] {0, ld};
+                }
+            }
+            if (rows == 1 || s0 == 1) {
+                long ld = cols == 1 ? Math.max(1, rows) : s1;
+                if (ld >= Math.max(1, rows) && ld <= Integer.MAX_VALUE) {
+                    return new long[] {1, ld};
+                }
+            }
+            return null;
+        }
+    }
+}

@@ -1,0 +1,102 @@
+package io.github.lora4j;
+
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+
+/**
+ * The LoRA path {@code y += s·(dropout(x) A^T) B^T} of one forward, and its gradients: what backward needs from that
+ * forward (the dropped-out input, its mask, {@code u = x A^T} and the dropout factor), with {@code W} never involved.
+ *
+ * <p>Backward (W frozen): {@code gB = g B}, {@code dB = s·g^T u}, {@code dA = s·gB^T x}, {@code dx += s·gB A}.
+ * The intermediates live in a {@link Scratch} reused from call to call.
+ */
+final class LoraPath {
+
+    private final LoraAdapter adapter;
+    private final INDArray xLora;
+    private final boolean[] kept;
+    private final INDArray u;
+    private final double xScale;
+    private final Scratch scratch;
+
+    private LoraPath(LoraAdapter adapter, INDArray xLora, boolean[] kept, INDArray u, double xScale, Scratch scratch) {
+        this.adapter = adapter;
+        this.xLora = xLora;
+        this.kept = kept;
+        this.u = u;
+        this.xScale = xScale;
+        this.scratch = scratch;
+    }
+
+    /** The adapter this path ran. */
+    LoraAdapter adapter() {
+        return adapter;
+    }
+
+    /** {@code y += s·(dropout(x) A^T) B^T}, fused into two gemms (dropout in training only); returns what backward needs. */
+    static LoraPath forward(LoraAdapter adapter, INDArray x, INDArray y, boolean train, Scratch scratch) {
+        long n = x.rows();
+        INDArray xLora = x;
+        boolean[] kept = null;
+        double xScale = 1.0;
+        double p = adapter.config().dropout();
+        if (train && p > 0) {
+            kept = Dropout.draw(adapter, x.length(), p);
+            xLora = scratch.array(Scratch.DROPPED, x.dataType(), n, x.columns());
+            Kernels.mask(x, kept, xLora);                                              // x ⊙ m
+            xScale = Dropout.scale(p);                                                 // 1/(1-p), into alpha
+        }
+        INDArray u = scratch.array(Scratch.U, x.dataType(), n, adapter.rank());
+        Kernels.gemm(xLora, adapter.a(), u, false, true, xScale, 0.0);                 // u = x A^T           [n, r]
+        Kernels.gemm(u, adapter.b(), y, false, true, adapter.scaling(), 1.0);          // y += s u B^T        [n, out]
+        return new LoraPath(adapter, xLora, kept, u, xScale, scratch);
+    }
+
+    /** Adds {@code dL/dA}, {@code dL/dB} into the adapter's gradients and, when {@code dx} is given, {@code s·gB A} into it. */
+    void backward(INDArray g, INDArray dx) {
+        double s = adapter.scaling();
+        long n = g.rows();
+        INDArray gB = scratch.array(Scratch.GB, g.dataType(), n, adapter.rank());
+        Kernels.gemm(g, adapter.b(), gB, false, false, 1.0, 0.0);                      // gB = g B            [n, r]
+        Kernels.gemm(g, u, adapter.gradB(), true, false, s, 1.0);                      // dB += s g^T u       [out, r]
+        Kernels.gemm(gB, xLora, adapter.gradA(), true, false, s * xScale, 1.0);        // dA += s gB^T x      [r, in]
+        if (dx == null) {
+            return;
+        }
+        if (kept == null) {
+            Kernels.gemm(gB, adapter.a(), dx, false, false, s, 1.0);                   // dx += s gB A        [n, in]
+        } else {
+            INDArray t = scratch.array(Scratch.DROPPED, g.dataType(), n, adapter.a().columns());
+            Kernels.gemm(gB, adapter.a(), t, false, false, s * xScale, 0.0);           // t = s/(1-p) gB A    [n, in]
+            Kernels.addMasked(dx, t, kept);                                            // dx += t ⊙ m
+        }
+    }
+
+    /**
+     * Per-layer intermediates ({@code u}, {@code gB}, the dropped-out input), reused while the batch shape stays:
+     * allocating them per call costs more than the thin gemms that fill them. Created outside any ND4J workspace so
+     * they outlive the caller's workspace cycles. One scratch serves one call at a time: the layer lends it out
+     * (see {@code LoraLinear}), so concurrent inference gets its own.
+     */
+    static final class Scratch {
+        static final int U = 0;
+        static final int GB = 1;
+        static final int DROPPED = 2;
+
+        private final INDArray[] arrays = new INDArray[3];
+
+        /** The {@code [rows, cols]} c-order array of {@code slot}; contents undefined. */
+        INDArray array(int slot, DataType type, long rows, long cols) {
+            INDArray a = arrays[slot];
+            if (a == null || a.dataType() != type || a.rows() != rows || a.columns() != cols) {
+                try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().scopeOutOfWorkspaces()) {
+                    a = Nd4j.createUninitialized(type, rows, cols);
+                }
+                arrays[slot] = a;
+            }
+            return a;
+        }
+    }
+}

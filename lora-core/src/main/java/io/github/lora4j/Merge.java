@@ -1,0 +1,97 @@
+package io.github.lora4j;
+
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+/**
+ * Folding an adapter into {@code W} and taking it out again: {@code W += s·B·A} and {@code W -= s·B·A} in W's layout,
+ * the {@link MergeMode#FAST} way (one gemm accumulated in place) or the {@link MergeMode#EXACT} way
+ * ({@link ExactMerge}, bit-exact unmerge). The layer holds the one {@link Merged} record of the current merge.
+ */
+final class Merge {
+
+    private Merge() {
+    }
+
+    /** Which adapter is inside W, how, and what an exact unmerge needs ({@code record} null after a fast merge). */
+    record Merged(LoraAdapter adapter, MergeMode mode, ExactMerge.Record record) {
+    }
+
+    /** Refuses a merge while one is in place, adapters are disabled, or none is active. */
+    static void checkCanMerge(Merged merged, AdapterSet adapters) {
+        if (merged != null) {
+            throw new IllegalStateException("adapter '" + merged.adapter().name()
+                    + "' is already merged into W; unmerge() before merging again");
+        }
+        if (!adapters.enabled()) {
+            throw new IllegalStateException("cannot merge while adapters are disabled; enableAdapters() first");
+        }
+        if (adapters.active() == null) {
+            throw new IllegalStateException("no active adapter to merge; adapters: " + adapters.names());
+        }
+    }
+
+    /**
+     * Merges {@code adapter} into {@code weight} in {@code mode}. FAST falls back to EXACT (and says so in the
+     * returned record's mode) when a fast merge could overflow, or when W's memory is laid out so that no gemm can
+     * accumulate into it in place (a non-contiguous view).
+     *
+     * @throws IllegalStateException if A or B is not finite, or the result would not be; W is then unchanged
+     */
+    static Merged merge(INDArray weight, WeightLayout layout, double maxAbsWeight, LoraAdapter adapter, MergeMode mode) {
+        double maxA = Checks.maxAbsOrNaN(adapter.a());
+        double maxB = Checks.maxAbsOrNaN(adapter.b());
+        if (Double.isNaN(maxA) || Double.isNaN(maxB)) {
+            throw new IllegalStateException("cannot merge adapter '" + adapter.name()
+                    + "': its A or B holds NaN or infinity (diverged training?); W left unchanged");
+        }
+        double s = adapter.scaling();
+        if (mode == MergeMode.FAST && fastMergeCannotOverflow(weight, maxAbsWeight, adapter, maxA, maxB)
+                && Kernels.accumulatesInPlace(weight)) {
+            deltaInto(weight, layout, adapter, s);
+            return new Merged(adapter, MergeMode.FAST, null);
+        }
+        ExactMerge.Record record = ExactMerge.merge(weight, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), s);
+        return new Merged(adapter, MergeMode.EXACT, record);
+    }
+
+    /** Reverses {@code merged}: bitwise after an exact merge, to an ulp of the merged values after a fast one. */
+    static void unmerge(INDArray weight, WeightLayout layout, Merged merged) {
+        if (merged == null) {
+            throw new IllegalStateException("no adapter is merged into W; nothing to unmerge");
+        }
+        LoraAdapter adapter = merged.adapter();
+        double s = adapter.scaling();
+        if (merged.record() != null) {
+            ExactMerge.unmerge(weight, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), s, merged.record());
+        } else {
+            deltaInto(weight, layout, adapter, -s);
+        }
+    }
+
+    /** A new {@code W + s·B·A} in W's layout (a copy of W for a null adapter). */
+    static INDArray mergedWeight(INDArray weight, WeightLayout layout, LoraAdapter adapter) {
+        INDArray w = weight.dup('c');
+        if (adapter != null) {
+            deltaInto(w, layout, adapter, adapter.scaling());
+        }
+        return w;
+    }
+
+    /** {@code target += scale·B·A} in W's layout: one gemm, accumulated in place, no {@code [out, in]} temporary. */
+    static void deltaInto(INDArray target, WeightLayout layout, LoraAdapter adapter, double scale) {
+        if (layout == WeightLayout.OUT_IN) {
+            Kernels.gemm(adapter.b(), adapter.a(), target, false, false, scale, 1.0);   // W += s B A       [out, in]
+        } else {
+            Kernels.gemm(adapter.a(), adapter.b(), target, true, true, scale, 1.0);     // W += s A^T B^T   [in, out]
+        }
+    }
+
+    /** |W + s·B·A| <= max|W| + s·r·max|A|·max|B|: below the type's largest value, no element can overflow. */
+    private static boolean fastMergeCannotOverflow(INDArray weight, double maxAbsWeight, LoraAdapter adapter,
+                                                   double maxA, double maxB) {
+        double bound = maxAbsWeight + Math.abs(adapter.scaling()) * adapter.rank() * maxA * maxB;
+        double limit = weight.dataType() == DataType.DOUBLE ? Double.MAX_VALUE : Float.MAX_VALUE;
+        return bound < limit * 0.5;
+    }
+}
