@@ -157,7 +157,7 @@ public final class LoraDl4j {
         Objects.requireNonNull(config, "config must not be null");
         LoraSettings settings = LoraSettings.of(config);
         for (Slot s : targeted) {
-            requireLinear(s, true);
+            requireLinear(s);
             FeedForwardLayer ff = (FeedForwardLayer) s.layer;
             long max = Math.min(ff.getNIn(), ff.getNOut());
             if (config.rank() > max) {
@@ -165,9 +165,11 @@ public final class LoraDl4j {
                         + s + " (nIn " + ff.getNIn() + ", nOut " + ff.getNOut() + "), got " + config.rank());
             }
         }
+        java.util.Set<Integer> targetIndices = new java.util.HashSet<>();
+        targeted.forEach(s -> targetIndices.add(s.index));
         Map<Integer, Layer> out = new LinkedHashMap<>();
         for (Slot s : slots) {
-            boolean target = targeted.contains(s);
+            boolean target = targetIndices.contains(s.index);
             if (target || (isLinear(s.layer) && linearProblem(s.layer) == null)) {
                 out.put(s.index, loraLayer(s.layer, target ? settings : null));
             } else if (s.layer.initializer().numParams(s.layer) > 0) {
@@ -216,7 +218,7 @@ public final class LoraDl4j {
         return null;
     }
 
-    private static void requireLinear(Slot s, boolean targeted) {
+    private static void requireLinear(Slot s) {
         if (s.layer instanceof LoraLayerConf) {
             throw new IllegalStateException("layer " + s + " is already a LoRA layer; apply LoRA to the base network");
         }
@@ -316,7 +318,7 @@ public final class LoraDl4j {
             for (Slot s : slots) {
                 if (matches.test(s)) {
                     any = true;
-                    if (!out.contains(s)) {
+                    if (out.stream().noneMatch(o -> o.index == s.index)) {
                         out.add(s);
                     }
                 }
