@@ -121,7 +121,7 @@ public final class LoraDl4j {
 
     private static MultiLayerNetwork apply(MultiLayerNetwork net, LoraConfig config, List<Slot> targeted) {
         MultiLayerConfiguration conf = net.getLayerWiseConfigurations();
-        checkNetwork(net.params(), conf.getDataType(), slots(net));
+        checkNetwork(net.getLayers() != null, conf.getDataType(), slots(net));
         Map<Integer, Layer> replaced = plan(slots(net), targeted, config);
         MultiLayerConfiguration c = conf.clone();
         c.setIterationCount(0);
@@ -137,7 +137,7 @@ public final class LoraDl4j {
 
     private static ComputationGraph apply(ComputationGraph graph, LoraConfig config, List<Slot> targeted) {
         ComputationGraphConfiguration conf = graph.getConfiguration();
-        checkNetwork(graph.params(), conf.getDataType(), slots(graph));
+        checkNetwork(graph.getLayers() != null, conf.getDataType(), slots(graph));
         List<Slot> slots = slots(graph);
         Map<Integer, Layer> replaced = plan(slots, targeted, config);
         ComputationGraphConfiguration c = conf.clone();
@@ -233,8 +233,8 @@ public final class LoraDl4j {
         }
     }
 
-    private static void checkNetwork(INDArray params, DataType type, List<Slot> slots) {
-        if (params == null) {
+    private static void checkNetwork(boolean initialised, DataType type, List<Slot> slots) {
+        if (!initialised) {
             throw new IllegalStateException("the network is not initialised: call init() before LoraDl4j.apply");
         }
         if (type != DataType.FLOAT && type != DataType.DOUBLE) {
