@@ -29,6 +29,7 @@ import org.deeplearning4j.nn.conf.graph.GraphVertex;
 import org.deeplearning4j.nn.conf.graph.LayerVertex;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.conf.layers.BaseOutputLayer;
+import org.deeplearning4j.nn.conf.layers.BatchNormalization;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.FeedForwardLayer;
 import org.deeplearning4j.nn.conf.layers.Layer;
@@ -193,6 +194,11 @@ public final class LoraDl4j {
             throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " ("
                     + s.layer.getClass().getSimpleName() + "): expected a DenseLayer or OutputLayer, or a "
                     + "non-output layer DL4J's FrozenLayerWithBackprop can wrap; target it or remove it");
+        }
+        if (s.layer instanceof BatchNormalization) {
+            // FrozenLayerWithBackprop runs it in inference mode, but its backprop needs training-mode statistics.
+            throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " (BatchNormalization): DL4J's "
+                    + "FrozenLayerWithBackprop cannot backpropagate through it; expected layers without it");
         }
         BaseLayer inner = (BaseLayer) s.layer.clone();
         inner.setIUpdater(new NoOp());
