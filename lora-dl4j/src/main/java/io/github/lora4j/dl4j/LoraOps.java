@@ -107,6 +107,7 @@ final class LoraOps {
      * {@code W += s·(B A)ᵀ} in place, lora-core's {@link MergeMode#EXACT} way, so that {@link #unmerge} restores
      * {@code W} bit for bit.
      */
+    @SuppressWarnings("try") // the scope is the point: the merge record must outlive any open workspace
     void merge(Map<String, INDArray> params, String layerId) {
         requireAdapter(layerId);
         if (conf.isMerged()) {

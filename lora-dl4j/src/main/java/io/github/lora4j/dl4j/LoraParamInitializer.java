@@ -173,6 +173,7 @@ public final class LoraParamInitializer implements ParamInitializer {
      * lora-core's initial {@code {A, B}} for a module named {@code name} with {@code W [in, out]}: what
      * {@link LoraModel#applyLora} gives that module, so a layer here starts where lora-core's would.
      */
+    @SuppressWarnings("try") // the scope is the point: the adapter arrays must outlive any open workspace
     static INDArray[] initialAdapter(String name, INDArray w, LoraConfig config) {
         String path = name == null || name.isBlank() ? "layer" : name;
         try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {

@@ -74,6 +74,7 @@ class LoraDl4jBadInputTest {
     }
 
     @Test
+    @SuppressWarnings("deprecation") // DL4J networks accept DOUBLE, FLOAT or HALF; HALF is the one lora4j refuses
     void unsupportedDataTypesAndConfigsAreRefused() {
         MultiLayerNetwork half = Nets.mln(DataType.HALF, new Adam(0.01), 1);
         assertRefused(IllegalArgumentException.class, half, () -> LoraDl4j.apply(half, CONFIG, "layer0"),

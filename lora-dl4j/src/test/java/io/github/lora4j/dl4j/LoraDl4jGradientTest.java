@@ -28,7 +28,7 @@ class LoraDl4jGradientTest {
         for (org.deeplearning4j.nn.api.Layer l : layers) {
             INDArray b = l.paramTable().get(LoraParamInitializer.LORA_B_KEY);
             if (b != null) {
-                b.assign(Nets.gaussian(seed++, (int) b.rows(), (int) b.columns()).muli(0.3));
+                b.assign(Nets.gaussian(seed++, b.rows(), b.columns()).muli(0.3));
             }
         }
     }
