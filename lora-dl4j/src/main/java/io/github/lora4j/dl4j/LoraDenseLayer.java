@@ -8,7 +8,6 @@ import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.FeedForwardLayer;
-import org.deeplearning4j.nn.conf.layers.Layer;
 import org.deeplearning4j.nn.conf.layers.LayerValidation;
 import org.deeplearning4j.nn.conf.memory.LayerMemoryReport;
 import org.deeplearning4j.optimize.api.TrainingListener;
@@ -20,16 +19,14 @@ import org.nd4j.linalg.learning.regularization.Regularization;
 /**
  * Configuration of a DL4J {@link DenseLayer} with frozen {@code W [nIn, nOut]}, {@code b [nOut]} and a LoRA
  * adapter: {@code out = activation(x W + b + s·(x loraAᵀ) loraBᵀ)}. Made by {@link LoraDl4j#apply}; serialized by
- * DL4J's JSON like any layer (Jackson, by class name). Without adapter ({@link #getLora()} null) it is the frozen
+ * DL4J's JSON like any layer (Jackson, by class name). Without adapter ({@link #lora()} null) it is the frozen
  * form of an untargeted dense layer. The layer is {@link LoraDenseLayerImpl}.
  */
 public class LoraDenseLayer extends FeedForwardLayer implements LoraLayerConf {
 
     private static final long serialVersionUID = 1L;
 
-    private Layer base;
-    private LoraSettings lora;
-    private boolean merged;
+    private LoraLayerState state;
     private boolean hasBias = true;
 
     /** For JSON. */
@@ -45,8 +42,7 @@ public class LoraDenseLayer extends FeedForwardLayer implements LoraLayerConf {
     public LoraDenseLayer(DenseLayer base, LoraSettings lora) {
         Objects.requireNonNull(base, "base must not be null");
         LayerConfs.copyFeedForward(base, this);
-        this.base = base.clone();
-        this.lora = lora;
+        this.state = new LoraLayerState(base, lora);
         this.hasBias = base.hasBias();
     }
 
@@ -85,33 +81,13 @@ public class LoraDenseLayer extends FeedForwardLayer implements LoraLayerConf {
     }
 
     @Override
-    public Layer getBase() {
-        return base;
+    public LoraLayerState getState() {
+        return state;
     }
 
-    /** @param base the replaced layer's configuration (for JSON) */
-    public void setBase(Layer base) {
-        this.base = base;
-    }
-
-    @Override
-    public LoraSettings getLora() {
-        return lora;
-    }
-
-    /** @param lora the adapter settings, or null (for JSON) */
-    public void setLora(LoraSettings lora) {
-        this.lora = lora;
-    }
-
-    @Override
-    public boolean isMerged() {
-        return merged;
-    }
-
-    @Override
-    public void setMerged(boolean merged) {
-        this.merged = merged;
+    /** @param state the LoRA part of the configuration (for JSON) */
+    public void setState(LoraLayerState state) {
+        this.state = state;
     }
 
     @Override
@@ -132,8 +108,7 @@ public class LoraDenseLayer extends FeedForwardLayer implements LoraLayerConf {
     @Override
     public LoraDenseLayer clone() {
         LoraDenseLayer c = (LoraDenseLayer) super.clone();
-        c.base = base == null ? null : base.clone();
-        c.lora = lora == null ? null : LoraSettings.of(lora.toConfig());
+        c.state = state == null ? null : state.copy();
         return c;
     }
 
@@ -143,12 +118,11 @@ public class LoraDenseLayer extends FeedForwardLayer implements LoraLayerConf {
             return false;
         }
         LoraDenseLayer l = (LoraDenseLayer) o;
-        return merged == l.merged && hasBias == l.hasBias && Objects.equals(base, l.base)
-                && Objects.equals(lora, l.lora);
+        return hasBias == l.hasBias && Objects.equals(state, l.state);
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(super.hashCode(), base, lora, merged, hasBias);
+        return Objects.hash(super.hashCode(), state, hasBias);
     }
 }

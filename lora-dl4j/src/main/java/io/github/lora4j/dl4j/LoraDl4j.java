@@ -144,11 +144,11 @@ public final class LoraDl4j {
         ComputationGraphConfiguration c = conf.clone();
         c.setIterationCount(0);
         c.setEpochCount(0);
-        replaced.forEach((i, layer) -> layerConf(c, slots.get(i).name).setLayer(layer));
+        replaced.forEach((i, layer) -> layerConf(c, slots.get(i).name()).setLayer(layer));
         ComputationGraph out = new ComputationGraph(c);
         out.init();
         for (Slot s : slots) {
-            copyParams(graph.getLayer(s.name).paramTable(), out.getLayer(s.name).paramTable());
+            copyParams(graph.getLayer(s.name()).paramTable(), out.getLayer(s.name()).paramTable());
         }
         return out;
     }
@@ -159,7 +159,7 @@ public final class LoraDl4j {
         LoraSettings settings = LoraSettings.of(config);
         for (Slot s : targeted) {
             requireLinear(s);
-            FeedForwardLayer ff = (FeedForwardLayer) s.layer;
+            FeedForwardLayer ff = (FeedForwardLayer) s.layer();
             long max = Math.min(ff.getNIn(), ff.getNOut());
             if (config.rank() > max) {
                 throw new IllegalArgumentException("rank must be <= min(nIn, nOut) = " + max + " for layer "
@@ -167,14 +167,14 @@ public final class LoraDl4j {
             }
         }
         java.util.Set<Integer> targetIndices = new java.util.HashSet<>();
-        targeted.forEach(s -> targetIndices.add(s.index));
+        targeted.forEach(s -> targetIndices.add(s.index()));
         Map<Integer, Layer> out = new LinkedHashMap<>();
         for (Slot s : slots) {
-            boolean target = targetIndices.contains(s.index);
-            if (target || (isLinear(s.layer) && linearProblem(s.layer) == null)) {
-                out.put(s.index, loraLayer(s.layer, target ? settings : null));
-            } else if (s.layer.initializer().numParams(s.layer) > 0) {
-                out.put(s.index, frozen(s));
+            boolean target = targetIndices.contains(s.index());
+            if (target || (isLinear(s.layer()) && linearProblem(s.layer()) == null)) {
+                out.put(s.index(), loraLayer(s.layer(), target ? settings : null));
+            } else if (s.layer().initializer().numParams(s.layer()) > 0) {
+                out.put(s.index(), frozen(s));
             }
         }
         return out;
@@ -187,20 +187,20 @@ public final class LoraDl4j {
 
     /** An untargeted layer with parameters: DL4J's FrozenLayerWithBackprop, its updater NoOp (no state). */
     private static Layer frozen(Slot s) {
-        if (s.layer instanceof FrozenLayerWithBackprop) {
-            return s.layer;
+        if (s.layer() instanceof FrozenLayerWithBackprop) {
+            return s.layer();
         }
-        if (s.layer instanceof BaseOutputLayer || !(s.layer instanceof BaseLayer)) {
+        if (s.layer() instanceof BaseOutputLayer || !(s.layer() instanceof BaseLayer)) {
             throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " ("
-                    + s.layer.getClass().getSimpleName() + "): expected a DenseLayer or OutputLayer, or a "
+                    + s.layer().getClass().getSimpleName() + "): expected a DenseLayer or OutputLayer, or a "
                     + "non-output layer DL4J's FrozenLayerWithBackprop can wrap; target it or remove it");
         }
-        if (s.layer instanceof BatchNormalization) {
+        if (s.layer() instanceof BatchNormalization) {
             // FrozenLayerWithBackprop runs it in inference mode, but its backprop needs training-mode statistics.
             throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " (BatchNormalization): DL4J's "
                     + "FrozenLayerWithBackprop cannot backpropagate through it; expected layers without it");
         }
-        BaseLayer inner = (BaseLayer) s.layer.clone();
+        BaseLayer inner = (BaseLayer) s.layer().clone();
         inner.setIUpdater(new NoOp());
         inner.setBiasUpdater(new NoOp());
         return new FrozenLayerWithBackprop(inner);
@@ -225,14 +225,14 @@ public final class LoraDl4j {
     }
 
     private static void requireLinear(Slot s) {
-        if (s.layer instanceof LoraLayerConf) {
+        if (s.layer() instanceof LoraLayerConf) {
             throw new IllegalStateException("layer " + s + " is already a LoRA layer; apply LoRA to the base network");
         }
-        if (!isLinear(s.layer)) {
-            throw new IllegalArgumentException("layer " + s + " is a " + s.layer.getClass().getSimpleName()
+        if (!isLinear(s.layer())) {
+            throw new IllegalArgumentException("layer " + s + " is a " + s.layer().getClass().getSimpleName()
                     + ": expected a DenseLayer or OutputLayer (a layer with a linear weight W [nIn, nOut])");
         }
-        String problem = linearProblem(s.layer);
+        String problem = linearProblem(s.layer());
         if (problem != null) {
             throw new IllegalArgumentException("layer " + s + " has " + problem
                     + ": expected a plain DenseLayer or OutputLayer, which a LoRA layer with frozen W reproduces");
@@ -247,7 +247,7 @@ public final class LoraDl4j {
             throw new IllegalArgumentException("expected a network of data type FLOAT or DOUBLE, got " + type);
         }
         for (Slot s : slots) {
-            if (s.layer instanceof LoraLayerConf) {
+            if (s.layer() instanceof LoraLayerConf) {
                 throw new IllegalStateException("layer " + s + " is already a LoRA layer; apply LoRA to the base "
                         + "network (or use loadAdapter to replace the adapter)");
             }
@@ -262,20 +262,11 @@ public final class LoraDl4j {
 
     // ---------------------------------------------------------------- targets
 
-    /** One layer of a network: its index (MultiLayerNetwork) or position among the graph's layer vertices. */
-    private static final class Slot {
-        final int index;
-        final String name;
-        final Layer layer;
-        final boolean byIndex;
-
-        Slot(int index, String name, Layer layer, boolean byIndex) {
-            this.index = index;
-            this.name = name;
-            this.layer = layer;
-            this.byIndex = byIndex;
-        }
-
+    /**
+     * One layer of a network: its index (MultiLayerNetwork) or position among the graph's layer vertices, its name,
+     * its configuration, and whether it may be targeted by index.
+     */
+    private record Slot(int index, String name, Layer layer, boolean byIndex) {
         @Override
         public String toString() {
             return "'" + name + "'" + (byIndex ? " (index " + index + ")" : "");
@@ -318,13 +309,13 @@ public final class LoraDl4j {
             if (t == null || t.isBlank()) {
                 throw new IllegalArgumentException("target names must not be blank, got " + Arrays.toString(targets));
             }
-            Predicate<Slot> matches = s -> s.name.equals(t) || s.name.endsWith("." + t)
-                    || (s.byIndex && String.valueOf(s.index).equals(t));
+            Predicate<Slot> matches = s -> s.name().equals(t) || s.name().endsWith("." + t)
+                    || (s.byIndex() && String.valueOf(s.index()).equals(t));
             boolean any = false;
             for (Slot s : slots) {
                 if (matches.test(s)) {
                     any = true;
-                    if (out.stream().noneMatch(o -> o.index == s.index)) {
+                    if (out.stream().noneMatch(o -> o.index() == s.index())) {
                         out.add(s);
                     }
                 }
@@ -340,7 +331,7 @@ public final class LoraDl4j {
         Objects.requireNonNull(regex, "regex must not be null");
         List<Slot> out = new ArrayList<>();
         for (Slot s : slots) {
-            if (regex.matcher(s.name).matches()) {
+            if (regex.matcher(s.name()).matches()) {
                 out.add(s);
             }
         }
@@ -391,7 +382,7 @@ public final class LoraDl4j {
 
     /** Whether the LoRA layers of {@code net} are merged. */
     public static boolean isMerged(Model net) {
-        return adapted(net).values().iterator().next().loraConf().isMerged();
+        return adapted(net).values().iterator().next().loraConf().merged();
     }
 
     // ---------------------------------------------------------------- merge
@@ -436,7 +427,7 @@ public final class LoraDl4j {
 
     private static void requireMerged(Map<String, LoraLayer> layers, boolean merged) {
         for (LoraLayer l : layers.values()) {
-            if (l.loraConf().isMerged() != merged) {
+            if (l.loraConf().merged() != merged) {
                 throw new IllegalStateException("layer " + l.describe() + (merged
                         ? " is not merged; nothing to unmerge" : " is already merged; unmerge(net) first"));
             }
@@ -481,7 +472,7 @@ public final class LoraDl4j {
 
     private static void unloadConf(NeuralNetConfiguration c) {
         if (c.getLayer() instanceof LoraLayerConf) {
-            c.setLayer(((LoraLayerConf) c.getLayer()).getBase().clone());
+            c.setLayer(((LoraLayerConf) c.getLayer()).base().clone());
         }
     }
 

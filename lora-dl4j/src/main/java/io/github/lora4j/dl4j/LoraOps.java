@@ -39,11 +39,11 @@ final class LoraOps {
 
     LoraOps(LoraLayerConf conf) {
         this.conf = conf;
-        this.scaling = conf.getLora() == null ? 0 : conf.loraConfig().scaling();
+        this.scaling = conf.lora() == null ? 0 : conf.loraConfig().scaling();
     }
 
     boolean hasAdapter() {
-        return conf.getLora() != null;
+        return conf.lora() != null;
     }
 
     /**
@@ -64,7 +64,7 @@ final class LoraOps {
             z.addiRowVector(params.get(BIAS_KEY));
         }
         INDArray u = null;
-        if (hasAdapter() && !conf.isMerged()) {
+        if (hasAdapter() && !conf.merged()) {
             INDArray a = params.get(LORA_A_KEY);
             u = mgr.createUninitialized(uType, w.dataType(), x.size(0), a.rows());
             Nd4j.gemm(x, a, u, false, true, 1.0, 0.0);                              // u = x Aᵀ      [n, r]
@@ -79,7 +79,7 @@ final class LoraOps {
      */
     INDArray backward(INDArray input, INDArray u, INDArray delta, Map<String, INDArray> params,
             Map<String, INDArray> gradientViews, Gradient gradient, LayerWorkspaceMgr mgr, String layerId) {
-        if (conf.isMerged()) {
+        if (conf.merged()) {
             throw new IllegalStateException("cannot train layer " + layerId
                     + ": its adapter is merged into W; LoraDl4j.unmerge(net) first");
         }
@@ -110,7 +110,7 @@ final class LoraOps {
     @SuppressWarnings("try") // the scope is the point: the merge record must outlive any open workspace
     void merge(Map<String, INDArray> params, String layerId) {
         requireAdapter(layerId);
-        if (conf.isMerged()) {
+        if (conf.merged()) {
             throw new IllegalStateException("layer " + layerId + " is already merged; unmerge first");
         }
         try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
@@ -122,7 +122,7 @@ final class LoraOps {
             linear.merge(MergeMode.EXACT);
             mergedHere = linear;
         }
-        conf.setMerged(true);
+        conf.markMerged(true);
     }
 
     /**
@@ -132,7 +132,7 @@ final class LoraOps {
      */
     void unmerge(Map<String, INDArray> params, String layerId) {
         requireAdapter(layerId);
-        if (!conf.isMerged()) {
+        if (!conf.merged()) {
             throw new IllegalStateException("layer " + layerId + " is not merged; nothing to unmerge");
         }
         if (mergedHere != null) {
@@ -142,13 +142,13 @@ final class LoraOps {
             Nd4j.gemm(params.get(LORA_A_KEY), params.get(LORA_B_KEY), params.get(WEIGHT_KEY), true, true,
                     -scaling, 1.0);
         }
-        conf.setMerged(false);
+        conf.markMerged(false);
     }
 
     /** A new {@code [nIn, nOut]} array {@code W + s·(B A)ᵀ} (W itself when merged); the layer is not changed. */
     INDArray mergedWeight(Map<String, INDArray> params) {
         INDArray w = params.get(WEIGHT_KEY);
-        if (!hasAdapter() || conf.isMerged()) {
+        if (!hasAdapter() || conf.merged()) {
             return w.dup('f');
         }
         INDArray out = w.dup('f');

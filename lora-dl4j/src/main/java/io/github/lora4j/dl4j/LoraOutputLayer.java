@@ -7,7 +7,6 @@ import org.deeplearning4j.nn.api.ParamInitializer;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.BaseOutputLayer;
-import org.deeplearning4j.nn.conf.layers.Layer;
 import org.deeplearning4j.nn.conf.layers.LayerValidation;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.conf.memory.LayerMemoryReport;
@@ -20,16 +19,14 @@ import org.nd4j.linalg.learning.regularization.Regularization;
 /**
  * Configuration of a DL4J {@link OutputLayer} with frozen {@code W [nIn, nOut]}, {@code b [nOut]} and a LoRA
  * adapter: {@code out = activation(x W + b + s·(x loraAᵀ) loraBᵀ)}, scored by the base layer's loss. Made by
- * {@link LoraDl4j#apply}; serialized by DL4J's JSON like any layer. Without adapter ({@link #getLora()} null) it is
+ * {@link LoraDl4j#apply}; serialized by DL4J's JSON like any layer. Without adapter ({@link #lora()} null) it is
  * the frozen form of an untargeted output layer. The layer is {@link LoraOutputLayerImpl}.
  */
 public class LoraOutputLayer extends BaseOutputLayer implements LoraLayerConf {
 
     private static final long serialVersionUID = 1L;
 
-    private Layer base;
-    private LoraSettings lora;
-    private boolean merged;
+    private LoraLayerState state;
 
     /** For JSON. */
     public LoraOutputLayer() {
@@ -46,8 +43,7 @@ public class LoraOutputLayer extends BaseOutputLayer implements LoraLayerConf {
         LayerConfs.copyFeedForward(base, this);
         setLossFn(base.getLossFn());
         setHasBias(base.hasBias());
-        this.base = base.clone();
-        this.lora = lora;
+        this.state = new LoraLayerState(base, lora);
     }
 
     @Override
@@ -85,40 +81,19 @@ public class LoraOutputLayer extends BaseOutputLayer implements LoraLayerConf {
     }
 
     @Override
-    public Layer getBase() {
-        return base;
+    public LoraLayerState getState() {
+        return state;
     }
 
-    /** @param base the replaced layer's configuration (for JSON) */
-    public void setBase(Layer base) {
-        this.base = base;
-    }
-
-    @Override
-    public LoraSettings getLora() {
-        return lora;
-    }
-
-    /** @param lora the adapter settings, or null (for JSON) */
-    public void setLora(LoraSettings lora) {
-        this.lora = lora;
-    }
-
-    @Override
-    public boolean isMerged() {
-        return merged;
-    }
-
-    @Override
-    public void setMerged(boolean merged) {
-        this.merged = merged;
+    /** @param state the LoRA part of the configuration (for JSON) */
+    public void setState(LoraLayerState state) {
+        this.state = state;
     }
 
     @Override
     public LoraOutputLayer clone() {
         LoraOutputLayer c = (LoraOutputLayer) super.clone();
-        c.base = base == null ? null : base.clone();
-        c.lora = lora == null ? null : LoraSettings.of(lora.toConfig());
+        c.state = state == null ? null : state.copy();
         return c;
     }
 
@@ -128,11 +103,11 @@ public class LoraOutputLayer extends BaseOutputLayer implements LoraLayerConf {
             return false;
         }
         LoraOutputLayer l = (LoraOutputLayer) o;
-        return merged == l.merged && Objects.equals(base, l.base) && Objects.equals(lora, l.lora);
+        return Objects.equals(state, l.state);
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(super.hashCode(), base, lora, merged);
+        return Objects.hash(super.hashCode(), state);
     }
 }

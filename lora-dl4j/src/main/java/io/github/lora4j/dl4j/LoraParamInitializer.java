@@ -59,7 +59,7 @@ public final class LoraParamInitializer implements ParamInitializer {
     /** Trainable parameters of the layer: {@code r·(nIn + nOut)}, 0 without adapter. */
     static long trainableParams(Layer layer) {
         LoraLayerConf c = (LoraLayerConf) layer;
-        return c.getLora() == null ? 0 : (long) c.getLora().getRank() * (c.nIn() + c.nOut());
+        return c.lora() == null ? 0 : (long) c.lora().getRank() * (c.nIn() + c.nOut());
     }
 
     @Override
@@ -78,7 +78,7 @@ public final class LoraParamInitializer implements ParamInitializer {
         List<String> keys = new ArrayList<>(4);
         keys.add(WEIGHT_KEY);
         keys.addAll(biasKeys(layer));
-        if (((LoraLayerConf) layer).getLora() != null) {
+        if (((LoraLayerConf) layer).lora() != null) {
             keys.add(LORA_A_KEY);
             keys.add(LORA_B_KEY);
         }
@@ -87,7 +87,7 @@ public final class LoraParamInitializer implements ParamInitializer {
 
     @Override
     public List<String> weightKeys(Layer layer) {
-        return ((LoraLayerConf) layer).getLora() == null ? List.of(WEIGHT_KEY)
+        return ((LoraLayerConf) layer).lora() == null ? List.of(WEIGHT_KEY)
                 : List.of(WEIGHT_KEY, LORA_A_KEY, LORA_B_KEY);
     }
 
@@ -144,8 +144,8 @@ public final class LoraParamInitializer implements ParamInitializer {
             m.put(BIAS_KEY, v.get(NDArrayIndex.interval(off, off + out)));
             off += out;
         }
-        if (c.getLora() != null) {
-            long r = c.getLora().getRank();
+        if (c.lora() != null) {
+            long r = c.lora().getRank();
             m.put(LORA_A_KEY, v.get(NDArrayIndex.interval(off, off + r * in)).reshape('c', r, in));
             off += r * in;
             m.put(LORA_B_KEY, v.get(NDArrayIndex.interval(off, off + out * r)).reshape('c', out, r));
@@ -162,7 +162,7 @@ public final class LoraParamInitializer implements ParamInitializer {
             params.get(BIAS_KEY).assign(layer.getBiasInit());
         }
         LoraLayerConf c = (LoraLayerConf) layer;
-        if (c.getLora() != null) {
+        if (c.lora() != null) {
             INDArray[] ab = initialAdapter(layer.getLayerName(), w, c.loraConfig());
             params.get(LORA_A_KEY).assign(ab[0]);
             params.get(LORA_B_KEY).assign(ab[1]);

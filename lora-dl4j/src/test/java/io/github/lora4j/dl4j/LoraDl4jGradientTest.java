@@ -43,10 +43,19 @@ class LoraDl4jGradientTest {
         return out;
     }
 
-    @Test
-    void gradientCheckUtilPassesOnAMultiLayerNetworkInDouble() {
+    /** GradientCheckUtil wants DOUBLE as ND4J's default data type too; restored afterwards. */
+    private static void inDouble(Runnable check) {
         Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
         try {
+            check.run();
+        } finally {
+            Nd4j.setDefaultDataTypes(DataType.FLOAT, DataType.FLOAT);
+        }
+    }
+
+    @Test
+    void gradientCheckUtilPassesOnAMultiLayerNetworkInDouble() {
+        inDouble(() -> {
             MultiLayerNetwork lora = LoraDl4j.apply(Nets.mln(DataType.DOUBLE, new NoOp(), 3), CONFIG, "layer0", "layer2");
             randomizeB(lora.getLayers());
             DataSet data = Nets.task(DataType.DOUBLE, 1, 2, 8);
@@ -57,15 +66,12 @@ class LoraDl4jGradientTest {
             double worst = worstRelativeError(lora, data);
             System.out.printf("lora-dl4j gradient check (MLN, double): worst relative error %.3e%n", worst);
             assertTrue(worst < 1e-6, "worst relative error " + worst);
-        } finally {
-            Nd4j.setDefaultDataTypes(DataType.FLOAT, DataType.FLOAT);
-        }
+        });
     }
 
     @Test
     void gradientCheckUtilPassesOnAComputationGraphInDouble() {
-        Nd4j.setDefaultDataTypes(DataType.DOUBLE, DataType.DOUBLE);
-        try {
+        inDouble(() -> {
             ComputationGraph lora = LoraDl4j.apply(Nets.graph(DataType.DOUBLE, new NoOp(), 3), CONFIG, "fc1", "out");
             randomizeB(lora.getLayers());
             DataSet data = Nets.task(DataType.DOUBLE, 1, 2, 8);
@@ -74,9 +80,7 @@ class LoraDl4jGradientTest {
                     .epsilon(1e-6).maxRelError(1e-5).minAbsoluteError(1e-10)
                     .excludeParams(frozenKeys(lora.getLayers(), false)));
             assertTrue(ok, "GradientCheckUtil on loraA/loraB of fc1 and out");
-        } finally {
-            Nd4j.setDefaultDataTypes(DataType.FLOAT, DataType.FLOAT);
-        }
+        });
     }
 
     /**
