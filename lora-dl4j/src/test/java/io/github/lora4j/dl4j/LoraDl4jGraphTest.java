@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.github.lora4j.LoraConfig;
+import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
@@ -27,6 +28,9 @@ import org.nd4j.linalg.lossfunctions.LossFunctions;
 /** ComputationGraph support, and untargeted layers of other kinds (frozen by FrozenLayerWithBackprop). */
 class LoraDl4jGraphTest {
 
+    @org.junit.jupiter.api.io.TempDir
+    Path tmp;
+
     private static final LoraConfig CONFIG = LoraConfig.builder().rank(2).alpha(4).build();
 
     private static Map<String, INDArray> params(org.deeplearning4j.nn.api.Layer[] layers) {
@@ -38,7 +42,7 @@ class LoraDl4jGraphTest {
     }
 
     @Test
-    void aGraphTrainsLoraOnlyAndUnloadsToPlainLayers() {
+    void aGraphTrainsLoraOnlySavesItsAdapterAndUnloadsToPlainLayers() throws java.io.IOException {
         ComputationGraph base = Nets.graph(DataType.FLOAT, new Adam(0.01), 3);
         DataSet data = Nets.task(DataType.FLOAT, 5, 6, 64);
         base.fit(data);
@@ -66,6 +70,14 @@ class LoraDl4jGraphTest {
         assertEquals(new Adam().stateSize(loraParams), lora.getUpdater().getStateViewArray().length(), "updater state");
         assertBitwise(baseParams, base.params(), "given graph's parameters");
         assertBitwise(baseUpdater, base.getUpdater().getStateViewArray(), "given graph's updater state");
+
+        Path dir = tmp.resolve("graph-adapter");
+        LoraDl4j.saveAdapter(lora, dir);
+        assertEquals(java.util.List.of("fc1", "out"), io.github.lora4j.io.PeftAdapterFiles.read(dir).modules());
+        ComputationGraph fresh = LoraDl4j.apply(base, CONFIG, "fc1", "out");
+        LoraDl4j.loadAdapter(fresh, dir);
+        assertBitwise(lora.outputSingle(data.getFeatures()), fresh.outputSingle(data.getFeatures()),
+                "graph outputs after loadAdapter");
 
         ComputationGraph plain = LoraDl4j.mergeAndUnload(lora);
         assertFalse(plain.getConfiguration().toJson().contains("io.github.lora4j"), "plain DL4J configuration");

@@ -4,7 +4,6 @@ import static io.github.lora4j.dl4j.Bits.assertBitwise;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
-import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.github.lora4j.LoraConfig;
@@ -13,7 +12,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.regex.Pattern;
 import org.deeplearning4j.datasets.iterator.utilty.ListDataSetIterator;
-import org.deeplearning4j.nn.api.Model;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.optimize.listeners.CollectScoresListener;
@@ -186,8 +184,22 @@ class LoraDl4jTest {
         before.forEach((k, v) -> assertBitwise(v, after.get(k), k + " of the LoRA network after unload"));
     }
 
-    static void assertUnchanged(Model net, INDArray paramsBefore) {
-        assertNotNull(net.params());
-        assertBitwise(paramsBefore, net.params(), "parameters of the network after a refused call");
+    @Test
+    void cloneSummaryAndWorkspaceModeNoneWork() {
+        MultiLayerNetwork lora = LoraDl4j.apply(trainedBase(), CONFIG, "layer0", "layer2");
+        DataSet data = Nets.task(DataType.FLOAT, 5, 6, 32);
+        lora.fit(data);
+        MultiLayerNetwork copy = lora.clone();
+        assertBitwise(lora.output(data.getFeatures()), copy.output(data.getFeatures()), "clone's output");
+        String summary = lora.summary();
+        assertTrue(summary.contains("LoraDenseLayerImpl") && summary.contains("loraA"), summary);
+
+        copy.getLayerWiseConfigurations().setTrainingWorkspaceMode(org.deeplearning4j.nn.conf.WorkspaceMode.NONE);
+        copy.getLayerWiseConfigurations().setInferenceWorkspaceMode(org.deeplearning4j.nn.conf.WorkspaceMode.NONE);
+        INDArray w = copy.getLayer(0).getParam("W").dup();
+        copy.fit(data);
+        lora.fit(data);
+        assertBitwise(lora.params(), copy.params(), "one step without workspaces equals one step with them");
+        assertBitwise(w, copy.getLayer(0).getParam("W"), "W after fit without workspaces");
     }
 }
