@@ -72,6 +72,10 @@ import org.nd4j.linalg.learning.config.NoOp;
  * indices of a {@link MultiLayerNetwork} ({@code "0"}), or a {@link Pattern} that must match the whole name. Every
  * name must match a layer, and every matched layer must be a {@code DenseLayer} or {@code OutputLayer}.
  *
+ * <h2>Threading</h2>
+ * As DL4J networks themselves: one thread at a time. {@link #merge} and {@link #unmerge} change {@code W} in place
+ * and must not run while another thread calls {@code output()} or {@code fit()} on the same network.
+ *
  * <h2>Errors</h2>
  * Bad arguments throw {@link IllegalArgumentException}, calls in the wrong state {@link IllegalStateException};
  * each names what was expected and what came, and leaves the networks as they were.
@@ -371,7 +375,11 @@ public final class LoraDl4j {
         return out;
     }
 
-    /** Parameters the updater trains: {@code Σ r·(nIn + nOut)} over the LoRA layers with an adapter. */
+    /**
+     * Parameters the updater trains: {@code Σ r·(nIn + nOut)} over the LoRA layers with an adapter.
+     *
+     * @throws IllegalArgumentException for a network without LoRA layers
+     */
     public static long trainableParameterCount(Model net) {
         long n = 0;
         for (LoraLayer l : adapted(net).values()) {
@@ -380,7 +388,11 @@ public final class LoraDl4j {
         return n;
     }
 
-    /** Whether the LoRA layers of {@code net} are merged. */
+    /**
+     * Whether the LoRA layers of {@code net} are merged (they are merged and unmerged together).
+     *
+     * @throws IllegalArgumentException for a network without LoRA layers
+     */
     public static boolean isMerged(Model net) {
         return adapted(net).values().iterator().next().loraConf().merged();
     }
