@@ -103,7 +103,16 @@ public final class LoraDl4j {
         return apply(net, config, byNames(slots(net), targets));
     }
 
-    /** {@link #apply(MultiLayerNetwork, LoraConfig, String...)} on the layers whose whole name matches {@code regex}. */
+    /**
+     * {@link #apply(MultiLayerNetwork, LoraConfig, String...)} on the layers whose whole name matches {@code regex}.
+     *
+     * @param net    an initialised network of data type FLOAT or DOUBLE; not changed
+     * @param config the adapter configuration (dropout 0)
+     * @param regex  must match a whole layer name ({@code Matcher.matches})
+     * @return a new, initialised network
+     * @throws IllegalArgumentException if the regex matches no layer, or as the other {@code apply}
+     * @throws IllegalStateException    as the other {@code apply}
+     */
     public static MultiLayerNetwork apply(MultiLayerNetwork net, LoraConfig config, Pattern regex) {
         Objects.requireNonNull(net, "net must not be null");
         return apply(net, config, byRegex(slots(net), regex));
@@ -112,13 +121,30 @@ public final class LoraDl4j {
     /**
      * A copy of {@code graph} with LoRA on the layer vertices named by {@code targets}; as
      * {@link #apply(MultiLayerNetwork, LoraConfig, String...)}.
+     *
+     * @param graph   an initialised graph of data type FLOAT or DOUBLE; not changed
+     * @param config  the adapter configuration (dropout 0)
+     * @param targets at least one vertex name
+     * @return a new, initialised graph
+     * @throws IllegalArgumentException for a target naming no layer vertex, a targeted layer without a linear weight,
+     *                                  an unsupported data type, or a rank above {@code min(nIn, nOut)}
+     * @throws IllegalStateException    if {@code graph} is not initialised or already has LoRA layers
      */
     public static ComputationGraph apply(ComputationGraph graph, LoraConfig config, String... targets) {
         Objects.requireNonNull(graph, "graph must not be null");
         return apply(graph, config, byNames(slots(graph), targets));
     }
 
-    /** {@link #apply(ComputationGraph, LoraConfig, String...)} on the vertices whose whole name matches {@code regex}. */
+    /**
+     * {@link #apply(ComputationGraph, LoraConfig, String...)} on the vertices whose whole name matches {@code regex}.
+     *
+     * @param graph  an initialised graph of data type FLOAT or DOUBLE; not changed
+     * @param config the adapter configuration (dropout 0)
+     * @param regex  must match a whole vertex name
+     * @return a new, initialised graph
+     * @throws IllegalArgumentException if the regex matches no layer vertex, or as the other {@code apply}
+     * @throws IllegalStateException    as the other {@code apply}
+     */
     public static ComputationGraph apply(ComputationGraph graph, LoraConfig config, Pattern regex) {
         Objects.requireNonNull(graph, "graph must not be null");
         return apply(graph, config, byRegex(slots(graph), regex));
@@ -378,6 +404,8 @@ public final class LoraDl4j {
     /**
      * Parameters the updater trains: {@code Σ r·(nIn + nOut)} over the LoRA layers with an adapter.
      *
+     * @param net a network made by {@link #apply}
+     * @return the number of trainable parameters
      * @throws IllegalArgumentException for a network without LoRA layers
      */
     public static long trainableParameterCount(Model net) {
@@ -391,6 +419,8 @@ public final class LoraDl4j {
     /**
      * Whether the LoRA layers of {@code net} are merged (they are merged and unmerged together).
      *
+     * @param net a network made by {@link #apply}
+     * @return true while merged
      * @throws IllegalArgumentException for a network without LoRA layers
      */
     public static boolean isMerged(Model net) {
@@ -404,7 +434,9 @@ public final class LoraDl4j {
      * then computes at base cost, with the same outputs up to rounding. {@code fit()} is refused until
      * {@link #unmerge}. All or nothing.
      *
-     * @throws IllegalStateException if already merged
+     * @param net a network made by {@link #apply}; its {@code W} views are modified
+     * @throws IllegalArgumentException for a network without LoRA layers
+     * @throws IllegalStateException    if already merged, or an adapter holds NaN or infinity ({@code W} unchanged)
      */
     public static void merge(Model net) {
         Map<String, LoraLayer> layers = adapted(net);
@@ -427,7 +459,9 @@ public final class LoraDl4j {
      * Takes every adapter out of its {@code W} again: bit for bit what it was before {@link #merge} in this process
      * (for a network restored merged from a file, by subtraction, exact up to an ulp per element).
      *
-     * @throws IllegalStateException if not merged
+     * @param net a merged network made by {@link #apply}; its {@code W} views are modified
+     * @throws IllegalArgumentException for a network without LoRA layers
+     * @throws IllegalStateException    if not merged
      */
     public static void unmerge(Model net) {
         Map<String, LoraLayer> layers = adapted(net);
@@ -449,7 +483,12 @@ public final class LoraDl4j {
     /**
      * A new network of DL4J's own layer classes in which each LoRA layer is its base {@code DenseLayer} /
      * {@code OutputLayer} with {@code W + s·(B A)ᵀ}: the same outputs (up to rounding) at base cost, for deployment.
-     * {@code net} is not changed. Layers frozen by {@link #apply} keep DL4J's {@code FrozenLayerWithBackprop}.
+     * {@code net} is not changed. Untargeted dense and output layers get their original configuration back; other
+     * layers frozen by {@link #apply} stay in DL4J's {@code FrozenLayerWithBackprop} (with its NoOp updater).
+     *
+     * @param net a network made by {@link #apply}, merged or not
+     * @return a new, initialised network without lora4j classes
+     * @throws IllegalArgumentException for a network without LoRA layers
      */
     public static MultiLayerNetwork mergeAndUnload(MultiLayerNetwork net) {
         adapted(net);
@@ -465,7 +504,13 @@ public final class LoraDl4j {
         return out;
     }
 
-    /** {@link #mergeAndUnload(MultiLayerNetwork)} for a graph. */
+    /**
+     * {@link #mergeAndUnload(MultiLayerNetwork)} for a graph.
+     *
+     * @param graph a graph made by {@link #apply}, merged or not
+     * @return a new, initialised graph without lora4j classes
+     * @throws IllegalArgumentException for a graph without LoRA layers
+     */
     public static ComputationGraph mergeAndUnload(ComputationGraph graph) {
         adapted(graph);
         ComputationGraphConfiguration c = graph.getConfiguration().clone();
@@ -505,6 +550,8 @@ public final class LoraDl4j {
      * {@code [r, nIn]}, {@code ...lora_B.weight} {@code [nOut, r]}) and {@code fan_in_fan_out = true} (DL4J stores
      * {@code W [nIn, nOut]}). Atomic, as {@link PeftAdapterFiles#save}.
      *
+     * @param net a network made by {@link #apply}; not changed
+     * @param dir the directory (created if absent)
      * @throws IllegalArgumentException for a network without LoRA layers
      * @throws IOException              if writing fails; existing files are then left as they were
      */
@@ -525,6 +572,8 @@ public final class LoraDl4j {
      * network's LoRA layers (by name), with their rank, alpha and rsLoRA and shapes {@code A [r, nIn]},
      * {@code B [nOut, r]}. All or nothing: everything is checked before any parameter changes.
      *
+     * @param net a network made by {@link #apply}; only its {@code loraA}/{@code loraB} change
+     * @param dir a directory holding {@value PeftAdapterFiles#MODEL_FILE} and {@value PeftAdapterFiles#CONFIG_FILE}
      * @return the file's configuration
      * @throws IllegalArgumentException if the file does not fit the network (message: module, expected, actual)
      * @throws IllegalStateException    while merged
