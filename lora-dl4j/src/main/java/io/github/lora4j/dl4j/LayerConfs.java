@@ -1,0 +1,80 @@
+package io.github.lora4j.dl4j;
+
+import java.util.Collection;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.inputs.InputType;
+import org.deeplearning4j.nn.conf.layers.FeedForwardLayer;
+import org.deeplearning4j.nn.conf.memory.LayerMemoryReport;
+import org.deeplearning4j.nn.conf.memory.MemoryReport;
+import org.deeplearning4j.optimize.api.TrainingListener;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.learning.config.IUpdater;
+import org.nd4j.linalg.learning.config.NoOp;
+import org.nd4j.linalg.learning.regularization.Regularization;
+
+/** What {@link LoraDenseLayer} and {@link LoraOutputLayer} share: copying the base layer, freezing, wiring. */
+final class LayerConfs {
+
+    private LayerConfs() {
+    }
+
+    /** Copies what DL4J reads from a feed-forward layer configuration; W and b get no updater state (NoOp). */
+    static void copyFeedForward(FeedForwardLayer from, FeedForwardLayer to) {
+        to.setLayerName(from.getLayerName());
+        to.setIDropout(from.getIDropout() == null ? null : from.getIDropout().clone());
+        to.setActivationFn(from.getActivationFn());
+        to.setWeightInitFn(from.getWeightInitFn());
+        to.setBiasInit(from.getBiasInit());
+        to.setGainInit(from.getGainInit());
+        to.setRegularization(from.getRegularization());
+        to.setRegularizationBias(Collections.emptyList());
+        to.setIUpdater(from.getIUpdater());
+        to.setBiasUpdater(new NoOp());
+        to.setGradientNormalization(from.getGradientNormalization());
+        to.setGradientNormalizationThreshold(from.getGradientNormalizationThreshold());
+        to.setNIn(from.getNIn());
+        to.setNOut(from.getNOut());
+        to.setTimeDistributedFormat(from.getTimeDistributedFormat());
+    }
+
+    /** Frozen W and b: NoOp, so the updater holds no state for them (their gradient is never written: 0). */
+    static IUpdater updaterByParam(FeedForwardLayer conf, String param) {
+        return LoraParamInitializer.isFrozen(param) ? new NoOp() : conf.getIUpdater();
+    }
+
+    /** No regularization of frozen W and b; loraA and loraB take the base layer's weight regularization. */
+    static List<Regularization> regularizationByParam(FeedForwardLayer conf, String param) {
+        if (LoraParamInitializer.isFrozen(param) || conf.getRegularization() == null) {
+            return Collections.emptyList();
+        }
+        return conf.getRegularization();
+    }
+
+    /** DL4J's usual instantiate: listeners, index, parameter views. */
+    static <L extends org.deeplearning4j.nn.api.Layer> L wire(L layer, NeuralNetConfiguration conf,
+            Collection<TrainingListener> listeners, int index, INDArray paramsView, boolean initializeParams) {
+        layer.setListeners(listeners);
+        layer.setIndex(index);
+        layer.setParamsViewArray(paramsView);
+        Map<String, INDArray> params = LoraParamInitializer.getInstance().init(conf, paramsView, initializeParams);
+        layer.setParamTable(params);
+        layer.setConf(conf);
+        return layer;
+    }
+
+    /** A dense layer's memory: parameters and updater state of loraA/loraB, activations of the output size. */
+    static LayerMemoryReport memoryReport(FeedForwardLayer conf, InputType inputType) {
+        InputType outputType = conf.getOutputType(-1, inputType);
+        long numParams = LoraParamInitializer.getInstance().numParams(conf);
+        long trainable = LoraParamInitializer.trainableParams(conf);
+        long updaterState = conf.getIUpdater() == null ? 0 : conf.getIUpdater().stateSize(trainable);
+        return new LayerMemoryReport.Builder(conf.getLayerName(), conf.getClass(), inputType, outputType)
+                .standardMemory(numParams, updaterState)
+                .workingMemory(0, 0, 0, outputType.arrayElementsPerExample())
+                .cacheMemory(MemoryReport.CACHE_MODE_ALL_ZEROS, MemoryReport.CACHE_MODE_ALL_ZEROS)
+                .build();
+    }
+}
