@@ -111,6 +111,7 @@ public final class LoraTrainer {
     private final List<String> names;
     private final boolean overModel;
     private final Map<LoraAdapter, AdapterState> states = new IdentityHashMap<>();
+    private final StateArrays.Scratch scratch = new StateArrays.Scratch();
     private int iteration;
     private int epoch;
 
@@ -182,8 +183,8 @@ public final class LoraTrainer {
                 state.ensureScratch(adapter);
                 computeStep(state.forA, adapter.a(), adapter.gradA(), state.stepA, clipScale, lr);
                 computeStep(state.forB, adapter.b(), adapter.gradB(), state.stepB, clipScale, lr);
-                StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "A", adapter.a(), state.stepA, updater);
-                StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "B", adapter.b(), state.stepB, updater);
+                StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "A", adapter.a(), state.stepA, updater, scratch);
+                StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "B", adapter.b(), state.stepB, updater, scratch);
             }
         } catch (RuntimeException e) {
             for (AdapterState state : computed) {
