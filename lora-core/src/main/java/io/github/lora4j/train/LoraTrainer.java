@@ -282,6 +282,8 @@ public final class LoraTrainer {
     /**
      * The key under which each layer's state is saved, in {@link #layers()} order: the module path for a trainer
      * built over a {@link LoraModel}, the layer's index ({@code "0"}, {@code "1"}, ...) for one built over layers.
+     *
+     * @return an unmodifiable list, one name per layer
      */
     public List<String> layerNames() {
         return names;
@@ -300,6 +302,7 @@ public final class LoraTrainer {
      * adapter itself with {@link LoraModel#save} (or {@code PeftAdapterFiles}) at the same step: the state does not
      * contain {@code A} or {@code B}.
      *
+     * @param dir the directory to write into (usually the adapter's own)
      * @throws IllegalArgumentException if two saved tensors would get the same key (a module path or adapter name
      *                                  containing {@code '/'} can cause that)
      * @throws IOException              if writing fails; existing files are then left as they were, or (a crash
@@ -333,6 +336,9 @@ public final class LoraTrainer {
      * targeted modules, and only ND4J's own updater and schedule classes are instantiated from the JSON. Nothing in
      * the model is changed, whether the call succeeds or not.
      *
+     * @param dir   the directory {@link #saveState} wrote
+     * @param model the model to continue training, holding the adapter weights saved at the same step
+     * @return a new trainer whose next {@link #step()} is the saved run's next step
      * @throws AdapterFormatException   if a file is missing parts, corrupt, hostile, from another save, or does not
      *                                  fit the model (the message names the file, what was expected and what came)
      * @throws IllegalStateException    if LoRA was not applied to {@code model}
@@ -347,6 +353,11 @@ public final class LoraTrainer {
      * {@link #loadState(Path, LoraModel)} for a trainer built over {@code layers} (the same layers, in the same order,
      * as the saved trainer's: the files name them by index).
      *
+     * @param dir    the directory {@link #saveState} wrote
+     * @param layers the layers to continue training, holding the adapter weights saved at the same step
+     * @return a new trainer whose next {@link #step()} is the saved run's next step
+     * @throws AdapterFormatException   as {@link #loadState(Path, LoraModel)}
+     * @throws IOException              if reading fails
      * @throws IllegalArgumentException for an empty list, a null or repeated layer
      */
     public static LoraTrainer loadState(Path dir, List<LoraLinear> layers) throws IOException {
@@ -594,6 +605,8 @@ public final class LoraTrainer {
          * they are now): each step trains each module's active adapter. Its {@link #layerNames()} are the module
          * paths, which {@link #saveState} uses as keys.
          *
+         * @param model a model with LoRA applied (or loaded); its targeted modules are read once, here
+         * @return the trainer
          * @throws IllegalStateException if no updater was set, or LoRA was not applied to {@code model}
          */
         public LoraTrainer build(LoraModel model) {
