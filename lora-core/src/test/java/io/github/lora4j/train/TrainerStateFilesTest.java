@@ -62,6 +62,12 @@ class TrainerStateFilesTest {
         return m;
     }
 
+    /** {@link #savedRun} in {@code dir}, then {@link #reloaded} from it: the model a resumed run would use. */
+    private static LoraModel savedAndReloaded(Path dir) throws IOException {
+        savedRun(dir);
+        return reloaded(dir);
+    }
+
     private static Map<String, long[]> adapterBits(LoraModel m) {
         Map<String, long[]> s = new LinkedHashMap<>();
         for (Map.Entry<String, LoraLinear> e : m.loraModules().entrySet()) {
@@ -180,8 +186,7 @@ class TrainerStateFilesTest {
     @Test
     @Timeout(value = 20, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
     void aDeviceAFifoOrADirectoryInPlaceOfAFileIsRefusedWithoutReadingIt(@TempDir Path dir) throws Exception {
-        savedRun(dir);
-        LoraModel fresh = reloaded(dir);
+        LoraModel fresh = savedAndReloaded(dir);
         Path json = dir.resolve(JSON);
         Path saved = dir.resolve("saved.json");
         Files.move(json, saved);
@@ -204,8 +209,7 @@ class TrainerStateFilesTest {
 
     @Test
     void aJsonFileAboveTheCapIsRefused(@TempDir Path dir) throws IOException {
-        savedRun(dir);
-        LoraModel fresh = reloaded(dir);
+        LoraModel fresh = savedAndReloaded(dir);
         writeJson(dir, json(dir) + " ".repeat(TrainerStateFiles.MAX_JSON_BYTES));
         assertRefused(dir, fresh, "at most " + TrainerStateFiles.MAX_JSON_BYTES + " bytes");
     }
@@ -222,8 +226,7 @@ class TrainerStateFilesTest {
 
     @Test
     void aTensorFileOfTheWrongSizeIsRefusedBeforeItsDataIsRead(@TempDir Path dir) throws IOException {
-        savedRun(dir);
-        LoraModel fresh = reloaded(dir);
+        LoraModel fresh = savedAndReloaded(dir);
         Path t = dir.resolve(TENSORS);
         byte[] good = Files.readAllBytes(t);
         Files.write(t, java.util.Arrays.copyOf(good, good.length + 1));
@@ -238,8 +241,7 @@ class TrainerStateFilesTest {
 
     @Test
     void aHeaderDeclaringAHugeShapeIsRefusedBeforeAnyDataIsRead(@TempDir Path dir) throws IOException {
-        savedRun(dir);
-        LoraModel fresh = reloaded(dir);
+        LoraModel fresh = savedAndReloaded(dir);
         Path t = dir.resolve(TENSORS);
         byte[] bytes = Files.readAllBytes(t);
         int headerLength = (int) ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).getLong(0);
@@ -258,8 +260,7 @@ class TrainerStateFilesTest {
 
     @Test
     void onlyNd4jUpdaterClassesAreInstantiatedFromTheJson(@TempDir Path dir) throws IOException {
-        savedRun(dir);
-        LoraModel fresh = reloaded(dir);
+        LoraModel fresh = savedAndReloaded(dir);
         String good = json(dir);
         writeJson(dir, good.replace("org.nd4j.linalg.learning.config.Adam", "java.lang.ProcessBuilder"));
         assertRefused(dir, fresh, "updater: expected one of ND4J's updaters");
