@@ -310,14 +310,16 @@ public final class LoraTrainer {
      */
     public void saveState(Path dir) throws IOException {
         Objects.requireNonNull(dir, "dir must not be null");
+        // In layer order, then the layer's adapter order: equal runs write equal files.
         List<TrainerStateFiles.Saved> saved = new ArrayList<>();
-        for (Map.Entry<LoraAdapter, AdapterState> e : states.entrySet()) {
-            AdapterState st = e.getValue();
-            if (!hasAdapter(st.layer, e.getKey()) || st.size == 0) {
-                continue;
+        for (int i = 0; i < layers.size(); i++) {
+            LoraLinear layer = layers.get(i);
+            for (String adapterName : layer.adapterNames()) {
+                AdapterState st = states.get(layer.adapter(adapterName));
+                if (st != null && st.size > 0) {
+                    saved.add(new TrainerStateFiles.Saved(names.get(i), adapterName, st.stateA(), st.stateB()));
+                }
             }
-            saved.add(new TrainerStateFiles.Saved(names.get(layers.indexOf(st.layer)), e.getKey().name(),
-                    st.stateA(), st.stateB()));
         }
         TrainerStateFiles.write(dir, new TrainerStateFiles.Settings(updater, clipNorm, weightDecayCoefficient,
                 iteration, epoch, names, overModel), saved);
