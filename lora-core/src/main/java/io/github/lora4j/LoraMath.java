@@ -12,25 +12,50 @@ public final class LoraMath {
     private LoraMath() {
     }
 
-    /** Parameters trained by full fine-tuning of a {@code d × k} weight: {@code d·k}. */
+    /**
+     * Parameters trained by full fine-tuning of a {@code d × k} weight: {@code d·k}.
+     *
+     * @throws IllegalArgumentException if {@code d < 1} or {@code k < 1}, or if {@code d·k} exceeds {@code long}
+     */
     public static long fullParameters(long d, long k) {
         checkDims(d, k);
-        return Math.multiplyExact(d, k);
+        try {
+            return Math.multiplyExact(d, k);
+        } catch (ArithmeticException e) {
+            throw overflow("d·k", "d=" + d + ", k=" + k);
+        }
     }
 
-    /** Parameters of a rank-{@code r} adapter on a {@code d × k} weight: {@code r·(d + k)}. */
+    /**
+     * Parameters of a rank-{@code r} adapter on a {@code d × k} weight: {@code r·(d + k)}.
+     *
+     * @throws IllegalArgumentException if {@code d < 1}, {@code k < 1} or {@code r < 1}, or if {@code r·(d + k)}
+     *                                  exceeds {@code long}
+     */
     public static long loraParameters(long d, long k, int r) {
         checkDims(d, k);
         checkRank(r);
-        return Math.multiplyExact(r, Math.addExact(d, k));
+        try {
+            return Math.multiplyExact(r, Math.addExact(d, k));
+        } catch (ArithmeticException e) {
+            throw overflow("r·(d + k)", "d=" + d + ", k=" + k + ", r=" + r);
+        }
     }
 
-    /** Fraction of the full parameter count that LoRA does not train: {@code 1 − r·(d+k)/(d·k)}; negative when LoRA is larger. */
+    /**
+     * Fraction of the full parameter count that LoRA does not train: {@code 1 − r·(d+k)/(d·k)}; negative when LoRA is larger.
+     *
+     * @throws IllegalArgumentException as {@link #loraParameters} and {@link #fullParameters}
+     */
     public static double savings(long d, long k, int r) {
         return 1.0 - (double) loraParameters(d, k, r) / (double) fullParameters(d, k);
     }
 
-    /** The extra cost ratio of the unmerged LoRA path against the base product: {@code r·(d+k)/(d·k)}. */
+    /**
+     * The extra cost ratio of the unmerged LoRA path against the base product: {@code r·(d+k)/(d·k)}.
+     *
+     * @throws IllegalArgumentException as {@link #loraParameters} and {@link #fullParameters}
+     */
     public static double overheadRatio(long d, long k, int r) {
         return (double) loraParameters(d, k, r) / (double) fullParameters(d, k);
     }
@@ -40,6 +65,8 @@ public final class LoraMath {
      * For 1024 × 1024 and 0.99 the answer is 5 ({@code 5·2048 = 10,240 <= 10,485.76}).
      *
      * @param targetSavings in {@code [0, 1)}
+     * @throws IllegalArgumentException if {@code d < 1}, {@code k < 1}, {@code targetSavings} is outside
+     *                                  {@code [0, 1)}, or {@code d·k} exceeds {@code long}
      */
     public static int maxRankForSavings(long d, long k, double targetSavings) {
         checkDims(d, k);
@@ -53,6 +80,11 @@ public final class LoraMath {
             r--;
         }
         return (int) r;
+    }
+
+    private static IllegalArgumentException overflow(String what, String arguments) {
+        return new IllegalArgumentException(what + " overflows a long (above " + Long.MAX_VALUE + ") for " + arguments
+                + "; expected dimensions whose parameter count fits in 64 bits");
     }
 
     private static void checkDims(long d, long k) {

@@ -54,4 +54,21 @@ class LoraMathTest {
         assertEquals("targetSavings must be in [0, 1), got 1.0",
                 assertThrows(IllegalArgumentException.class, () -> LoraMath.maxRankForSavings(3, 3, 1.0)).getMessage());
     }
+
+    @Test
+    void parameterCountsAboveLongAreRefusedNamingTheArguments() {
+        long big = 1L << 40;
+        IllegalArgumentException full = assertThrows(IllegalArgumentException.class,
+                () -> LoraMath.fullParameters(big, big));
+        assertTrue(full.getMessage().contains("d·k") && full.getMessage().contains("d=" + big + ", k=" + big),
+                full.getMessage());
+        IllegalArgumentException lora = assertThrows(IllegalArgumentException.class,
+                () -> LoraMath.loraParameters(Long.MAX_VALUE / 2, Long.MAX_VALUE / 2, 3));
+        assertTrue(lora.getMessage().contains("r·(d + k)")
+                && lora.getMessage().contains("r=3"), lora.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> LoraMath.loraParameters(Long.MAX_VALUE, 1, 1));
+        assertThrows(IllegalArgumentException.class, () -> LoraMath.savings(big, big, 8));
+        assertThrows(IllegalArgumentException.class, () -> LoraMath.overheadRatio(big, big, 8));
+        assertThrows(IllegalArgumentException.class, () -> LoraMath.maxRankForSavings(big, big, 0.5));
+    }
 }

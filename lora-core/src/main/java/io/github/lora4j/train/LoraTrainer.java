@@ -2,11 +2,16 @@ package io.github.lora4j.train;
 
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.io.AdapterFormatException;
+import io.github.lora4j.model.LoraModel;
+import java.io.IOException;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.HashMap;
 import java.util.IdentityHashMap;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
@@ -70,25 +75,55 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  * <h2>Threading</h2>
  * A trainer is not thread-safe and assumes that, during {@link #step()}, no other thread merges, switches
  * adapters or runs backward on its layers (each layer's own lock still keeps every single update atomic).
+ *
+ * <h2>New values are checked before they are committed</h2>
+ * {@link #step()} computes every adapter's step into scratch arrays (the gradients stay as they are), checks that
+ * {@code A − step} and {@code B − step} are finite in the layer's data type, and only then writes any parameter. A
+ * step that would make an element NaN or infinite ({@code Sgd(NaN)}, {@code Adam} with epsilon 0 on a zero
+ * gradient, a learning rate that overflows FLOAT) is refused with an {@link IllegalStateException} naming the
+ * module, adapter, parameter and element; the updater state touched so far is restored from a copy taken before
+ * the updater ran, so parameters, gradients, optimizer state and the iteration counter are exactly as before. The
+ * price is one copy of each gradient and of the optimizer state per step, kept per adapter: an extra
+ * {@code (1 + updater.stateSize(1))·r·(in + out)} elements per trained adapter.
+ *
+ * <h2>Saving and resuming</h2>
+ * {@link #saveState(Path)} writes the optimizer state, iteration, epoch and settings beside the adapter files
+ * ({@value #STATE_TENSORS_FILE}, {@value #STATE_CONFIG_FILE}); {@link #loadState(Path, LoraModel)} builds a trainer
+ * that continues where the saved one stopped. With dropout 0 the resumed run is bit for bit the uninterrupted
+ * one. With dropout {@code > 0} it is not: the dropout mask stream belongs to each adapter inside
+ * {@link LoraLinear} and cannot be saved through its public API, so a layer rebuilt after a restart draws its masks
+ * again from the start of its seed's stream; the updater state, iteration and epoch are still restored exactly.
  */
 public final class LoraTrainer {
+
+    /** File of the optimizer state tensors that {@link #saveState} writes (safetensors). */
+    public static final String STATE_TENSORS_FILE = "trainer_state.safetensors";
+
+    /** File of the trainer's settings, counters and index of the state tensors that {@link #saveState} writes. */
+    public static final String STATE_CONFIG_FILE = "trainer_state.json";
 
     private final IUpdater updater;
     private final double clipNorm;
     private final WeightDecay weightDecay;
     private final double weightDecayCoefficient;
     private final List<LoraLinear> layers;
+    /** Module path (model trainers) or list index (layer trainers) of each layer: the keys of saved state. */
+    private final List<String> names;
+    private final boolean overModel;
     private final Map<LoraAdapter, AdapterState> states = new IdentityHashMap<>();
+    private final StateArrays.Scratch scratch = new StateArrays.Scratch();
     private int iteration;
     private int epoch;
 
-    private LoraTrainer(Builder b, List<LoraLinear> layers) {
+    private LoraTrainer(Builder b, Map<String, LoraLinear> layers, boolean overModel) {
         this.updater = b.updater.clone();
         this.clipNorm = b.clipNorm;
         this.weightDecayCoefficient = b.weightDecay;
         this.weightDecay = b.weightDecay > 0 ? new WeightDecay(b.weightDecay, true) : null;
-        this.layers = layers;
-        for (LoraLinear layer : layers) {
+        this.layers = Collections.unmodifiableList(new ArrayList<>(layers.values()));
+        this.names = List.copyOf(layers.keySet());
+        this.overModel = overModel;
+        for (LoraLinear layer : this.layers) {
             LoraAdapter adapter = trainedAdapter(layer);
             if (adapter != null) {
                 stateOf(layer, adapter);
@@ -102,63 +137,91 @@ public final class LoraTrainer {
     }
 
     /**
-     * One optimisation step on the active adapter of every layer, then zeroes those adapters' gradients.
+     * One optimisation step on the active adapter of every layer, then zeroes those adapters' gradients. The new
+     * values of {@code A} and {@code B} are computed and checked for every layer before any layer is written.
      *
      * @return the global L2 norm of all trained gradients before clipping
-     * @throws IllegalStateException if a layer is merged or a gradient holds NaN or infinity; nothing is changed
+     * @throws IllegalStateException if a layer is merged, a gradient holds NaN or infinity, or the step would make
+     *                               an element of {@code A} or {@code B} NaN or infinite; nothing is changed then
+     *                               (parameters, gradients, optimizer state, iteration counter)
      */
     public double step() {
         List<LoraLinear> trained = new ArrayList<>();
         List<LoraAdapter> adapters = new ArrayList<>();
+        List<String> labels = new ArrayList<>();
         double sumSquares = 0;
         for (int i = 0; i < layers.size(); i++) {
             LoraLinear layer = layers.get(i);
             if (layer.isMerged()) {
-                throw new IllegalStateException("layer " + i + ": training is refused while adapter '"
+                throw new IllegalStateException(label(i) + ": training is refused while adapter '"
                         + layer.activeAdapter() + "' is merged into W; unmerge() first (nothing was changed)");
             }
             LoraAdapter adapter = trainedAdapter(layer);
             if (adapter == null) {
                 continue;
             }
-            double na = checkedNorm(i, adapter, "gradA", adapter.gradA());
-            double nb = checkedNorm(i, adapter, "gradB", adapter.gradB());
+            double na = checkedNorm(label(i), adapter, "gradA", adapter.gradA());
+            double nb = checkedNorm(label(i), adapter, "gradB", adapter.gradB());
             sumSquares += na * na + nb * nb;
             trained.add(layer);
             adapters.add(adapter);
+            labels.add(label(i));
         }
         double norm = Math.sqrt(sumSquares);
         double clipScale = clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1.0;
         double lr = updater.hasLearningRate() ? updater.getLearningRate(iteration, epoch) : 0.0;
         // Adapters deleted from their layer will never be trained again: drop their state.
         states.entrySet().removeIf(e -> !hasAdapter(e.getValue().layer, e.getKey()));
+        // Phase 1: every step into scratch and checked; the updater state is backed up before it changes.
+        List<AdapterState> computed = new ArrayList<>();
+        try {
+            for (int i = 0; i < trained.size(); i++) {
+                LoraAdapter adapter = adapters.get(i);
+                AdapterState state = stateOf(trained.get(i), adapter);
+                state.backUp();
+                computed.add(state);
+                state.ensureScratch(adapter);
+                computeStep(state.forA, adapter.a(), adapter.gradA(), state.stepA, clipScale, lr);
+                computeStep(state.forB, adapter.b(), adapter.gradB(), state.stepB, clipScale, lr);
+                StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "A", adapter.a(), state.stepA, updater, scratch);
+                StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "B", adapter.b(), state.stepB, updater, scratch);
+            }
+        } catch (RuntimeException e) {
+            for (AdapterState state : computed) {
+                state.restore();
+            }
+            throw e;
+        }
+        // Phase 2: commit.
         for (int i = 0; i < trained.size(); i++) {
             LoraAdapter expected = adapters.get(i);
-            AdapterState state = stateOf(trained.get(i), expected);
+            AdapterState state = computed.get(i);
             trained.get(i).updateTrainable(adapter -> {
                 if (adapter != expected) {
                     throw new IllegalStateException("the active adapter changed during step(): expected '"
                             + expected.name() + "', got '" + adapter.name() + "'");
                 }
-                apply(state.forA, adapter.a(), adapter.gradA(), clipScale, lr);
-                apply(state.forB, adapter.b(), adapter.gradB(), clipScale, lr);
+                adapter.a().subi(state.stepA);
+                adapter.b().subi(state.stepB);
+                adapter.gradA().assign(0);
+                adapter.gradB().assign(0);
             });
         }
         iteration++;
         return norm;
     }
 
-    /** {@code param -= step(grad)}; {@code grad} (c-order, contiguous) is consumed and left at zero. */
-    private void apply(GradientUpdater<?> u, INDArray param, INDArray grad, double clipScale, double lr) {
+    /** {@code step = update(clipScale·grad)} (+ {@code lr·wd·param}) into {@code step}; {@code grad} is not changed. */
+    private void computeStep(GradientUpdater<?> u, INDArray param, INDArray grad, INDArray step, double clipScale,
+                             double lr) {
+        StateArrays.copy(grad, step);
         if (clipScale != 1.0) {
-            grad.muli(clipScale);
+            step.muli(clipScale);
         }
-        u.applyUpdater(grad, iteration, epoch);
+        u.applyUpdater(step, iteration, epoch);
         if (weightDecay != null) {
-            weightDecay.apply(param, grad, lr, iteration, epoch);
+            weightDecay.apply(param, step, lr, iteration, epoch);
         }
-        param.subi(grad);
-        grad.assign(0);
     }
 
     /** Clears the gradients of every adapter of every layer (also inactive ones). */
@@ -216,6 +279,119 @@ public final class LoraTrainer {
         return weightDecayCoefficient;
     }
 
+    /**
+     * The key under which each layer's state is saved, in {@link #layers()} order: the module path for a trainer
+     * built over a {@link LoraModel}, the layer's index ({@code "0"}, {@code "1"}, ...) for one built over layers.
+     *
+     * @return an unmodifiable list, one name per layer
+     */
+    public List<String> layerNames() {
+        return names;
+    }
+
+    // ---------------------------------------------------------------- saving and resuming
+
+    /**
+     * Writes the trainer's state to {@code dir} (created if absent), beside the adapter files that
+     * {@link LoraModel#save} writes there: {@value #STATE_TENSORS_FILE} holds the updater state of every adapter
+     * trained so far as one tensor per parameter (key {@code <module path>/<adapter>/lora_A}, 1-D, the layer's data
+     * type: ND4J's own state layout for that parameter, e.g. Adam's {@code [m | v]}), and {@value #STATE_CONFIG_FILE}
+     * the updater configuration (ND4J's JSON form, schedules included), clipping threshold, weight decay, iteration,
+     * epoch, module names, the lora4j version and one save id that both files carry. Each file is written to a
+     * temporary file and renamed over its target; {@link #loadState} refuses a pair whose save ids differ. Save the
+     * adapter itself with {@link LoraModel#save} (or {@code PeftAdapterFiles}) at the same step: the state does not
+     * contain {@code A} or {@code B}.
+     *
+     * @param dir the directory to write into (usually the adapter's own)
+     * @throws IllegalArgumentException if two saved tensors would get the same key (a module path or adapter name
+     *                                  containing {@code '/'} can cause that)
+     * @throws IOException              if writing fails; existing files are then left as they were, or (a crash
+     *                                  between the two renames) detected by {@link #loadState}
+     */
+    public void saveState(Path dir) throws IOException {
+        Objects.requireNonNull(dir, "dir must not be null");
+        // In layer order, then the layer's adapter order: equal runs write equal files.
+        List<TrainerStateFiles.Saved> saved = new ArrayList<>();
+        for (int i = 0; i < layers.size(); i++) {
+            LoraLinear layer = layers.get(i);
+            for (String adapterName : layer.adapterNames()) {
+                AdapterState st = states.get(layer.adapter(adapterName));
+                if (st != null && st.size > 0) {
+                    saved.add(new TrainerStateFiles.Saved(names.get(i), adapterName, st.stateA(), st.stateB()));
+                }
+            }
+        }
+        TrainerStateFiles.write(dir, new TrainerStateFiles.Settings(updater, clipNorm, weightDecayCoefficient,
+                iteration, epoch, names, overModel), saved);
+    }
+
+    /**
+     * A trainer that continues the run saved by {@link #saveState} in {@code dir} on {@code model}, whose adapters
+     * must already hold the weights saved at the same step (e.g. a fresh model on which
+     * {@link LoraModel#load(Path, String)} was called with the same directory): the updater, clipping, weight decay,
+     * iteration and epoch come from the file, and each adapter's updater state is restored bit for bit. Trains
+     * {@link LoraModel#loraModules()}, as {@link Builder#build(LoraModel)} does.
+     *
+     * <p>The files are checked completely before anything is built: regular files of bounded size only (the state
+     * tensors must be exactly as large as the model's adapters need), matching save ids, every module and adapter
+     * the files name must exist in the model with the saved shapes and data type, the modules must be the model's
+     * targeted modules, and only ND4J's own updater and schedule classes are instantiated from the JSON. Nothing in
+     * the model is changed, whether the call succeeds or not.
+     *
+     * @param dir   the directory {@link #saveState} wrote
+     * @param model the model to continue training, holding the adapter weights saved at the same step
+     * @return a new trainer whose next {@link #step()} is the saved run's next step
+     * @throws AdapterFormatException   if a file is missing parts, corrupt, hostile, from another save, or does not
+     *                                  fit the model (the message names the file, what was expected and what came)
+     * @throws IllegalStateException    if LoRA was not applied to {@code model}
+     * @throws IOException              if reading fails (e.g. {@link java.nio.file.NoSuchFileException})
+     */
+    public static LoraTrainer loadState(Path dir, LoraModel model) throws IOException {
+        Objects.requireNonNull(model, "model must not be null");
+        return load(dir, modelLayers(model), true);
+    }
+
+    /**
+     * {@link #loadState(Path, LoraModel)} for a trainer built over {@code layers} (the same layers, in the same order,
+     * as the saved trainer's: the files name them by index).
+     *
+     * @param dir    the directory {@link #saveState} wrote
+     * @param layers the layers to continue training, holding the adapter weights saved at the same step
+     * @return a new trainer whose next {@link #step()} is the saved run's next step
+     * @throws AdapterFormatException   as {@link #loadState(Path, LoraModel)}
+     * @throws IOException              if reading fails
+     * @throws IllegalArgumentException for an empty list, a null or repeated layer
+     */
+    public static LoraTrainer loadState(Path dir, List<LoraLinear> layers) throws IOException {
+        return load(dir, indexedLayers(layers), false);
+    }
+
+    private static LoraTrainer load(Path dir, Map<String, LoraLinear> layers, boolean overModel) throws IOException {
+        Objects.requireNonNull(dir, "dir must not be null");
+        TrainerStateFiles.Loaded loaded = TrainerStateFiles.read(dir, layers, overModel);
+        TrainerStateFiles.Settings s = loaded.settings();
+        Builder b = builder().updater(s.updater());
+        if (s.clipGradientNorm() > 0) {
+            b.clipGradientNorm(s.clipGradientNorm());
+        }
+        b.weightDecay(s.weightDecay());
+        LoraTrainer trainer = new LoraTrainer(b, layers, overModel);
+        trainer.iteration = s.iteration();
+        trainer.epoch = s.epoch();
+        for (TrainerStateFiles.Saved st : loaded.states()) {
+            LoraLinear layer = layers.get(st.module());
+            AdapterState state = trainer.stateOf(layer, layer.adapter(st.adapter()));
+            state.load(st.stateA(), st.stateB());
+        }
+        return trainer;
+    }
+
+    /** A copy of the updater state of adapter {@code adapter} of layer {@code layer}, {@code [1, size]}, or null. */
+    INDArray updaterStateCopy(LoraLinear layer, String adapter) {
+        AdapterState st = states.get(layer.adapter(adapter));
+        return st == null || st.flat == null ? null : st.flat.dup('c');
+    }
+
     @Override
     public String toString() {
         return "LoraTrainer{updater=" + updater + ", clipGradientNorm=" + clipNorm + ", weightDecay="
@@ -234,13 +410,18 @@ public final class LoraTrainer {
         return layer.adapter(name);
     }
 
-    private static double checkedNorm(int layerIndex, LoraAdapter adapter, String what, INDArray grad) {
+    /** "layer 3" for layer trainers, "module 'x.q_proj' (layer 3)" for model trainers. */
+    private String label(int i) {
+        return overModel ? "module '" + names.get(i) + "' (layer " + i + ")" : "layer " + i;
+    }
+
+    private static double checkedNorm(String label, LoraAdapter adapter, String what, INDArray grad) {
         double n = grad.norm2Number().doubleValue();
         if (Double.isFinite(n)) {
             return n;
         }
         if (grad.isNaN().any() || grad.isInfinite().any()) {
-            throw new IllegalStateException("layer " + layerIndex + ", adapter '" + adapter.name() + "': " + what
+            throw new IllegalStateException(label + ", adapter '" + adapter.name() + "': " + what
                     + " expected finite values, found NaN or infinity; step refused, nothing was changed");
         }
         // Finite entries whose squares overflow the data type: take the norm in double.
@@ -265,13 +446,13 @@ public final class LoraTrainer {
         if (sa + sb == 0) {
             // Stateless updaters (Sgd, NoOp) refuse a view array.
             return new AdapterState(layer, updater.instantiate((INDArray) null, true),
-                    updater.instantiate((INDArray) null, true), 0);
+                    updater.instantiate((INDArray) null, true), null, 0, 0);
         }
         // One flat c-order row per adapter; A's and B's updaters each own a contiguous slice of it.
         INDArray flat = Nd4j.zeros(gradA.dataType(), 1, sa + sb);
         INDArray viewA = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, sa)).reshape(1, sa);
         INDArray viewB = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(sa, sa + sb)).reshape(1, sb);
-        return new AdapterState(layer, instantiate(viewA), instantiate(viewB), sa + sb);
+        return new AdapterState(layer, instantiate(viewA), instantiate(viewB), flat, sa, sb);
     }
 
     /** An updater whose state lives in {@code view} ({@code [1, stateSize]}, zeros). */
@@ -298,18 +479,67 @@ public final class LoraTrainer {
         }
     }
 
-    /** Optimizer state of one adapter: an updater for A and one for B over slices of one flat row. */
+    /**
+     * Optimizer state of one adapter: an updater for A and one for B over slices of one flat row {@code [A's | B's]},
+     * plus the scratch of the checked step (the steps of A and B, a backup of the flat row).
+     */
     private static final class AdapterState {
         final LoraLinear layer;
         final GradientUpdater<?> forA;
         final GradientUpdater<?> forB;
+        /** {@code [1, sizeA + sizeB]}, or null for stateless updaters. */
+        final INDArray flat;
+        final long sizeA;
         final long size;
+        INDArray backup;
+        INDArray stepA;
+        INDArray stepB;
 
-        AdapterState(LoraLinear layer, GradientUpdater<?> forA, GradientUpdater<?> forB, long size) {
+        AdapterState(LoraLinear layer, GradientUpdater<?> forA, GradientUpdater<?> forB, INDArray flat, long sizeA,
+                     long sizeB) {
             this.layer = layer;
             this.forA = forA;
             this.forB = forB;
-            this.size = size;
+            this.flat = flat;
+            this.sizeA = sizeA;
+            this.size = sizeA + sizeB;
+        }
+
+        void ensureScratch(LoraAdapter adapter) {
+            if (stepA == null) {
+                stepA = Nd4j.createUninitialized(adapter.gradA().dataType(), adapter.gradA().shape());
+                stepB = Nd4j.createUninitialized(adapter.gradB().dataType(), adapter.gradB().shape());
+            }
+        }
+
+        void backUp() {
+            if (flat != null) {
+                if (backup == null) {
+                    backup = Nd4j.createUninitialized(flat.dataType(), flat.shape());
+                }
+                StateArrays.copy(flat, backup);
+            }
+        }
+
+        void restore() {
+            if (flat != null) {
+                StateArrays.copy(backup, flat);
+            }
+        }
+
+        /** Copy of A's part of the state, 1-D {@code [sizeA]}. */
+        INDArray stateA() {
+            return flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, sizeA)).dup('c').reshape(sizeA);
+        }
+
+        /** Copy of B's part of the state, 1-D {@code [size − sizeA]}. */
+        INDArray stateB() {
+            return flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(sizeA, size)).dup('c').reshape(size - sizeA);
+        }
+
+        /** Overwrites the state with saved values (lengths checked by the reader). */
+        void load(INDArray a, INDArray b) {
+            StateArrays.copy(Nd4j.concat(0, a, b).reshape(1, size), flat);
         }
     }
 
@@ -367,26 +597,64 @@ public final class LoraTrainer {
          * @throws IllegalArgumentException for an empty list, a null or repeated layer
          */
         public LoraTrainer build(List<LoraLinear> layers) {
-            Objects.requireNonNull(layers, "layers must not be null");
+            Map<String, LoraLinear> indexed = indexedLayers(layers);
+            requireUpdater();
+            return new LoraTrainer(this, indexed, false);
+        }
+
+        /**
+         * A trainer over every targeted module of {@code model} ({@link LoraModel#loraModules()}, in model order, as
+         * they are now): each step trains each module's active adapter. Its {@link #layerNames()} are the module
+         * paths, which {@link #saveState} uses as keys.
+         *
+         * @param model a model with LoRA applied (or loaded); its targeted modules are read once, here
+         * @return the trainer
+         * @throws IllegalStateException if no updater was set, or LoRA was not applied to {@code model}
+         */
+        public LoraTrainer build(LoraModel model) {
+            Objects.requireNonNull(model, "model must not be null");
+            Map<String, LoraLinear> modules = modelLayers(model);
+            requireUpdater();
+            return new LoraTrainer(this, modules, true);
+        }
+
+        private void requireUpdater() {
             if (updater == null) {
                 throw new IllegalStateException("updater is required: call updater(new Adam(...)) before build");
             }
-            if (layers.isEmpty()) {
-                throw new IllegalArgumentException("layers: expected at least one layer, got none");
-            }
-            Map<LoraLinear, Integer> seen = new IdentityHashMap<>();
-            for (int i = 0; i < layers.size(); i++) {
-                LoraLinear l = layers.get(i);
-                if (l == null) {
-                    throw new IllegalArgumentException("layers[" + i + "] is null");
-                }
-                Integer first = seen.putIfAbsent(l, i);
-                if (first != null) {
-                    throw new IllegalArgumentException("layers[" + i + "] is the same layer as layers[" + first
-                            + "]; each layer may appear once (it would be stepped twice)");
-                }
-            }
-            return new LoraTrainer(this, Collections.unmodifiableList(new ArrayList<>(layers)));
         }
+    }
+
+    /** The model's targeted modules, path to layer, in model order. */
+    private static Map<String, LoraLinear> modelLayers(LoraModel model) {
+        Map<String, LoraLinear> modules = new LinkedHashMap<>(model.loraModules());
+        if (modules.isEmpty()) {
+            throw new IllegalStateException("the model has no LoRA modules to train; call applyLora(config, "
+                    + "targetModules) or load(dir, name) first");
+        }
+        return modules;
+    }
+
+    /** {@code "0" -> layers[0], ...}, after checking for an empty list, nulls and repeats. */
+    private static Map<String, LoraLinear> indexedLayers(List<LoraLinear> layers) {
+        Objects.requireNonNull(layers, "layers must not be null");
+        if (layers.isEmpty()) {
+            throw new IllegalArgumentException("layers: expected at least one layer, got none");
+        }
+        Map<LoraLinear, Integer> seen = new IdentityHashMap<>();
+        Map<String, LoraLinear> indexed = new LinkedHashMap<>();
+        for (int i = 0; i < layers.size(); i++) {
+            LoraLinear l = layers.get(i);
+            if (l == null) {
+                throw new IllegalArgumentException("layers[" + i + "] is null");
+            }
+            Integer first = seen.putIfAbsent(l, i);
+            if (first != null) {
+                throw new IllegalArgumentException("layers[" + i + "] is the same layer as layers[" + first
+                        + "]; each layer may appear once (it would be stepped twice)");
+            }
+            indexed.put(Integer.toString(i), l);
+        }
+        return indexed;
     }
 }

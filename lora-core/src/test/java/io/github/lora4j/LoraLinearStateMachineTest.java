@@ -1,0 +1,579 @@
+package io.github.lora4j;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import io.github.lora4j.train.LoraTrainer;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.function.Consumer;
+import java.util.function.Supplier;
+import net.jqwik.api.Arbitraries;
+import net.jqwik.api.Arbitrary;
+import net.jqwik.api.Combinators;
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.Provide;
+import net.jqwik.api.Tuple;
+import net.jqwik.api.state.Action;
+import net.jqwik.api.state.ActionChain;
+import net.jqwik.api.state.Transformer;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.learning.config.Sgd;
+
+/**
+ * Model-based state machine over {@link LoraLinear}'s public API (issue 15, "keep the attacks as tests"): random
+ * sequences of adapter edits, mode switches, forward/backward, merges and trainer steps run against the real layer
+ * and an independent reference of its state, held in plain Java {@code double} arrays. After every call the
+ * reference predicts whether the call must be refused (and with which exception type), what forward and backward
+ * return, the gradients, every adapter's A and B, and {@code W}:
+ * <ul>
+ *   <li>nothing merged and no FAST merge ever undone: {@code W} bitwise the original;</li>
+ *   <li>after a FAST merge was undone: {@code W} within a few ulps of the original (FAST unmerge subtracts);</li>
+ *   <li>after an EXACT unmerge: {@code W} bitwise what it was before that merge;</li>
+ *   <li>merged: {@code W ≈ W₀ + s·B·A}.</li>
+ * </ul>
+ * A refused call must leave everything as it was. The forward cache is modelled as the layer documents it: a training
+ * forward keeps what the next backward needs; eval, merge, unmerge, adapter switches and deletion, enable/disable,
+ * a trainer step, and new weights for the cached adapter drop it, and so does an empty training batch.
+ *
+ * <p>The layer is DOUBLE, 4 × 5, with a bias; dropout is 0, so outputs are deterministic. Values the model does not
+ * predict (the initial A of a new adapter, a function of the seed) are read back once and then owned by the model;
+ * values it computes in another summation order are compared within a tolerance and then taken over from the layer,
+ * so rounding differences do not compound along a sequence.
+ */
+class LoraLinearStateMachineTest {
+
+    private static final int IN = 5;
+    private static final int OUT = 4;
+    private static final double LR = 0.05;
+    private static final double TOL = 1e-9;
+    private static final List<String> NAMES = List.of("default", "a", "b");
+
+    @Property(tries = 200)
+    void randomCallSequencesMatchTheReferenceModel(@ForAll("chains") ActionChain<Harness> chain) {
+        chain.run();
+    }
+
+    @Provide
+    Arbitrary<ActionChain<Harness>> chains() {
+        Arbitrary<Long> seeds = Arbitraries.longs();
+        return ActionChain.startWith(Harness::new)
+                .withAction(3, action(Combinators.combine(name(), Arbitraries.integers().between(1, 5),
+                        Arbitraries.of(1.0, 2.0, 8.0), Arbitraries.of(false, true), seeds)
+                        .as((n, r, alpha, rs, seed) -> call("addAdapter(" + n + ", r=" + r + ", alpha=" + alpha
+                                + ", rsLora=" + rs + ", seed=" + seed + ")", h -> h.addAdapter(n, r, alpha, rs, seed)))))
+                .withAction(3, action(name().map(n -> call("setActiveAdapter(" + n + ")", h -> h.setActive(n)))))
+                .withAction(1, action(name().map(n -> call("deleteAdapter(" + n + ")", h -> h.delete(n)))))
+                .withAction(3, action(Combinators.combine(name(), seeds, Arbitraries.integers().between(0, 9))
+                        .as((n, seed, kind) -> call("setAdapterWeights(" + n + ", seed=" + seed + ", "
+                                + (kind == 0 ? "A of a wrong shape" : kind == 1 ? "NaN in B" : "valid") + ")",
+                                h -> h.setWeights(n, seed, kind)))))
+                .withAction(1, action(Arbitraries.just(call("disableAdapters()", Harness::disable))))
+                .withAction(1, action(Arbitraries.just(call("enableAdapters()", Harness::enable))))
+                .withAction(2, action(Arbitraries.just(call("train()", Harness::train))))
+                .withAction(1, action(Arbitraries.just(call("eval()", Harness::eval))))
+                .withAction(6, action(Combinators.combine(Arbitraries.integers().between(0, 3), seeds)
+                        .as((n, seed) -> call("forward(" + n + " rows, seed=" + seed + ")", h -> h.forward(n, seed)))))
+                .withAction(5, action(Combinators.combine(seeds, Arbitraries.integers().between(0, 9))
+                        .as((seed, kind) -> call("backward(seed=" + seed + (kind == 0 ? ", wrong shape" : "") + ")",
+                                h -> h.backward(seed, kind)))))
+                .withAction(2, action(Arbitraries.of(MergeMode.values())
+                        .map(m -> call("merge(" + m + ")", h -> h.merge(m)))))
+                .withAction(2, action(Arbitraries.just(call("unmerge()", Harness::unmerge))))
+                .withAction(3, action(Arbitraries.just(call("trainer.step()", Harness::step))))
+                .withAction(1, action(Arbitraries.just(call("zeroGrad()", Harness::zeroGrad))))
+                .withMaxTransformations(40);
+    }
+
+    private static Arbitrary<String> name() {
+        return Arbitraries.frequencyOf(
+                Tuple.of(12, Arbitraries.of(NAMES)),
+                Tuple.of(1, Arbitraries.of(LoraLinear.BASE_MODEL, " ", "missing")));
+    }
+
+    private static Action.Independent<Harness> action(Arbitrary<Transformer<Harness>> calls) {
+        return () -> calls;
+    }
+
+    /** A call on the harness, described with its arguments for jqwik's report of a failing sequence. */
+    private static Transformer<Harness> call(String description, Consumer<Harness> call) {
+        return Transformer.mutate(description, call);
+    }
+
+    // ---------------------------------------------------------------- the reference model
+
+    /** What the model knows about one adapter. */
+    private static final class RefAdapter {
+        final int r;
+        final double s;
+        double[][] a;
+        double[][] b;
+        double[][] ga;
+        double[][] gb;
+
+        RefAdapter(int r, double s, double[][] a, double[][] b) {
+            this.r = r;
+            this.s = s;
+            this.a = a;
+            this.b = b;
+            this.ga = new double[r][IN];
+            this.gb = new double[OUT][r];
+        }
+    }
+
+    /** The cached training forward: its input and the adapter whose path it ran (null: base only, e.g. merged). */
+    private record RefCache(double[][] x, String adapter, boolean merged) {
+    }
+
+    /** The real layer, its trainer, and the reference model of both. */
+    static final class Harness {
+        final LoraLinear layer;
+        final LoraTrainer trainer;
+        final double[][] w0;
+        final long[] w0Bits;
+        final double[] bias;
+        final long[] biasBits;
+        final Map<String, RefAdapter> adapters = new LinkedHashMap<>();
+        String active = LoraLinear.DEFAULT_ADAPTER;
+        boolean enabled = true;
+        boolean training;
+        String merged;
+        MergeMode mergedMode;
+        long[] wBeforeMerge;
+        /** Whether a FAST merge has been undone: W may then be a few ulps off the original. */
+        boolean drifted;
+        RefCache cache;
+        int iteration;
+
+        Harness() {
+            INDArray w = TestData.gaussian(DataType.DOUBLE, 1, 0.5, OUT, IN);
+            INDArray b = TestData.gaussian(DataType.DOUBLE, 2, 0.5, OUT);
+            layer = LoraLinear.wrap(w, b, LoraConfig.builder().rank(2).alpha(4).build());
+            trainer = LoraTrainer.builder().updater(new Sgd(LR)).build(layer);
+            w0 = matrix(w);
+            w0Bits = TestData.bits(w);
+            bias = b.toDoubleVector();
+            biasBits = TestData.bits(b);
+            adapters.put(LoraLinear.DEFAULT_ADAPTER, new RefAdapter(2, 2.0, readBack("default", 2),
+                    new double[OUT][2]));
+        }
+
+        // ------------------------------------------------------------ actions
+
+        void addAdapter(String name, int r, double alpha, boolean rs, long seed) {
+            LoraConfig cfg = LoraConfig.builder().rank(r).alpha(alpha).rsLora(rs).seed(seed).build();
+            boolean refuse = name.isBlank() || name.equals(LoraLinear.BASE_MODEL) || adapters.containsKey(name) || r > Math.min(IN, OUT);
+            expect(refuse ? IllegalArgumentException.class : null, () -> layer.addAdapter(name, cfg));
+            if (!refuse) {
+                double s = rs ? alpha / Math.sqrt(r) : alpha / r;
+                adapters.put(name, new RefAdapter(r, s, readBack(name, r), new double[OUT][r]));
+            }
+            check();
+        }
+
+        void setActive(String name) {
+            Class<? extends RuntimeException> refusal = !adapters.containsKey(name) ? IllegalArgumentException.class
+                    : merged != null && !merged.equals(name) ? IllegalStateException.class : null;
+            expect(refusal, () -> layer.setActiveAdapter(name));
+            if (refusal == null) {
+                if (!name.equals(active)) {
+                    cache = null;
+                }
+                active = name;
+            }
+            check();
+        }
+
+        void delete(String name) {
+            Class<? extends RuntimeException> refusal = !adapters.containsKey(name) ? IllegalArgumentException.class
+                    : name.equals(merged) ? IllegalStateException.class : null;
+            expect(refusal, () -> layer.deleteAdapter(name));
+            if (refusal == null) {
+                adapters.remove(name);
+                if (name.equals(active)) {
+                    active = null;
+                    cache = null;
+                }
+            }
+            check();
+        }
+
+        /** kind 0: wrong shape of A; 1: NaN in B; otherwise valid random A and B. */
+        void setWeights(String name, long seed, int kind) {
+            RefAdapter ad = adapters.get(name);
+            int r = ad == null ? 2 : ad.r;
+            double[][] a = random(seed, r, IN, 0.5);
+            double[][] b = random(seed + 1, OUT, r, 0.5);
+            INDArray aArr = kind == 0 ? Nd4j.create(DataType.DOUBLE, r + 1, IN) : array(a);
+            INDArray bArr = array(b);
+            if (kind == 1) {
+                bArr.putScalar(0, 0, Double.NaN);
+            }
+            Class<? extends RuntimeException> refusal;
+            if (ad == null || kind <= 1) {
+                refusal = IllegalArgumentException.class;
+            } else {
+                refusal = name.equals(merged) ? IllegalStateException.class : null;
+            }
+            boolean eitherWay = ad != null && kind <= 1 && name.equals(merged);
+            expect(refusal, eitherWay, () -> layer.setAdapterWeights(name, aArr, bArr));
+            if (refusal == null) {
+                ad.a = a;
+                ad.b = b;
+                if (cache != null && name.equals(cache.adapter())) {
+                    cache = null;
+                }
+            }
+            check();
+        }
+
+        void disable() {
+            Class<? extends RuntimeException> refusal = merged != null ? IllegalStateException.class : null;
+            expect(refusal, layer::disableAdapters);
+            if (refusal == null) {
+                enabled = false;
+                cache = null;
+            }
+            check();
+        }
+
+        void enable() {
+            layer.enableAdapters();
+            enabled = true;
+            cache = null;
+            check();
+        }
+
+        void train() {
+            layer.train();
+            training = true;
+            check();
+        }
+
+        void eval() {
+            layer.eval();
+            training = false;
+            cache = null;
+            check();
+        }
+
+        void forward(int n, long seed) {
+            double[][] x = random(seed, n, IN, 1.0);
+            INDArray y = layer.forward(n == 0 ? Nd4j.create(DataType.DOUBLE, 0, IN) : array(x));
+            assertArrayEquals(new long[] {n, OUT}, y.shape(), "forward output shape");
+            double[][] expected = new double[n][OUT];
+            double[][] wEff = effectiveWeight();
+            String path = merged == null && enabled && active != null ? active : null;
+            for (int i = 0; i < n; i++) {
+                for (int o = 0; o < OUT; o++) {
+                    double v = bias[o];
+                    for (int k = 0; k < IN; k++) {
+                        v += x[i][k] * wEff[o][k];
+                    }
+                    expected[i][o] = v;
+                }
+            }
+            if (path != null) {
+                RefAdapter ad = adapters.get(path);
+                double[][] u = times(x, transpose(ad.a));              // u = x A^T   [n, r]
+                double[][] d = times(u, transpose(ad.b));              // u B^T       [n, out]
+                for (int i = 0; i < n; i++) {
+                    for (int o = 0; o < OUT; o++) {
+                        expected[i][o] += ad.s * d[i][o];
+                    }
+                }
+            }
+            assertClose(expected, matrix(y), "forward output (" + describeState() + ")");
+            if (training) {
+                cache = n == 0 ? null : new RefCache(x, path, merged != null);
+            }
+            check();
+        }
+
+        /** kind 0: a gradient of the wrong shape; otherwise the shape of the cached forward's output. */
+        void backward(long seed, int kind) {
+            int n = cache == null ? 1 : cache.x().length;
+            double[][] g = random(seed, kind == 0 ? n + 1 : n, OUT, 1.0);
+            INDArray gArr = g.length == 0 ? Nd4j.create(DataType.DOUBLE, 0, OUT) : array(g);
+            boolean stateRefusal = merged != null || cache == null;
+            Class<? extends RuntimeException> refusal = stateRefusal ? IllegalStateException.class
+                    : kind == 0 ? IllegalArgumentException.class : null;
+            INDArray dx = expect(refusal, kind == 0 && stateRefusal, () -> layer.backward(gArr));
+            if (refusal == null) {
+                double[][] x = cache.x();
+                double[][] expectedDx = times(g, w0);                  // dx = g W
+                if (cache.adapter() != null) {
+                    RefAdapter ad = adapters.get(cache.adapter());
+                    double[][] gB = times(g, ad.b);                     // gB = g B          [n, r]
+                    double[][] u = times(x, transpose(ad.a));           // u = x A^T         [n, r]
+                    add(ad.gb, times(transpose(g), u), ad.s);           // dB += s g^T u
+                    add(ad.ga, times(transpose(gB), x), ad.s);          // dA += s gB^T x
+                    add(expectedDx, times(gB, ad.a), ad.s);             // dx += s gB A
+                }
+                assertClose(expectedDx, matrix(dx), "backward dx");
+                cache = null;
+            }
+            check();
+        }
+
+        void merge(MergeMode mode) {
+            Class<? extends RuntimeException> refusal = merged != null || !enabled || active == null
+                    ? IllegalStateException.class : null;
+            long[] before = TestData.bits(layer.weight());
+            expect(refusal, () -> layer.merge(mode));
+            if (refusal == null) {
+                merged = active;
+                mergedMode = mode;
+                wBeforeMerge = before;
+                cache = null;
+            }
+            check();
+        }
+
+        void unmerge() {
+            Class<? extends RuntimeException> refusal = merged == null ? IllegalStateException.class : null;
+            expect(refusal, layer::unmerge);
+            if (refusal == null) {
+                if (mergedMode == MergeMode.EXACT) {
+                    assertArrayEquals(wBeforeMerge, TestData.bits(layer.weight()),
+                            "an EXACT unmerge restores W bitwise to what it was before the merge");
+                } else {
+                    drifted = true;
+                }
+                merged = null;
+                mergedMode = null;
+                cache = null;
+            }
+            check();
+        }
+
+        void step() {
+            Class<? extends RuntimeException> refusal = merged != null ? IllegalStateException.class : null;
+            expect(refusal, () -> trainer.step());
+            if (refusal == null) {
+                if (enabled && active != null) {
+                    RefAdapter ad = adapters.get(active);
+                    add(ad.a, ad.ga, -LR);                              // A -= lr·dA
+                    add(ad.b, ad.gb, -LR);                              // B -= lr·dB
+                    ad.ga = new double[ad.r][IN];
+                    ad.gb = new double[OUT][ad.r];
+                    cache = null;
+                }
+                iteration++;
+            }
+            assertEquals(iteration, trainer.iteration(), "trainer iteration");
+            check();
+        }
+
+        void zeroGrad() {
+            layer.zeroGrad();
+            for (RefAdapter ad : adapters.values()) {
+                ad.ga = new double[ad.r][IN];
+                ad.gb = new double[OUT][ad.r];
+            }
+            check();
+        }
+
+        // ------------------------------------------------------------ checks
+
+        /** Everything observable against the model; then the model adopts the layer's rounding of A, B, gradients. */
+        void check() {
+            assertEquals(new ArrayList<>(adapters.keySet()), layer.adapterNames(), "adapter names");
+            assertEquals(active, layer.activeAdapter(), "active adapter");
+            assertEquals(enabled, layer.adaptersEnabled(), "adapters enabled");
+            assertEquals(training, layer.isTraining(), "training mode");
+            assertEquals(merged != null, layer.isMerged(), "merged");
+            assertEquals(mergedMode, layer.mergeMode(), "merge mode");
+            assertArrayEquals(biasBits, TestData.bits(layer.bias().reshape(OUT)), "bias is never written");
+            for (Map.Entry<String, RefAdapter> e : adapters.entrySet()) {
+                RefAdapter ad = e.getValue();
+                LoraAdapter real = layer.adapter(e.getKey());
+                String what = "adapter '" + e.getKey() + "' ";
+                ad.a = adopt(ad.a, real.a(), what + "A");
+                ad.b = adopt(ad.b, real.b(), what + "B");
+                ad.ga = adopt(ad.ga, real.gradA(), what + "gradA");
+                ad.gb = adopt(ad.gb, real.gradB(), what + "gradB");
+                assertEquals(ad.s, real.scaling(), 0.0, what + "scaling");
+            }
+            long[] w = TestData.bits(layer.weight());
+            if (merged != null) {
+                assertClose(effectiveWeight(), matrix(layer.weight()), "merged W = W0 + s·B·A");
+            } else if (!drifted) {
+                assertArrayEquals(w0Bits, w, "W bitwise the original while nothing is merged ("
+                        + describeState() + ")");
+            } else {
+                assertClose(w0, matrix(layer.weight()), "W after a FAST merge was undone (a few ulps allowed)");
+            }
+        }
+
+        /** W as forward uses it: W0 + s·B·A of the merged adapter, or W0. */
+        private double[][] effectiveWeight() {
+            double[][] w = copy(w0);
+            if (merged != null) {
+                RefAdapter ad = adapters.get(merged);
+                add(w, times(ad.b, ad.a), ad.s);
+            }
+            return w;
+        }
+
+        private double[][] readBack(String name, int r) {
+            LoraAdapter ad = layer.adapter(name);
+            assertArrayEquals(new long[] {r, IN}, ad.a().shape(), "A of a new adapter");
+            double[][] a = matrix(ad.a());
+            double bound = 1 / Math.sqrt(IN);
+            for (double[] row : a) {
+                for (double v : row) {
+                    assertTrue(Math.abs(v) <= bound, "kaiming-uniform A within ±1/sqrt(in), got " + v);
+                }
+            }
+            assertEquals(0.0, ad.b().amaxNumber().doubleValue(), 0.0, "B of a new adapter is zero");
+            return a;
+        }
+
+        private String describeState() {
+            return "active=" + active + ", enabled=" + enabled + ", merged=" + merged + ", training=" + training
+                    + ", cache=" + (cache == null ? "none" : cache.adapter() + "/" + cache.x().length + " rows");
+        }
+
+        private void expect(Class<? extends RuntimeException> refusal, Runnable call) {
+            expect(refusal, false, () -> {
+                call.run();
+                return null;
+            });
+        }
+
+        private void expect(Class<? extends RuntimeException> refusal, boolean eitherRefusal, Runnable call) {
+            expect(refusal, eitherRefusal, () -> {
+                call.run();
+                return null;
+            });
+        }
+
+        /**
+         * Runs {@code call}: it must succeed when {@code refusal} is null, else throw that type (or, with
+         * {@code eitherRefusal}, where two reasons apply, either IllegalArgumentException or IllegalStateException).
+         */
+        private <T> T expect(Class<? extends RuntimeException> refusal, boolean eitherRefusal, Supplier<T> call) {
+            try {
+                T result = call.get();
+                if (refusal != null) {
+                    fail("expected " + refusal.getSimpleName() + " (" + describeState() + "), the call succeeded");
+                }
+                return result;
+            } catch (IllegalArgumentException | IllegalStateException e) {
+                if (refusal == null) {
+                    fail("expected success (" + describeState() + "), got " + e, e);
+                }
+                boolean ok = refusal.isInstance(e) || eitherRefusal;
+                assertTrue(ok, "expected " + refusal.getSimpleName() + ", got " + e);
+                assertTrue(e.getMessage() != null && !e.getMessage().isBlank(), "a refusal says why: " + e);
+                return null;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- plain-array helpers
+
+    private static double[][] adopt(double[][] model, INDArray real, String what) {
+        double[][] r = matrix(real);
+        assertClose(model, r, what);
+        return r;
+    }
+
+    private static void assertClose(double[][] expected, double[][] actual, String what) {
+        assertEquals(expected.length, actual.length, what + ": rows");
+        for (int i = 0; i < expected.length; i++) {
+            assertEquals(expected[i].length, actual[i].length, what + ": columns");
+            for (int j = 0; j < expected[i].length; j++) {
+                double e = expected[i][j];
+                double a = actual[i][j];
+                if (!(Math.abs(e - a) <= TOL * Math.max(1, Math.abs(e)))) {
+                    fail(what + ": element [" + i + ", " + j + "] expected " + e + ", got " + a + "\n expected "
+                            + Arrays.deepToString(expected) + "\n got " + Arrays.deepToString(actual));
+                }
+            }
+        }
+    }
+
+    private static double[][] matrix(INDArray a) {
+        INDArray c = a.dup('c');
+        int rows = (int) c.size(0);
+        int cols = (int) c.size(1);
+        double[] flat = c.data().asDouble();
+        double[][] m = new double[rows][cols];
+        for (int i = 0; i < rows; i++) {
+            System.arraycopy(flat, i * cols, m[i], 0, cols);
+        }
+        return m;
+    }
+
+    private static INDArray array(double[][] m) {
+        return Nd4j.createFromArray(m).castTo(DataType.DOUBLE);
+    }
+
+    private static double[][] random(long seed, int rows, int cols, double scale) {
+        SplittableRandom rng = new SplittableRandom(seed);
+        double[][] m = new double[rows][cols];
+        for (double[] row : m) {
+            for (int j = 0; j < cols; j++) {
+                row[j] = rng.nextGaussian() * scale;
+            }
+        }
+        return m;
+    }
+
+    private static double[][] times(double[][] x, double[][] y) {
+        int n = x.length;
+        int k = y.length;
+        int m = k == 0 ? 0 : y[0].length;
+        double[][] z = new double[n][m];
+        for (int i = 0; i < n; i++) {
+            for (int j = 0; j < m; j++) {
+                double v = 0;
+                for (int t = 0; t < k; t++) {
+                    v += x[i][t] * y[t][j];
+                }
+                z[i][j] = v;
+            }
+        }
+        return z;
+    }
+
+    private static double[][] transpose(double[][] x) {
+        int rows = x.length;
+        int cols = rows == 0 ? 0 : x[0].length;
+        double[][] t = new double[cols][rows];
+        for (int i = 0; i < rows; i++) {
+            for (int j = 0; j < cols; j++) {
+                t[j][i] = x[i][j];
+            }
+        }
+        return t;
+    }
+
+    /** {@code target += f·delta}, element-wise. */
+    private static void add(double[][] target, double[][] delta, double f) {
+        for (int i = 0; i < target.length; i++) {
+            for (int j = 0; j < target[i].length; j++) {
+                target[i][j] += f * delta[i][j];
+            }
+        }
+    }
+
+    private static double[][] copy(double[][] x) {
+        double[][] c = new double[x.length][];
+        for (int i = 0; i < x.length; i++) {
+            c[i] = x[i].clone();
+        }
+        return c;
+    }
+}
