@@ -12,25 +12,58 @@ public final class LoraMath {
     private LoraMath() {
     }
 
-    /** Parameters trained by full fine-tuning of a {@code d × k} weight: {@code d·k}. */
+    /**
+     * Parameters trained by full fine-tuning of a {@code d × k} weight: {@code d·k}.
+     *
+     * @param d output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k input features, the columns of {@code W}, {@code >= 1}
+     * @return {@code d·k}
+     * @throws IllegalArgumentException if {@code d} or {@code k} is below 1
+     * @throws ArithmeticException if {@code d·k} overflows a {@code long}
+     */
     public static long fullParameters(long d, long k) {
         checkDims(d, k);
         return Math.multiplyExact(d, k);
     }
 
-    /** Parameters of a rank-{@code r} adapter on a {@code d × k} weight: {@code r·(d + k)}. */
+    /**
+     * Parameters of a rank-{@code r} adapter on a {@code d × k} weight: {@code r·(d + k)}.
+     *
+     * @param d output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k input features, the columns of {@code W}, {@code >= 1}
+     * @param r adapter rank, {@code >= 1}
+     * @return {@code r·(d + k)}, the elements of {@code A [r, k]} and {@code B [d, r]}
+     * @throws IllegalArgumentException if {@code d} or {@code k} is below 1, or {@code r} is below 1
+     * @throws ArithmeticException if {@code r·(d + k)} overflows a {@code long}
+     */
     public static long loraParameters(long d, long k, int r) {
         checkDims(d, k);
         checkRank(r);
         return Math.multiplyExact(r, Math.addExact(d, k));
     }
 
-    /** Fraction of the full parameter count that LoRA does not train: {@code 1 − r·(d+k)/(d·k)}; negative when LoRA is larger. */
+    /**
+     * Fraction of the full parameter count that LoRA does not train: {@code 1 − r·(d+k)/(d·k)}.
+     *
+     * @param d output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k input features, the columns of {@code W}, {@code >= 1}
+     * @param r adapter rank, {@code >= 1}
+     * @return the savings as a fraction (0.9961 for 4096 × 4096 at r = 8); negative when LoRA is larger
+     * @throws IllegalArgumentException if {@code d} or {@code k} is below 1, or {@code r} is below 1
+     */
     public static double savings(long d, long k, int r) {
         return 1.0 - (double) loraParameters(d, k, r) / (double) fullParameters(d, k);
     }
 
-    /** The extra cost ratio of the unmerged LoRA path against the base product: {@code r·(d+k)/(d·k)}. */
+    /**
+     * The extra cost ratio of the unmerged LoRA path against the base product: {@code r·(d+k)/(d·k)}.
+     *
+     * @param d output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k input features, the columns of {@code W}, {@code >= 1}
+     * @param r adapter rank, {@code >= 1}
+     * @return {@code r·(d+k)/(d·k)}, also the trainable fraction of the parameters
+     * @throws IllegalArgumentException if {@code d} or {@code k} is below 1, or {@code r} is below 1
+     */
     public static double overheadRatio(long d, long k, int r) {
         return (double) loraParameters(d, k, r) / (double) fullParameters(d, k);
     }
@@ -39,7 +72,12 @@ public final class LoraMath {
      * The largest rank whose savings are at least {@code targetSavings}, or 0 when even rank 1 saves less.
      * For 1024 × 1024 and 0.99 the answer is 5 ({@code 5·2048 = 10,240 <= 10,485.76}).
      *
+     * @param d             output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k             input features, the columns of {@code W}, {@code >= 1}
      * @param targetSavings in {@code [0, 1)}
+     * @return the largest {@code r <= min(d, k)} with {@code savings(d, k, r) >= targetSavings}, or 0
+     * @throws IllegalArgumentException if {@code d} or {@code k} is below 1, or {@code targetSavings} is outside
+     *                                  {@code [0, 1)}
      */
     public static int maxRankForSavings(long d, long k, double targetSavings) {
         checkDims(d, k);
