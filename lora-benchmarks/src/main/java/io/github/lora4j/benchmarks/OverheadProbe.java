@@ -238,7 +238,7 @@ public final class OverheadProbe {
                 + "base work (ideal unmerged/merged = %.4f)%n%n", o.rank(), (long) o.in() + o.out(),
                 (long) o.in() * o.out(), 100 * theory, 1 + theory);
 
-        INDArray w = Fixtures.uniform(1, 1.0 / Math.sqrt(o.in()), o.out(), o.in());
+        INDArray w = Fixtures.weight(o.out(), o.in(), 1);
         LoraLinear unmerged = Fixtures.layer(w, o.rank(), 3);
         LoraLinear merged = Fixtures.layer(w.dup(), o.rank(), 3);   // same adapter (same seed), own copy of W
         merged.merge(MergeMode.EXACT);
