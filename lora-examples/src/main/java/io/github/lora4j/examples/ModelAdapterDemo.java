@@ -140,9 +140,9 @@ public final class ModelAdapterDemo {
                 Files.size(dir.resolve(PeftAdapterFiles.CONFIG_FILE)), baseBytes);
     }
 
-    /** Prints the demo's findings; the adapter goes to a temporary directory. */
+    /** Prints the demo's findings; the adapter goes to {@code lora-examples/target/examples/model-adapter/}. */
     public static void main(String[] args) throws IOException {
-        Path dir = Files.createTempDirectory("lora4j-model-demo");
+        Path dir = Files.createDirectories(ExampleOutput.file("model-adapter"));
         Result r = run(dir, 300);
         System.out.println("Model: " + BLOCKS + " blocks of q/k/v/o_proj [" + DIM + "×" + DIM + "] and an MLP "
                 + DIM + "→" + HIDDEN + "→" + DIM);

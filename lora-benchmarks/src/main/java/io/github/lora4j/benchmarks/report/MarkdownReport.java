@@ -54,11 +54,11 @@ public final class MarkdownReport {
         line("");
         environment();
         forward();
-        forks();
         if (chartFile != null) {
             line("![unmerged / merged vs batch size](" + chartFile + ")");
             line("");
         }
+        forks();
         merge();
         exactVsFast();
         trainingStep();
