@@ -21,7 +21,7 @@ import org.knowm.xchart.style.markers.SeriesMarkers;
 
 /**
  * XChart line chart of the unmerged/merged forward time ratio against batch size (log scale), one series per
- * rank × shape, with the issue's 1.05 target as a dashed line, the legend below the plot. Written as SVG and PNG.
+ * rank × shape, with the issue's 1.05 target as a dashed line, the legend right of the plot. Written as SVG and PNG.
  */
 public final class OverheadChart {
 
@@ -30,13 +30,14 @@ public final class OverheadChart {
 
     /** The chart, or null when the data hold no pair of merged and unmerged forward times. */
     public static XYChart build(ReportData data) {
-        XYChart chart = new XYChartBuilder().width(800).height(500)
+        XYChart chart = new XYChartBuilder().width(1000).height(500)
                 .title("LoRA unmerged / merged forward time vs batch size")
                 .xAxisTitle("batch size n (rows)").yAxisTitle("unmerged / merged (median)").build();
         chart.getStyler().setXAxisLogarithmic(true);
-        // Outside the plot, below it: inside, the legend covered a data point.
-        chart.getStyler().setLegendPosition(Styler.LegendPosition.OutsideS);
-        chart.getStyler().setLegendLayout(Styler.LegendLayout.Horizontal);
+        // Outside the plot, right of it, one entry per line: inside, the legend covered a data point, and in a row
+        // below the plot five entries did not fit the width.
+        chart.getStyler().setLegendPosition(Styler.LegendPosition.OutsideE);
+        chart.getStyler().setLegendLayout(Styler.LegendLayout.Vertical);
         String f = MarkdownReport.FORWARD;
         double minN = Double.MAX_VALUE;
         double maxN = 0;
