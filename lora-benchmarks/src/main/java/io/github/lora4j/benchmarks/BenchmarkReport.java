@@ -51,7 +51,7 @@ public final class BenchmarkReport {
 
             Options:
               --profile quick|full     quick (default): r = 8, n in {1, 64}, short iterations, about 5 min;
-                                       full: r in {8, 64}, n in {1, 8, 64, 512}, about 22 min (2 cores)
+                                       full: r in {8, 64}, n in {1, 8, 64, 512}, about 23 min (2 cores)
               --shape INxOUT[,...]     layer shapes W [OUT, IN] to run instead of the square 1024x1024,4096x4096,
                                        e.g. --shape 4096x11008 (LLaMA-7B up_proj: in 4096, out 11008)
               --include REGEX          run only benchmarks whose name matches, e.g. 'ForwardBenchmark'

@@ -10,9 +10,9 @@ import java.util.Map;
  *
  * <ul>
  *   <li>{@link #QUICK}: in = out ∈ {1024, 4096}, r = 8, n ∈ {1, 64} (the shapes the targets name), all merge modes;
- *       2 × 0.5 s warm-up, 4 × 0.5 s measurement: 38 benchmarks (54 forks), about 5 minutes on 2 cores.</li>
+ *       2 × 0.5 s warm-up, 4 × 0.5 s measurement: 38 benchmarks (60 forks), about 5 minutes on 2 cores.</li>
  *   <li>{@link #FULL}: the whole grid (in = out ∈ {1024, 4096}, r ∈ {8, 64}, n ∈ {1, 8, 64, 512});
- *       3 × 1 s warm-up, 5 × 1 s measurement: 86 benchmarks (126 forks), about 22 minutes on 2 cores
+ *       3 × 1 s warm-up, 5 × 1 s measurement: 86 benchmarks (132 forks), about 23 minutes on 2 cores
  *       (~10.5 s per fork: ~2 s of start-up and set-up plus 8 s of iterations).</li>
  * </ul>
  * Both use sample-time mode, so every invocation is timed and medians are over all samples, and each benchmark's
