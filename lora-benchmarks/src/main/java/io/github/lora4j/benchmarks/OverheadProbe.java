@@ -38,6 +38,10 @@ public final class OverheadProbe {
     static final long MAX_WEIGHT_ELEMENTS = 1L << 28;
     /** Largest batch accepted. */
     static final int MAX_BATCH = 65_536;
+    /** Fewest measured rounds per phase, even when the budget is spent (a busy machine). */
+    static final int MIN_ROUNDS = 3;
+    /** Weight of the merge phase against one forward phase when the budget is split. */
+    static final double MERGE_WEIGHT = 0.5;
 
     static final String USAGE = """
             Usage: java -cp lora-benchmarks/target/benchmarks.jar io.github.lora4j.benchmarks.OverheadProbe [options]
@@ -50,7 +54,7 @@ public final class OverheadProbe {
               --out D         output features (rows of W)                default 4096
               --r R           LoRA rank, 1..min(in, out)                 default 8
               --n N1,N2,...   batch sizes (rows of x), comma-separated   default 1,8,64
-              --seconds S     measuring budget in seconds, 5..600        default 30
+              --seconds S     time budget of the whole run, 5..600       default 40
               --help          print this and exit
 
             Example (LLaMA-7B up_proj, r = 16):
@@ -67,14 +71,14 @@ public final class OverheadProbe {
      * @param out     output features d (rows)
      * @param rank    LoRA rank r
      * @param batches batch sizes n, in the order given
-     * @param seconds measuring budget (warm-up and set-up come on top)
+     * @param seconds time budget of the whole run, set-up and warm-up included (JVM start excluded)
      * @param help    whether only the usage was asked for
      */
     record Options(int in, int out, int rank, List<Integer> batches, double seconds, boolean help) {
 
-        /** The defaults: 4096 × 4096, r = 8, n = 1, 8, 64, 30 s. */
+        /** The defaults: 4096 × 4096, r = 8, n = 1, 8, 64, 40 s. */
         static Options defaults() {
-            return new Options(4096, 4096, 8, List.of(1, 8, 64), 30, false);
+            return new Options(4096, 4096, 8, List.of(1, 8, 64), 40, false);
         }
     }
 
@@ -172,12 +176,26 @@ public final class OverheadProbe {
         return m;
     }
 
-    /** Rounds for a budget: at least 5, at most 500, else as many as fit at {@code perRoundSeconds} each. */
+    /** Rounds for a budget: at least {@value #MIN_ROUNDS}, at most 500, else as many as fit at {@code perRoundSeconds} each. */
     static int rounds(double budgetSeconds, double perRoundSeconds) {
         if (!(perRoundSeconds > 0)) {
             return 500;
         }
-        return (int) Math.max(5, Math.min(500, Math.floor(budgetSeconds / perRoundSeconds)));
+        return (int) Math.max(MIN_ROUNDS, Math.min(500, Math.floor(budgetSeconds / perRoundSeconds)));
+    }
+
+    /**
+     * The share of the time left that the next phase gets: forward phases weigh 1 each, the merge phase
+     * {@value #MERGE_WEIGHT}.
+     *
+     * @param forwardPhasesLeft forward phases not yet run, this one included if it is a forward phase
+     * @param mergeLeft         whether the merge phase is still to run
+     * @param isMerge           whether the next phase is the merge phase
+     * @return a fraction in (0, 1]
+     */
+    static double share(int forwardPhasesLeft, boolean mergeLeft, boolean isMerge) {
+        double total = forwardPhasesLeft + (mergeLeft ? MERGE_WEIGHT : 0);
+        return (isMerge ? MERGE_WEIGHT : 1) / total;
     }
 
     /**
@@ -231,8 +249,10 @@ public final class OverheadProbe {
         double theory = theory(o);
         p.printf(Locale.ROOT, "lora4j OverheadProbe: W [out, in] = %,d × %,d, r = %d, float32, n ∈ %s%n", o.out(),
                 o.in(), o.rank(), o.batches());
-        p.printf(Locale.ROOT, "JDK %s, %d processors, ND4J backend %s; budget %.0f s%n",
+        double load = java.lang.management.ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage();
+        p.printf(Locale.ROOT, "JDK %s, %d processors (load average %s), ND4J backend %s; budget %.0f s%n",
                 System.getProperty("java.runtime.version"), Runtime.getRuntime().availableProcessors(),
+                load < 0 ? "unknown" : String.format(Locale.ROOT, "%.1f", load),
                 Nd4j.getBackend().getClass().getSimpleName(), o.seconds());
         p.printf(Locale.ROOT, "theory: the unmerged path adds r·(in+out)/(in·out) = %d·%,d/%,d = %.3f %% of the "
                 + "base work (ideal unmerged/merged = %.4f)%n%n", o.rank(), (long) o.in() + o.out(),
@@ -244,12 +264,13 @@ public final class OverheadProbe {
         merged.merge(MergeMode.EXACT);
         long exactRecord = merged.exactMergeBytes();
 
-        double mergeShare = 0.25;
-        double perBatch = o.seconds() * (1 - mergeShare) / o.batches().size();
+        long deadline = t0 + (long) (o.seconds() * 1e9);
+        int left = o.batches().size();
         for (int n : o.batches()) {
-            forwardRounds(o, n, perBatch, w, merged, unmerged, theory, p);
+            double budget = share(left--, true, false) * Math.max(0, deadline - System.nanoTime()) / 1e9;
+            forwardRounds(o, n, budget, w, merged, unmerged, theory, p);
         }
-        mergeRounds(o.seconds() * mergeShare, unmerged, p);
+        mergeRounds(Math.max(0, deadline - System.nanoTime()) / 1e9, unmerged, p);
 
         p.println("memory (float32):");
         Map<String, Long> mem = memory(o);
@@ -271,15 +292,17 @@ public final class OverheadProbe {
         for (int v = 0; v < s.length; v++) {
             s[v] = new Samples();
         }
+        long start = System.nanoTime();
+        round(0, w, x, y, g, merged, unmerged, null);    // warm-up; the second round estimates a round's time
         long warm = System.nanoTime();
-        for (int i = 0; i < 3; i++) {
-            round(i, w, x, y, g, merged, unmerged, null);
-        }
-        int rounds = rounds(budget, (System.nanoTime() - warm) / 3e9);
+        round(1, w, x, y, g, merged, unmerged, null);
+        long now = System.nanoTime();
+        int rounds = rounds(budget - (now - start) / 1e9, (now - warm) / 1e9);
         for (int i = 0; i < rounds; i++) {
             round(i, w, x, y, g, merged, unmerged, s);
         }
-        p.printf(Locale.ROOT, "n = %d: %d interleaved rounds; times in µs, median [25th–75th percentile]%n", n, rounds);
+        p.printf(Locale.ROOT, "n = %d: %d interleaved rounds%s; times in µs, median [25th–75th percentile]%n", n,
+                rounds, few(rounds));
         for (int v = 0; v < s.length; v++) {
             p.printf(Locale.ROOT, "  %-28s %12s  [%s – %s]%n", FORWARD[v], us(s[v].median()), us(s[v].p25()),
                     us(s[v].p75()));
@@ -340,12 +363,13 @@ public final class OverheadProbe {
         }
         long warm = System.nanoTime();
         mergeRound(layer, adapter, w, null);
-        int rounds = Math.min(rounds(budget, (System.nanoTime() - warm) / 1e9), 30);
+        double once = (System.nanoTime() - warm) / 1e9;
+        int rounds = Math.min(rounds(budget - once, once), 30);
         for (int i = 0; i < rounds; i++) {
             mergeRound(layer, adapter, w, s);
         }
-        p.printf(Locale.ROOT, "merge / unmerge (independent of n): %d interleaved rounds; times in ms, median "
-                + "[25th–75th percentile]%n", rounds);
+        p.printf(Locale.ROOT, "merge / unmerge (independent of n): %d interleaved rounds%s; times in ms, median "
+                + "[25th–75th percentile]%n", rounds, few(rounds));
         for (int v = 0; v < s.length; v++) {
             p.printf(Locale.ROOT, "  %-28s %10s  [%s – %s]%n", names[v], ms(s[v].median()), ms(s[v].p25()),
                     ms(s[v].p75()));
@@ -379,6 +403,11 @@ public final class OverheadProbe {
                 s[v].add((t[v + 1] - t[v]) / 1e3);
             }
         }
+    }
+
+    /** A warning for too few rounds to trust the quartiles. */
+    static String few(int rounds) {
+        return rounds < 10 ? " (few: the machine is slow or busy; --seconds gives more)" : "";
     }
 
     private static void ratio(PrintStream p, String label, Samples r, String note) {

@@ -19,13 +19,13 @@ class OverheadProbeTest {
     @Test
     void theIssuesCommandLineIsUnderstood() {
         Options o = OverheadProbe.parse(new String[] {"--in", "4096", "--out", "11008", "--r", "16", "--n", "1,8,64"});
-        assertEquals(new Options(4096, 11008, 16, List.of(1, 8, 64), 30, false), o);
+        assertEquals(new Options(4096, 11008, 16, List.of(1, 8, 64), 40, false), o);
     }
 
     @Test
     void withoutArgumentsTheDefaultsApply() {
         assertEquals(Options.defaults(), OverheadProbe.parse(new String[0]));
-        assertEquals(new Options(4096, 4096, 8, List.of(1, 8, 64), 30, false), Options.defaults());
+        assertEquals(new Options(4096, 4096, 8, List.of(1, 8, 64), 40, false), Options.defaults());
     }
 
     @Test
@@ -91,11 +91,30 @@ class OverheadProbeTest {
     }
 
     @Test
-    void roundsFitTheBudgetWithinFiveAndFiveHundred() {
+    void roundsFitTheBudgetWithinThreeAndFiveHundred() {
         assertEquals(40, OverheadProbe.rounds(10, 0.25));
-        assertEquals(5, OverheadProbe.rounds(1, 1));
+        assertEquals(3, OverheadProbe.rounds(1, 1));
+        assertEquals(3, OverheadProbe.rounds(-2, 1), "a spent budget still measures the minimum");
         assertEquals(500, OverheadProbe.rounds(100, 0.001));
         assertEquals(500, OverheadProbe.rounds(100, 0));
+        assertEquals(" (few: the machine is slow or busy; --seconds gives more)", OverheadProbe.few(9));
+        assertEquals("", OverheadProbe.few(10));
+    }
+
+    @Test
+    void theBudgetIsSplitEvenlyOverForwardPhasesWithHalfAShareForMerging() {
+        // 3 batch sizes and the merge phase: 3 + 0.5 shares
+        assertEquals(1 / 3.5, OverheadProbe.share(3, true, false), 1e-15);
+        assertEquals(1 / 1.5, OverheadProbe.share(1, true, false), 1e-15);
+        assertEquals(1.0, OverheadProbe.share(0, true, true), 1e-15, "the merge phase gets what is left");
+        double spent = 0;
+        double left = 1;
+        for (int phase = 3; phase >= 1; phase--) {
+            double part = OverheadProbe.share(phase, true, false) * left;
+            spent += part;
+            left -= part;
+        }
+        assertEquals(3 / 3.5, spent, 1e-12, "forward phases get 1 share each of 3.5");
     }
 
     @Test
