@@ -301,13 +301,7 @@ public final class OverheadProbe {
         for (int i = 0; i < rounds; i++) {
             round(i, w, x, y, g, merged, unmerged, s);
         }
-        p.printf(Locale.ROOT, "n = %d: %d interleaved rounds%s; times in µs, median [25th–75th percentile]%n", n,
-                rounds, few(rounds));
-        for (int v = 0; v < s.length; v++) {
-            p.printf(Locale.ROOT, "  %-28s %12s  [%s – %s]%n", FORWARD[v], us(s[v].median()), us(s[v].p25()),
-                    us(s[v].p75()));
-        }
-        p.println("  ratios: median of the per-round ratios [25th–75th percentile]");
+        times(p, "n = " + n, rounds, "µs", FORWARD, s);
         ratio(p, "merged / plain (preallocated y)", s[2].dividedBy(s[0]), "ideal 1 (one gemm, plus allocating y)");
         ratio(p, "merged / plain + fresh y", s[2].dividedBy(s[1]), "ideal 1");
         ratio(p, "unmerged / merged", s[3].dividedBy(s[2]),
@@ -368,13 +362,7 @@ public final class OverheadProbe {
         for (int i = 0; i < rounds; i++) {
             mergeRound(layer, adapter, w, s);
         }
-        p.printf(Locale.ROOT, "merge / unmerge (independent of n): %d interleaved rounds%s; times in ms, median "
-                + "[25th–75th percentile]%n", rounds, few(rounds));
-        for (int v = 0; v < s.length; v++) {
-            p.printf(Locale.ROOT, "  %-28s %10s  [%s – %s]%n", names[v], ms(s[v].median()), ms(s[v].p25()),
-                    ms(s[v].p75()));
-        }
-        p.println("  ratios: median of the per-round ratios [25th–75th percentile]");
+        times(p, "merge / unmerge (independent of n)", rounds, "ms", names, s);
         ratio(p, "merge EXACT / reference gemm", s[0].dividedBy(s[4]), "bit-exact unmerge; ideal ≥ 1");
         ratio(p, "unmerge EXACT / reference gemm", s[1].dividedBy(s[5]), "");
         ratio(p, "merge FAST / reference gemm", s[2].dividedBy(s[4]), "ideal 1 (one gemm)");
@@ -405,6 +393,18 @@ public final class OverheadProbe {
         }
     }
 
+    /** One phase's header, a line per variant (median and quartiles, in µs or ms), and the ratios' header. */
+    private static void times(PrintStream p, String phase, int rounds, String unit, String[] names, Samples[] s) {
+        p.printf(Locale.ROOT, "%s: %d interleaved rounds%s; times in %s, median [25th–75th percentile]%n", phase,
+                rounds, few(rounds), unit);
+        double scale = unit.equals("ms") ? 1e3 : 1;
+        for (int v = 0; v < s.length; v++) {
+            p.printf(Locale.ROOT, "  %-28s %12s  [%s – %s]%n", names[v], num(s[v].median() / scale),
+                    num(s[v].p25() / scale), num(s[v].p75() / scale));
+        }
+        p.println("  ratios: median of the per-round ratios [25th–75th percentile]");
+    }
+
     /** A warning for too few rounds to trust the quartiles. */
     static String few(int rounds) {
         return rounds < 10 ? " (few: the machine is slow or busy; --seconds gives more)" : "";
@@ -414,12 +414,8 @@ public final class OverheadProbe {
         p.printf(Locale.ROOT, "    %-34s %7.3f  [%.3f – %.3f]  %s%n", label, r.median(), r.p25(), r.p75(), note);
     }
 
-    private static String us(double v) {
-        return String.format(Locale.ROOT, "%,.1f", v);
-    }
-
-    private static String ms(double us) {
-        return String.format(Locale.ROOT, "%,.2f", us / 1e3);
+    private static String num(double v) {
+        return String.format(Locale.ROOT, v < 1e4 ? "%,.2f" : "%,.1f", v);
     }
 
     /** Bytes in B, KiB, MiB or GiB with one decimal. */
