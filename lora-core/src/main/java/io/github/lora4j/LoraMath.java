@@ -15,6 +15,9 @@ public final class LoraMath {
     /**
      * Parameters trained by full fine-tuning of a {@code d × k} weight: {@code d·k}.
      *
+     * @param d output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k input features, the columns of {@code W}, {@code >= 1}
+     * @return {@code d·k}
      * @throws IllegalArgumentException if {@code d < 1} or {@code k < 1}, or if {@code d·k} exceeds {@code long}
      */
     public static long fullParameters(long d, long k) {
@@ -29,6 +32,10 @@ public final class LoraMath {
     /**
      * Parameters of a rank-{@code r} adapter on a {@code d × k} weight: {@code r·(d + k)}.
      *
+     * @param d output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k input features, the columns of {@code W}, {@code >= 1}
+     * @param r adapter rank, {@code >= 1}
+     * @return {@code r·(d + k)}, the elements of {@code A [r, k]} and {@code B [d, r]}
      * @throws IllegalArgumentException if {@code d < 1}, {@code k < 1} or {@code r < 1}, or if {@code r·(d + k)}
      *                                  exceeds {@code long}
      */
@@ -43,8 +50,12 @@ public final class LoraMath {
     }
 
     /**
-     * Fraction of the full parameter count that LoRA does not train: {@code 1 − r·(d+k)/(d·k)}; negative when LoRA is larger.
+     * Fraction of the full parameter count that LoRA does not train: {@code 1 − r·(d+k)/(d·k)}.
      *
+     * @param d output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k input features, the columns of {@code W}, {@code >= 1}
+     * @param r adapter rank, {@code >= 1}
+     * @return the savings as a fraction (0.9961 for 4096 × 4096 at r = 8); negative when LoRA is larger
      * @throws IllegalArgumentException as {@link #loraParameters} and {@link #fullParameters}
      */
     public static double savings(long d, long k, int r) {
@@ -54,6 +65,10 @@ public final class LoraMath {
     /**
      * The extra cost ratio of the unmerged LoRA path against the base product: {@code r·(d+k)/(d·k)}.
      *
+     * @param d output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k input features, the columns of {@code W}, {@code >= 1}
+     * @param r adapter rank, {@code >= 1}
+     * @return {@code r·(d+k)/(d·k)}, also the trainable fraction of the parameters
      * @throws IllegalArgumentException as {@link #loraParameters} and {@link #fullParameters}
      */
     public static double overheadRatio(long d, long k, int r) {
@@ -64,7 +79,10 @@ public final class LoraMath {
      * The largest rank whose savings are at least {@code targetSavings}, or 0 when even rank 1 saves less.
      * For 1024 × 1024 and 0.99 the answer is 5 ({@code 5·2048 = 10,240 <= 10,485.76}).
      *
+     * @param d             output features, the rows of {@code W [d, k]}, {@code >= 1}
+     * @param k             input features, the columns of {@code W}, {@code >= 1}
      * @param targetSavings in {@code [0, 1)}
+     * @return the largest {@code r <= min(d, k)} with {@code savings(d, k, r) >= targetSavings}, or 0
      * @throws IllegalArgumentException if {@code d < 1}, {@code k < 1}, {@code targetSavings} is outside
      *                                  {@code [0, 1)}, or {@code d·k} exceeds {@code long}
      */

@@ -36,27 +36,56 @@ import org.openjdk.jmh.runner.options.TimeValue;
 
 /**
  * Runs the benchmarks and writes the report: {@code report.json} (environment, exact-merge memory and JMH's own
- * results), {@code report.md} (the tables) and {@code overhead.svg}/{@code overhead.png} (the chart).
- *
- * <pre>
- * java -cp lora-benchmarks/target/benchmarks.jar io.github.lora4j.benchmarks.BenchmarkReport --profile quick|full [--out dir]
- * java -cp lora-benchmarks/target/benchmarks.jar io.github.lora4j.benchmarks.BenchmarkReport --from-json report.json [--out dir]
- * </pre>
- * Options: {@code --include REGEX} runs only matching benchmarks (e.g. for a smoke test). The default output
- * directory is {@code lora-benchmarks/results/<date>-<profile>} (or {@code results/...} outside the project root);
- * with {@code --from-json} it is the JSON file's directory.
+ * results), {@code report.md} (the tables) and {@code overhead.svg}/{@code overhead.png} (the chart). See
+ * {@link #USAGE} for the options ({@code --help} prints it).
  */
 public final class BenchmarkReport {
 
     private static final String ALL = "io\\.github\\.lora4j\\.benchmarks\\."
             + "(ForwardBenchmark|TrainingStepBenchmark|MergeBenchmark|MixedBatchBenchmark)\\..*";
 
+    static final String USAGE = """
+            Usage: java -cp lora-benchmarks/target/benchmarks.jar io.github.lora4j.benchmarks.BenchmarkReport [options]
+
+            Runs the JMH benchmarks and writes report.md, report.json, jmh-result.json and overhead.svg/.png.
+
+            Options:
+              --profile quick|full     quick (default): r = 8, n in {1, 64}, short iterations, about 5 min;
+                                       full: r in {8, 64}, n in {1, 8, 64, 512}, about 23 min (2 cores)
+              --shape INxOUT[,...]     layer shapes W [OUT, IN] to run instead of the square 1024x1024,4096x4096,
+                                       e.g. --shape 4096x11008 (LLaMA-7B up_proj: in 4096, out 11008)
+              --include REGEX          run only benchmarks whose name matches, e.g. 'ForwardBenchmark'
+                                       or 'ForwardBenchmark\\.(merged|unmerged)' (default: all four classes)
+              --out DIR                output directory (default lora-benchmarks/results/<date>-<profile>)
+              --from-json FILE         re-render a stored report.json or jmh-result.json; runs nothing
+                                       (output next to FILE unless --out is given)
+              --help                   print this and exit
+            """;
+
     private BenchmarkReport() {
     }
 
-    /** Entry point; see the class comment for the arguments. */
+    /**
+     * Entry point; see {@link #USAGE} for the arguments. Bad arguments print a message and exit with code 2.
+     *
+     * @param args the command line
+     * @throws IOException     if a result cannot be read or written
+     * @throws RunnerException if JMH fails
+     */
     public static void main(String[] args) throws IOException, RunnerException {
-        Map<String, String> opts = parse(args);
+        Map<String, String> opts;
+        try {
+            opts = parse(args);
+        } catch (IllegalArgumentException e) {
+            System.err.println("BenchmarkReport: " + e.getMessage());
+            System.err.println("Run with --help for the options.");
+            System.exit(2);
+            return;
+        }
+        if (opts.containsKey("help")) {
+            System.out.print(USAGE);
+            return;
+        }
         ReportData data;
         Path out;
         if (opts.containsKey("from-json")) {
@@ -66,6 +95,9 @@ public final class BenchmarkReport {
             out = Path.of(opts.getOrDefault("out", parent.toString()));
         } else {
             Profile profile = Profile.named(opts.getOrDefault("profile", "quick"));
+            if (opts.containsKey("shape")) {
+                profile = profile.withShapes(shapes(opts.get("shape")));
+            }
             out = Path.of(opts.getOrDefault("out", defaultOut(profile)));
             Files.createDirectories(out);
             data = run(profile, opts.getOrDefault("include", ALL), out);
@@ -79,9 +111,28 @@ public final class BenchmarkReport {
         System.out.println("Wrote " + out.resolve("report.md") + (charts.isEmpty() ? "" : " and " + charts));
     }
 
-    /** Runs JMH with the profile's settings, then measures exact-merge memory; returns all of it. */
+    /**
+     * Runs JMH with the profile's settings, one run per shape (JMH's parameters form a product, so a shape list is
+     * run shape by shape), then measures exact-merge memory; returns all of it.
+     */
     static ReportData run(Profile profile, String include, Path out) throws IOException, RunnerException {
         Path jmhJson = out.resolve("jmh-result.json");
+        ObjectMapper json = new ObjectMapper();
+        ArrayNode jmh = json.createArrayNode();
+        Instant start = Instant.now();
+        for (int[] shape : profile.shapes()) {
+            Path part = out.resolve("jmh-result-" + shape[0] + "x" + shape[1] + ".json");
+            runShape(profile, include, shape, part);
+            jmh.addAll((ArrayNode) json.readTree(part.toFile()));
+            Files.delete(part);
+        }
+        json.writerWithDefaultPrettyPrinter().writeValue(jmhJson.toFile(), jmh);
+        Map<String, String> env = environment(profile);
+        env.put("wall clock of the JMH run", java.time.Duration.between(start, Instant.now()).toSeconds() + " s");
+        return ReportData.of(env, exactMergeMemory(profile), jmh);
+    }
+
+    private static void runShape(Profile profile, String include, int[] shape, Path jmhJson) throws RunnerException {
         List<String> jvmArgs = new ArrayList<>(List.of("-Xms1g", "-Xmx2g"));
         if (Runtime.version().feature() >= 24) {
             jvmArgs.add("--enable-native-access=ALL-UNNAMED");
@@ -89,7 +140,6 @@ public final class BenchmarkReport {
         }
         ChainedOptionsBuilder b = new OptionsBuilder()
                 .include(include)
-                .forks(profile.forks())
                 .warmupIterations(profile.warmupIterations())
                 .warmupTime(TimeValue.milliseconds(profile.warmupMillis()))
                 .measurementIterations(profile.measurementIterations())
@@ -98,31 +148,60 @@ public final class BenchmarkReport {
                 .shouldFailOnError(true)
                 .resultFormat(ResultFormatType.JSON)
                 .result(jmhJson.toString());
+        if (profile.forks() > 0) {
+            b.forks(profile.forks());
+        }
         profile.params().forEach(b::param);
-        Instant start = Instant.now();
+        b.param("in", String.valueOf(shape[0]));
+        b.param("out", String.valueOf(shape[1]));
         new Runner(b.build()).run();
-        Map<String, String> env = environment(profile);
-        env.put("wall clock of the JMH run", java.time.Duration.between(start, Instant.now()).toSeconds() + " s");
-        ArrayNode jmh = (ArrayNode) new ObjectMapper().readTree(jmhJson.toFile());
-        return ReportData.of(env, exactMergeMemory(profile), jmh);
     }
 
-    /** {@code LoraLinear.exactMergeBytes()} after an exact merge, per size and rank of the profile. */
+    /** {@code LoraLinear.exactMergeBytes()} after an exact merge, per shape and rank of the profile. */
     static List<ExactMergeMemory> exactMergeMemory(Profile profile) {
-        String[] sizes = profile.params().getOrDefault("size", new String[] {"1024", "4096"});
-        String[] ranks = profile.params().getOrDefault("rank", new String[] {"8", "64"});
         List<ExactMergeMemory> out = new ArrayList<>();
-        for (String sz : sizes) {
-            int size = Integer.parseInt(sz);
-            for (String rk : ranks) {
+        for (int[] shape : profile.shapes()) {
+            for (String rk : profile.ranks()) {
                 int rank = Integer.parseInt(rk);
-                LoraLinear layer = Fixtures.layer(Fixtures.weight(size, 1), rank, 3);
+                if (rank > Math.min(shape[0], shape[1])) {
+                    continue;
+                }
+                LoraLinear layer = Fixtures.layer(Fixtures.weight(shape[1], shape[0], 1), rank, 3);
                 long inexact = inexactElements(layer);
                 layer.merge(MergeMode.EXACT);
-                out.add(new ExactMergeMemory(size, rank, Fixtures.RELATIVE_UPDATE, layer.exactMergeBytes(),
-                        4L * size * size, inexact));
+                out.add(new ExactMergeMemory(shape[0], shape[1], rank, Fixtures.RELATIVE_UPDATE,
+                        layer.exactMergeBytes(), 4L * shape[0] * shape[1], inexact));
                 layer.unmerge();
             }
+        }
+        return out;
+    }
+
+    /**
+     * Parses {@code --shape}: comma-separated {@code INxOUT} pairs ({@code x} or {@code ×}), each side in
+     * {@code 1..65536}.
+     */
+    static List<int[]> shapes(String text) {
+        List<int[]> out = new ArrayList<>();
+        for (String part : text.split(",", -1)) {
+            String[] io = part.trim().split("[x×X]", -1);
+            if (io.length != 2) {
+                throw new IllegalArgumentException("--shape: expected INxOUT pairs such as 4096x11008, got '"
+                        + part.trim() + "'");
+            }
+            int[] shape = new int[2];
+            for (int k = 0; k < 2; k++) {
+                try {
+                    shape[k] = Integer.parseInt(io[k].trim());
+                } catch (NumberFormatException e) {
+                    shape[k] = -1;
+                }
+                if (shape[k] < 1 || shape[k] > 65_536) {
+                    throw new IllegalArgumentException("--shape: expected " + (k == 0 ? "IN" : "OUT")
+                            + " in 1..65536, got '" + io[k].trim() + "' in '" + part.trim() + "'");
+                }
+            }
+            out.add(shape);
         }
         return out;
     }
@@ -182,22 +261,44 @@ public final class BenchmarkReport {
         return Files.isDirectory(Path.of("lora-benchmarks")) ? "lora-benchmarks/results/" + dated : "results/" + dated;
     }
 
+    /**
+     * The options by name (without {@code --}); {@code help} alone when {@code --help} or {@code -h} is given.
+     * Values are checked here, so that a bad one fails before anything runs.
+     */
     static Map<String, String> parse(String[] args) {
         Map<String, String> opts = new LinkedHashMap<>();
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
-            if (!a.startsWith("--") || !List.of("--profile", "--out", "--from-json", "--include").contains(a)) {
+            if (a.equals("--help") || a.equals("-h")) {
+                return Map.of("help", "");
+            }
+            if (!List.of("--profile", "--out", "--from-json", "--include", "--shape").contains(a)) {
                 throw new IllegalArgumentException("unknown argument '" + a + "'; expected --profile quick|full, "
-                        + "--out DIR, --from-json FILE or --include REGEX");
+                        + "--shape INxOUT[,...], --include REGEX, --out DIR, --from-json FILE or --help");
             }
             if (i + 1 >= args.length) {
                 throw new IllegalArgumentException(a + ": expected a value after it, got none");
             }
             opts.put(a.substring(2), args[++i]);
         }
-        if (opts.containsKey("from-json") && (opts.containsKey("profile") || opts.containsKey("include"))) {
-            throw new IllegalArgumentException("--from-json re-renders a stored result; it takes no --profile or "
-                    + "--include, got " + opts.keySet());
+        if (opts.containsKey("from-json") && (opts.containsKey("profile") || opts.containsKey("include")
+                || opts.containsKey("shape"))) {
+            throw new IllegalArgumentException("--from-json re-renders a stored result; it takes no --profile, "
+                    + "--shape or --include, got " + opts.keySet());
+        }
+        if (opts.containsKey("profile")) {
+            Profile.named(opts.get("profile"));
+        }
+        if (opts.containsKey("shape")) {
+            shapes(opts.get("shape"));
+        }
+        if (opts.containsKey("include")) {
+            try {
+                java.util.regex.Pattern.compile(opts.get("include"));
+            } catch (java.util.regex.PatternSyntaxException e) {
+                throw new IllegalArgumentException("--include: expected a regular expression, got '"
+                        + opts.get("include") + "' (" + e.getDescription() + ")");
+            }
         }
         return opts;
     }

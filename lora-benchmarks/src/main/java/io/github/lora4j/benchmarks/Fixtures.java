@@ -36,7 +36,12 @@ public final class Fixtures {
 
     /** A frozen weight {@code [size, size]}, {@code U(±1/sqrt(size))}. */
     public static INDArray weight(int size, long seed) {
-        return uniform(seed, 1.0 / Math.sqrt(size), size, size);
+        return weight(size, size, seed);
+    }
+
+    /** A frozen weight {@code [out, in]}, {@code U(±1/sqrt(in))} like a fresh {@code nn.Linear(in, out)}. */
+    public static INDArray weight(long out, long in, long seed) {
+        return uniform(seed, 1.0 / Math.sqrt(in), out, in);
     }
 
     /** Configuration of rank {@code r} with {@code alpha = 2r} (scaling 2, as PEFT's common r = 8, alpha = 16). */

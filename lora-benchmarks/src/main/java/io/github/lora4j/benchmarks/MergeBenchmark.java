@@ -21,7 +21,7 @@ import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
 /**
- * Merge and unmerge of one adapter into {@code W [size, size]}, float32, by {@code mode}:
+ * Merge and unmerge of one adapter into {@code W [out, in]}, float32, by {@code mode}:
  * <ul>
  *   <li>{@code EXACT}: {@code LoraLinear.merge(MergeMode.EXACT)} / {@code unmerge()} (bit-exact round trip);</li>
  *   <li>{@code FAST}: {@code LoraLinear.merge(MergeMode.FAST)} / {@code unmerge()} (one gemm each);</li>
@@ -32,7 +32,8 @@ import org.openjdk.jmh.annotations.Warmup;
  * tear-down (merge benchmark) restores it outside the timed region; these calls take milliseconds, far above
  * JMH's per-invocation timing overhead.
  *
- * <p>Settings as {@link ForwardBenchmark}: sample time, 1 fork, 3 × 1 s warm-up, 5 × 1 s measurement.
+ * <p>Shapes as {@link ForwardBenchmark} ({@code -p in=... -p out=...}). Settings: sample time, 1 fork,
+ * 3 × 1 s warm-up, 5 × 1 s measurement.
  */
 @BenchmarkMode(Mode.SampleTime)
 @OutputTimeUnit(TimeUnit.MICROSECONDS)
@@ -44,9 +45,12 @@ public class MergeBenchmark {
     /** A layer with a realistic adapter, and what merge/unmerge mean for {@link #mode}. */
     @State(Scope.Thread)
     public abstract static class Layer {
-        /** in = out. */
+        /** Input features (columns of W). */
         @Param({"1024", "4096"})
-        public int size;
+        public int in;
+        /** Output features (rows of W). */
+        @Param({"1024", "4096"})
+        public int out;
         /** LoRA rank r. */
         @Param({"8", "64"})
         public int rank;
@@ -63,7 +67,7 @@ public class MergeBenchmark {
         /** Builds the layer once per trial. */
         @Setup(Level.Trial)
         public void setUpLayer() {
-            w = Fixtures.weight(size, 1);
+            w = Fixtures.weight(out, in, 1);
             layer = Fixtures.layer(w, rank, 3);
             LoraAdapter adapter = layer.adapter(LoraLinear.DEFAULT_ADAPTER);
             a = adapter.a();

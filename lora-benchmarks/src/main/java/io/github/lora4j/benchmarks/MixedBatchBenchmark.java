@@ -26,11 +26,12 @@ import org.openjdk.jmh.infra.Blackhole;
  * </ul>
  * Target (issue 5): {@code mixed / single ≤ 1.3}.
  *
- * <p>Settings as {@link ForwardBenchmark}: sample time, 1 fork, 3 × 1 s warm-up, 5 × 1 s measurement.
+ * <p>Shapes as {@link ForwardBenchmark} ({@code -p in=... -p out=...}). Settings: sample time, 2 forks,
+ * 3 × 1 s warm-up, 5 × 1 s measurement.
  */
 @BenchmarkMode(Mode.SampleTime)
 @OutputTimeUnit(TimeUnit.MICROSECONDS)
-@Fork(value = 1, jvmArgsAppend = {"-Xms1g", "-Xmx2g"})
+@Fork(value = 2, jvmArgsAppend = {"-Xms1g", "-Xmx2g"})
 @Warmup(iterations = 3, time = 1)
 @Measurement(iterations = 5, time = 1)
 public class MixedBatchBenchmark {
@@ -43,9 +44,12 @@ public class MixedBatchBenchmark {
     /** One layer holding {@value #ADAPTERS} adapters of the same rank. */
     @State(Scope.Thread)
     public static class Batch {
-        /** in = out. */
+        /** Input features (columns of W). */
         @Param({"1024", "4096"})
-        public int size;
+        public int in;
+        /** Output features (rows of W). */
+        @Param({"1024", "4096"})
+        public int out;
         /** LoRA rank r of every adapter. */
         @Param({"8"})
         public int rank;
@@ -58,7 +62,7 @@ public class MixedBatchBenchmark {
         /** Builds the layer and the row assignments once per trial. */
         @Setup
         public void setUp() {
-            layer = Fixtures.layer(Fixtures.weight(size, 1), rank, 3);
+            layer = Fixtures.layer(Fixtures.weight(out, in, 1), rank, 3);
             String[] names = new String[ADAPTERS];
             names[0] = LoraLinear.DEFAULT_ADAPTER;
             for (int k = 1; k < ADAPTERS; k++) {
@@ -72,7 +76,7 @@ public class MixedBatchBenchmark {
                 roundRobin[i] = names[i % ADAPTERS];
                 grouped[i] = names[i / (ROWS / ADAPTERS)];
             }
-            x = Fixtures.uniform(2, 1.0, ROWS, size);
+            x = Fixtures.uniform(2, 1.0, ROWS, in);
         }
     }
 

@@ -19,7 +19,8 @@ import org.openjdk.jmh.infra.Blackhole;
  * (gradients of A and B and {@code dL/dx}) and {@code zeroGrad}. The optimizer update is not included. By the
  * cost model a step is about two base gemms ({@code x W^T} and {@code g W}) plus the thin LoRA gemms.
  *
- * <p>Settings as {@link ForwardBenchmark}: sample time, 1 fork, 3 × 1 s warm-up, 5 × 1 s measurement.
+ * <p>Shapes as {@link ForwardBenchmark} ({@code -p in=... -p out=...}). Settings: sample time, 1 fork,
+ * 3 × 1 s warm-up, 5 × 1 s measurement.
  */
 @BenchmarkMode(Mode.SampleTime)
 @OutputTimeUnit(TimeUnit.MICROSECONDS)
@@ -40,7 +41,7 @@ public class TrainingStepBenchmark {
         @Setup
         public void setUpTraining() {
             layer.train();
-            gradOutput = Fixtures.gaussian(4, batch, size);
+            gradOutput = Fixtures.gaussian(4, batch, out);
         }
     }
 

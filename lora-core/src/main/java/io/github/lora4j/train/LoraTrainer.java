@@ -131,7 +131,11 @@ public final class LoraTrainer {
         }
     }
 
-    /** A builder: {@link Builder#updater} is required, clipping and weight decay are off by default. */
+    /**
+     * A builder: {@link Builder#updater} is required, clipping and weight decay are off by default.
+     *
+     * @return a new builder with nothing set
+     */
     public static Builder builder() {
         return new Builder();
     }
@@ -235,6 +239,8 @@ public final class LoraTrainer {
      * Elements of optimizer state over all adapters trained so far: {@code updater.stateSize(1)·r·(in + out)} each
      * (the elements' data type is the layer's). Nothing is ever kept for {@code W}. The state of an adapter deleted
      * from its layer is released at the next {@link #step()}.
+     *
+     * @return the number of state elements held, summed over all adapters
      */
     public long updaterStateSize() {
         long n = 0;
@@ -244,12 +250,20 @@ public final class LoraTrainer {
         return n;
     }
 
-    /** Steps taken so far; the iteration that ND4J's updaters and iteration schedules see next. */
+    /**
+     * Steps taken so far; the iteration that ND4J's updaters and iteration schedules see next.
+     *
+     * @return the number of steps taken, starting at 0
+     */
     public int iteration() {
         return iteration;
     }
 
-    /** The epoch that ND4J's updaters and epoch schedules see; advanced only by {@link #nextEpoch()}. */
+    /**
+     * The epoch that ND4J's updaters and epoch schedules see; advanced only by {@link #nextEpoch()}.
+     *
+     * @return the current epoch, starting at 0
+     */
     public int epoch() {
         return epoch;
     }
@@ -259,22 +273,38 @@ public final class LoraTrainer {
         epoch++;
     }
 
-    /** The layers this trainer updates, in the order given. */
+    /**
+     * The layers this trainer updates, in the order given.
+     *
+     * @return an unmodifiable list of the layers
+     */
     public List<LoraLinear> layers() {
         return layers;
     }
 
-    /** A copy of the updater configuration in use (the trainer keeps its own clone). */
+    /**
+     * A copy of the updater configuration in use (the trainer keeps its own clone).
+     *
+     * @return a fresh clone of the updater configuration; changing it does not affect the trainer
+     */
     public IUpdater updater() {
         return updater.clone();
     }
 
-    /** The clipping threshold on the global gradient L2 norm, or 0 when clipping is off. */
+    /**
+     * The clipping threshold on the global gradient L2 norm, or 0 when clipping is off.
+     *
+     * @return the threshold, or 0 when clipping is off
+     */
     public double clipGradientNorm() {
         return clipNorm;
     }
 
-    /** The decoupled weight decay coefficient, 0 when off. */
+    /**
+     * The decoupled weight decay coefficient, 0 when off.
+     *
+     * @return the coefficient, or 0 when weight decay is off
+     */
     public double weightDecay() {
         return weightDecayCoefficient;
     }
@@ -557,13 +587,23 @@ public final class LoraTrainer {
         /**
          * The ND4J updater configuration (required), e.g. {@code new Adam(1e-3)} or
          * {@code new Sgd(new StepSchedule(ScheduleType.ITERATION, 0.1, 0.5, 100))}; the trainer keeps a clone.
+         *
+         * @param updater the updater configuration, not null
+         * @return this builder
+         * @throws NullPointerException if {@code updater} is null
          */
         public Builder updater(IUpdater updater) {
             this.updater = Objects.requireNonNull(updater, "updater must not be null");
             return this;
         }
 
-        /** Clip the global L2 norm of all trained gradients to {@code maxNorm} (finite, {@code > 0}). Default: off. */
+        /**
+         * Clip the global L2 norm of all trained gradients to {@code maxNorm} (finite, {@code > 0}). Default: off.
+         *
+         * @param maxNorm the largest global L2 norm a step applies
+         * @return this builder
+         * @throws IllegalArgumentException if {@code maxNorm} is not finite and positive
+         */
         public Builder clipGradientNorm(double maxNorm) {
             if (!(maxNorm > 0) || Double.isInfinite(maxNorm)) {
                 throw new IllegalArgumentException("clipGradientNorm must be finite and > 0, got " + maxNorm);
@@ -575,6 +615,10 @@ public final class LoraTrainer {
         /**
          * Decoupled weight decay {@code wd} (finite, {@code >= 0}; 0 = off): after the updater, the step grows by
          * {@code lr·wd·param}, as DL4J applies {@code new WeightDecay(wd, true)}. With Adam this is AdamW.
+         *
+         * @param wd the decay coefficient; 0 turns it off
+         * @return this builder
+         * @throws IllegalArgumentException if {@code wd} is negative, NaN or infinite
          */
         public Builder weightDecay(double wd) {
             if (!(wd >= 0) || Double.isInfinite(wd)) {
@@ -584,7 +628,15 @@ public final class LoraTrainer {
             return this;
         }
 
-        /** A trainer over {@code layers}; see {@link #build(List)}. */
+        /**
+         * A trainer over {@code layers}; see {@link #build(List)}.
+         *
+         * @param layers the layers whose active adapters the trainer updates
+         * @return the trainer
+         * @throws NullPointerException     if {@code layers} is null
+         * @throws IllegalStateException    if no updater was set
+         * @throws IllegalArgumentException for no layers, a null or repeated layer
+         */
         public LoraTrainer build(LoraLinear... layers) {
             Objects.requireNonNull(layers, "layers must not be null");
             return build(Arrays.asList(layers));
@@ -593,7 +645,10 @@ public final class LoraTrainer {
         /**
          * A trainer over {@code layers} (at least one, no nulls, no layer twice).
          *
+         * @param layers the layers whose active adapters the trainer updates, in this order
+         * @return the trainer
          * @throws IllegalStateException    if no updater was set
+         * @throws NullPointerException     if {@code layers} is null
          * @throws IllegalArgumentException for an empty list, a null or repeated layer
          */
         public LoraTrainer build(List<LoraLinear> layers) {

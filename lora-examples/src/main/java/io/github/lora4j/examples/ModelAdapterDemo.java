@@ -11,6 +11,9 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
+import me.tongfei.progressbar.ProgressBar;
+import me.tongfei.progressbar.ProgressBarBuilder;
+import me.tongfei.progressbar.ProgressBarStyle;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -63,8 +66,13 @@ public final class ModelAdapterDemo {
                          long baseWeightBytes) {
     }
 
-    /** Runs the demo: {@code steps} Adam steps, the adapter saved under {@code dir}. */
+    /** Runs the demo: {@code steps} Adam steps, the adapter saved under {@code dir}; no progress bar. */
     public static Result run(Path dir, int steps) throws IOException {
+        return run(dir, steps, false);
+    }
+
+    /** Runs the demo: {@code steps} Adam steps, the adapter saved under {@code dir}, with a progress bar if asked. */
+    public static Result run(Path dir, int steps, boolean progress) throws IOException {
         Map<String, INDArray> base = baseWeights(7);
         Map<String, INDArray> baseCopy = new LinkedHashMap<>();
         base.forEach((k, v) -> baseCopy.put(k, v.dup()));
@@ -97,6 +105,8 @@ public final class ModelAdapterDemo {
         ToyTransformer net = new ToyTransformer(model);
         model.train();
         double initialLoss = Double.NaN;
+        ProgressBar bar = progress ? new ProgressBarBuilder().setTaskName("Adam steps").setInitialMax(steps)
+                .setStyle(ProgressBarStyle.ASCII).setUpdateIntervalMillis(250).setMaxRenderedLength(100).build() : null;
         for (int step = 0; step < steps; step++) {
             model.zeroGrad();
             INDArray y = net.forward(x);
@@ -109,6 +119,13 @@ public final class ModelAdapterDemo {
             for (Step s : optimiser) {
                 s.apply(step);
             }
+            if (bar != null) {
+                bar.step();
+                bar.setExtraMessage(String.format(java.util.Locale.ROOT, "MSE %.5f", loss));
+            }
+        }
+        if (bar != null) {
+            bar.close();
         }
         model.eval();
         double finalLoss = mse(net.forward(x), target);
@@ -140,10 +157,12 @@ public final class ModelAdapterDemo {
                 Files.size(dir.resolve(PeftAdapterFiles.CONFIG_FILE)), baseBytes);
     }
 
-    /** Prints the demo's findings; the adapter goes to a temporary directory. */
+    /** Prints the demo's findings; the adapter goes to {@code lora-examples/target/examples/model-adapter/}. */
     public static void main(String[] args) throws IOException {
-        Path dir = Files.createTempDirectory("lora4j-model-demo");
-        Result r = run(dir, 300);
+        Path dir = Files.createDirectories(ExampleOutput.file("model-adapter"));
+        // 32-wide matrices gain nothing from threads; idle native threads spinning for busy cores only slow it down.
+        FineTuneDemo.limitNativeThreads(1);
+        Result r = run(dir, 300, true);
         System.out.println("Model: " + BLOCKS + " blocks of q/k/v/o_proj [" + DIM + "×" + DIM + "] and an MLP "
                 + DIM + "→" + HIDDEN + "→" + DIM);
         System.out.println("before LoRA:  " + r.reportBefore());

@@ -74,9 +74,6 @@ public final class ParameterSavings {
             new Shape("4096 x 4096 (q_proj)", 4096, 4096),
             new Shape("11008 x 4096 (up_proj)", 11008, 4096));
 
-    /** Directory the pictures go to when neither {@code --out} nor the system property {@code lora4j.examples.out} says otherwise. */
-    public static final String DEFAULT_OUT = "target/examples";
-
     private ParameterSavings() {
     }
 
@@ -111,7 +108,7 @@ public final class ParameterSavings {
      * @param models        {@link #SHAPES} at {@link #TABLE_RANKS}
      * @param maxRank99     largest rank keeping at least 99 % savings for 1024 × 1024
      * @param diagram       the row the diagram is labelled with (chosen shape, chosen rank)
-     * @param files         pictures written: chart and diagram, each SVG and PNG
+     * @param files         files written: chart and diagram, each SVG and PNG, then the visualizer page
      */
     public record Report(List<Row> chosen, List<Row> models, int maxRank99, Row diagram, List<Path> files) {
     }
@@ -137,7 +134,8 @@ public final class ParameterSavings {
 
     /**
      * Computes the tables, prints them to {@code out}, and writes the pictures into {@code outDir}
-     * (created if missing): {@code lora-params-vs-rank.svg/.png} and {@code lora-layer-diagram.svg/.png}.
+     * (created if missing): {@code lora-params-vs-rank.svg/.png}, {@code lora-layer-diagram.svg/.png} and the
+     * interactive {@code lora-visualizer.html} (see {@link Visualizer}).
      *
      * @param chosen the shape tabulated at ranks 1–16 and drawn in the diagram
      * @param rank   the rank the diagram shows, in {@code [1, min(d, k)]}
@@ -186,10 +184,15 @@ public final class ParameterSavings {
         files.add(chartPng);
         files.add(diagramSvg);
         files.add(diagramPng);
+        List<Visualizer.Overhead> measured = Visualizer.readOverheads(Visualizer.resultsDirectory());
+        files.add(Visualizer.write(outDir.resolve(Visualizer.FILE), SHAPES, chosen, Math.min(rank, 16), measured));
         out.println();
         for (Path f : files) {
             out.printf(Locale.ROOT, "wrote %s (%,d bytes)%n", f, Files.size(f));
         }
+        out.printf(Locale.ROOT, "Open the interactive visualizer in a browser: %s%s%n",
+                files.get(files.size() - 1).toAbsolutePath().toUri(),
+                measured.isEmpty() ? "" : " (with " + measured.size() + " measured overheads from lora-benchmarks/results)");
         return new Report(chosenRows, modelRows, maxRank99, diagramRow, List.copyOf(files));
     }
 
@@ -435,13 +438,13 @@ public final class ParameterSavings {
     /**
      * Entry point. Options: {@code --d <out>} and {@code --k <in>} (default 1024 each) choose the shape tabulated at
      * ranks 1–16 and drawn; {@code --r <rank>} the rank drawn (default 8); {@code --out <dir>} where pictures go
-     * (default: system property {@code lora4j.examples.out}, else {@value #DEFAULT_OUT}).
+     * (default: {@link ExampleOutput#directory()}, {@code lora-examples/target/examples/}).
      */
     public static void main(String[] args) throws IOException {
         long d = 1024;
         long k = 1024;
         int r = 8;
-        Path outDir = Path.of(System.getProperty("lora4j.examples.out", DEFAULT_OUT));
+        Path outDir = ExampleOutput.directory();
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             if (i + 1 >= args.length) {

@@ -38,7 +38,7 @@ import org.nd4j.linalg.schedule.ScheduleType;
  * decaying learning rate converges to it. Everything is seeded: the numbers are reproducible.
  *
  * <p>Run: {@code mvn -B -q -Pexample -Dexample=io.github.lora4j.examples.RankSweep -DskipTests -pl lora-examples -am
- * package}; an argument overrides the chart's path (default {@code target/examples/rank-sweep.png}).
+ * package}; an argument overrides the chart's path (default {@code lora-examples/target/examples/rank-sweep.png}).
  */
 public final class RankSweep {
 
@@ -114,7 +114,7 @@ public final class RankSweep {
 
     /** Entry point: runs the default sweep, prints the table and writes the chart. */
     public static void main(String[] args) throws IOException {
-        Path chart = args.length > 0 ? Path.of(args[0]) : Path.of("target", "examples", "rank-sweep.png");
+        Path chart = args.length > 0 ? Path.of(args[0]) : ExampleOutput.file("rank-sweep.png");
         Settings settings = Settings.defaults();
         System.out.printf(Locale.ROOT, "Rank sweep: W, ΔW %d×%d, true rank k = %d (+%.0f %% noise), LoRA rank 1..%d,"
                         + " Adam %d steps%n%n", settings.size(), settings.size(), settings.trueRank(),

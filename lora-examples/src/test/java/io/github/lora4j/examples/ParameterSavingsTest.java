@@ -65,12 +65,16 @@ class ParameterSavingsTest {
 
         assertEquals(16_384L, report.diagram().loraParameters());
         List<Path> files = report.files();
-        assertEquals(4, files.size());
+        assertEquals(5, files.size());
+        assertEquals(dir.resolve("pics/lora-visualizer.html"), files.get(4));
         for (Path f : files) {
             assertTrue(Files.size(f) > 1000, f + " is " + Files.size(f) + " bytes");
         }
         for (Path f : files) {
-            if (f.toString().endsWith(".svg")) {
+            if (f.toString().endsWith(".html")) {
+                String html = Files.readString(f);
+                assertTrue(html.contains("id=\"lora-data\"") && !html.contains("/*LORA_DATA*/"), "data written in");
+            } else if (f.toString().endsWith(".svg")) {
                 DocumentBuilderFactory factory = DocumentBuilderFactory.newInstance();
                 // The SVG names the W3C DTD; parse well-formedness offline instead of fetching it.
                 factory.setFeature("http://apache.org/xml/features/nonvalidating/load-external-dtd", false);

@@ -13,6 +13,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
+import java.util.TreeMap;
 
 /**
  * Everything a report is rendered from: the environment, the exact-merge memory records and JMH's own JSON
@@ -50,13 +51,15 @@ public record ReportData(Map<String, String> environment, List<ExactMergeMemory>
         }
         Map<String, String> env = new LinkedHashMap<>();
         JsonNode e = root.path("environment");
-        for (Iterator<Map.Entry<String, JsonNode>> it = e.fields(); it.hasNext(); ) {
-            Map.Entry<String, JsonNode> f = it.next();
+        for (Map.Entry<String, JsonNode> f : e.properties()) {
             env.put(f.getKey(), f.getValue().asText());
         }
         List<ExactMergeMemory> memory = new ArrayList<>();
         for (JsonNode m : root.path("exactMergeMemory")) {
-            memory.add(new ExactMergeMemory(m.path("size").asInt(), m.path("rank").asInt(),
+            // Results before non-square shapes recorded one "size" (in = out).
+            int in = m.has("in") ? m.path("in").asInt() : m.path("size").asInt();
+            int out = m.has("out") ? m.path("out").asInt() : m.path("size").asInt();
+            memory.add(new ExactMergeMemory(in, out, m.path("rank").asInt(),
                     m.path("relativeUpdate").asDouble(), m.path("recordBytes").asLong(), m.path("weightBytes").asLong(),
                     m.path("inexact").asLong(-1)));
         }
@@ -71,7 +74,8 @@ public record ReportData(Map<String, String> environment, List<ExactMergeMemory>
         ArrayNode mem = root.putArray("exactMergeMemory");
         for (ExactMergeMemory m : memory) {
             ObjectNode o = mem.addObject();
-            o.put("size", m.size());
+            o.put("in", m.in());
+            o.put("out", m.out());
             o.put("rank", m.rank());
             o.put("relativeUpdate", m.relativeUpdate());
             o.put("recordBytes", m.recordBytes());
@@ -98,6 +102,24 @@ public record ReportData(Map<String, String> environment, List<ExactMergeMemory>
                 .filter(v -> v >= 0).distinct().sorted().toList();
     }
 
+    /**
+     * Distinct shapes {@code {in, out}} over all measurements whose benchmark starts with {@code prefix}, ordered
+     * by {@code in·out}, then {@code in}.
+     */
+    public List<int[]> shapes(String prefix) {
+        List<int[]> out = new ArrayList<>();
+        for (Measurement m : measurements) {
+            int in = m.intParam("in");
+            int o = m.intParam("out");
+            if (m.benchmark().startsWith(prefix) && in > 0 && o > 0
+                    && out.stream().noneMatch(s -> s[0] == in && s[1] == o)) {
+                out.add(new int[] {in, o});
+            }
+        }
+        out.sort(java.util.Comparator.comparingLong((int[] s) -> (long) s[0] * s[1]).thenComparingInt(s -> s[0]));
+        return out;
+    }
+
     private static List<Measurement> parse(ArrayNode jmh) {
         List<Measurement> out = new ArrayList<>();
         for (JsonNode r : jmh) {
@@ -106,9 +128,14 @@ public record ReportData(Map<String, String> environment, List<ExactMergeMemory>
             int cls = full.lastIndexOf('.', method - 1);
             String name = full.substring(cls + 1);
             Map<String, String> params = new LinkedHashMap<>();
-            for (Iterator<Map.Entry<String, JsonNode>> it = r.path("params").fields(); it.hasNext(); ) {
-                Map.Entry<String, JsonNode> f = it.next();
-                params.put(f.getKey(), f.getValue().asText());
+            for (Map.Entry<String, JsonNode> f : r.path("params").properties()) {
+                if (f.getKey().equals("size")) {
+                    // Results before non-square shapes: one "size" for in = out.
+                    params.put("in", f.getValue().asText());
+                    params.put("out", f.getValue().asText());
+                } else {
+                    params.put(f.getKey(), f.getValue().asText());
+                }
             }
             JsonNode pm = r.path("primaryMetric");
             double toUs = microsPer(pm.path("scoreUnit").asText("us/op"));
@@ -116,23 +143,51 @@ public record ReportData(Map<String, String> environment, List<ExactMergeMemory>
             double score = pm.path("score").asDouble(Double.NaN);
             double error = pm.path("scoreError").asDouble(Double.NaN);
             long samples = 0;
+            List<Double> forkMedians = new ArrayList<>();
             // sample-time mode: rawDataHistogram[fork][iteration] = [[value, count], ...]
             for (JsonNode fork : pm.path("rawDataHistogram")) {
+                TreeMap<Double, Long> counts = new TreeMap<>();
                 for (JsonNode iteration : fork) {
                     for (JsonNode bucket : iteration) {
                         samples += bucket.path(1).asLong();
+                        counts.merge(bucket.path(0).asDouble(), bucket.path(1).asLong(), Long::sum);
                     }
+                }
+                if (!counts.isEmpty()) {
+                    forkMedians.add(weightedMedian(counts) * toUs);
                 }
             }
             if (samples == 0) {
+                // average-time and other modes: rawData[fork] = [iteration score, ...]
                 for (JsonNode fork : pm.path("rawData")) {
                     samples += fork.size();
+                    TreeMap<Double, Long> counts = new TreeMap<>();
+                    fork.forEach(v -> counts.merge(v.asDouble(), 1L, Long::sum));
+                    if (!counts.isEmpty()) {
+                        forkMedians.add(weightedMedian(counts) * toUs);
+                    }
                 }
             }
             out.add(new Measurement(name, Collections.unmodifiableMap(params),
-                    (median.isMissingNode() ? score : median.asDouble()) * toUs, score * toUs, error * toUs, samples));
+                    (median.isMissingNode() ? score : median.asDouble()) * toUs, score * toUs, error * toUs, samples,
+                    forkMedians));
         }
         return Collections.unmodifiableList(out);
+    }
+
+    /**
+     * The lower median of values with counts: the smallest value whose cumulative count reaches half the total.
+     */
+    static double weightedMedian(TreeMap<Double, Long> counts) {
+        long total = counts.values().stream().mapToLong(Long::longValue).sum();
+        long seen = 0;
+        for (Map.Entry<Double, Long> e : counts.entrySet()) {
+            seen += e.getValue();
+            if (2 * seen >= total) {
+                return e.getKey();
+            }
+        }
+        throw new IllegalArgumentException("weightedMedian: expected at least one count, got none");
     }
 
     /** Microseconds per unit of a JMH time unit like {@code "us/op"}. */

@@ -3,7 +3,11 @@ package io.github.lora4j.benchmarks.report;
 import java.util.Locale;
 import java.util.OptionalDouble;
 
-/** The targets of issues 3 and 5, and how a measured ratio is judged against them. */
+/**
+ * The targets of issues 3 and 5, and how a measured ratio is judged against them: {@code PASS} when its whole
+ * interval meets the target, {@code MISS} when none of it does, and {@code within noise} when the target lies
+ * inside the interval, so that machine noise could flip the answer.
+ */
 public final class Targets {
 
     /** merged / plain, every shape: the merged forward must be exactly one gemm. */
@@ -20,8 +24,16 @@ public final class Targets {
     private Targets() {
     }
 
-    /** The unmerged/merged target for a shape, or empty where the issue sets none. */
-    public static OptionalDouble unmergedOverMerged(int size, int rank, int batch) {
+    /** The verdict that says the interval straddles the target. */
+    public static final String WITHIN_NOISE = "within noise";
+
+    /** The unmerged/merged target for a shape {@code W [out, in]}, or empty where the issue sets none (it sets
+     * them for square shapes only). */
+    public static OptionalDouble unmergedOverMerged(int in, int out, int rank, int batch) {
+        if (in != out) {
+            return OptionalDouble.empty();
+        }
+        int size = in;
         if (size == 4096 && rank == 8) {
             return OptionalDouble.of(UNMERGED_OVER_MERGED_4096);
         }
@@ -53,5 +65,27 @@ public final class Targets {
             return "PASS";
         }
         return String.format(Locale.ROOT, "MISS (+%.1f %%)", 100 * (ratio / target - 1));
+    }
+
+    /**
+     * The verdict on a ratio with its interval: {@code PASS} if {@code high <= target}; {@code MISS (+x.x %)} with
+     * how far the value lies above the target if {@code low > target}; {@value #WITHIN_NOISE} otherwise (the
+     * target lies inside the interval); {@code —} when the ratio is missing. An interval without ends (NaN) is
+     * judged on its value alone.
+     */
+    public static String verdict(Interval ratio, double target) {
+        if (ratio.isMissing()) {
+            return "—";
+        }
+        if (Double.isNaN(ratio.low()) || Double.isNaN(ratio.high())) {
+            return verdict(ratio.value(), target);
+        }
+        if (ratio.high() <= target) {
+            return "PASS";
+        }
+        if (ratio.low() > target) {
+            return String.format(Locale.ROOT, "MISS (+%.1f %%)", 100 * (ratio.value() / target - 1));
+        }
+        return WITHIN_NOISE;
     }
 }

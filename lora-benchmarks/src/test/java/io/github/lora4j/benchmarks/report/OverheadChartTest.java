@@ -27,6 +27,8 @@ class OverheadChartTest {
         assertEquals(List.of("r = 8, in = out = 1024", "r = 8, in = out = 4096", "r = 64, in = out = 4096",
                 "target 1.05 (4096, r = 8)"),
                 chart.getSeriesCollection().stream().map(org.knowm.xchart.XYSeries::getName).toList());
+        assertEquals(org.knowm.xchart.style.Styler.LegendPosition.OutsideE, chart.getStyler().getLegendPosition(),
+                "the legend sits beside the plot, off the data");
         double[] ys = chart.getSeries("r = 8, in = out = 4096").getYData();
         assertEquals(4100.0 / 4050.0, ys[0], 1e-12);
         assertEquals(13000.0 / 12800.0, ys[1], 1e-12);

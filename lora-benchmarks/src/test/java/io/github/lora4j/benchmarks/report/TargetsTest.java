@@ -30,11 +30,38 @@ class TargetsTest {
     @Test
     void unmergedTargetsApplyOnlyWhereTheIssueSetsThem() {
         for (int n : new int[] {1, 8, 64, 512}) {
-            assertEquals(OptionalDouble.of(1.05), Targets.unmergedOverMerged(4096, 8, n));
+            assertEquals(OptionalDouble.of(1.05), Targets.unmergedOverMerged(4096, 4096, 8, n));
         }
-        assertEquals(OptionalDouble.of(1.15), Targets.unmergedOverMerged(1024, 8, 1));
-        assertEquals(OptionalDouble.empty(), Targets.unmergedOverMerged(1024, 8, 64));
-        assertEquals(OptionalDouble.empty(), Targets.unmergedOverMerged(4096, 64, 1));
+        assertEquals(OptionalDouble.of(1.15), Targets.unmergedOverMerged(1024, 1024, 8, 1));
+        assertEquals(OptionalDouble.empty(), Targets.unmergedOverMerged(1024, 1024, 8, 64));
+        assertEquals(OptionalDouble.empty(), Targets.unmergedOverMerged(4096, 4096, 64, 1));
+        assertEquals(OptionalDouble.empty(), Targets.unmergedOverMerged(4096, 11008, 8, 1), "none for non-square");
+    }
+
+    @Test
+    void anIntervalEntirelyAtOrBelowTheTargetPasses() {
+        assertEquals("PASS", Targets.verdict(new Interval(1.00, 0.98, 1.02), 1.02));
+    }
+
+    @Test
+    void anIntervalEntirelyAboveTheTargetMissesByTheValuesDistance() {
+        // value 1.221 is 6.2 % above 1.15; the whole range [1.209, 1.234] lies above it
+        assertEquals("MISS (+6.2 %)", Targets.verdict(new Interval(1.221, 1.209, 1.234), 1.15));
+    }
+
+    @Test
+    void anIntervalAroundTheTargetIsWithinNoiseWhicheverSideTheValueIsOn() {
+        assertEquals(Targets.WITHIN_NOISE, Targets.verdict(new Interval(1.03, 0.99, 1.07), 1.05));
+        assertEquals(Targets.WITHIN_NOISE, Targets.verdict(new Interval(1.07, 1.03, 1.11), 1.05));
+        assertEquals(Targets.WITHIN_NOISE, Targets.verdict(new Interval(1.05, 1.05, 1.06), 1.05),
+                "low equal to the target is not above it");
+    }
+
+    @Test
+    void aMissingRatioIntervalIsNeitherAndAnIntervalWithoutEndsFallsBackToTheValue() {
+        assertEquals("—", Targets.verdict(new Interval(Double.NaN, Double.NaN, Double.NaN), 1.3));
+        assertEquals("PASS", Targets.verdict(new Interval(1.2, Double.NaN, Double.NaN), 1.3));
+        assertEquals("MISS (+10.0 %)", Targets.verdict(new Interval(1.43, Double.NaN, Double.NaN), 1.3));
     }
 
     @Test
