@@ -158,11 +158,15 @@ final class ExactMerge {
         int delta(long r0) {
             int rows = (int) Math.min(blockRows, w.rows() - r0);
             INDArray out = rows == blockRows ? scratch : scratch.get(NDArrayIndex.interval(0, rows), NDArrayIndex.all());
+            // One block covering all of W takes A or B whole: a view costs more than a small W's whole pass.
+            boolean whole = r0 == 0 && rows == w.rows();
             if (inOut) {
                 // W [in, out]: rows of Δ^T = s·A^T B^T are columns of A.
-                Kernels.gemm(direct, a.get(NDArrayIndex.all(), NDArrayIndex.interval(r0, r0 + rows)), b, out, true, true, s, 0.0);
+                INDArray aRows = whole ? a : a.get(NDArrayIndex.all(), NDArrayIndex.interval(r0, r0 + rows));
+                Kernels.gemm(direct, aRows, b, out, true, true, s, 0.0);
             } else {
-                Kernels.gemm(direct, b.get(NDArrayIndex.interval(r0, r0 + rows), NDArrayIndex.all()), a, out, false, false, s, 0.0);
+                INDArray bRows = whole ? b : b.get(NDArrayIndex.interval(r0, r0 + rows), NDArrayIndex.all());
+                Kernels.gemm(direct, bRows, a, out, false, false, s, 0.0);
             }
             kernel.loadDelta(rows);
             return rows;

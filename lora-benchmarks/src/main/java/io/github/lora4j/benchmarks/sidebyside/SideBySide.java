@@ -84,6 +84,7 @@ public final class SideBySide {
         env.add("environment: OPENBLAS_CORETYPE=" + System.getenv("OPENBLAS_CORETYPE") + ", OPENBLAS_L2_SIZE="
                 + System.getenv("OPENBLAS_L2_SIZE") + ", OMP_WAIT_POLICY=" + System.getenv("OMP_WAIT_POLICY"));
         for (int round = 1; round <= rounds; round++) {
+            env.add("load average before round " + round + ": " + loadAverage());
             for (int[] s : shapes) {
                 Map<String, Timing.Stats> m = JavaSide.measure(s[0], s[1], s[2], budget);
                 for (Map.Entry<String, Timing.Stats> e : m.entrySet()) {
@@ -94,6 +95,7 @@ public final class SideBySide {
             }
             results.addAll(torchRound(opt, round, budget, env));
         }
+        env.add("load average after the last round: " + loadAverage());
         Files.write(out.resolve("results.jsonl"), results.stream().map(Result::json).toList(), StandardCharsets.UTF_8);
         String report = Report.markdown(results, env, rounds, budget, String.join(" ", args));
         Files.writeString(out.resolve("report.md"), report, StandardCharsets.UTF_8);
@@ -132,6 +134,19 @@ public final class SideBySide {
             throw new IOException("the PyTorch script exited with " + rc + "; is PyTorch installed for " + opt.get("python") + "?");
         }
         return results;
+    }
+
+    /**
+     * The 1, 5 and 15 minute load averages of the machine ({@code /proc/loadavg}): other processes on the same cores
+     * make both sides slower and noisier, so the report says how busy the machine was.
+     */
+    private static String loadAverage() {
+        try {
+            String[] f = Files.readString(Path.of("/proc/loadavg")).trim().split("\\s+");
+            return f[0] + " " + f[1] + " " + f[2];
+        } catch (IOException | RuntimeException e) {
+            return "unknown (" + e + ")";
+        }
     }
 
     /** lora4j's kernel route (package-private in lora-core; read for the report only). */
