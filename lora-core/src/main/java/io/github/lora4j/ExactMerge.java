@@ -158,11 +158,15 @@ final class ExactMerge {
         int delta(long r0) {
             int rows = (int) Math.min(blockRows, w.rows() - r0);
             INDArray out = rows == blockRows ? scratch : scratch.get(NDArrayIndex.interval(0, rows), NDArrayIndex.all());
+            // One block covering all of W takes A or B whole: a view costs more than a small W's whole pass.
+            boolean whole = r0 == 0 && rows == w.rows();
             if (inOut) {
                 // W [in, out]: rows of Δ^T = s·A^T B^T are columns of A.
-                Kernels.gemm(direct, a.get(NDArrayIndex.all(), NDArrayIndex.interval(r0, r0 + rows)), b, out, true, true, s, 0.0);
+                INDArray aRows = whole ? a : a.get(NDArrayIndex.all(), NDArrayIndex.interval(r0, r0 + rows));
+                Kernels.gemm(direct, aRows, b, out, true, true, s, 0.0);
             } else {
-                Kernels.gemm(direct, b.get(NDArrayIndex.interval(r0, r0 + rows), NDArrayIndex.all()), a, out, false, false, s, 0.0);
+                INDArray bRows = whole ? b : b.get(NDArrayIndex.interval(r0, r0 + rows), NDArrayIndex.all());
+                Kernels.gemm(direct, bRows, a, out, false, false, s, 0.0);
             }
             kernel.loadDelta(rows);
             return rows;
@@ -342,36 +346,28 @@ final class ExactMerge {
             FloatRow buf = (FloatRow) rowBuffer;
             float[] row = buf.original;
             float[] merged = buf.merged;
-            int[] flags = buf.flags;
+            float[] back = buf.back;
             read(r, row);
             int off = blockRow * cols;
-            int inexact = 0;
-            int nonFinite = 0;
-            // One branch-free loop the JIT vectorises: the merged value, whether its round trip is inexact
-            // (non-zero flag), and m - m, which is +0 exactly when m is finite.
+            // Pure float arithmetic, which the JIT vectorises: the merged value and its round trip m - d.
             for (int j = 0; j < cols; j++) {
-                float w = row[j];
                 float d = delta[off + j];
-                float m = w + d;
+                float m = row[j] + d;
                 merged[j] = m;
-                int flag = Float.floatToRawIntBits(m - d) ^ Float.floatToRawIntBits(w);
-                flags[j] = flag;
-                inexact |= flag;
-                nonFinite |= Float.floatToRawIntBits(m - m);
+                back[j] = m - d;
             }
-            if (nonFinite != 0) {
-                for (int j = 0; j < cols; j++) {
+            // Then one scalar pass: an element is remembered where the round trip misses its bits. A non-finite m
+            // always misses (its round trip is infinite or NaN, w is finite), so the finiteness check lives here too.
+            int mark = record.size;
+            int rowIndex = (int) (r * cols);
+            for (int j = 0; j < cols; j++) {
+                int w = Float.floatToRawIntBits(row[j]);
+                if (Float.floatToRawIntBits(back[j]) != w) {
                     if (!Float.isFinite(merged[j])) {
+                        record.size = mark;
                         return new Failure(r, j, row[j], delta[off + j]);
                     }
-                }
-            }
-            if (inexact != 0) {
-                int rowIndex = (int) (r * cols);
-                for (int j = 0; j < cols; j++) {
-                    if (flags[j] != 0) {
-                        record.add(rowIndex + j, Float.floatToRawIntBits(row[j]));
-                    }
+                    record.add(rowIndex + j, w);
                 }
             }
             write(r, merged);
@@ -501,16 +497,16 @@ final class ExactMerge {
         }
     }
 
-    /** Per-thread row buffers of the float kernel: the row as read, as merged, and its round-trip flags. */
+    /** Per-thread row buffers of the float kernel: the row as read, as merged, and its round trip. */
     private static final class FloatRow {
         final float[] original;
         final float[] merged;
-        final int[] flags;
+        final float[] back;
 
         FloatRow(int cols) {
             original = new float[cols];
             merged = new float[cols];
-            flags = new int[cols];
+            back = new float[cols];
         }
     }
 

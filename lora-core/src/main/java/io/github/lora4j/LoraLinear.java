@@ -465,7 +465,7 @@ public final class LoraLinear {
                 c.path().backward(g, dx);    // gB = g B; dB += s g^T u; dA += s gB^T x; dx += s gB A
             }
             cache.drop();
-            return dx == null ? null : dx.reshape('c', c.inputShape());
+            return dx == null || Arrays.equals(dx.shape(), c.inputShape()) ? dx : dx.reshape('c', c.inputShape());
         });
     }
 

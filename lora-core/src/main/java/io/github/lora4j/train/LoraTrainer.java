@@ -35,10 +35,13 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  * layer.train();
  * for (...) {
  *     INDArray y = layer.forward(x);
- *     layer.backward(dLossDy(y));     // accumulates gradA / gradB of the active adapter
+ *     layer.backward(dLossDy(y), false); // accumulates gradA / gradB; false: x is data, skip dL/dx
  *     trainer.step();                 // A -= step(gradA), B -= step(gradB); gradients zeroed
  * }
  * }</pre>
+ * Where the layer's input is data (the first adapted layer), {@code backward(g, false)} skips {@code dL/dx}, one gemm
+ * of W's size per step; layers further up pass {@code true} (or call {@code backward(g)}) to get the gradient for the
+ * layer below.
  *
  * <h2>What is trained, what state exists</h2>
  * Only {@code A [r, in]} and {@code B [out, r]} of each layer's <em>active</em> adapter change, through

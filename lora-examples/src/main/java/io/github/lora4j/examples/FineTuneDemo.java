@@ -379,11 +379,12 @@ public final class FineTuneDemo {
 
     /**
      * Back-propagates through a training-mode {@link #forward(List, INDArray, List)}; fills gradA/gradB only. The first
-     * layer's {@code dL/dx} is computed by {@link LoraLinear#backward} too and simply dropped.
+     * layer's input is data and needs no gradient: {@code backward(g, false)} skips its {@code dL/dx}, one gemm of
+     * that layer's W per step.
      */
     static void backward(List<LoraLinear> layers, List<INDArray> reluOutputs, INDArray g) {
         for (int l = layers.size() - 1; l >= 0; l--) {
-            INDArray dx = layers.get(l).backward(g);
+            INDArray dx = layers.get(l).backward(g, l > 0);
             if (l > 0) {
                 g = dx.muli(reluOutputs.get(l - 1).gt(0).castTo(DataType.FLOAT));
             }
