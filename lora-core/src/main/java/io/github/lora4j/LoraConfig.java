@@ -40,52 +40,94 @@ public final class LoraConfig {
         this.seed = b.seed;
     }
 
-    /** A builder holding the defaults. */
+    /**
+     * A builder holding the defaults.
+     *
+     * @return a new builder with rank {@value #DEFAULT_RANK}, alpha {@value #DEFAULT_ALPHA}, no dropout, no rsLoRA,
+     *         {@link LoraInit#KAIMING_UNIFORM} and seed {@value #DEFAULT_SEED}
+     */
     public static Builder builder() {
         return new Builder();
     }
 
-    /** The configuration with every default: {@code r = 8, alpha = 8}, no dropout, kaiming-uniform init. */
+    /**
+     * The configuration with every default: {@code r = 8, alpha = 8}, no dropout, kaiming-uniform init.
+     *
+     * @return the shared default configuration (immutable, so sharing is safe); equal to {@code builder().build()}
+     */
     public static LoraConfig defaults() {
         return DEFAULTS;
     }
 
-    /** A builder pre-filled with this configuration's values, to derive a variant. */
+    /**
+     * A builder pre-filled with this configuration's values, to derive a variant.
+     *
+     * @return a new builder; changing it does not change this configuration
+     */
     public Builder toBuilder() {
         return new Builder().rank(rank).alpha(alpha).dropout(dropout).rsLora(rsLora).init(init).seed(seed);
     }
 
-    /** Rank {@code r} of the update {@code B·A}: {@code A} is {@code [r, in]}, {@code B} is {@code [out, r]}; at least 1. */
+    /**
+     * Rank {@code r} of the update {@code B·A}: {@code A} is {@code [r, in]}, {@code B} is {@code [out, r]}; at least 1.
+     *
+     * @return the rank, {@code >= 1}
+     */
     public int rank() {
         return rank;
     }
 
-    /** PEFT's {@code lora_alpha}: the numerator of the scaling; finite and positive. */
+    /**
+     * PEFT's {@code lora_alpha}: the numerator of the scaling; finite and positive.
+     *
+     * @return the alpha, finite and {@code > 0}
+     */
     public double alpha() {
         return alpha;
     }
 
-    /** Probability of zeroing an input element on the LoRA path in training mode; in {@code [0, 1)}. */
+    /**
+     * Probability of zeroing an input element on the LoRA path in training mode; in {@code [0, 1)}.
+     *
+     * @return the dropout probability, in {@code [0, 1)}
+     */
     public double dropout() {
         return dropout;
     }
 
-    /** Whether the scaling is {@code alpha / sqrt(r)} (rank-stabilised LoRA) instead of {@code alpha / r}. */
+    /**
+     * Whether the scaling is {@code alpha / sqrt(r)} (rank-stabilised LoRA) instead of {@code alpha / r}.
+     *
+     * @return {@code true} for {@code alpha / sqrt(r)}, {@code false} for {@code alpha / r}
+     */
     public boolean rsLora() {
         return rsLora;
     }
 
-    /** Initialisation scheme of {@code A} and {@code B}. */
+    /**
+     * Initialisation scheme of {@code A} and {@code B}.
+     *
+     * @return the scheme, never {@code null}
+     */
     public LoraInit init() {
         return init;
     }
 
-    /** Seed of the initialisation draw and of the dropout masks. */
+    /**
+     * Seed of the initialisation draw and of the dropout masks.
+     *
+     * @return the seed
+     */
     public long seed() {
         return seed;
     }
 
-    /** The factor {@code s} in {@code h = W x + b + s·B A x}: {@code alpha / r}, or {@code alpha / sqrt(r)} with rsLoRA. */
+    /**
+     * The factor {@code s} in {@code h = W x + b + s·B A x}: {@code alpha / r}, or {@code alpha / sqrt(r)} with rsLoRA.
+     *
+     * @return the scaling, {@code > 0}; computed in double, so it may overflow to infinity for a huge alpha (layers
+     *         check it against their data type)
+     */
     public double scaling() {
         return rsLora ? alpha / Math.sqrt(rank) : alpha / rank;
     }
@@ -130,7 +172,14 @@ public final class LoraConfig {
         private Builder() {
         }
 
-        /** Rank {@code r >= 1} (default 8). */
+        /**
+         * Rank {@code r >= 1} (default 8).
+         *
+         * @param rank the rank {@code r} of every adapter built from this configuration; default
+         *             {@value LoraConfig#DEFAULT_RANK}
+         * @return this builder
+         * @throws IllegalArgumentException if {@code rank < 1}
+         */
         public Builder rank(int rank) {
             if (rank < 1) {
                 throw new IllegalArgumentException("rank must be >= 1, got " + rank);
@@ -139,7 +188,13 @@ public final class LoraConfig {
             return this;
         }
 
-        /** {@code lora_alpha}, finite and {@code > 0} (default 8). */
+        /**
+         * {@code lora_alpha}, finite and {@code > 0} (default 8).
+         *
+         * @param alpha PEFT's {@code lora_alpha}; default {@value LoraConfig#DEFAULT_ALPHA}
+         * @return this builder
+         * @throws IllegalArgumentException if {@code alpha} is NaN, infinite or not {@code > 0}
+         */
         public Builder alpha(double alpha) {
             if (!(alpha > 0) || Double.isInfinite(alpha)) {
                 throw new IllegalArgumentException("alpha must be finite and > 0, got " + alpha);
@@ -148,7 +203,13 @@ public final class LoraConfig {
             return this;
         }
 
-        /** Dropout probability on the LoRA input path, in {@code [0, 1)} (default 0). */
+        /**
+         * Dropout probability on the LoRA input path, in {@code [0, 1)} (default 0).
+         *
+         * @param dropout the probability of zeroing an element of the LoRA path's input in training mode
+         * @return this builder
+         * @throws IllegalArgumentException if {@code dropout} is NaN or outside {@code [0, 1)}
+         */
         public Builder dropout(double dropout) {
             if (!(dropout >= 0 && dropout < 1)) {
                 throw new IllegalArgumentException("dropout must be in [0, 1), got " + dropout);
@@ -157,25 +218,46 @@ public final class LoraConfig {
             return this;
         }
 
-        /** Use {@code alpha / sqrt(r)} as the scaling (default false: {@code alpha / r}). */
+        /**
+         * Use {@code alpha / sqrt(r)} as the scaling (default false: {@code alpha / r}).
+         *
+         * @param rsLora {@code true} for rank-stabilised LoRA scaling {@code alpha / sqrt(r)}
+         * @return this builder
+         */
         public Builder rsLora(boolean rsLora) {
             this.rsLora = rsLora;
             return this;
         }
 
-        /** Initialisation scheme, not null (default {@link LoraInit#KAIMING_UNIFORM}). */
+        /**
+         * Initialisation scheme, not null (default {@link LoraInit#KAIMING_UNIFORM}).
+         *
+         * @param init how {@code A} and {@code B} are drawn when an adapter is added
+         * @return this builder
+         * @throws NullPointerException if {@code init} is {@code null}
+         */
         public Builder init(LoraInit init) {
             this.init = Objects.requireNonNull(init, "init must not be null");
             return this;
         }
 
-        /** Seed of initialisation and dropout (default {@value LoraConfig#DEFAULT_SEED}). */
+        /**
+         * Seed of initialisation and dropout (default {@value LoraConfig#DEFAULT_SEED}).
+         *
+         * @param seed any value; equal seeds give equal initial {@code A}, {@code B} and dropout masks
+         * @return this builder
+         */
         public Builder seed(long seed) {
             this.seed = seed;
             return this;
         }
 
-        /** The validated, immutable configuration. */
+        /**
+         * The validated, immutable configuration.
+         *
+         * @return a new configuration with the values set so far (each was validated by its setter); the builder may be
+         *         reused
+         */
         public LoraConfig build() {
             return new LoraConfig(this);
         }

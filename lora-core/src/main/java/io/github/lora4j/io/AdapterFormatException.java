@@ -12,12 +12,21 @@ public final class AdapterFormatException extends IOException {
 
     private static final long serialVersionUID = 1L;
 
-    /** An exception with a message naming expected vs actual. */
+    /**
+     * An exception with a message naming expected vs actual.
+     *
+     * @param message what was expected and what was found, naming the file part; returned by {@link #getMessage()}
+     */
     public AdapterFormatException(String message) {
         super(message);
     }
 
-    /** An exception with a message naming expected vs actual, caused by a lower-level parse error. */
+    /**
+     * An exception with a message naming expected vs actual, caused by a lower-level parse error.
+     *
+     * @param message what was expected and what was found, naming the file part; returned by {@link #getMessage()}
+     * @param cause   the lower-level parse error (e.g. a JSON or I/O exception); may be {@code null}
+     */
     public AdapterFormatException(String message, Throwable cause) {
         super(message, cause);
     }

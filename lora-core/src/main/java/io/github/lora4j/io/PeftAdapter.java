@@ -39,22 +39,39 @@ public final class PeftAdapter {
         this.baseCopies = Collections.unmodifiableMap(new TreeMap<>(baseCopies));
     }
 
-    /** The parsed {@code adapter_config.json}. */
+    /**
+     * The parsed {@code adapter_config.json}.
+     *
+     * @return the config this adapter was read with (immutable; shared, not copied)
+     */
     public PeftAdapterConfig config() {
         return layout.config();
     }
 
-    /** Kinds, ranks, alphas and shapes of everything in the file. */
+    /**
+     * Kinds, ranks, alphas and shapes of everything in the file.
+     *
+     * @return the layout (immutable; shared, not copied)
+     */
     public PeftAdapterLayout layout() {
         return layout;
     }
 
-    /** LoRA module paths of every kind (e.g. {@code model.layers.0.self_attn.q_proj}, without {@code base_model.model.}), sorted. */
+    /**
+     * LoRA module paths of every kind (e.g. {@code model.layers.0.self_attn.q_proj}, without {@code base_model.model.}), sorted.
+     *
+     * @return an unmodifiable snapshot of the module paths, in natural string order
+     */
     public List<String> modules() {
         return Collections.unmodifiableList(new ArrayList<>(a.keySet()));
     }
 
-    /** LoRA module paths of one kind, sorted. */
+    /**
+     * LoRA module paths of one kind, sorted.
+     *
+     * @param kind the kind to select; {@code null} matches no module
+     * @return an unmodifiable list of the module paths of that kind, sorted; empty if there are none
+     */
     public List<String> modules(Kind kind) {
         List<String> out = new ArrayList<>();
         layout.loraModules().forEach((m, l) -> {
@@ -68,6 +85,8 @@ public final class PeftAdapter {
     /**
      * The kind of LoRA module {@code module}.
      *
+     * @param module a LoRA module path as listed by {@link #modules()}; not {@code null}
+     * @return the module's kind
      * @throws IllegalArgumentException for a module without LoRA tensors, listing those that have them
      */
     public Kind kind(String module) {
@@ -75,13 +94,27 @@ public final class PeftAdapter {
         return layout.loraModules().get(module).kind();
     }
 
-    /** The rank of {@code module} ({@code rank_pattern} applied). */
+    /**
+     * The rank of {@code module} ({@code rank_pattern} applied).
+     *
+     * @param module a LoRA module path as listed by {@link #modules()}; not {@code null}
+     * @return the rank {@code r} of that module, {@code > 0}
+     * @throws IllegalArgumentException for a module without LoRA tensors, listing those that have them
+     * @throws NullPointerException     if {@code module} is {@code null}
+     */
     public int rank(String module) {
         require(a, module);
         return layout.loraModules().get(module).rank();
     }
 
-    /** The alpha of {@code module} ({@code alpha_pattern} applied). */
+    /**
+     * The alpha of {@code module} ({@code alpha_pattern} applied).
+     *
+     * @param module a LoRA module path as listed by {@link #modules()}; not {@code null}
+     * @return the alpha of that module (the scale is {@code alpha / r}, or {@code alpha / sqrt(r)} with rsLoRA)
+     * @throws IllegalArgumentException for a module without LoRA tensors, listing those that have them
+     * @throws NullPointerException     if {@code module} is {@code null}
+     */
     public double alpha(String module) {
         require(a, module);
         return layout.loraModules().get(module).alpha();
@@ -91,6 +124,8 @@ public final class PeftAdapter {
      * A copy of {@code A} of {@code module}: {@code [r, in]}, {@code [r, num_embeddings]} or {@code [r, in, k...]};
      * FLOAT (or DOUBLE for an F64 file).
      *
+     * @param module a LoRA module path as listed by {@link #modules()}; not {@code null}
+     * @return a fresh c-order copy of {@code A}; the caller may modify it
      * @throws IllegalArgumentException for a module not in the file, listing those that are
      */
     public INDArray a(String module) {
@@ -101,13 +136,19 @@ public final class PeftAdapter {
      * A copy of {@code B} of {@code module}: {@code [out, r]}, {@code [dim, r]} or {@code [out, r, 1...]}; FLOAT
      * (or DOUBLE for an F64 file).
      *
+     * @param module a LoRA module path as listed by {@link #modules()}; not {@code null}
+     * @return a fresh c-order copy of {@code B}; the caller may modify it
      * @throws IllegalArgumentException for a module not in the file, listing those that are
      */
     public INDArray b(String module) {
         return require(b, module).dup('c');
     }
 
-    /** Modules with full tensors ({@code modules_to_save}, trained biases), sorted. */
+    /**
+     * Modules with full tensors ({@code modules_to_save}, trained biases), sorted.
+     *
+     * @return an unmodifiable list of the module paths that have full tensors; empty if there are none
+     */
     public List<String> fullModules() {
         return List.copyOf(full.keySet());
     }
@@ -115,6 +156,9 @@ public final class PeftAdapter {
     /**
      * Copies of the full tensors of {@code module}: parameter name ({@code weight}, {@code bias}) to tensor.
      *
+     * @param module a module path as listed by {@link #fullModules()}; not {@code null}
+     * @return an unmodifiable map from parameter name to a fresh c-order copy of the tensor, sorted by name; the
+     *         arrays may be modified by the caller
      * @throws IllegalArgumentException for a module without full tensors
      */
     public Map<String, INDArray> full(String module) {
@@ -133,6 +177,10 @@ public final class PeftAdapter {
      * Full tensor {@code param} ({@code weight} or {@code bias}) of {@code module}, converted to {@code type} for a
      * module of that type.
      *
+     * @param module a module path as listed by {@link #fullModules()}; not {@code null}
+     * @param param  the parameter name, {@code weight} or {@code bias}
+     * @param type   the data type of the target module, e.g. {@link DataType#FLOAT}
+     * @return a new array of data type {@code type} with the file's values; the caller may modify it
      * @throws AdapterFormatException   if it holds NaN or infinity
      * @throws IllegalArgumentException if the module or parameter is not in the file, or a value overflows
      *                                  {@code type}
@@ -146,14 +194,23 @@ public final class PeftAdapter {
         return PeftAdapterFiles.convert(x, type, "modules_to_save module '" + module + "'", param);
     }
 
-    /** Copies of the base-weight copies ({@code <m>.original_module.<p>}, {@code <m>.base_layer.<p>}) by key. */
+    /**
+     * Copies of the base-weight copies ({@code <m>.original_module.<p>}, {@code <m>.base_layer.<p>}) by key.
+     *
+     * @return an unmodifiable map from safetensors key to a fresh c-order copy of the tensor; empty if the file holds
+     *         none
+     */
     public Map<String, INDArray> baseCopies() {
         Map<String, INDArray> out = new TreeMap<>();
         baseCopies.forEach((k, v) -> out.put(k, v.dup('c')));
         return Collections.unmodifiableMap(out);
     }
 
-    /** The safetensors {@code __metadata__} strings (e.g. {@code format = pt}). */
+    /**
+     * The safetensors {@code __metadata__} strings (e.g. {@code format = pt}).
+     *
+     * @return the metadata map as the layout holds it (immutable; not copied); empty if the file has none
+     */
     public Map<String, String> metadata() {
         return layout.metadata();
     }

@@ -113,6 +113,13 @@ public final class PeftAdapterConfig {
      * The config PEFT would write for adapters made with {@code config} on modules whose names end in
      * {@code targets} (e.g. {@code ["q_proj", "v_proj"]}); {@code fanInFanOut} is true for weights stored
      * {@code [in, out]}. The init scheme and seed of {@code config} are not part of PEFT's file.
+     *
+     * @param config      the lora4j configuration; its rank, alpha, dropout and rsLoRA flag are written
+     * @param targets     module-name suffixes to list as {@code target_modules}, in order; copied, no element
+     *                    {@code null}
+     * @param fanInFanOut whether the adapted base weights are stored {@code [in, out]}
+     * @return a new config with {@code bias "none"}, no patterns, no {@code modules_to_save} and no base model name
+     * @throws NullPointerException if {@code config}, {@code targets} or an element of {@code targets} is {@code null}
      */
     public static PeftAdapterConfig from(LoraConfig config, List<String> targets, boolean fanInFanOut) {
         Objects.requireNonNull(config, "config must not be null");
@@ -124,72 +131,128 @@ public final class PeftAdapterConfig {
                 config.rsLora(), fanInFanOut, "none", Map.of(), Map.of(), null, null, null);
     }
 
-    /** Always {@value #LORA}. */
+    /**
+     * Always {@value #LORA}.
+     *
+     * @return {@value #LORA}
+     */
     public String peftType() {
         return peftType;
     }
 
-    /** Default rank {@code r} of every module's update (see {@link #rankOf}); {@code A} is {@code [r, in]}. */
+    /**
+     * Default rank {@code r} of every module's update (see {@link #rankOf}); {@code A} is {@code [r, in]}.
+     *
+     * @return the default rank, {@code > 0}
+     */
     public int r() {
         return r;
     }
 
-    /** Default {@code lora_alpha} (see {@link #alphaOf}): the scaling is {@code alpha / r}, or {@code alpha / sqrt(r)}. */
+    /**
+     * Default {@code lora_alpha} (see {@link #alphaOf}): the scaling is {@code alpha / r}, or {@code alpha / sqrt(r)}.
+     *
+     * @return the default alpha
+     */
     public double loraAlpha() {
         return loraAlpha;
     }
 
-    /** Dropout on the LoRA input path during training, in {@code [0, 1)}. */
+    /**
+     * Dropout on the LoRA input path during training, in {@code [0, 1)}.
+     *
+     * @return the dropout probability
+     */
     public double loraDropout() {
         return loraDropout;
     }
 
-    /** Module-name suffixes the adapter targets (in the file's order); empty when given as a regex or absent. */
+    /**
+     * Module-name suffixes the adapter targets (in the file's order); empty when given as a regex or absent.
+     *
+     * @return an immutable list of the suffixes; empty when absent or given as a regex
+     */
     public List<String> targetModules() {
         return targetModules;
     }
 
-    /** The regular expression, when {@code target_modules} was a single string (PEFT's regex form). */
+    /**
+     * The regular expression, when {@code target_modules} was a single string (PEFT's regex form).
+     *
+     * @return the regex, or empty when {@code target_modules} was a list or absent
+     */
     public Optional<String> targetModulesRegex() {
         return Optional.ofNullable(targetModulesRegex);
     }
 
-    /** Whether the scaling is {@code alpha / sqrt(r)}. */
+    /**
+     * Whether the scaling is {@code alpha / sqrt(r)}.
+     *
+     * @return {@code true} for rsLoRA scaling {@code alpha / sqrt(r)}, {@code false} for {@code alpha / r}
+     */
     public boolean useRslora() {
         return useRslora;
     }
 
-    /** Whether the base weights are stored {@code [in, out]} (PEFT's {@code fan_in_fan_out}). */
+    /**
+     * Whether the base weights are stored {@code [in, out]} (PEFT's {@code fan_in_fan_out}).
+     *
+     * @return {@code true} if the base weights are {@code [in, out]}
+     */
     public boolean fanInFanOut() {
         return fanInFanOut;
     }
 
-    /** PEFT's {@code bias}: {@code "none"}, {@code "all"} or {@code "lora_only"}. */
+    /**
+     * PEFT's {@code bias}: {@code "none"}, {@code "all"} or {@code "lora_only"}.
+     *
+     * @return one of {@code "none"}, {@code "all"}, {@code "lora_only"}
+     */
     public String bias() {
         return bias;
     }
 
-    /** {@code rank_pattern}: pattern key to rank, in file order; empty when absent. */
+    /**
+     * {@code rank_pattern}: pattern key to rank, in file order; empty when absent.
+     *
+     * @return an unmodifiable map in file order; empty when absent
+     */
     public Map<String, Integer> rankPattern() {
         return rankPattern;
     }
 
-    /** {@code alpha_pattern}: pattern key to alpha, in file order; empty when absent. */
+    /**
+     * {@code alpha_pattern}: pattern key to alpha, in file order; empty when absent.
+     *
+     * @return an unmodifiable map in file order; empty when absent
+     */
     public Map<String, Double> alphaPattern() {
         return alphaPattern;
     }
 
-    /** {@code modules_to_save}: names of modules trained in full, or empty when null or absent. */
+    /**
+     * {@code modules_to_save}: names of modules trained in full, or empty when null or absent.
+     *
+     * @return an immutable list of module names; empty when null or absent
+     */
     public List<String> modulesToSave() {
         return modulesToSave == null ? List.of() : modulesToSave;
     }
 
-    /** {@code base_model_name_or_path}, when not null. */
+    /**
+     * {@code base_model_name_or_path}, when not null.
+     *
+     * @return the base model's name or path, or empty when absent or null
+     */
     public Optional<String> baseModelNameOrPath() {
         return Optional.ofNullable(baseModelNameOrPath);
     }
 
-    /** A copy of the whole JSON object as read (or as written), unknown keys included. */
+    /**
+     * A copy of the whole JSON object as read (or as written), unknown keys included.
+     *
+     * @return a deep copy of the JSON object; modifying it does not change this config
+     */
     public JsonNode raw() {
         return raw.deepCopy();
     }
@@ -199,14 +262,24 @@ public final class PeftAdapterConfig {
      * first {@code rank_pattern} key equal to the path or, as a regex, matching its whole tail after a dot
      * ({@code (.*\.)?key}); {@link #r()} when none does.
      *
+     * @param module the module path, without {@code base_model.model.}; not {@code null} when patterns exist
+     * @return the rank {@code r} for that module
      * @throws IllegalArgumentException if a key is a regex too expensive to match (catastrophic backtracking)
+     * @throws NullPointerException     if {@code module} is {@code null} and {@code rank_pattern} is not empty
      */
     public int rankOf(String module) {
         String key = patternKey(rankKeys, module);
         return key == null ? r : rankPattern.get(key);
     }
 
-    /** The alpha of {@code module}, resolved through {@code alpha_pattern} as {@link #rankOf} does. */
+    /**
+     * The alpha of {@code module}, resolved through {@code alpha_pattern} as {@link #rankOf} does.
+     *
+     * @param module the module path, without {@code base_model.model.}; not {@code null} when patterns exist
+     * @return the alpha for that module
+     * @throws IllegalArgumentException if a key is a regex too expensive to match (catastrophic backtracking)
+     * @throws NullPointerException     if {@code module} is {@code null} and {@code alpha_pattern} is not empty
+     */
     public double alphaOf(String module) {
         String key = patternKey(alphaKeys, module);
         return key == null ? loraAlpha : alphaPattern.get(key);
@@ -287,6 +360,7 @@ public final class PeftAdapterConfig {
      * The lora4j configuration of these adapters: rank, alpha, dropout and rsLoRA from the file, init
      * {@link LoraInit#ZERO} (the weights come from the file) and the default seed.
      *
+     * @return a new config; every call builds another
      * @throws IllegalArgumentException if a value is outside lora4j's range (e.g. a non-positive alpha)
      */
     public LoraConfig toLoraConfig() {
@@ -294,7 +368,15 @@ public final class PeftAdapterConfig {
                 .init(LoraInit.ZERO).build();
     }
 
-    /** {@link #toLoraConfig()} with the rank and alpha {@code rank_pattern} / {@code alpha_pattern} give {@code module}. */
+    /**
+     * {@link #toLoraConfig()} with the rank and alpha {@code rank_pattern} / {@code alpha_pattern} give {@code module}.
+     *
+     * @param module the module path, without {@code base_model.model.}
+     * @return a new config with that module's rank and alpha
+     * @throws IllegalArgumentException if a value is outside lora4j's range (e.g. a non-positive alpha), or if a
+     *                                  pattern key is a regex too expensive to match
+     * @throws NullPointerException     if {@code module} is {@code null} and a pattern is not empty
+     */
     public LoraConfig toLoraConfig(String module) {
         return LoraConfig.builder().rank(rankOf(module)).alpha(alphaOf(module)).dropout(loraDropout)
                 .rsLora(useRslora).init(LoraInit.ZERO).build();

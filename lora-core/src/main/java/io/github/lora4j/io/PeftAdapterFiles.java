@@ -112,7 +112,16 @@ public final class PeftAdapterFiles {
 
     // ---------------------------------------------------------------- save
 
-    /** {@link #save(Path, Map, String, DataType)} with {@link DataType#FLOAT} (F32), PEFT's usual file type. */
+    /**
+     * {@link #save(Path, Map, String, DataType)} with {@link DataType#FLOAT} (F32), PEFT's usual file type.
+     *
+     * @param dir         the target directory, created if absent; not {@code null}
+     * @param modules     module path (e.g. {@code model.layers.0.self_attn.q_proj}) to layer; layers without the adapter
+     *                    are skipped; neither the map nor the layers are modified
+     * @param adapterName the adapter to write; not {@code null}
+     * @throws IllegalArgumentException as {@link Saver#save}
+     * @throws IOException              if writing fails; existing files are then left as they were
+     */
     public static void save(Path dir, Map<String, LoraLinear> modules, String adapterName) throws IOException {
         save(dir, modules, adapterName, DataType.FLOAT);
     }
@@ -124,6 +133,8 @@ public final class PeftAdapterFiles {
      *
      * @param modules  module path (e.g. {@code model.layers.0.self_attn.q_proj}) to layer
      * @param fileType FLOAT (F32), DOUBLE (F64), HALF (F16) or BFLOAT16 (BF16); narrowing rounds to nearest even
+     * @param dir         the target directory, created if absent; not {@code null}
+     * @param adapterName the adapter to write; not {@code null}
      * @throws IllegalArgumentException as {@link Saver#save}
      * @throws IOException              if writing fails; existing files are then left as they were
      */
@@ -132,7 +143,11 @@ public final class PeftAdapterFiles {
         saver().linears(modules).fileType(fileType).save(dir, adapterName);
     }
 
-    /** A saver for what the two-argument {@code save} methods cannot express: embeddings, modules_to_save, names. */
+    /**
+     * A saver for what the two-argument {@code save} methods cannot express: embeddings, modules_to_save, names.
+     *
+     * @return a new saver with no modules, F32 file type and no base model name
+     */
     public static Saver saver() {
         return new Saver();
     }
@@ -154,19 +169,37 @@ public final class PeftAdapterFiles {
         private Saver() {
         }
 
-        /** Linear modules, path to layer; those without the adapter are skipped. */
+        /**
+         * Linear modules, path to layer; those without the adapter are skipped.
+         *
+         * @param modules module path to layer; kept (not copied) and read when {@link #save} runs; not {@code null}
+         * @return this saver
+         * @throws NullPointerException if {@code modules} is {@code null}
+         */
         public Saver linears(Map<String, LoraLinear> modules) {
             this.linears = Objects.requireNonNull(modules, "modules must not be null");
             return this;
         }
 
-        /** Embedding modules, path to layer; those without the adapter are skipped. */
+        /**
+         * Embedding modules, path to layer; those without the adapter are skipped.
+         *
+         * @param modules module path to layer; kept (not copied) and read when {@link #save} runs; not {@code null}
+         * @return this saver
+         * @throws NullPointerException if {@code modules} is {@code null}
+         */
         public Saver embeddings(Map<String, LoraEmbedding> modules) {
             this.embeddings = Objects.requireNonNull(modules, "modules must not be null");
             return this;
         }
 
-        /** Conv2d modules, path to layer; those without the adapter are skipped. */
+        /**
+         * Conv2d modules, path to layer; those without the adapter are skipped.
+         *
+         * @param modules module path to layer; kept (not copied) and read when {@link #save} runs; not {@code null}
+         * @return this saver
+         * @throws NullPointerException if {@code modules} is {@code null}
+         */
         public Saver convs(Map<String, LoraConv2d> modules) {
             this.convs = Objects.requireNonNull(modules, "modules must not be null");
             return this;
@@ -176,33 +209,61 @@ public final class PeftAdapterFiles {
          * Full tensors written as PEFT's {@code modules_to_save}: module path to parameter ({@code weight},
          * {@code bias}) to tensor (in the module's own layout); keys {@code base_model.model.<m>.<param>}, and the
          * paths listed in the config's {@code modules_to_save}.
+         *
+         * @param tensors module path to parameter name to tensor; kept (not copied) and read when {@link #save} runs,
+         *                never modified; not {@code null}
+         * @return this saver
+         * @throws NullPointerException if {@code tensors} is {@code null}
          */
         public Saver modulesToSave(Map<String, Map<String, INDArray>> tensors) {
             this.modulesToSave = Objects.requireNonNull(tensors, "tensors must not be null");
             return this;
         }
 
-        /** {@code base_model_name_or_path} (e.g. {@code "gpt2"}), or null (the default) to write null. */
+        /**
+         * {@code base_model_name_or_path} (e.g. {@code "gpt2"}), or null (the default) to write null.
+         *
+         * @param nameOrPath the base model's name or path, or {@code null}
+         * @return this saver
+         */
         public Saver baseModelNameOrPath(String nameOrPath) {
             this.baseModel = nameOrPath;
             return this;
         }
 
-        /** {@code target_modules} as a list (PEFT matches a path equal to a name or ending in {@code "." + name}). */
+        /**
+         * {@code target_modules} as a list (PEFT matches a path equal to a name or ending in {@code "." + name}).
+         *
+         * @param names module-name suffixes, in the order to write them; copied; replaces any regex set before
+         * @return this saver
+         * @throws NullPointerException if {@code names} or one of its elements is {@code null}
+         */
         public Saver targetModules(List<String> names) {
             this.targets = List.copyOf(names);
             this.targetRegex = null;
             return this;
         }
 
-        /** {@code target_modules} as one string, PEFT's regex form ({@code re.fullmatch} on the path). */
+        /**
+         * {@code target_modules} as one string, PEFT's regex form ({@code re.fullmatch} on the path).
+         *
+         * @param regex the regular expression, written as is; replaces any list set before; not {@code null}
+         * @return this saver
+         * @throws NullPointerException if {@code regex} is {@code null}
+         */
         public Saver targetModulesRegex(String regex) {
             this.targetRegex = Objects.requireNonNull(regex, "regex must not be null");
             this.targets = null;
             return this;
         }
 
-        /** FLOAT (F32, the default), DOUBLE (F64), HALF (F16) or BFLOAT16 (BF16); narrowing rounds to nearest even. */
+        /**
+         * FLOAT (F32, the default), DOUBLE (F64), HALF (F16) or BFLOAT16 (BF16); narrowing rounds to nearest even.
+         *
+         * @param type the file's tensor type; an unsupported type is refused by {@link #save}; not {@code null}
+         * @return this saver
+         * @throws NullPointerException if {@code type} is {@code null}
+         */
         public Saver fileType(DataType type) {
             this.fileType = Objects.requireNonNull(type, "fileType must not be null");
             return this;
@@ -211,6 +272,9 @@ public final class PeftAdapterFiles {
         /**
          * The configuration the adapter was created with, for the provenance in the metadata ({@code lora4j.init},
          * {@code lora4j.seed}); by default the first saved module's adapter config.
+         *
+         * @param config the configuration whose init scheme and seed are recorded, or {@code null} for the default
+         * @return this saver
          */
         public Saver provenance(LoraConfig config) {
             this.provenance = config;
@@ -224,11 +288,14 @@ public final class PeftAdapterFiles {
          * path). The safetensors metadata holds {@code format: pt} and lora4j's provenance: {@code lora4j.version},
          * {@code lora4j.init}, {@code lora4j.seed}, {@code lora4j.layout} ({@code OUT_IN} or {@code IN_OUT}).
          *
+         * @param dir         the target directory, created if absent; not {@code null}
+         * @param adapterName the adapter to write; not {@code null}
          * @throws IllegalArgumentException if no module has the adapter; modules differ in dropout, rsLoRA or weight
          *                                  layout (PEFT has one value of each); a module path is blank or appears
          *                                  twice; A, B or a full tensor holds NaN or infinity (naming the module) or
          *                                  a value overflowing the file type; nothing is written then
          * @throws IOException              if writing fails; existing files are then left as they were
+         * @throws NullPointerException     if {@code dir} or {@code adapterName} is {@code null}
          */
         public void save(Path dir, String adapterName) throws IOException {
             save(dir, adapterName, FileOps.ATOMIC);
@@ -539,8 +606,11 @@ public final class PeftAdapterFiles {
     /**
      * Reads and validates the adapter in {@code dir} without touching any model: everything the files hold.
      *
+     * @param dir the directory holding {@value #CONFIG_FILE} and {@value #MODEL_FILE}; not {@code null}
+     * @return the adapter with every tensor decoded; nothing refers to the files afterwards
      * @throws AdapterFormatException if either file is corrupt, hostile or unsupported, or not a regular file
      * @throws NoSuchFileException    if a file is missing
+     * @throws IOException            if reading fails otherwise
      */
     public static PeftAdapter read(Path dir) throws IOException {
         return read(dir, layout -> { });
@@ -551,6 +621,12 @@ public final class PeftAdapterFiles {
      * decoded: a check that throws (e.g. because a shape does not fit a model) stops the read at no cost.
      *
      * @param check called once; its unchecked exception is rethrown as is
+     * @param dir   the directory holding {@value #CONFIG_FILE} and {@value #MODEL_FILE}; not {@code null}
+     * @return the adapter with every tensor decoded; nothing refers to the files afterwards
+     * @throws AdapterFormatException if either file is corrupt, hostile or unsupported, or not a regular file
+     * @throws NoSuchFileException    if a file is missing
+     * @throws IOException            if reading fails otherwise
+     * @throws NullPointerException   if {@code dir} or {@code check} is {@code null}
      */
     public static PeftAdapter read(Path dir, Consumer<? super PeftAdapterLayout> check) throws IOException {
         Objects.requireNonNull(dir, "dir must not be null");
@@ -643,6 +719,14 @@ public final class PeftAdapterFiles {
     /**
      * Adds the adapter in {@code dir}, named {@code adapterName}, to every linear module the file names; see
      * {@link #load(Path, Map, Map, String)}.
+     *
+     * @param dir         the directory holding {@value #CONFIG_FILE} and {@value #MODEL_FILE}; not {@code null}
+     * @param modules     module path to layer; the layers the file names get the adapter, the map is not modified
+     * @param adapterName the name to add the adapter under; non-blank, not {@value LoraLinear#BASE_MODEL}, not taken
+     * @return the file's config
+     * @throws AdapterFormatException   as {@link #load(Path, Map, Map, String)}
+     * @throws IllegalArgumentException as {@link #load(Path, Map, Map, String)}; also if the file holds embedding LoRA
+     * @throws IOException              if reading fails otherwise
      */
     public static PeftAdapterConfig load(Path dir, Map<String, LoraLinear> modules, String adapterName)
             throws IOException {
@@ -660,6 +744,11 @@ public final class PeftAdapterFiles {
      * if adding still fails on some module (e.g. another thread took the name meanwhile), the adapter is removed
      * again from the modules it was added to.
      *
+     * @param dir         the directory holding {@value #CONFIG_FILE} and {@value #MODEL_FILE}; not {@code null}
+     * @param linears     linear module path to layer; the layers the file names get the adapter, the map is not
+     *                    modified
+     * @param embeddings  embedding module path to layer; likewise
+     * @param adapterName the name to add the adapter under; non-blank, not {@value LoraLinear#BASE_MODEL}, not taken
      * @return the file's config
      * @throws AdapterFormatException   if the file is corrupt, hostile or unsupported, or holds NaN or infinity
      * @throws IllegalArgumentException if the file does not fit the model: a module missing or of another kind (conv
@@ -668,6 +757,8 @@ public final class PeftAdapterFiles {
      *                                  the layer, a rank above {@code min(in, out)}, a scaling or value that is not
      *                                  finite in the layer's type, or an adapter name that is invalid or taken; the
      *                                  message names module, expected and actual
+     * @throws IOException              if reading fails otherwise; no layer was changed then
+     * @throws NullPointerException     if an argument is {@code null}
      */
     public static PeftAdapterConfig load(Path dir, Map<String, LoraLinear> linears, Map<String, LoraEmbedding> embeddings,
                                          String adapterName) throws IOException {
@@ -679,6 +770,21 @@ public final class PeftAdapterFiles {
      * B {@code [out, r, 1, 1]}), for a caller that applies the file's full tensors itself (as {@code LoraModel}
      * does): {@code fullTensorCheck} sees the layout before any tensor is read and throws if the full tensors do not
      * fit; null refuses any. The returned adapter holds them.
+     *
+     * @param dir             the directory holding {@value #CONFIG_FILE} and {@value #MODEL_FILE}; not {@code null}
+     * @param linears         linear module path to layer; the map is not modified; not {@code null}
+     * @param embeddings      embedding module path to layer; the map is not modified; not {@code null}
+     * @param convs           Conv2d module path to layer; the map is not modified; not {@code null}
+     * @param adapterName     the name to add the adapter under; non-blank, not {@value LoraLinear#BASE_MODEL}, not
+     *                        taken
+     * @param fullTensorCheck called once with the layout before any tensor is read, or {@code null} to refuse full
+     *                        tensors
+     * @return everything the file holds, full tensors included (copies; the layers hold their own arrays)
+     * @throws AdapterFormatException   as {@link #load(Path, Map, Map, String)}
+     * @throws IllegalArgumentException as {@link #load(Path, Map, Map, String)}, conv modules allowed here; or whatever
+     *                                  unchecked exception {@code fullTensorCheck} throws
+     * @throws IOException              if reading fails otherwise; no layer was changed then
+     * @throws NullPointerException     if an argument but {@code fullTensorCheck} is {@code null}
      */
     public static PeftAdapter load(Path dir, Map<String, LoraLinear> linears, Map<String, LoraEmbedding> embeddings,
                                    Map<String, LoraConv2d> convs, String adapterName,

@@ -58,28 +58,55 @@ public final class PeftAdapterLayout {
      * @param shapeB shape of {@code B}
      */
     public record LoraModule(Kind kind, int rank, double alpha, long[] shapeA, long[] shapeB) {
-        /** Copies the shapes. */
+        /**
+         * Copies the shapes.
+         *
+         * @param kind   the layer kind
+         * @param rank   {@code r}, the shared inner dimension of {@code A} and {@code B}
+         * @param alpha  {@code lora_alpha}
+         * @param shapeA shape of {@code A}; copied, the caller's array is not kept
+         * @param shapeB shape of {@code B}; copied, the caller's array is not kept
+         * @throws NullPointerException if {@code shapeA} or {@code shapeB} is {@code null}
+         */
         public LoraModule {
             shapeA = shapeA.clone();
             shapeB = shapeB.clone();
         }
 
+        /**
+         * Shape of {@code A}.
+         *
+         * @return a fresh copy of the shape; modifying it changes nothing here
+         */
         @Override
         public long[] shapeA() {
             return shapeA.clone();
         }
 
+        /**
+         * Shape of {@code B}.
+         *
+         * @return a fresh copy of the shape; modifying it changes nothing here
+         */
         @Override
         public long[] shapeB() {
             return shapeB.clone();
         }
 
-        /** {@code in} of a linear or conv layer, {@code num_embeddings} of an embedding: {@code A}'s second dim. */
+        /**
+         * {@code in} of a linear or conv layer, {@code num_embeddings} of an embedding: {@code A}'s second dim.
+         *
+         * @return {@code A}'s second dimension ({@code shapeA()[1]})
+         */
         public long in() {
             return shapeA[1];
         }
 
-        /** {@code out} of a linear or conv layer, the embedding dim of an embedding: {@code B}'s first dim. */
+        /**
+         * {@code out} of a linear or conv layer, the embedding dim of an embedding: {@code B}'s first dim.
+         *
+         * @return {@code B}'s first dimension ({@code shapeB()[0]})
+         */
         public long out() {
             return shapeB[0];
         }
@@ -120,22 +147,39 @@ public final class PeftAdapterLayout {
         this.roles = roles;
     }
 
-    /** The parsed {@code adapter_config.json}. */
+    /**
+     * The parsed {@code adapter_config.json}.
+     *
+     * @return the config (immutable; shared, not copied)
+     */
     public PeftAdapterConfig config() {
         return config;
     }
 
-    /** The safetensors {@code __metadata__} strings (e.g. {@code format = pt}, lora4j's provenance). */
+    /**
+     * The safetensors {@code __metadata__} strings (e.g. {@code format = pt}, lora4j's provenance).
+     *
+     * @return an immutable map of the metadata strings; empty if the header has none
+     */
     public Map<String, String> metadata() {
         return metadata;
     }
 
-    /** LoRA modules by path (without {@code base_model.model.}), sorted. */
+    /**
+     * LoRA modules by path (without {@code base_model.model.}), sorted.
+     *
+     * @return an unmodifiable, sorted map from module path to its LoRA pair (a view of the layout's own map; the
+     *         records hand out copies of their shapes)
+     */
     public Map<String, LoraModule> loraModules() {
         return lora;
     }
 
-    /** Full tensors: module path to parameter name ({@code weight}, {@code bias}) to shape, sorted. */
+    /**
+     * Full tensors: module path to parameter name ({@code weight}, {@code bias}) to shape, sorted.
+     *
+     * @return an unmodifiable, sorted map; the shape arrays are fresh copies the caller may modify
+     */
     public Map<String, Map<String, long[]>> fullTensors() {
         Map<String, Map<String, long[]>> out = new TreeMap<>();
         full.forEach((m, p) -> {
@@ -146,7 +190,11 @@ public final class PeftAdapterLayout {
         return Collections.unmodifiableMap(out);
     }
 
-    /** Copies of base parameters ({@code original_module}, {@code base_layer}): tensor key (without prefix) to shape. */
+    /**
+     * Copies of base parameters ({@code original_module}, {@code base_layer}): tensor key (without prefix) to shape.
+     *
+     * @return an unmodifiable, sorted map; the shape arrays are fresh copies the caller may modify
+     */
     public Map<String, long[]> baseCopies() {
         Map<String, long[]> out = new TreeMap<>();
         baseCopies.forEach((k, v) -> out.put(k, v.clone()));

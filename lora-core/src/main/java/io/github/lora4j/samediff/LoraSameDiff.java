@@ -130,12 +130,26 @@ public final class LoraSameDiff {
     /**
      * Like {@link #apply(SameDiff, LoraConfig, String...)} for the weights whose variable name or module name
      * matches {@code weightRegex} whole (PEFT's {@code target_modules} given as a string: {@code re.fullmatch}).
+     *
+     * @param sd          the graph; changed in place
+     * @param config      rank, alpha, rsLoRA, init and seed; dropout must be 0
+     * @param weightRegex matched against each 2-D weight's variable name and module name, whole
+     * @return the adapted weights
+     * @throws IllegalArgumentException as {@link #apply(SameDiff, LoraConfig, String...)}, with "matches nothing" for
+     *                                  the regex; the graph is then unchanged
+     * @throws NullPointerException     if an argument is {@code null}
      */
     public static LoraSameDiffModel apply(SameDiff sd, LoraConfig config, Pattern weightRegex) {
         return builder(config).targets(weightRegex).apply(sd);
     }
 
-    /** A builder for the less common choices of {@link #apply}: which variables stay trainable. */
+    /**
+     * A builder for the less common choices of {@link #apply}: which variables stay trainable.
+     *
+     * @param config rank, alpha, rsLoRA, init and seed of every adapter the builder adds; dropout must be 0
+     * @return a new builder without targets and with nothing kept trainable
+     * @throws NullPointerException if {@code config} is {@code null}
+     */
     public static Builder builder(LoraConfig config) {
         return new Builder(Objects.requireNonNull(config, "config must not be null"));
     }
@@ -151,7 +165,13 @@ public final class LoraSameDiff {
             this.config = config;
         }
 
-        /** Target weights by name (PEFT's list rule, see {@link LoraSameDiff#apply(SameDiff, LoraConfig, String...)}). */
+        /**
+         * Target weights by name (PEFT's list rule, see {@link LoraSameDiff#apply(SameDiff, LoraConfig, String...)}).
+         *
+         * @param weightNames target names (at least one at apply time); copied; replaces a regex given before
+         * @return this builder
+         * @throws NullPointerException if {@code weightNames} or one of its elements is {@code null}
+         */
         public Builder targets(String... weightNames) {
             Objects.requireNonNull(weightNames, "weightNames must not be null");
             this.names = List.of(weightNames);
@@ -159,7 +179,13 @@ public final class LoraSameDiff {
             return this;
         }
 
-        /** Target the weights whose variable or module name matches {@code weightRegex} whole. */
+        /**
+         * Target the weights whose variable or module name matches {@code weightRegex} whole.
+         *
+         * @param weightRegex the pattern a weight's variable or module name must match whole; replaces names given before
+         * @return this builder
+         * @throws NullPointerException if {@code weightRegex} is {@code null}
+         */
         public Builder targets(Pattern weightRegex) {
             this.regex = Objects.requireNonNull(weightRegex, "weightRegex must not be null");
             this.names = null;
@@ -170,6 +196,10 @@ public final class LoraSameDiff {
          * Variables (exact names) that stay trainable although they are not adapters, like PEFT's
          * {@code modules_to_save} but training them in place: e.g. a new classification head. They must be
          * trainable variables of the graph and not targeted weights.
+         *
+         * @param variableNames exact variable names; copied; replaces names given before
+         * @return this builder
+         * @throws NullPointerException if {@code variableNames} or one of its elements is {@code null}
          */
         public Builder keepTrainable(String... variableNames) {
             this.keepTrainable = List.of(Objects.requireNonNull(variableNames, "variableNames must not be null"));
@@ -179,6 +209,8 @@ public final class LoraSameDiff {
         /**
          * Applies LoRA to {@code sd}; see {@link LoraSameDiff#apply(SameDiff, LoraConfig, String...)}.
          *
+         * @param sd the graph; changed in place, or not at all if this throws
+         * @return the adapted weights, by weight variable name
          * @throws IllegalArgumentException as there, or for a {@link #keepTrainable} name that is not a trainable
          *                                  variable; the graph is then unchanged
          * @throws IllegalStateException    if no targets were given
@@ -200,7 +232,19 @@ public final class LoraSameDiff {
 
     // ---------------------------------------------------------------- a new layer
 
-    /** {@link #linear(SameDiff, String, SDVariable, INDArray, INDArray, LoraConfig, WeightLayout)} with {@code W [out, in]}. */
+    /**
+     * {@link #linear(SameDiff, String, SDVariable, INDArray, INDArray, LoraConfig, WeightLayout)} with {@code W [out, in]}.
+     *
+     * @param sd     the graph
+     * @param name   output variable name and prefix of the layer's variables: not blank, without {@code ':'}
+     * @param x      input {@code [n, in]} (rank 2) of W's data type
+     * @param w      frozen weight {@code [out, in]}, FLOAT or DOUBLE; becomes a constant holding this very array
+     * @param b      frozen bias {@code [out]}, or null; becomes a constant
+     * @param config adapter configuration (rank, alpha, rsLoRA, init, seed); dropout must be 0
+     * @return the new layer; its {@link #output()} is the variable {@code name}
+     * @throws IllegalArgumentException as {@link #linear(SameDiff, String, SDVariable, INDArray, INDArray, LoraConfig,
+     *                                  WeightLayout)}; {@code sd} is then unchanged
+     */
     public static LoraSameDiff linear(SameDiff sd, String name, SDVariable x, INDArray w, INDArray b, LoraConfig config) {
         return linear(sd, name, x, w, b, config, WeightLayout.OUT_IN);
     }
@@ -221,8 +265,10 @@ public final class LoraSameDiff {
      * @param b      frozen bias {@code [out]}, or null; becomes a constant
      * @param config adapter configuration (rank, alpha, rsLoRA, init, seed); dropout must be 0
      * @param layout how {@code w} is stored; IN_OUT is handled by mmul's transpose flag, not by a copy
+     * @return the new layer; its {@link #output()} is the variable {@code name}
      * @throws IllegalArgumentException for a bad name, weight, bias or config, an input of the wrong type or width,
      *                                  or a name already used in {@code sd}; {@code sd} is then unchanged
+     * @throws NullPointerException     if an argument but {@code b} is {@code null}
      */
     public static LoraSameDiff linear(SameDiff sd, String name, SDVariable x, INDArray w, INDArray b,
                                       LoraConfig config, WeightLayout layout) {
@@ -270,52 +316,92 @@ public final class LoraSameDiff {
 
     // ---------------------------------------------------------------- accessors
 
-    /** The output {@code [n, out]} of a layer made by {@link #linear}, named like the layer; null after {@link #apply}. */
+    /**
+     * The output {@code [n, out]} of a layer made by {@link #linear}, named like the layer; null after {@link #apply}.
+     *
+     * @return the output variable of the graph (not a copy), or {@code null} for an adapter added by {@link #apply}
+     */
     public SDVariable output() {
         return output;
     }
 
-    /** The module name: the weight's variable name without {@code "/weight"} / {@code ".weight"}. */
+    /**
+     * The module name: the weight's variable name without {@code "/weight"} / {@code ".weight"}.
+     *
+     * @return the module name
+     */
     public String name() {
         return module;
     }
 
-    /** The adapted weight's variable name. */
+    /**
+     * The adapted weight's variable name.
+     *
+     * @return the weight's variable name in the graph
+     */
     public String weightName() {
         return weightName;
     }
 
-    /** The constant holding {@code W}. */
+    /**
+     * The constant holding {@code W}.
+     *
+     * @return the graph's constant (the variable itself, not a copy)
+     */
     public SDVariable weight() {
         return weight;
     }
 
-    /** The constant holding the bias as {@code [1, out]} of a layer made by {@link #linear}, or null. */
+    /**
+     * The constant holding the bias as {@code [1, out]} of a layer made by {@link #linear}, or null.
+     *
+     * @return the graph's bias constant (the variable itself), or {@code null}
+     */
     public SDVariable bias() {
         return bias;
     }
 
-    /** The trainable variable {@code A [r, in]} (a constant while merged). */
+    /**
+     * The trainable variable {@code A [r, in]} (a constant while merged).
+     *
+     * @return the graph's variable (the variable itself, not a copy)
+     */
     public SDVariable loraA() {
         return loraA;
     }
 
-    /** The trainable variable {@code B [out, r]} (a constant while merged). */
+    /**
+     * The trainable variable {@code B [out, r]} (a constant while merged).
+     *
+     * @return the graph's variable (the variable itself, not a copy)
+     */
     public SDVariable loraB() {
         return loraB;
     }
 
-    /** The scalar constant {@code s} the LoRA path is multiplied by: {@code config().scaling()}, 0 while merged. */
+    /**
+     * The scalar constant {@code s} the LoRA path is multiplied by: {@code config().scaling()}, 0 while merged.
+     *
+     * @return the graph's scalar constant (the variable itself)
+     */
     public SDVariable scalingVariable() {
         return scaling;
     }
 
-    /** The adapter configuration (after {@link LoraSameDiffModel#load}, the file's). */
+    /**
+     * The adapter configuration (after {@link LoraSameDiffModel#load}, the file's).
+     *
+     * @return the configuration; immutable
+     */
     public LoraConfig config() {
         return config;
     }
 
-    /** How {@code W} is stored: {@code [out, in]} or {@code [in, out]}, as the ops that read it use it. */
+    /**
+     * How {@code W} is stored: {@code [out, in]} or {@code [in, out]}, as the ops that read it use it.
+     *
+     * @return the layout of {@code W}
+     */
     public WeightLayout layout() {
         return layout;
     }
@@ -323,18 +409,29 @@ public final class LoraSameDiff {
     /**
      * Names of the ops that read {@code W} and were adapted. An op that was named like its output (SameDiff's
      * default for unnamed products, e.g. {@code matmul}) is renamed with that output to {@code <module>/lora_base}.
+     *
+     * @return an immutable list of op names, in the order they were adapted
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()}
      */
     public List<String> adaptedOps() {
         requireLoaded();
         return inserted.stream().map(i -> sd.getVariables().get(i.base()).getOutputOfOp()).toList();
     }
 
-    /** A copy of the graph's current {@code A [r, in]}. */
+    /**
+     * A copy of the graph's current {@code A [r, in]}.
+     *
+     * @return a new c-order array; modifying it does not change the graph
+     */
     public INDArray currentA() {
         return sd.getArrForVarName(loraA.name()).dup('c');
     }
 
-    /** A copy of the graph's current {@code B [out, r]}. */
+    /**
+     * A copy of the graph's current {@code B [out, r]}.
+     *
+     * @return a new c-order array; modifying it does not change the graph
+     */
     public INDArray currentB() {
         return sd.getArrForVarName(loraB.name()).dup('c');
     }
@@ -350,10 +447,14 @@ public final class LoraSameDiff {
      * Copies the graph's current {@code A} and {@code B} into adapter {@code adapterName} of {@code layer} (see
      * {@link LoraLinear#setAdapterWeights}); the layer must have that adapter with this adapter's shapes.
      *
+     * @param layer       the eager layer to write into; its adapter {@code adapterName} is changed, its {@code W} is not
+     * @param adapterName an existing, unmerged adapter of {@code layer} of rank {@code r} and the graph's data type
      * @throws IllegalArgumentException for an unknown adapter or mismatched shapes or data type, or a layer whose
      *                                  weight shares memory with the graph's {@code W} (merging it would apply the
      *                                  adapter twice: once in {@code W}, once on the graph's LoRA path)
      * @throws IllegalStateException    if that adapter is merged
+     * @throws IllegalStateException    after {@link LoraSameDiffModel#unload()}
+     * @throws NullPointerException     if {@code layer} is {@code null}
      */
     public void exportTo(LoraLinear layer, String adapterName) {
         Objects.requireNonNull(layer, "layer must not be null");
@@ -371,6 +472,7 @@ public final class LoraSameDiff {
      * {@value LoraLinear#DEFAULT_ADAPTER} adapter holds the graph's current {@code A} and {@code B}: merging it
      * never touches the graph.
      *
+     * @return a new, independent layer; its {@value LoraLinear#DEFAULT_ADAPTER} adapter is active
      * @throws IllegalStateException while merged (the copy would hold the adapter already)
      */
     public LoraLinear toLoraLinear() {
@@ -427,12 +529,20 @@ public final class LoraSameDiff {
         parkedUpdaters = Map.of();
     }
 
-    /** Whether the adapter is merged into {@code W}. */
+    /**
+     * Whether the adapter is merged into {@code W}.
+     *
+     * @return {@code true} between {@link #merge()} and {@link #unmerge()}
+     */
     public boolean isMerged() {
         return merged != null;
     }
 
-    /** Whether {@link LoraSameDiffModel#unload()} took this adapter out of the graph. */
+    /**
+     * Whether {@link LoraSameDiffModel#unload()} took this adapter out of the graph.
+     *
+     * @return {@code true} once unloaded; an unloaded adapter stays so
+     */
     public boolean isUnloaded() {
         return unloaded;
     }

@@ -48,17 +48,31 @@ public final class LoraSameDiffModel {
         this.frozen = List.copyOf(frozen);
     }
 
-    /** The graph (changed in place by {@link LoraSameDiff#apply}). */
+    /**
+     * The graph (changed in place by {@link LoraSameDiff#apply}).
+     *
+     * @return the graph itself (not a copy)
+     */
     public SameDiff sameDiff() {
         return sd;
     }
 
-    /** The adapted weights: weight variable name → its adapter, in graph order; unmodifiable. */
+    /**
+     * The adapted weights: weight variable name → its adapter, in graph order; unmodifiable.
+     *
+     * @return an unmodifiable map; the adapters are live objects, not copies
+     */
     public Map<String, LoraSameDiff> adapted() {
         return adapted;
     }
 
-    /** The adapter of weight variable {@code weightName}. */
+    /**
+     * The adapter of weight variable {@code weightName}.
+     *
+     * @param weightName a weight variable name, a key of {@link #adapted()}
+     * @return the live adapter of that weight
+     * @throws IllegalArgumentException if that weight was not adapted, listing those that were
+     */
     public LoraSameDiff adapter(String weightName) {
         LoraSameDiff a = adapted.get(weightName);
         if (a == null) {
@@ -67,12 +81,20 @@ public final class LoraSameDiffModel {
         return a;
     }
 
-    /** Variables that were trainable and that apply made constants (the targeted weights among them). */
+    /**
+     * Variables that were trainable and that apply made constants (the targeted weights among them).
+     *
+     * @return an immutable list of variable names
+     */
     public List<String> frozenVariables() {
         return frozen;
     }
 
-    /** Names of the graph's trainable variables now: the adapters' A and B and any kept trainable. */
+    /**
+     * Names of the graph's trainable variables now: the adapters' A and B and any kept trainable.
+     *
+     * @return a new list of the variable names, in the graph's order; the caller may modify it
+     */
     public List<String> trainableVariables() {
         List<String> out = new ArrayList<>();
         for (SDVariable v : sd.variables()) {
@@ -83,7 +105,11 @@ public final class LoraSameDiffModel {
         return out;
     }
 
-    /** Parameters of the adapters, {@code r·(in + out)} summed over the adapted weights. */
+    /**
+     * Parameters of the adapters, {@code r·(in + out)} summed over the adapted weights.
+     *
+     * @return the number of elements of every {@code A} and {@code B}
+     */
     public long adapterParameterCount() {
         return adapted.values().stream().mapToLong(a -> a.currentA().length() + a.currentB().length()).sum();
     }
@@ -138,7 +164,11 @@ public final class LoraSameDiffModel {
         adapted.values().forEach(LoraSameDiff::unmerge);
     }
 
-    /** Whether every adapter is merged into its weight (each can also be merged alone, through {@link #adapter}). */
+    /**
+     * Whether every adapter is merged into its weight (each can also be merged alone, through {@link #adapter}).
+     *
+     * @return {@code true} if every adapter is merged (also when there are none)
+     */
     public boolean isMerged() {
         return adapted.values().stream().allMatch(LoraSameDiff::isMerged);
     }
@@ -181,7 +211,11 @@ public final class LoraSameDiffModel {
         return unload();
     }
 
-    /** Whether {@link #unload()} or {@link #mergeAndUnload()} was called. */
+    /**
+     * Whether {@link #unload()} or {@link #mergeAndUnload()} was called.
+     *
+     * @return {@code true} once unloaded; an unloaded model stays so
+     */
     public boolean isUnloaded() {
         return unloaded;
     }
@@ -193,8 +227,11 @@ public final class LoraSameDiffModel {
      * keys {@code base_model.model.<module>.lora_A.weight} / {@code .lora_B.weight}, module names from the weight
      * names ({@link LoraSameDiff#name()}). Works merged or not; the graph is not changed.
      *
+     * @param dir the target directory, created if absent; not {@code null}
      * @throws IllegalArgumentException as {@link PeftAdapterFiles#save}, e.g. a non-finite A or B
      * @throws IOException              if writing fails; existing files are then left as they were
+     * @throws IllegalStateException    after unload
+     * @throws NullPointerException     if {@code dir} is {@code null}
      */
     public void save(Path dir) throws IOException {
         Objects.requireNonNull(dir, "dir must not be null");
@@ -214,11 +251,13 @@ public final class LoraSameDiffModel {
      * {@link PeftAdapterFiles#load}); the file's {@code lora_alpha} and {@code use_rslora} set the graph's
      * scaling. The file must name exactly the adapted modules, with this model's rank. All or nothing.
      *
+     * @param dir the directory holding the PEFT files; not {@code null}
      * @return the file's configuration
      * @throws IllegalArgumentException if the modules or the rank differ, or as {@link PeftAdapterFiles#load}
      * @throws IllegalStateException    while merged or after unload
      * @throws io.github.lora4j.io.AdapterFormatException for a corrupt or unsupported file
      * @throws IOException              if reading fails
+     * @throws NullPointerException     if {@code dir} is {@code null}
      */
     public PeftAdapterConfig load(Path dir) throws IOException {
         Objects.requireNonNull(dir, "dir must not be null");
