@@ -3,6 +3,7 @@ package io.github.lora4j;
 import java.util.Arrays;
 import java.util.Objects;
 import java.util.SplittableRandom;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
@@ -24,12 +25,17 @@ public final class LoraAdapter {
     private final INDArray gradA;
     private final INDArray gradB;
     private SplittableRandom dropoutRng;
+    /** Run-time strength (PEFT's {@code set_scale}); 1 unless {@link LoraLinear#setAdapterScale} changed it. */
+    private volatile double scale = 1.0;
+    /** {@code scale·alpha / r} (or {@code / sqrt(r)}), computed once per change so every path reads one field. */
+    private volatile double scaling;
 
     LoraAdapter(String name, LoraConfig config, INDArray a, INDArray b) {
         this.name = Objects.requireNonNull(name, "name");
         this.config = Objects.requireNonNull(config, "config");
         this.a = a;
         this.b = b;
+        this.scaling = config.scaling();
         // c-order and contiguous: ND4J's updaters silently skip anything else.
         this.gradA = Nd4j.zeros(a.dataType(), a.shape());
         this.gradB = Nd4j.zeros(b.dataType(), b.shape());
@@ -50,9 +56,52 @@ public final class LoraAdapter {
         return config.rank();
     }
 
-    /** Scaling {@code s} of the update: {@code alpha / r}, or {@code alpha / sqrt(r)} with rsLoRA. */
+    /**
+     * Scaling {@code s} of the update: {@code scale·alpha / r}, or {@code scale·alpha / sqrt(r)} with rsLoRA, where
+     * {@code scale} is the {@link #scale() run-time scale} (1 by default, so {@code s = config().scaling()}). Forward,
+     * backward, merge, mixed batches and weighted combinations all read this value.
+     */
     public double scaling() {
-        return config.scaling();
+        return scaling;
+    }
+
+    /** The run-time scale set by {@link LoraLinear#setAdapterScale} (PEFT's {@code set_scale}); 1 by default. */
+    public double scale() {
+        return scale;
+    }
+
+    /**
+     * The alpha the adapter computes with: {@code scale·alpha}. Adapter files store it as {@code lora_alpha}, so a
+     * loaded file computes what the saved adapter did.
+     */
+    public double effectiveAlpha() {
+        return scale * config.alpha();
+    }
+
+    /**
+     * The scaling {@code scale·alpha / r} (or {@code / sqrt(r)}) of {@code config} at {@code scale}: bitwise the
+     * scaling of a config built with {@code alpha·scale}.
+     *
+     * @throws IllegalArgumentException unless {@code scale} is finite and the scaling a finite value of {@code type}
+     */
+    static double scaledScaling(LoraConfig config, double scale, DataType type,
+                                String name) {
+        double alpha = scale * config.alpha();
+        double s = config.rsLora() ? alpha / Math.sqrt(config.rank()) : alpha / config.rank();
+        double max = type == DataType.DOUBLE ? Double.MAX_VALUE : Float.MAX_VALUE;
+        if (!Double.isFinite(scale) || !(Math.abs(s) <= max)) {
+            throw new IllegalArgumentException("scale of adapter '" + name + "': expected a finite value giving a "
+                    + "scaling s = scale·alpha / " + (config.rsLora() ? "sqrt(r)" : "r") + " finite in " + type
+                    + ", got scale = " + scale + " (alpha = " + config.alpha() + ", r = " + config.rank() + ", s = "
+                    + s + ")");
+        }
+        return s;
+    }
+
+    /** Sets the run-time scale; the caller checked it with {@link #scaledScaling} and holds the layer's lock. */
+    void setScale(double scale, double scaling) {
+        this.scale = scale;
+        this.scaling = scaling;
     }
 
     /** Live {@code A}, shape {@code [r, in]}. */
@@ -94,6 +143,6 @@ public final class LoraAdapter {
     @Override
     public String toString() {
         return "LoraAdapter{name=" + name + ", A=" + Arrays.toString(a.shape()) + ", B="
-                + Arrays.toString(b.shape()) + ", scaling=" + scaling() + "}";
+                + Arrays.toString(b.shape()) + ", scaling=" + scaling() + (scale == 1.0 ? "" : ", scale=" + scale) + "}";
     }
 }

@@ -111,6 +111,21 @@ public final class LoraConv2d {
         return weight;
     }
 
+    /** The frozen bias as {@code [1, out]} (a view of the caller's array), or null. */
+    public INDArray bias() {
+        return delegate.bias();
+    }
+
+    /** A copy of the stride {@code {sy, sx}}. */
+    public int[] stride() {
+        return stride.clone();
+    }
+
+    /** A copy of the zero padding {@code {ph, pw}}. */
+    public int[] padding() {
+        return padding.clone();
+    }
+
     /** Parameters of the kernel, the bias and every adapter. */
     public long totalParameterCount() {
         return delegate.totalParameterCount();
@@ -149,6 +164,37 @@ public final class LoraConv2d {
     /** Removes an adapter; refused while it is merged. */
     public void deleteAdapter(String name) {
         delegate.deleteAdapter(name);
+    }
+
+    /**
+     * Sets the run-time scale of adapter {@code name}: {@code s' = scale·alpha / r}; see
+     * {@link LoraLinear#setAdapterScale}.
+     *
+     * @throws IllegalArgumentException for an unknown name or a scale giving a non-finite {@code s'}
+     * @throws IllegalStateException    while that adapter is merged
+     */
+    public void setAdapterScale(String name, double scale) {
+        delegate.setAdapterScale(name, scale);
+    }
+
+    /** The adapter {@code name} ({@code A} and {@code B} flattened to {@code [r, in·kh·kw]} and {@code [out, r]}). */
+    public LoraAdapter adapter(String name) {
+        return delegate.adapter(name);
+    }
+
+    /** Turns adapters off: {@link #forward} is then the plain convolution; refused while merged. */
+    public void disableAdapters() {
+        delegate.disableAdapters();
+    }
+
+    /** Turns adapters back on. */
+    public void enableAdapters() {
+        delegate.enableAdapters();
+    }
+
+    /** Whether adapters take part in the forward pass. */
+    public boolean adaptersEnabled() {
+        return delegate.adaptersEnabled();
     }
 
     /** The configuration adapter {@code name} was made with. */

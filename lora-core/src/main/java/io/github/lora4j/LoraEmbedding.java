@@ -211,6 +211,17 @@ public final class LoraEmbedding {
         change(() -> delegate.updateTrainable(update));
     }
 
+    /**
+     * Sets the run-time scale of adapter {@code name}: {@code s' = scale·alpha / r}; see
+     * {@link LoraLinear#setAdapterScale}.
+     *
+     * @throws IllegalArgumentException for an unknown name or a scale giving a non-finite {@code s'}
+     * @throws IllegalStateException    while that adapter is merged
+     */
+    public void setAdapterScale(String name, double scale) {
+        change(() -> delegate.setAdapterScale(name, scale));
+    }
+
     /** Turns adapters off: {@link #forward} is then the plain lookup. Refused while merged. */
     public void disableAdapters() {
         change(() -> delegate.disableAdapters());

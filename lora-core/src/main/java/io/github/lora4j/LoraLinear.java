@@ -274,6 +274,29 @@ public final class LoraLinear {
     }
 
     /**
+     * Sets the run-time strength of adapter {@code name} (PEFT's {@code set_scale}, llama.cpp's
+     * {@code --lora-scaled}): its scaling becomes {@code s' = scale·alpha / r} ({@code scale·alpha / sqrt(r)} with
+     * rsLoRA), bitwise the scaling of an adapter made with {@code alpha·scale}. Forward, backward, merge, mixed
+     * batches, weighted combinations and saved files use it; {@code scale = 1} restores the config's scaling exactly.
+     * The config itself is unchanged ({@link LoraAdapter#config()}); see {@link LoraAdapter#scale()}. A pending
+     * training forward of this adapter is dropped.
+     *
+     * @param scale any finite value (0 turns the adapter off, negative values invert it)
+     * @throws IllegalArgumentException for an unknown name, or a scale that is not finite or makes {@code s'} not a
+     *                                  finite value of the layer's data type
+     * @throws IllegalStateException    while that adapter is merged into {@code W} (unmerge first)
+     */
+    public void setAdapterScale(String name, double scale) {
+        lock.exclusive(() -> {
+            LoraAdapter adapter = adapters.require(name);
+            requireUnmerged(adapter, "changing the scale of an adapter");
+            double s = LoraAdapter.scaledScaling(adapter.config(), scale, dataType, name);
+            cache.dropIf(cache.ran(adapter));
+            adapter.setScale(scale, s);
+        });
+    }
+
+    /**
      * Copies {@code a [r, in]} and {@code b [out, r]} into adapter {@code name}; a pending training forward of this
      * adapter (not of another) is dropped, since its backward would mix old and new weights.
      *

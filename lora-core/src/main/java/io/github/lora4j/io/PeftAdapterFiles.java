@@ -334,7 +334,7 @@ public final class PeftAdapterFiles {
                 }
                 LoraAdapter adapter = layer.adapter(adapterName);
                 putPair(tensors, module, A_SUFFIX, B_SUFFIX, adapter);
-                configs.put(module, adapter.config());
+                configs.put(module, effectiveConfig(module, adapter));
                 lastNames.add(module.substring(module.lastIndexOf('.') + 1));
             }
             for (Map.Entry<String, LoraEmbedding> m : new TreeMap<>(embeddings).entrySet()) {
@@ -345,7 +345,7 @@ public final class PeftAdapterFiles {
                 }
                 LoraAdapter adapter = layer.adapter(adapterName);
                 putPair(tensors, module, PeftAdapterLayout.EMB_A_SUFFIX, PeftAdapterLayout.EMB_B_SUFFIX, adapter);
-                configs.put(module, adapter.config());
+                configs.put(module, effectiveConfig(module, adapter));
                 lastNames.add(module.substring(module.lastIndexOf('.') + 1));
             }
             for (Map.Entry<String, LoraConv2d> m : new TreeMap<>(convs).entrySet()) {
@@ -360,7 +360,7 @@ public final class PeftAdapterFiles {
                 requireFinite(b, "module '" + module + "' lora_B");
                 tensors.put(PREFIX + module + A_SUFFIX, a);
                 tensors.put(PREFIX + module + B_SUFFIX, b);
-                configs.put(module, layer.adapterConfig(adapterName));
+                configs.put(module, effectiveConfig(module, layer.adapter(adapterName)));
                 lastNames.add(module.substring(module.lastIndexOf('.') + 1));
             }
             if (configs.isEmpty()) {
@@ -937,6 +937,22 @@ public final class PeftAdapterFiles {
             configs.put(module, cfg);
         }
         return configs;
+    }
+
+    /**
+     * The config a file stores for {@code adapter}: its own, with {@code lora_alpha} the effective
+     * {@code scale·alpha} after {@link LoraLinear#setAdapterScale}, so the file computes what the adapter does.
+     */
+    private static LoraConfig effectiveConfig(String module, LoraAdapter adapter) {
+        if (adapter.scale() == 1.0) {
+            return adapter.config();
+        }
+        if (!(adapter.effectiveAlpha() > 0)) {
+            throw new IllegalArgumentException("module '" + module + "': adapter '" + adapter.name() + "' has scale "
+                    + adapter.scale() + ", so its effective lora_alpha " + adapter.effectiveAlpha() + " is not positive;"
+                    + " expected a positive scale to save it (PEFT's lora_alpha is positive)");
+        }
+        return adapter.config().toBuilder().alpha(adapter.effectiveAlpha()).build();
     }
 
     private static IllegalArgumentException notInModel(String module, String kind, Map<String, LoraLinear> linears,

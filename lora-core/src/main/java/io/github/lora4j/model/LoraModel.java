@@ -7,7 +7,6 @@ import io.github.lora4j.LoraLinear;
 import io.github.lora4j.MergeMode;
 import io.github.lora4j.WeightLayout;
 import io.github.lora4j.io.AdapterFormatException;
-import io.github.lora4j.io.PeftAdapter;
 import io.github.lora4j.io.PeftAdapterConfig;
 import io.github.lora4j.io.PeftAdapterFiles;
 import java.io.IOException;
@@ -17,12 +16,10 @@ import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
-import java.util.function.Predicate;
+import java.util.function.Supplier;
 import java.util.regex.Pattern;
-import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
@@ -80,29 +77,33 @@ public final class LoraModel {
     /** Name of the adapter that {@link #applyLora} adds, as in PEFT. */
     public static final String DEFAULT_ADAPTER = LoraLinear.DEFAULT_ADAPTER;
 
-    private final List<String> order;
+    // Package-private: the parts of this class (ModelAdapters, ModelFiles, ModulesToSave, ParameterReport) work on it.
+    final List<String> order;
     /** Current linear modules: a modules_to_save copy replaces its original here while enabled. */
-    private final Map<String, LoraLinear> modules;
-    private final Map<String, LoraEmbedding> embeddings;
-    private final Map<String, LoraConv2d> convs;
-    private final Map<String, LoraLinear> targeted = new LinkedHashMap<>();
-    private final Map<String, LoraEmbedding> targetedEmbeddings = new LinkedHashMap<>();
-    private final Map<String, LoraConv2d> targetedConvs = new LinkedHashMap<>();
+    final Map<String, LoraLinear> modules;
+    final Map<String, LoraEmbedding> embeddings;
+    final Map<String, LoraConv2d> convs;
+    /** Modules counted for the report only (norms and other layers lora4j does not compute): path → parameters. */
+    final Map<String, Long> parametersOnly;
+    final Map<String, LoraLinear> targeted = new LinkedHashMap<>();
+    final Map<String, LoraEmbedding> targetedEmbeddings = new LinkedHashMap<>();
+    final Map<String, LoraConv2d> targetedConvs = new LinkedHashMap<>();
     /** modules_to_save: path to {original, copy}. */
-    private final Map<String, LoraLinear[]> savedLinears = new LinkedHashMap<>();
-    private final Map<String, LoraEmbedding[]> savedEmbeddings = new LinkedHashMap<>();
-    private boolean modulesToSaveEnabled = true;
-    private final List<String> targetModules = new ArrayList<>();
-    private String targetRegex;
-    private LoraConfig appliedConfig;
-    private String baseModelNameOrPath;
+    final Map<String, LoraLinear[]> savedLinears = new LinkedHashMap<>();
+    final Map<String, LoraEmbedding[]> savedEmbeddings = new LinkedHashMap<>();
+    boolean modulesToSaveEnabled = true;
+    final List<String> targetModules = new ArrayList<>();
+    String targetRegex;
+    LoraConfig appliedConfig;
+    String baseModelNameOrPath;
 
     private LoraModel(List<String> order, Map<String, LoraLinear> modules, Map<String, LoraEmbedding> embeddings,
-                      Map<String, LoraConv2d> convs) {
+                      Map<String, LoraConv2d> convs, Map<String, Long> parametersOnly) {
         this.order = order;
         this.modules = modules;
         this.embeddings = embeddings;
         this.convs = convs;
+        this.parametersOnly = parametersOnly;
     }
 
     /** A builder for the model's modules, in the order they are added. */
@@ -112,9 +113,14 @@ public final class LoraModel {
 
     // ---------------------------------------------------------------- modules
 
-    /** All module paths (linear and embedding), in insertion order. */
+    /** All module paths (linear, embedding and conv2d; not the parameters-only ones), in insertion order. */
     public List<String> modulePaths() {
         return List.copyOf(order);
+    }
+
+    /** The {@link Builder#parametersOnly parameters-only} modules: path → parameter count, in order; unmodifiable. */
+    public Map<String, Long> parametersOnlyModules() {
+        return Collections.unmodifiableMap(parametersOnly);
     }
 
     /**
@@ -229,7 +235,7 @@ public final class LoraModel {
             }
         }
         List<String> names = List.copyOf(targetNames);
-        apply(config, path -> matchesName(path, names), "target modules " + names);
+        ModelAdapters.apply(this, config, path -> matchesName(path, names), "target modules " + names);
         targetModules.addAll(names);
         return this;
     }
@@ -241,7 +247,7 @@ public final class LoraModel {
     public LoraModel applyLora(LoraConfig config, Pattern regex) {
         Objects.requireNonNull(config, "config must not be null");
         Objects.requireNonNull(regex, "regex must not be null");
-        apply(config, path -> regex.matcher(path).matches(), "target regex '" + regex.pattern() + "'");
+        ModelAdapters.apply(this, config, path -> regex.matcher(path).matches(), "target regex '" + regex.pattern() + "'");
         targetRegex = regex.pattern();
         return this;
     }
@@ -256,59 +262,18 @@ public final class LoraModel {
         return false;
     }
 
-    private void apply(LoraConfig config, Predicate<String> matches, String what) {
-        if (!noTargets()) {
-            throw new IllegalStateException("LoRA is already applied to " + targetPaths()
-                    + "; use addAdapter(name, config) to add another adapter");
-        }
-        Map<String, LoraLinear> matched = new LinkedHashMap<>();
-        Map<String, LoraEmbedding> matchedEmb = new LinkedHashMap<>();
-        Map<String, LoraConv2d> matchedConv = new LinkedHashMap<>();
-        for (String path : order) {
-            if (matches.test(path)) {
-                if (savedLinears.containsKey(path) || savedEmbeddings.containsKey(path)) {
-                    throw new IllegalArgumentException(what + " matched module '" + path + "', which is a "
-                            + "modules_to_save copy; a module is either LoRA-adapted or saved in full");
-                }
-                if (modules.containsKey(path)) {
-                    matched.put(path, modules.get(path));
-                } else if (embeddings.containsKey(path)) {
-                    matchedEmb.put(path, embeddings.get(path));
-                } else {
-                    matchedConv.put(path, convs.get(path));
-                }
-            }
-        }
-        if (matched.isEmpty() && matchedEmb.isEmpty() && matchedConv.isEmpty()) {
-            throw new IllegalArgumentException(what + " matched no module; available modules: " + order);
-        }
-        addToAll(matched, matchedEmb, matchedConv, DEFAULT_ADAPTER, config);
-        for (LoraLinear m : matched.values()) {
-            m.setActiveAdapter(DEFAULT_ADAPTER);
-        }
-        for (LoraEmbedding m : matchedEmb.values()) {
-            m.setActiveAdapter(DEFAULT_ADAPTER);
-        }
-        for (LoraConv2d m : matchedConv.values()) {
-            m.setActiveAdapter(DEFAULT_ADAPTER);
-        }
-        targeted.putAll(matched);
-        targetedEmbeddings.putAll(matchedEmb);
-        targetedConvs.putAll(matchedConv);
-        appliedConfig = config;
+    /** The LoRA-carrying modules in model order. */
+    List<TargetedModule> targets() {
+        return order.stream().filter(p -> targeted.containsKey(p) || targetedEmbeddings.containsKey(p)
+                || targetedConvs.containsKey(p)).map(p -> new TargetedModule(p, targeted.get(p),
+                targetedEmbeddings.get(p), targetedConvs.get(p))).toList();
     }
 
-    private List<String> targetPaths() {
-        List<String> out = new ArrayList<>();
-        for (String p : order) {
-            if (targeted.containsKey(p) || targetedEmbeddings.containsKey(p) || targetedConvs.containsKey(p)) {
-                out.add(p);
-            }
-        }
-        return out;
+    List<String> targetPaths() {
+        return targets().stream().map(TargetedModule::path).toList();
     }
 
-    private boolean noTargets() {
+    boolean noTargets() {
         return targeted.isEmpty() && targetedEmbeddings.isEmpty() && targetedConvs.isEmpty();
     }
 
@@ -322,64 +287,7 @@ public final class LoraModel {
     public void addAdapter(String name, LoraConfig config) {
         Objects.requireNonNull(config, "config must not be null");
         requireApplied();
-        addToAll(targeted, targetedEmbeddings, targetedConvs, name, config);
-    }
-
-    private static void addToAll(Map<String, LoraLinear> target, Map<String, LoraEmbedding> targetEmb,
-                                 Map<String, LoraConv2d> targetConv, String name, LoraConfig config) {
-        for (Map.Entry<String, LoraLinear> e : target.entrySet()) {
-            checkAddable(e.getKey(), e.getValue().inFeatures(), e.getValue().outFeatures(), e.getValue().adapterNames(),
-                    name, config);
-        }
-        for (Map.Entry<String, LoraEmbedding> e : targetEmb.entrySet()) {
-            checkAddable(e.getKey(), e.getValue().numEmbeddings(), e.getValue().embeddingDim(),
-                    e.getValue().adapterNames(), name, config);
-        }
-        for (Map.Entry<String, LoraConv2d> e : targetConv.entrySet()) {
-            int[] k = e.getValue().kernelSize();
-            checkAddable(e.getKey(), e.getValue().inChannels() * k[0] * k[1], e.getValue().outChannels(),
-                    e.getValue().adapterNames(), name, config);
-        }
-        List<Runnable> undo = new ArrayList<>();
-        try {
-            for (Map.Entry<String, LoraLinear> e : target.entrySet()) {
-                e.getValue().addAdapter(name, config.toBuilder().seed(moduleSeed(config.seed(), e.getKey())).build());
-                undo.add(() -> e.getValue().deleteAdapter(name));
-            }
-            for (Map.Entry<String, LoraEmbedding> e : targetEmb.entrySet()) {
-                e.getValue().addAdapter(name, config.toBuilder().seed(moduleSeed(config.seed(), e.getKey())).build());
-                undo.add(() -> e.getValue().deleteAdapter(name));
-            }
-            for (Map.Entry<String, LoraConv2d> e : targetConv.entrySet()) {
-                e.getValue().addAdapter(name, config.toBuilder().seed(moduleSeed(config.seed(), e.getKey())).build());
-                undo.add(() -> e.getValue().deleteAdapter(name));
-            }
-        } catch (RuntimeException ex) {
-            // Checked above, so only a blank or reserved name gets here (on the first module); undo anyway.
-            undo.forEach(Runnable::run);
-            throw ex;
-        }
-    }
-
-    private static void checkAddable(String path, long in, long out, List<String> names, String name,
-                                     LoraConfig config) {
-        long max = Math.min(in, out);
-        if (config.rank() > max) {
-            throw new IllegalArgumentException("rank must be <= min(in, out) = " + max + " for module '" + path + "' ("
-                    + out + "×" + in + "), got " + config.rank());
-        }
-        if (names.contains(name)) {
-            throw new IllegalArgumentException("adapter '" + name + "' already exists on module '" + path
-                    + "'; known adapters: " + names);
-        }
-    }
-
-    /** A per-module seed: {@code seed} mixed with the path's (JLS-specified, so stable) hash. */
-    static long moduleSeed(long seed, String path) {
-        long z = seed + 0x9E3779B97F4A7C15L * (path.hashCode() + 1L);
-        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
-        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
-        return z ^ (z >>> 31);
+        ModelAdapters.addToAll(targeted, targetedEmbeddings, targetedConvs, name, config);
     }
 
     /**
@@ -390,52 +298,19 @@ public final class LoraModel {
      * @throws IllegalStateException    before {@link #applyLora}, or while merged
      */
     public void setActiveAdapter(String name) {
-        Objects.requireNonNull(name, "adapter name must not be null");
-        requireApplied();
-        for (Map.Entry<String, LoraLinear> e : targeted.entrySet()) {
-            checkSwitchable(e.getKey(), e.getValue().adapterNames(), e.getValue().isMerged(), name);
-        }
-        for (Map.Entry<String, LoraEmbedding> e : targetedEmbeddings.entrySet()) {
-            checkSwitchable(e.getKey(), e.getValue().adapterNames(), e.getValue().isMerged(), name);
-        }
-        for (Map.Entry<String, LoraConv2d> e : targetedConvs.entrySet()) {
-            checkSwitchable(e.getKey(), e.getValue().adapterNames(), e.getValue().isMerged(), name);
-        }
-        targeted.values().forEach(m -> m.setActiveAdapter(name));
-        targetedEmbeddings.values().forEach(m -> m.setActiveAdapter(name));
-        targetedConvs.values().forEach(m -> m.setActiveAdapter(name));
-    }
-
-    private static void checkSwitchable(String path, List<String> names, boolean merged, String name) {
-        if (!names.contains(name)) {
-            throw new IllegalArgumentException("unknown adapter '" + name + "' on module '" + path
-                    + "'; known adapters: " + names);
-        }
-        if (merged) {
-            throw new IllegalStateException("cannot switch adapters while module '" + path + "' is merged; unmerge() first");
-        }
+        ModelAdapters.setActiveAdapter(this, name);
     }
 
     /** The active adapter of the targeted modules, or null before {@link #applyLora}. */
     public String activeAdapter() {
-        if (!targeted.isEmpty()) {
-            return targeted.values().iterator().next().activeAdapter();
-        }
-        if (!targetedEmbeddings.isEmpty()) {
-            return targetedEmbeddings.values().iterator().next().activeAdapter();
-        }
-        return targetedConvs.isEmpty() ? null : targetedConvs.values().iterator().next().activeAdapter();
+        List<TargetedModule> t = targets();
+        return t.isEmpty() ? null : t.get(0).activeAdapter();
     }
 
     /** Adapter names of the targeted modules (all have the same), in the order they were added. */
     public List<String> adapterNames() {
-        if (!targeted.isEmpty()) {
-            return targeted.values().iterator().next().adapterNames();
-        }
-        if (!targetedEmbeddings.isEmpty()) {
-            return targetedEmbeddings.values().iterator().next().adapterNames();
-        }
-        return targetedConvs.isEmpty() ? List.of() : targetedConvs.values().iterator().next().adapterNames();
+        List<TargetedModule> t = targets();
+        return t.isEmpty() ? List.of() : t.get(0).adapterNames();
     }
 
     // ---------------------------------------------------------------- forward and training
@@ -457,37 +332,33 @@ public final class LoraModel {
     }
 
     /**
+     * A mixed-adapter batch through linear module {@code path} (PEFT's {@code adapter_names}): row {@code i} of
+     * {@code x [n, in]} (leading dimensions folded) uses adapter {@code adapterPerRow[i]}, or the base module where
+     * the entry is null or {@link LoraLinear#BASE_MODEL}; see {@link LoraLinear#forward(INDArray, String[])}. A module
+     * without LoRA gives its plain output to every row, a modules_to_save module the original's to base rows and the
+     * copy's to the others, as PEFT does. Inference only.
+     *
+     * @param adapterPerRow one name per row, each an adapter of the model, null or {@link LoraLinear#BASE_MODEL}
+     * @throws IllegalArgumentException for an embedding or conv2d module, a wrong length, an unknown name or input
+     * @throws IllegalStateException    in training mode or while the module is merged
+     */
+    public INDArray forward(String path, INDArray x, String[] adapterPerRow) {
+        return ModelAdapters.forward(this, path, x, adapterPerRow);
+    }
+
+    /**
      * Puts every module into training mode (see {@link LoraLinear#train()}): targeted modules apply dropout and
      * all modules keep what {@link LoraLinear#backward} needs, so a gradient can pass through untargeted modules
      * (as {@code dL/dx = dL/dy · W}, with no gradient for their weights) on its way to the adapters.
      */
     public LoraModel train() {
-        modules.values().forEach(LoraLinear::train);
-        embeddings.values().forEach(LoraEmbedding::train);
-        // Modules swapped out (originals or modules_to_save copies) follow, so a swap keeps the mode.
-        savedLinears.values().forEach(m -> {
-            m[0].train();
-            m[1].train();
-        });
-        savedEmbeddings.values().forEach(m -> {
-            m[0].train();
-            m[1].train();
-        });
+        ModelAdapters.setTraining(this, true);
         return this;
     }
 
     /** Puts every module into evaluation mode. */
     public LoraModel eval() {
-        modules.values().forEach(LoraLinear::eval);
-        embeddings.values().forEach(LoraEmbedding::eval);
-        savedLinears.values().forEach(m -> {
-            m[0].eval();
-            m[1].eval();
-        });
-        savedEmbeddings.values().forEach(m -> {
-            m[0].eval();
-            m[1].eval();
-        });
+        ModelAdapters.setTraining(this, false);
         return this;
     }
 
@@ -504,18 +375,6 @@ public final class LoraModel {
         merge(MergeMode.EXACT);
     }
 
-    /** One targeted module, either kind, as merge and unmerge see it. */
-    private record Mergeable(String path, Runnable merge, Runnable unmerge, boolean merged) {
-    }
-
-    private List<Mergeable> mergeables(MergeMode mode) {
-        List<Mergeable> out = new ArrayList<>();
-        targeted.forEach((p, m) -> out.add(new Mergeable(p, () -> m.merge(mode), m::unmerge, m.isMerged())));
-        targetedEmbeddings.forEach((p, m) -> out.add(new Mergeable(p, () -> m.merge(mode), m::unmerge, m.isMerged())));
-        targetedConvs.forEach((p, m) -> out.add(new Mergeable(p, () -> m.merge(mode), m::unmerge, m.isMerged())));
-        return out;
-    }
-
     /**
      * Merges the active adapter into {@code W} of every targeted module (embedding tables too), in place. All or
      * nothing: if merging module {@code k} fails (e.g. a non-finite result), the modules already merged are unmerged
@@ -527,27 +386,7 @@ public final class LoraModel {
      *                               {@link LoraLinear#merge(MergeMode)}
      */
     public void merge(MergeMode mode) {
-        Objects.requireNonNull(mode, "mode must not be null");
-        requireApplied();
-        List<Mergeable> all = mergeables(mode);
-        for (Mergeable m : all) {
-            if (m.merged()) {
-                throw new IllegalStateException("module '" + m.path() + "' is already merged; unmerge() first");
-            }
-        }
-        List<Mergeable> done = new ArrayList<>();
-        for (Mergeable m : all) {
-            try {
-                m.merge().run();
-            } catch (RuntimeException ex) {
-                for (int i = done.size() - 1; i >= 0; i--) {
-                    done.get(i).unmerge().run();
-                }
-                throw new IllegalStateException("merging module '" + m.path() + "' failed, " + done.size()
-                        + " module(s) already merged were unmerged again: " + ex.getMessage(), ex);
-            }
-            done.add(m);
-        }
+        ModelAdapters.merge(this, mode);
     }
 
     /**
@@ -556,36 +395,131 @@ public final class LoraModel {
      * @throws IllegalStateException unless every targeted module is merged (nothing is changed then)
      */
     public void unmerge() {
-        requireApplied();
-        List<Mergeable> all = mergeables(MergeMode.EXACT);
-        for (Mergeable m : all) {
-            if (!m.merged()) {
-                throw new IllegalStateException("module '" + m.path() + "' is not merged; nothing to unmerge");
-            }
-        }
-        all.forEach(m -> m.unmerge().run());
+        ModelAdapters.unmerge(this);
     }
 
     /** Whether the targeted modules are merged (false before {@link #applyLora}). */
     public boolean isMerged() {
-        return mergeables(MergeMode.EXACT).stream().findFirst().map(Mergeable::merged).orElse(false);
+        return targets().stream().findFirst().map(TargetedModule::isMerged).orElse(false);
     }
 
     /**
-     * PEFT's {@code merge_and_unload}, without unloading anything: module path → a new array holding the plain
-     * weight, {@code W + s·B·A} of the active adapter for targeted modules (an embedding's table
-     * {@code T + s·(B A)^T}), the modules_to_save copy's weight where one is enabled, and a copy of {@code W} for the
-     * others, each in its module's own layout ({@code [out, in]} or {@code [in, out]}). Biases are unchanged by LoRA
-     * and are not repeated here ({@code module(path).bias()}). The model is untouched; if it is currently merged,
-     * the copies hold the merged weights.
+     * PEFT's {@code merge_and_unload}: merges the active adapter into every targeted module in place (all or
+     * nothing, as {@link #merge()}; nothing is merged again if the model is merged already), then drops the LoRA
+     * wrappers: each targeted module becomes a plain module over the same arrays, its adapters are gone, and the
+     * model is a plain model (no LoRA applied; {@link #applyLora} may be called again). Enabled modules_to_save
+     * copies stay as the modules in use (the originals are dropped); disabled ones are dropped. Returns module path
+     * → the module's live weight, in model order and in the module's own layout: for targeted modules the caller's
+     * own arrays, now holding {@code W + s·B·A} (an embedding's table {@code T + s·(B A)^T}); nothing is copied. The
+     * exact-merge records that made unmerge bit-exact are freed, so the merge cannot be undone. Layers obtained
+     * earlier from {@link #module}, {@link #embedding} or {@link #conv2d} for targeted paths are stale: get them
+     * again. For new arrays and an untouched model use {@link #mergedWeightsCopy()}.
+     *
+     * @return module path → live weight ({@code [out, in]} or {@code [in, out]}, {@code [num_embeddings, dim]},
+     *         {@code [out, in, kh, kw]})
+     * @throws IllegalStateException as {@link #merge()} (e.g. adapters disabled, no active adapter, some but not all
+     *                               modules merged, a non-finite result); the model is then as it was
      */
     public Map<String, INDArray> mergeAndUnload() {
-        Map<String, INDArray> out = new LinkedHashMap<>();
-        for (String p : order) {
-            out.put(p, modules.containsKey(p) ? modules.get(p).mergedWeight() : embeddings.containsKey(p)
-                    ? embeddings.get(p).mergedTable() : convs.get(p).mergedWeight());
-        }
-        return out;
+        return ModelAdapters.mergeAndUnload(this);
+    }
+
+    /**
+     * Module path → a new array holding the plain weight: {@code W + s·B·A} of the active adapter for targeted
+     * modules (an embedding's table {@code T + s·(B A)^T}), the modules_to_save copy's weight where one is enabled,
+     * and a copy of {@code W} for the others, each in its module's own layout. Biases are unchanged by LoRA and are
+     * not repeated here. The model is untouched (this was {@code mergeAndUnload()} before 0.2: it copies every
+     * weight, doubling memory); if it is currently merged, the copies hold the merged weights.
+     */
+    public Map<String, INDArray> mergedWeightsCopy() {
+        return ModelAdapters.mergedWeightsCopy(this);
+    }
+
+    // ---------------------------------------------------------------- adapter management
+
+    /**
+     * Deletes adapter {@code name} from every targeted module (PEFT's {@code delete_adapter}); where it was active
+     * no adapter is active afterwards (the base output), not silently another. All or nothing.
+     *
+     * @throws IllegalArgumentException if some targeted module lacks that adapter
+     * @throws IllegalStateException    before {@link #applyLora}, or while that adapter is merged into some module
+     */
+    public void deleteAdapter(String name) {
+        ModelAdapters.deleteAdapter(this, name);
+    }
+
+    /**
+     * Turns every module's adapters off, and the modules_to_save copies too (the originals are used), as PEFT's
+     * {@code disable_adapter()} context does: each module then computes its base output. All or nothing.
+     *
+     * @throws IllegalStateException while some module is merged (its update is inside {@code W}); unmerge first
+     */
+    public void disableAdapters() {
+        ModelAdapters.setAdaptersEnabled(this, false);
+    }
+
+    /** Turns every module's adapters, and the modules_to_save copies, back on. */
+    public void enableAdapters() {
+        ModelAdapters.setAdaptersEnabled(this, true);
+    }
+
+    /** Whether every targeted module's adapters are on and, if there are any, the modules_to_save copies are in use. */
+    public boolean adaptersEnabled() {
+        return ModelAdapters.adaptersEnabled(this);
+    }
+
+    /**
+     * {@link #disableAdapters()} until the returned handle is closed, which restores each module's previous state
+     * (and the modules_to_save switch) exactly, whatever it was:
+     * {@code try (var off = model.adaptersDisabled()) { base = model.forward(path, x); }}.
+     *
+     * @throws IllegalStateException as {@link #disableAdapters()}; nothing is changed then
+     */
+    public AdaptersDisabled adaptersDisabled() {
+        Runnable restore = ModelAdapters.enabledState(this);
+        disableAdapters();
+        return new AdaptersDisabled(restore);
+    }
+
+    /**
+     * Adds adapter {@code newName} to every targeted module, each the exact combination {@code Σ wᵢ·sᵢ·Bᵢ·Aᵢ} of its
+     * adapters {@code adapterNames} by concatenated ranks (PEFT's {@code add_weighted_adapter},
+     * {@code combination_type="cat"}); see {@link LoraLinear#addWeightedAdapter}. Run-time scales count
+     * ({@code sᵢ} is the adapter's current scaling). The active adapter does not change. All or nothing.
+     *
+     * @throws IllegalArgumentException as {@link LoraLinear#addWeightedAdapter} on any module (naming it), or if the
+     *                                  model has LoRA embeddings or conv2d modules (combinations cover linear ones)
+     * @throws IllegalStateException    before {@link #applyLora}
+     */
+    public void addWeightedAdapter(String newName, List<String> adapterNames, double[] weights) {
+        ModelAdapters.addWeightedAdapter(this, newName, adapterNames, weights, null);
+    }
+
+    /**
+     * Like {@link #addWeightedAdapter} with PEFT's {@code combination_type="svd"}: each module gets the best
+     * rank-{@code rank} approximation of its combination; see {@link LoraLinear#addWeightedAdapterSvd}. All or nothing.
+     *
+     * @throws IllegalArgumentException as {@link LoraLinear#addWeightedAdapterSvd} on any module, or as
+     *                                  {@link #addWeightedAdapter}
+     * @throws IllegalStateException    before {@link #applyLora}
+     */
+    public void addWeightedAdapterSvd(String newName, List<String> adapterNames, double[] weights, int rank) {
+        ModelAdapters.addWeightedAdapter(this, newName, adapterNames, weights, rank);
+    }
+
+    /**
+     * Sets the run-time scale of adapter {@code name} on every targeted module (PEFT's {@code set_scale}):
+     * {@code s' = scale·alpha / r}, or {@code scale·alpha / sqrt(r)} with rsLoRA; see
+     * {@link LoraLinear#setAdapterScale}. Forward, mixed batches, merge, unmerge, the trainer and {@link #save}
+     * (which writes {@code lora_alpha = scale·alpha}) use it. All or nothing: a scale one module's data type cannot
+     * hold changes no module.
+     *
+     * @throws IllegalArgumentException if some targeted module lacks that adapter, or the scale is not finite or
+     *                                  gives a scaling that is not finite in some module's data type
+     * @throws IllegalStateException    before {@link #applyLora}, or while that adapter is merged into some module
+     */
+    public void setAdapterScale(String name, double scale) {
+        ModelAdapters.setAdapterScale(this, name, scale);
     }
 
     // ---------------------------------------------------------------- modules_to_save
@@ -602,63 +536,7 @@ public final class LoraModel {
      *                                  memory with another module's
      */
     public void setModuleToSave(String path, INDArray weight, INDArray bias) {
-        Objects.requireNonNull(path, "module path must not be null");
-        Objects.requireNonNull(weight, "weight must not be null");
-        Map<String, Map<String, long[]>> shapes = new LinkedHashMap<>();
-        Map<String, long[]> p = new LinkedHashMap<>();
-        p.put("weight", weight.shape());
-        if (bias != null) {
-            p.put("bias", bias.shape());
-        }
-        shapes.put(path, p);
-        checkFullTensors(shapes);
-        for (String q : order) {
-            if (Overlap.overlaps(weight, baseArray(q))) {
-                throw new IllegalArgumentException("the modules_to_save weight of '" + path + "' shares memory with "
-                        + "the weight of module '" + q + "'; expected a new array");
-            }
-        }
-        putSaved(path, weight, bias);
-    }
-
-    private INDArray baseArray(String path) {
-        return modules.containsKey(path) ? modules.get(path).weight() : embeddings.containsKey(path)
-                ? embeddings.get(path).table() : convs.get(path).weight();
-    }
-
-    private void putSaved(String path, INDArray weight, INDArray bias) {
-        if (modules.containsKey(path)) {
-            LoraLinear original = modules.get(path);
-            INDArray b = bias != null ? bias : original.bias() == null ? null : original.bias().dup('c');
-            LoraLinear copy;
-            try {
-                copy = LoraLinear.base(weight, b, original.layout());
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("modules_to_save module '" + path + "': " + e.getMessage(), e);
-            }
-            if (original.isTraining()) {
-                copy.train();
-            }
-            savedLinears.put(path, new LoraLinear[] {original, copy});
-            if (modulesToSaveEnabled) {
-                modules.put(path, copy);
-            }
-        } else {
-            LoraEmbedding original = embeddings.get(path);
-            LoraEmbedding copy;
-            try {
-                copy = LoraEmbedding.base(weight);
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("modules_to_save module '" + path + "': " + e.getMessage(), e);
-            }
-            if (original.isTraining()) {
-                copy.train();
-            }
-            savedEmbeddings.put(path, new LoraEmbedding[] {original, copy});
-            if (modulesToSaveEnabled) {
-                embeddings.put(path, copy);
-            }
-        }
+        ModulesToSave.setModuleToSave(this, path, weight, bias);
     }
 
     /** Paths of the modules replaced by modules_to_save copies, in model order. */
@@ -695,49 +573,6 @@ public final class LoraModel {
         modulesToSaveEnabled = true;
     }
 
-    /** Checks full tensors (module → parameter → shape) against the original modules; nothing is changed. */
-    private void checkFullTensors(Map<String, Map<String, long[]>> full) {
-        for (Map.Entry<String, Map<String, long[]>> e : full.entrySet()) {
-            String path = e.getKey();
-            if (!savedLinears.isEmpty() || !savedEmbeddings.isEmpty()) {
-                throw new IllegalArgumentException("modules_to_save module '" + path + "': the model already has "
-                        + "modules_to_save copies of " + modulesToSave() + "; unloadModulesToSave() first");
-            }
-            if (targeted.containsKey(path) || targetedEmbeddings.containsKey(path)) {
-                throw new IllegalArgumentException("modules_to_save module '" + path + "' carries LoRA adapters; "
-                        + "a module is either LoRA-adapted or saved in full");
-            }
-            Map<String, long[]> params = e.getValue();
-            if (modules.containsKey(path)) {
-                LoraLinear m = modules.get(path);
-                for (Map.Entry<String, long[]> p : params.entrySet()) {
-                    long[] expected = p.getKey().equals("weight") ? m.weight().shape()
-                            : m.bias() == null ? null : new long[] {m.outFeatures()};
-                    boolean ok = expected != null && (Arrays.equals(expected, p.getValue())
-                            || p.getKey().equals("bias") && Arrays.equals(new long[] {1, m.outFeatures()}, p.getValue()));
-                    if (!ok) {
-                        throw new IllegalArgumentException("modules_to_save module '" + path + "' " + p.getKey()
-                                + ": expected shape " + (expected == null ? "none (the module has no bias)"
-                                : Arrays.toString(expected)) + ", got " + Arrays.toString(p.getValue()));
-                    }
-                }
-            } else if (embeddings.containsKey(path)) {
-                LoraEmbedding m = embeddings.get(path);
-                long[] expected = {m.numEmbeddings(), m.embeddingDim()};
-                for (Map.Entry<String, long[]> p : params.entrySet()) {
-                    if (!p.getKey().equals("weight") || !Arrays.equals(expected, p.getValue())) {
-                        throw new IllegalArgumentException("modules_to_save module '" + path + "' (an embedding) "
-                                + p.getKey() + ": expected only weight " + Arrays.toString(expected) + ", got "
-                                + p.getKey() + " " + Arrays.toString(p.getValue()));
-                    }
-                }
-            } else {
-                throw new IllegalArgumentException("modules_to_save module '" + path + "' is not a linear module or an "
-                        + "embedding of the model; available modules: " + order);
-            }
-        }
-    }
-
     // ---------------------------------------------------------------- files
 
     /**
@@ -756,29 +591,7 @@ public final class LoraModel {
      * @throws IOException              if writing fails; existing files are then left as they were
      */
     public void save(Path dir, String adapterName) throws IOException {
-        requireApplied();
-        Map<String, Map<String, INDArray>> full = new LinkedHashMap<>();
-        savedLinears.forEach((p, m) -> {
-            Map<String, INDArray> t = new LinkedHashMap<>();
-            t.put("weight", m[1].weight());
-            if (m[1].bias() != null) {
-                t.put("bias", m[1].bias().reshape(m[1].outFeatures()));
-            }
-            full.put(p, t);
-        });
-        savedEmbeddings.forEach((p, m) -> full.put(p, Map.of("weight", m[1].table())));
-        PeftAdapterFiles.Saver saver = PeftAdapterFiles.saver().linears(loraModules()).embeddings(loraEmbeddings())
-                .convs(loraConvs())
-                .modulesToSave(full).baseModelNameOrPath(baseModelNameOrPath);
-        if (targetRegex != null) {
-            saver.targetModulesRegex(targetRegex);
-        } else if (!targetModules.isEmpty()) {
-            saver.targetModules(targetModules);
-        }
-        if (appliedConfig != null) {
-            saver.provenance(appliedConfig);
-        }
-        saver.save(dir, adapterName);
+        ModelFiles.save(this, dir, adapterName);
     }
 
     /**
@@ -805,109 +618,9 @@ public final class LoraModel {
      * @throws IOException              if reading fails
      */
     public PeftAdapterConfig load(Path dir, String adapterName) throws IOException {
-        Objects.requireNonNull(adapterName, "adapterName must not be null");
-        boolean fresh = noTargets();
-        Map<String, LoraLinear> linearTargets = fresh ? withoutSaved(modules, savedLinears) : loraModules();
-        Map<String, LoraEmbedding> embTargets = fresh ? withoutSaved(embeddings, savedEmbeddings) : loraEmbeddings();
-        Map<String, LoraConv2d> convTargets = fresh ? Collections.unmodifiableMap(convs) : loraConvs();
-        PeftAdapter adapter = PeftAdapterFiles.load(dir, linearTargets, embTargets, convTargets, adapterName,
-                layout -> checkFullTensors(layout.fullTensors()));
-        List<String> added = new ArrayList<>();
-        for (String module : adapter.modules()) {
-            added.add(module);
-        }
-        Runnable undo = () -> {
-            for (String m : added) {
-                if (modules.containsKey(m)) {
-                    modules.get(m).deleteAdapter(adapterName);
-                } else if (embeddings.containsKey(m)) {
-                    embeddings.get(m).deleteAdapter(adapterName);
-                } else {
-                    convs.get(m).deleteAdapter(adapterName);
-                }
-            }
-        };
-        if (!fresh) {
-            List<String> missing = new ArrayList<>();
-            for (String p : targetPaths()) {
-                if (!added.contains(p)) {
-                    missing.add(p);
-                }
-            }
-            if (!missing.isEmpty()) {
-                undo.run();
-                throw new IllegalArgumentException("the adapter file must cover every targeted module; expected "
-                        + targetPaths() + ", missing " + missing + "; nothing was loaded");
-            }
-        }
-        Map<String, INDArray[]> copies = new LinkedHashMap<>();
-        try {
-            for (String path : adapter.fullModules()) {
-                Map<String, INDArray> t = adapter.full(path);
-                DataType type = modules.containsKey(path) ? modules.get(path).dataType() : embeddings.get(path).dataType();
-                INDArray w = t.containsKey("weight") ? adapter.full(path, "weight", type) : baseArray(path).dup('c');
-                INDArray b = t.containsKey("bias") ? adapter.full(path, "bias", type) : null;
-                copies.put(path, new INDArray[] {w, b});
-            }
-        } catch (IOException | RuntimeException e) {
-            undo.run();
-            throw e;
-        }
-        copies.forEach((path, wb) -> putSaved(path, wb[0], wb[1]));
-        PeftAdapterConfig cfg = adapter.config();
-        if (fresh) {
-            for (String m : added) {
-                if (modules.containsKey(m)) {
-                    modules.get(m).setActiveAdapter(adapterName);
-                    targeted.put(m, modules.get(m));
-                } else if (embeddings.containsKey(m)) {
-                    embeddings.get(m).setActiveAdapter(adapterName);
-                    targetedEmbeddings.put(m, embeddings.get(m));
-                } else {
-                    convs.get(m).setActiveAdapter(adapterName);
-                    targetedConvs.put(m, convs.get(m));
-                }
-            }
-            reorderTargets();
-            if (cfg.targetModulesRegex().isPresent()) {
-                targetRegex = cfg.targetModulesRegex().get();
-            } else {
-                targetModules.addAll(cfg.targetModules());
-            }
-            baseModelNameOrPath = cfg.baseModelNameOrPath().orElse(baseModelNameOrPath);
-        }
-        return cfg;
+        return ModelFiles.load(this, dir, adapterName);
     }
 
-    private static <T> Map<String, T> withoutSaved(Map<String, T> all, Map<String, ?> saved) {
-        Map<String, T> out = new LinkedHashMap<>(all);
-        out.keySet().removeAll(saved.keySet());
-        return Collections.unmodifiableMap(out);
-    }
-
-    /** Keeps the targeted maps in model order whatever order the file listed the modules in. */
-    private void reorderTargets() {
-        Map<String, LoraLinear> t = new LinkedHashMap<>();
-        Map<String, LoraEmbedding> te = new LinkedHashMap<>();
-        Map<String, LoraConv2d> tc = new LinkedHashMap<>();
-        for (String p : order) {
-            if (targetedConvs.containsKey(p)) {
-                tc.put(p, targetedConvs.get(p));
-            }
-            if (targeted.containsKey(p)) {
-                t.put(p, targeted.get(p));
-            }
-            if (targetedEmbeddings.containsKey(p)) {
-                te.put(p, targetedEmbeddings.get(p));
-            }
-        }
-        targeted.clear();
-        targeted.putAll(t);
-        targetedEmbeddings.clear();
-        targetedEmbeddings.putAll(te);
-        targetedConvs.clear();
-        targetedConvs.putAll(tc);
-    }
 
     // ---------------------------------------------------------------- parameters
 
@@ -916,47 +629,37 @@ public final class LoraModel {
      * targeted modules, plus the weights and biases of the enabled modules_to_save copies.
      */
     public long trainableParameterCount() {
-        long n = targeted.values().stream().mapToLong(LoraLinear::trainableParameterCount).sum()
-                + targetedEmbeddings.values().stream().mapToLong(LoraEmbedding::trainableParameterCount).sum()
-                + targetedConvs.values().stream().mapToLong(LoraConv2d::trainableParameterCount).sum();
-        if (modulesToSaveEnabled) {
-            n += savedLinears.values().stream().mapToLong(m -> m[1].totalParameterCount()).sum()
-                    + savedEmbeddings.values().stream().mapToLong(m -> m[1].totalParameterCount()).sum();
-        }
-        return n;
+        return ParameterReport.trainable(this);
     }
 
     /**
-     * All parameters: every module's weight and bias, targeted or not, plus every adapter of every module, plus the
-     * modules_to_save copies (PEFT keeps both the original and the copy).
+     * All parameters, as PEFT's {@code print_trainable_parameters} counts them: every registered module's weight
+     * and bias, targeted or not, the {@link Builder#parametersOnly parameters-only} modules (norms and other layers
+     * lora4j does not compute), every adapter of every module, and the modules_to_save copies (PEFT keeps both the
+     * original and the copy). Layers never registered with the builder are not counted: register every module of
+     * the network (see {@link #parameterCountScope()}) to get PEFT's numbers.
      */
     public long totalParameterCount() {
-        long n = 0;
-        for (String p : order) {
-            if (savedLinears.containsKey(p)) {
-                n += savedLinears.get(p)[0].totalParameterCount() + savedLinears.get(p)[1].totalParameterCount();
-            } else if (savedEmbeddings.containsKey(p)) {
-                n += savedEmbeddings.get(p)[0].totalParameterCount() + savedEmbeddings.get(p)[1].totalParameterCount();
-            } else if (modules.containsKey(p)) {
-                n += modules.get(p).totalParameterCount();
-            } else {
-                n += embeddings.containsKey(p) ? embeddings.get(p).totalParameterCount()
-                        : convs.get(p).totalParameterCount();
-            }
-        }
-        return n;
+        return ParameterReport.total(this);
     }
 
     /**
      * PEFT's {@code print_trainable_parameters()} line, to the character:
      * {@code "trainable params: 65,536 || all params: 16,842,752 || trainable%: 0.3891"} (thousands separated by
-     * commas and the percentage with four decimals, whatever the default locale).
+     * commas and the percentage with four decimals, whatever the default locale). It equals PEFT's on a model whose
+     * every module is registered; {@link #parameterCountScope()} says what was counted.
      */
     public String trainableParametersReport() {
-        long trainable = trainableParameterCount();
-        long all = totalParameterCount();
-        return String.format(Locale.ROOT, "trainable params: %,d || all params: %,d || trainable%%: %.4f",
-                trainable, all, 100.0 * trainable / all);
+        return ParameterReport.line(this);
+    }
+
+    /**
+     * What {@link #totalParameterCount()} counts, as a sentence, e.g. {@code "counted: 4 linear, 1 embedding, 0 conv2d
+     * modules, 2 parameters-only modules, 0 modules_to_save copies; layers not registered with LoraModel.builder()
+     * are not counted"}.
+     */
+    public String parameterCountScope() {
+        return ParameterReport.scope(this);
     }
 
     @Override
@@ -966,7 +669,7 @@ public final class LoraModel {
                 + "}";
     }
 
-    private void requireApplied() {
+    void requireApplied() {
         if (noTargets()) {
             throw new IllegalStateException("no LoRA applied yet; call applyLora(config, targetModules) first");
         }
@@ -981,6 +684,7 @@ public final class LoraModel {
         private final Map<String, LoraLinear> modules = new LinkedHashMap<>();
         private final Map<String, LoraEmbedding> embeddings = new LinkedHashMap<>();
         private final Map<String, LoraConv2d> convs = new LinkedHashMap<>();
+        private final Map<String, Long> parametersOnly = new LinkedHashMap<>();
 
         private Builder() {
         }
@@ -1005,13 +709,7 @@ public final class LoraModel {
 
         /** Adds a linear module whose weight is stored in {@code layout}. */
         public Builder add(String path, INDArray weight, INDArray bias, WeightLayout layout) {
-            checkPath(path);
-            try {
-                modules.put(path, LoraLinear.base(weight, bias, layout));
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("module '" + path + "': " + e.getMessage(), e);
-            }
-            order.add(path);
+            modules.put(path, checked(path, () -> LoraLinear.base(weight, bias, layout)));
             return this;
         }
 
@@ -1021,13 +719,7 @@ public final class LoraModel {
          * @throws IllegalArgumentException for a blank or repeated path, or a bad table
          */
         public Builder embedding(String path, INDArray table) {
-            checkPath(path);
-            try {
-                embeddings.put(path, LoraEmbedding.base(table));
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("module '" + path + "': " + e.getMessage(), e);
-            }
-            order.add(path);
+            embeddings.put(path, checked(path, () -> LoraEmbedding.base(table)));
             return this;
         }
 
@@ -1039,14 +731,40 @@ public final class LoraModel {
          * @throws IllegalArgumentException for a blank or repeated path, or a bad kernel, bias, stride or padding
          */
         public Builder conv2d(String path, INDArray weight, INDArray bias, int[] stride, int[] padding) {
+            convs.put(path, checked(path, () -> LoraConv2d.base(weight, bias, stride, padding)));
+            return this;
+        }
+
+        /**
+         * Registers a module lora4j does not compute (a LayerNorm, an RMSNorm, a positional table, ...) by its
+         * parameter count, for {@link #trainableParametersReport()} only: registering every module of a network
+         * makes the report equal PEFT's {@code print_trainable_parameters()}. It is not in {@link #modulePaths()},
+         * cannot carry LoRA, and has no forward.
+         *
+         * @param parameters the module's parameter count (PyTorch's {@code sum(p.numel())}), at least 0
+         * @throws IllegalArgumentException for a blank or repeated path, or a negative count
+         */
+        public Builder parametersOnly(String path, long parameters) {
             checkPath(path);
+            if (parameters < 0) {
+                throw new IllegalArgumentException("parameters of module '" + path + "': expected >= 0, got "
+                        + parameters);
+            }
+            parametersOnly.put(path, parameters);
+            return this;
+        }
+
+        /** The module {@code make} builds for a new {@code path}, which joins the order; its errors name the path. */
+        private <T> T checked(String path, Supplier<T> make) {
+            checkPath(path);
+            T module;
             try {
-                convs.put(path, LoraConv2d.base(weight, bias, stride, padding));
+                module = make.get();
             } catch (IllegalArgumentException e) {
                 throw new IllegalArgumentException("module '" + path + "': " + e.getMessage(), e);
             }
             order.add(path);
-            return this;
+            return module;
         }
 
         private void checkPath(String path) {
@@ -1054,7 +772,8 @@ public final class LoraModel {
             if (path.isBlank()) {
                 throw new IllegalArgumentException("module path must not be blank, got '" + path + "'");
             }
-            if (modules.containsKey(path) || embeddings.containsKey(path) || convs.containsKey(path)) {
+            if (modules.containsKey(path) || embeddings.containsKey(path) || convs.containsKey(path)
+                    || parametersOnly.containsKey(path)) {
                 throw new IllegalArgumentException("module '" + path + "' was already added");
             }
         }
@@ -1062,7 +781,7 @@ public final class LoraModel {
         /**
          * The model.
          *
-         * @throws IllegalArgumentException if no module was added, or two modules' weights share memory (tied
+         * @throws IllegalArgumentException if no module (other than parameters-only ones) was added, or two modules' weights share memory (tied
          *                                  weights), naming both
          */
         public LoraModel build() {
@@ -1076,7 +795,7 @@ public final class LoraModel {
             }
             Overlap.refuseShared(weights);
             return new LoraModel(new ArrayList<>(order), new LinkedHashMap<>(modules), new LinkedHashMap<>(embeddings),
-                    new LinkedHashMap<>(convs));
+                    new LinkedHashMap<>(convs), new LinkedHashMap<>(parametersOnly));
         }
     }
 }

@@ -201,7 +201,7 @@ class RealPeftAdaptersTest {
         // PEFT's merged delta: (B[:, :, 0, 0] @ A.reshape(r, -1)).reshape(out, in, kh, kw) * alpha / r, in double.
         INDArray delta = a.b("conv2d").reshape(10, 8).castTo(DataType.DOUBLE)
                 .mmul(a.a("conv2d").reshape(8, 45).castTo(DataType.DOUBLE)).reshape('c', 10, 5, 3, 3).mul(8.0 / 8);
-        INDArray merged = model.mergeAndUnload().get("conv2d").castTo(DataType.DOUBLE);
+        INDArray merged = model.mergedWeightsCopy().get("conv2d").castTo(DataType.DOUBLE);
         assertTrue(merged.sub(w.castTo(DataType.DOUBLE).add(delta)).amaxNumber().doubleValue() < 1e-5,
                 "merged kernel = W + PEFT's delta");
         INDArray x = gaussian(DataType.FLOAT, 5, 1, 2, 5, 6, 6);

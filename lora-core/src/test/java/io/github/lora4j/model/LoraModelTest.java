@@ -286,13 +286,13 @@ class LoraModelTest {
     }
 
     @Test
-    void mergeAndUnloadReturnsNewPlainWeightsAndLeavesTheModelAlone() {
+    void mergedWeightsCopyReturnsNewPlainWeightsAndLeavesTheModelAlone() {
         LoraModel model = twoBlocks(DataType.DOUBLE);
         model.applyLora(LoraConfig.builder().rank(4).alpha(8).build(), List.of("v_proj", "fc"));
         randomiseAdapters(model, "default", 80, 0.3);
         Map<String, long[]> before = new LinkedHashMap<>();
         weights.forEach((p, w) -> before.put(p, bits(w)));
-        Map<String, INDArray> plain = model.mergeAndUnload();
+        Map<String, INDArray> plain = model.mergedWeightsCopy();
         assertEquals(model.modulePaths(), new ArrayList<>(plain.keySet()));
         INDArray x = gaussian(DataType.DOUBLE, 81, 1, 4, D);
         for (String p : List.of("model.layers.0.self_attn.v_proj", "model.layers.1.mlp.fc", "model.layers.0.self_attn.q_proj")) {
@@ -310,7 +310,7 @@ class LoraModelTest {
 
         // while merged, the copies hold the merged weights (the update is not added twice)
         model.merge();
-        Map<String, INDArray> whileMerged = model.mergeAndUnload();
+        Map<String, INDArray> whileMerged = model.mergedWeightsCopy();
         for (String p : plain.keySet()) {
             assertTrue(maxAbsDiff(whileMerged.get(p), plain.get(p)) < 1e-12, p);
         }
