@@ -128,13 +128,35 @@ public final class LoraEmbedding {
      *                                  {@code min(num_embeddings, dim)}
      */
     public void addAdapter(String name, LoraConfig config) {
+        addAdapter(name, config, LoraEmbedding::standardNormal);
+    }
+
+    /** The draw of PEFT's {@code B ~ N(0, 1)}: {@code (type, seed, rows, cols) -> [rows, cols]}; a seam for tests. */
+    interface NormalDraw {
+        INDArray draw(DataType type, long seed, long rows, long cols);
+    }
+
+    void addAdapter(String name, LoraConfig config, NormalDraw normal) {
         Objects.requireNonNull(config, "config must not be null");
         change(() -> {
+            // All-or-nothing: check and draw PEFT's weights before the layer changes, so a refused config or a failed
+            // draw leaves it as it was; once added, only the weight check can still fail, and that removes the adapter.
+            Checks.checkNewAdapter(name, config, numEmbeddings(), embeddingDim(), dataType());
+            INDArray a = null;
+            INDArray b = null;
+            if (config.init() != LoraInit.ZERO) {
+                b = normal.draw(dataType(), config.seed(), embeddingDim(), config.rank());
+                a = Nd4j.zeros(dataType(), config.rank(), numEmbeddings());
+            }
             // The adapter keeps the caller's config (init included); the linear draw is then replaced by PEFT's.
             delegate.addAdapter(name, config);
-            if (config.init() != LoraInit.ZERO) {
-                INDArray b = standardNormal(dataType(), config.seed(), embeddingDim(), config.rank());
-                delegate.setAdapterWeights(name, Nd4j.zeros(dataType(), config.rank(), numEmbeddings()), b);
+            if (b != null) {
+                try {
+                    delegate.setAdapterWeights(name, a, b);
+                } catch (RuntimeException | Error e) {
+                    delegate.deleteAdapter(name); // cannot fail: it exists, is not merged, is not active
+                    throw e;
+                }
             }
         });
     }
