@@ -9,7 +9,9 @@ import org.nd4j.linalg.factory.Nd4j;
 
 /**
  * One named adapter of a {@link LoraLinear}: {@code A [r, in]}, {@code B [out, r]}, their gradient
- * buffers and the configuration they were made with.
+ * buffers and the configuration they were made with. A {@link LoraEmbedding}'s adapters have
+ * {@code A [r, num_embeddings]} and {@code B [dim, r]}; a {@link LoraConv2d}'s {@code A [r, in·kh·kw]} and
+ * {@code B [out, r]} (the conv shapes flattened).
  *
  * <p>The arrays returned here are the live parameters, not copies: an optimizer updates them in place
  * (see {@code io.github.lora4j.train}). Do that only through
@@ -41,17 +43,29 @@ public final class LoraAdapter {
         this.gradB = Nd4j.zeros(b.dataType(), b.shape());
     }
 
-    /** The adapter's name, unique within its layer. */
+    /**
+     * The adapter's name.
+     *
+     * @return the name it was added under, unique within its layer
+     */
     public String name() {
         return name;
     }
 
-    /** The configuration the adapter was created with. */
+    /**
+     * The configuration the adapter was created with.
+     *
+     * @return the immutable config, as given; a run-time {@link #scale()} does not change it
+     */
     public LoraConfig config() {
         return config;
     }
 
-    /** Rank {@code r}. */
+    /**
+     * Rank {@code r}.
+     *
+     * @return {@code config().rank()}, the rows of {@code A} and columns of {@code B}
+     */
     public int rank() {
         return config.rank();
     }
@@ -60,12 +74,19 @@ public final class LoraAdapter {
      * Scaling {@code s} of the update: {@code scale·alpha / r}, or {@code scale·alpha / sqrt(r)} with rsLoRA, where
      * {@code scale} is the {@link #scale() run-time scale} (1 by default, so {@code s = config().scaling()}). Forward,
      * backward, merge, mixed batches and weighted combinations all read this value.
+     *
+     * @return the current scaling {@code s}, a finite value of the layer's data type
      */
     public double scaling() {
         return scaling;
     }
 
-    /** The run-time scale set by {@link LoraLinear#setAdapterScale} (PEFT's {@code set_scale}); 1 by default. */
+    /**
+     * The run-time scale (PEFT's {@code set_scale}).
+     *
+     * @return the value last set by {@link LoraLinear#setAdapterScale} (or the embedding's or conv layer's), 1 by
+     *         default
+     */
     public double scale() {
         return scale;
     }
@@ -73,6 +94,8 @@ public final class LoraAdapter {
     /**
      * The alpha the adapter computes with: {@code scale·alpha}. Adapter files store it as {@code lora_alpha}, so a
      * loaded file computes what the saved adapter did.
+     *
+     * @return {@code scale()·config().alpha()}
      */
     public double effectiveAlpha() {
         return scale * config.alpha();
@@ -104,27 +127,51 @@ public final class LoraAdapter {
         this.scaling = scaling;
     }
 
-    /** Live {@code A}, shape {@code [r, in]}. */
+    /**
+     * The down-projection {@code A} (PEFT's {@code lora_A.weight}).
+     *
+     * @return the live array {@code [r, in]}, c-order, of the layer's type: not a copy; change it only through the
+     *         layer's {@code updateTrainable} or {@code setAdapterWeights}
+     */
     public INDArray a() {
         return a;
     }
 
-    /** Live {@code B}, shape {@code [out, r]}. */
+    /**
+     * The up-projection {@code B} (PEFT's {@code lora_B.weight}).
+     *
+     * @return the live array {@code [out, r]}, c-order, of the layer's type: not a copy; change it only through the
+     *         layer's {@code updateTrainable} or {@code setAdapterWeights}
+     */
     public INDArray b() {
         return b;
     }
 
-    /** Accumulated {@code dL/dA}, shape {@code [r, in]}, c-order; cleared by {@link LoraLinear#zeroGrad()}. */
+    /**
+     * The accumulated gradient {@code dL/dA}: each backward adds to it.
+     *
+     * @return the live buffer {@code [r, in]}, c-order and contiguous (as ND4J's updaters need), not a copy; cleared
+     *         by the layer's {@code zeroGrad()} (e.g. {@link LoraLinear#zeroGrad()})
+     */
     public INDArray gradA() {
         return gradA;
     }
 
-    /** Accumulated {@code dL/dB}, shape {@code [out, r]}, c-order; cleared by {@link LoraLinear#zeroGrad()}. */
+    /**
+     * The accumulated gradient {@code dL/dB}: each backward adds to it.
+     *
+     * @return the live buffer {@code [out, r]}, c-order and contiguous (as ND4J's updaters need), not a copy; cleared
+     *         by the layer's {@code zeroGrad()} (e.g. {@link LoraLinear#zeroGrad()})
+     */
     public INDArray gradB() {
         return gradB;
     }
 
-    /** Trainable parameters of this adapter: {@code r·(in + out)}. */
+    /**
+     * Trainable parameters of this adapter.
+     *
+     * @return {@code r·(in + out)}, the elements of {@code A} and {@code B}
+     */
     public long parameterCount() {
         return a.length() + b.length();
     }

@@ -60,8 +60,13 @@ public final class LoraConv2d {
      * @param weight  kernel {@code [out, in, kh, kw]}, FLOAT or DOUBLE, c-order and contiguous; referenced
      * @param bias    {@code [out]} or null
      * @param stride  {@code {sy, sx}}, each at least 1
-     * @param padding {@code {ph, pw}} zero padding, each at least 0
-     * @throws IllegalArgumentException naming the offending argument
+     * @param padding {@code {ph, pw}} zero padding, each at least 0; stride and padding are copied
+     * @return a new layer with no adapter: until one is added and activated, {@link #forward} is the plain convolution
+     * @throws NullPointerException     if {@code weight}, {@code stride} or {@code padding} is null
+     * @throws IllegalArgumentException if the kernel is not a non-empty, c-order, contiguous, finite FLOAT or DOUBLE
+     *                                  array {@code [out, in, kh, kw]}, the bias is not {@code [out]} of its type and
+     *                                  finite, or a stride or padding is out of range; the message names expected and
+     *                                  actual
      */
     public static LoraConv2d base(INDArray weight, INDArray bias, int[] stride, int[] padding) {
         Objects.requireNonNull(weight, "weight must not be null");
@@ -86,103 +91,188 @@ public final class LoraConv2d {
         return new LoraConv2d(weight, bias, stride, padding);
     }
 
-    /** Input channels. */
+    /**
+     * Input channels.
+     *
+     * @return {@code in}, the kernel's second dimension
+     */
     public long inChannels() {
         return in;
     }
 
-    /** Output channels. */
+    /**
+     * Output channels.
+     *
+     * @return {@code out}, the kernel's first dimension
+     */
     public long outChannels() {
         return out;
     }
 
-    /** {@code {kh, kw}}. */
+    /**
+     * The kernel's spatial size.
+     *
+     * @return a new array {@code {kh, kw}}
+     */
     public int[] kernelSize() {
         return new int[] {kh, kw};
     }
 
-    /** FLOAT or DOUBLE. */
+    /**
+     * The kernel's data type, and so the type of the inputs the layer accepts and the outputs it returns.
+     *
+     * @return FLOAT or DOUBLE
+     */
     public DataType dataType() {
         return delegate.dataType();
     }
 
-    /** The live kernel {@code [out, in, kh, kw]} (merged adapters included); do not modify it. */
+    /**
+     * The live kernel (merged adapters included); do not modify it.
+     *
+     * @return the very array given to {@link #base}, {@code [out, in, kh, kw]}: not a copy, so it changes on
+     *         {@link #merge()} and {@link #unmerge()}
+     */
     public INDArray weight() {
         return weight;
     }
 
-    /** The frozen bias as {@code [1, out]} (a view of the caller's array), or null. */
+    /**
+     * The frozen bias.
+     *
+     * @return {@code [1, out]}, a view of the array given to {@link #base} (not a copy), or null without a bias
+     */
     public INDArray bias() {
         return delegate.bias();
     }
 
-    /** A copy of the stride {@code {sy, sx}}. */
+    /**
+     * The stride.
+     *
+     * @return a copy of {@code {sy, sx}}
+     */
     public int[] stride() {
         return stride.clone();
     }
 
-    /** A copy of the zero padding {@code {ph, pw}}. */
+    /**
+     * The zero padding.
+     *
+     * @return a copy of {@code {ph, pw}}
+     */
     public int[] padding() {
         return padding.clone();
     }
 
-    /** Parameters of the kernel, the bias and every adapter. */
+    /**
+     * All parameters of the layer.
+     *
+     * @return {@code out·in·kh·kw}, plus {@code out} with a bias, plus every adapter's {@code r·(in·kh·kw + out)}
+     */
     public long totalParameterCount() {
         return delegate.totalParameterCount();
     }
 
-    /** {@code r·(in·kh·kw + out)} of the active adapter, or 0. */
+    /**
+     * Parameters that training (elsewhere) would update.
+     *
+     * @return {@code r·(in·kh·kw + out)} of the active adapter, or 0 when none is active
+     */
     public long trainableParameterCount() {
         return delegate.trainableParameterCount();
     }
 
     /**
      * Adds an adapter initialised as PEFT does ({@code A} kaiming-uniform over {@code fan_in = in·kh·kw},
-     * {@code B = 0}); the active adapter does not change.
+     * {@code B = 0}), deterministic from the config's seed; the active adapter does not change. All or nothing: the
+     * arguments are checked and the weights drawn before the layer changes.
      *
-     * @throws IllegalArgumentException if the name is blank or taken, or {@code r > min(in·kh·kw, out)}
+     * @param name   the new adapter's name: not blank, not {@value LoraLinear#BASE_MODEL}, not already used
+     * @param config its configuration, kept as given; dropout is ignored (there is no training mode)
+     * @throws NullPointerException     if {@code name} or {@code config} is null
+     * @throws IllegalArgumentException if the name is blank, reserved or taken, {@code r > min(in·kh·kw, out)}, or the
+     *                                  scaling is not a finite value of the kernel's type
      */
     public void addAdapter(String name, LoraConfig config) {
         delegate.addAdapter(name, config);
     }
 
-    /** Makes {@code name} the adapter used by forward and merge; see {@link LoraLinear#setActiveAdapter}. */
+    /**
+     * Makes {@code name} the adapter used by forward and merge; see {@link LoraLinear#setActiveAdapter}.
+     *
+     * @param name an existing adapter
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    while another adapter is merged into the kernel
+     */
     public void setActiveAdapter(String name) {
         delegate.setActiveAdapter(name);
     }
 
-    /** The active adapter, or null. */
+    /**
+     * The adapter forward and merge use.
+     *
+     * @return its name, or null when none is active (the output is then the plain convolution)
+     */
     public String activeAdapter() {
         return delegate.activeAdapter();
     }
 
-    /** Adapter names, in the order they were added. */
+    /**
+     * Adapter names, in the order they were added.
+     *
+     * @return an unmodifiable snapshot: later adds and deletes do not show in it
+     */
     public List<String> adapterNames() {
         return delegate.adapterNames();
     }
 
-    /** Removes an adapter; refused while it is merged. */
+    /**
+     * Removes an adapter; deleting the active one leaves none active (the plain convolution), not silently another.
+     *
+     * @param name an existing adapter
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    if that adapter is merged into the kernel
+     */
     public void deleteAdapter(String name) {
         delegate.deleteAdapter(name);
     }
 
     /**
-     * Sets the run-time scale of adapter {@code name}: {@code s' = scale·alpha / r}; see
-     * {@link LoraLinear#setAdapterScale}.
+     * Sets the run-time scale of adapter {@code name}: {@code s' = scale·alpha / r} ({@code / sqrt(r)} with rsLoRA),
+     * bitwise the scaling of an adapter made with {@code alpha·scale}; see {@link LoraLinear#setAdapterScale}. The
+     * config is unchanged ({@link #adapterConfig}); {@link #scaling} reports {@code s'}.
      *
-     * @throws IllegalArgumentException for an unknown name or a scale giving a non-finite {@code s'}
-     * @throws IllegalStateException    while that adapter is merged
+     * @param name  an existing adapter
+     * @param scale any finite value; 1 restores the config's scaling exactly, 0 turns the adapter off
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name, or a scale that is not finite or gives an {@code s'} that
+     *                                  is not a finite value of the kernel's type
+     * @throws IllegalStateException    while that adapter is merged into the kernel (unmerge first)
      */
     public void setAdapterScale(String name, double scale) {
         delegate.setAdapterScale(name, scale);
     }
 
-    /** The adapter {@code name} ({@code A} and {@code B} flattened to {@code [r, in·kh·kw]} and {@code [out, r]}). */
+    /**
+     * The adapter {@code name} as the underlying linear layer holds it.
+     *
+     * @param name an existing adapter
+     * @return the adapter itself, whose live {@code A [r, in·kh·kw]} (the kernel's {@code in, kh, kw} flattened in c
+     *         order) and {@code B [out, r]} are not copies: do not modify them (use {@link #setAdapterWeights})
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name
+     */
     public LoraAdapter adapter(String name) {
         return delegate.adapter(name);
     }
 
-    /** Turns adapters off: {@link #forward} is then the plain convolution; refused while merged. */
+    /**
+     * Turns adapters off: {@link #forward} is then the plain convolution.
+     *
+     * @throws IllegalStateException while an adapter is merged (its update is inside the kernel)
+     */
     public void disableAdapters() {
         delegate.disableAdapters();
     }
@@ -192,38 +282,76 @@ public final class LoraConv2d {
         delegate.enableAdapters();
     }
 
-    /** Whether adapters take part in the forward pass. */
+    /**
+     * Whether adapters take part in the forward pass.
+     *
+     * @return false after {@link #disableAdapters()}, until {@link #enableAdapters()}
+     */
     public boolean adaptersEnabled() {
         return delegate.adaptersEnabled();
     }
 
-    /** The configuration adapter {@code name} was made with. */
+    /**
+     * The configuration adapter {@code name} was made with.
+     *
+     * @param name an existing adapter
+     * @return its immutable config; a run-time {@link #setAdapterScale scale} does not change it
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name
+     */
     public LoraConfig adapterConfig(String name) {
         return delegate.adapter(name).config();
     }
 
-    /** The scaling {@code s} of adapter {@code name}. */
+    /**
+     * The scaling {@code s} that forward and merge apply for adapter {@code name}.
+     *
+     * @param name an existing adapter
+     * @return {@code scale·alpha / r} ({@code / sqrt(r)} with rsLoRA), with the run-time scale (1 unless
+     *         {@link #setAdapterScale} changed it)
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name
+     */
     public double scaling(String name) {
         return delegate.adapter(name).scaling();
     }
 
-    /** A copy of {@code A [r, in, kh, kw]} of adapter {@code name}. */
+    /**
+     * Adapter {@code name}'s {@code A} in PEFT's conv shape ({@code lora_A.weight}).
+     *
+     * @param name an existing adapter
+     * @return a new c-order copy {@code [r, in, kh, kw]}; changing it does not change the adapter
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name
+     */
     public INDArray loraA(String name) {
         INDArray a = delegate.loraA(name);
         return a.dup('c').reshape('c', a.size(0), in, kh, kw);
     }
 
-    /** A copy of {@code B [out, r, 1, 1]} of adapter {@code name}. */
+    /**
+     * Adapter {@code name}'s {@code B} in PEFT's conv shape ({@code lora_B.weight}, a 1x1 convolution).
+     *
+     * @param name an existing adapter
+     * @return a new c-order copy {@code [out, r, 1, 1]}; changing it does not change the adapter
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name
+     */
     public INDArray loraB(String name) {
         INDArray b = delegate.loraB(name);
         return b.dup('c').reshape('c', out, b.size(1), 1, 1);
     }
 
     /**
-     * Copies {@code a [r, in, kh, kw]} and {@code b [out, r, 1, 1]} into adapter {@code name}.
+     * Copies {@code a} and {@code b} into adapter {@code name}'s live arrays; both are checked before either is
+     * written, so a refused pair changes nothing.
      *
+     * @param name an existing adapter
+     * @param a    {@code [r, in, kh, kw]} of the kernel's type, finite, any order; copied, not referenced
+     * @param b    {@code [out, r, 1, 1]} of the kernel's type, finite, any order; copied, not referenced
+     * @throws NullPointerException     if an argument is null
      * @throws IllegalArgumentException for an unknown name, a wrong shape or type, or a non-finite value
-     * @throws IllegalStateException    while that adapter is merged
+     * @throws IllegalStateException    while that adapter is merged into the kernel
      */
     public void setAdapterWeights(String name, INDArray a, INDArray b) {
         Objects.requireNonNull(a, "a must not be null");
@@ -240,9 +368,11 @@ public final class LoraConv2d {
     /**
      * {@code conv(x, W) + b + s·conv1x1(conv(x, A), B)} with the active adapter.
      *
-     * @param x {@code [n, in, h, w]} of the kernel's type
-     * @return a new array {@code [n, out, oh, ow]}
-     * @throws IllegalArgumentException for a wrong shape or type, or an input smaller than the kernel
+     * @param x {@code [n, in, h, w]} (NCHW) of the kernel's type; not modified
+     * @return a new c-order array {@code [n, out, oh, ow]}, sharing no memory with {@code x} or the layer
+     * @throws NullPointerException     if {@code x} is null
+     * @throws IllegalArgumentException for a wrong rank, channel count or type, or an input that with its padding is
+     *                                  smaller than the kernel
      */
     public INDArray forward(INDArray x) {
         Objects.requireNonNull(x, "x must not be null");
@@ -266,27 +396,55 @@ public final class LoraConv2d {
         return y.reshape('c', n, oh, ow, out).permute(0, 3, 1, 2).dup('c');
     }
 
-    /** Merges the active adapter into the kernel, the exact way; see {@link LoraLinear#merge()}. */
+    /**
+     * Merges the active adapter into the kernel the {@link MergeMode#EXACT exact} way, so that {@link #unmerge()}
+     * restores it bit for bit; see {@link LoraLinear#merge()}.
+     *
+     * @throws IllegalStateException as {@link #merge(MergeMode)} does; the kernel is then unchanged
+     */
     public void merge() {
         delegate.merge();
     }
 
-    /** Merges with {@code mode}; see {@link LoraLinear#merge(MergeMode)}. */
+    /**
+     * {@code W += ΔW} with the active adapter, in place; see {@link LoraLinear#merge(MergeMode)}. Forward is then the
+     * plain convolution with the merged kernel; changing the merged adapter's weights or scale is refused until
+     * {@link #unmerge()}.
+     *
+     * @param mode {@link MergeMode#EXACT} (unmerge restores the kernel bit for bit) or {@link MergeMode#FAST}
+     * @throws NullPointerException  if {@code mode} is null
+     * @throws IllegalStateException if an adapter is already merged, none is active, adapters are disabled, or
+     *                               {@code A}, {@code B} or the result is not finite; the kernel is then unchanged
+     */
     public void merge(MergeMode mode) {
         delegate.merge(mode);
     }
 
-    /** Unmerges; after an exact merge the kernel is bitwise what it was. */
+    /**
+     * Subtracts the merged update again: after an exact merge the kernel is bitwise what it was, after a fast one to
+     * an ulp of the merged values.
+     *
+     * @throws IllegalStateException if nothing is merged
+     */
     public void unmerge() {
         delegate.unmerge();
     }
 
-    /** Whether an adapter is merged. */
+    /**
+     * Whether an adapter is merged into the kernel.
+     *
+     * @return true between a successful {@link #merge()} and {@link #unmerge()}
+     */
     public boolean isMerged() {
         return delegate.isMerged();
     }
 
-    /** A new kernel {@code [out, in, kh, kw]}: {@code W + ΔW} of the active adapter. */
+    /**
+     * The kernel with the active adapter's update, without touching the layer (PEFT's {@code merge_and_unload}).
+     *
+     * @return a new array {@code [out, in, kh, kw]}, {@code W + ΔW}; a copy of the kernel when no adapter is active,
+     *         adapters are disabled, or the adapter is already merged (the kernel then holds the update)
+     */
     public INDArray mergedWeight() {
         return delegate.mergedWeight().reshape('c', out, in, kh, kw);
     }

@@ -69,9 +69,14 @@ public final class LoraEmbedding {
     /**
      * Wraps a table {@code [num_embeddings, dim]} and adds adapter {@value LoraLinear#DEFAULT_ADAPTER} (active).
      *
-     * @param table  FLOAT or DOUBLE, finite; referenced, not copied
+     * @param table  {@code [num_embeddings, dim]}, FLOAT or DOUBLE, finite; referenced, not copied
      * @param config the adapter's configuration; {@code r <= min(num_embeddings, dim)}
-     * @throws IllegalArgumentException naming the offending argument
+     * @return a new layer in eval mode whose active adapter {@value LoraLinear#DEFAULT_ADAPTER} is initialised as
+     *         the class comment says (so its output is the plain lookup until {@code A} is trained)
+     * @throws NullPointerException     if {@code table} or {@code config} is null
+     * @throws IllegalArgumentException if the table is not a non-empty FLOAT or DOUBLE matrix of finite values, the
+     *                                  rank exceeds {@code min(num_embeddings, dim)}, or the scaling is not a finite
+     *                                  value of the table's type; the message names expected and actual
      */
     public static LoraEmbedding wrap(INDArray table, LoraConfig config) {
         LoraEmbedding e = base(table);
@@ -80,7 +85,15 @@ public final class LoraEmbedding {
         return e;
     }
 
-    /** Wraps a table {@code [num_embeddings, dim]} without adapters: the output is the plain lookup. */
+    /**
+     * Wraps a table {@code [num_embeddings, dim]} without adapters: the output is the plain lookup until one is added
+     * and activated (for instance when adapters are loaded from files).
+     *
+     * @param table {@code [num_embeddings, dim]}, FLOAT or DOUBLE, finite; referenced, not copied
+     * @return a new layer in eval mode with no adapter
+     * @throws NullPointerException     if {@code table} is null
+     * @throws IllegalArgumentException if the table is not a non-empty FLOAT or DOUBLE matrix of finite values
+     */
     public static LoraEmbedding base(INDArray table) {
         Objects.requireNonNull(table, "table must not be null");
         return new LoraEmbedding(table);
@@ -88,32 +101,57 @@ public final class LoraEmbedding {
 
     // ---------------------------------------------------------------- shapes
 
-    /** Rows of the table: the vocabulary size. */
+    /**
+     * Rows of the table: the vocabulary size.
+     *
+     * @return {@code num_embeddings}; valid ids are {@code [0, num_embeddings)}
+     */
     public long numEmbeddings() {
         return delegate.inFeatures();
     }
 
-    /** Columns of the table. */
+    /**
+     * Columns of the table: the width of one embedding.
+     *
+     * @return {@code dim}, the last dimension of every {@link #forward} result
+     */
     public long embeddingDim() {
         return delegate.outFeatures();
     }
 
-    /** FLOAT or DOUBLE, the table's. */
+    /**
+     * The table's data type, and so the type of every result and of the arrays the layer accepts.
+     *
+     * @return FLOAT or DOUBLE
+     */
     public DataType dataType() {
         return delegate.dataType();
     }
 
-    /** The live table {@code [num_embeddings, dim]} (merged adapters included); do not modify it. */
+    /**
+     * The live table (merged adapters included); do not modify it.
+     *
+     * @return the very array given to {@link #wrap} or {@link #base}, {@code [num_embeddings, dim]}: not a copy, so
+     *         it changes on {@link #merge()} and {@link #unmerge()}
+     */
     public INDArray table() {
         return table;
     }
 
-    /** {@code r·(num_embeddings + dim)} of the active adapter, or 0. */
+    /**
+     * Parameters that training updates.
+     *
+     * @return {@code r·(num_embeddings + dim)} of the active adapter, or 0 when none is active
+     */
     public long trainableParameterCount() {
         return delegate.trainableParameterCount();
     }
 
-    /** The table plus every adapter. */
+    /**
+     * All parameters of the layer.
+     *
+     * @return {@code num_embeddings·dim} plus every adapter's {@code r·(num_embeddings + dim)}, active or not
+     */
     public long totalParameterCount() {
         return delegate.totalParameterCount();
     }
@@ -122,10 +160,15 @@ public final class LoraEmbedding {
 
     /**
      * Adds an adapter, initialised as PEFT does for embeddings (see the class comment); the active adapter does not
-     * change.
+     * change. All or nothing: when the add fails (a refused argument, or a failure while drawing or installing
+     * {@code B}), the layer is as it was, a pending training forward included.
      *
-     * @throws IllegalArgumentException if the name is blank, reserved or taken, or the rank exceeds
-     *                                  {@code min(num_embeddings, dim)}
+     * @param name   the new adapter's name: not blank, not {@value LoraLinear#BASE_MODEL}, not already used
+     * @param config its configuration, kept as given ({@link LoraAdapter#config()}); its dropout is ignored
+     * @throws NullPointerException     if {@code name} or {@code config} is null
+     * @throws IllegalArgumentException if the name is blank, reserved or taken, the rank exceeds
+     *                                  {@code min(num_embeddings, dim)}, or the scaling is not a finite value of the
+     *                                  table's type
      */
     public void addAdapter(String name, LoraConfig config) {
         addAdapter(name, config, LoraEmbedding::standardNormal);
@@ -178,103 +221,155 @@ public final class LoraEmbedding {
     }
 
     /**
-     * Makes {@code name} the adapter used by forward, backward and merge.
+     * Makes {@code name} the adapter used by forward, backward and merge; a pending training forward is dropped.
      *
+     * @param name an existing adapter
+     * @throws NullPointerException     if {@code name} is null
      * @throws IllegalArgumentException for an unknown name
-     * @throws IllegalStateException    while another adapter is merged
+     * @throws IllegalStateException    while another adapter is merged into the table
      */
     public void setActiveAdapter(String name) {
         change(() -> delegate.setActiveAdapter(name));
     }
 
-    /** The active adapter, or null. */
+    /**
+     * The adapter forward, backward and merge use.
+     *
+     * @return its name, or null when none is active (the output is then the plain lookup)
+     */
     public String activeAdapter() {
         return delegate.activeAdapter();
     }
 
-    /** Adapter names, in the order they were added. */
+    /**
+     * Adapter names, in the order they were added.
+     *
+     * @return an unmodifiable snapshot: later adds and deletes do not show in it
+     */
     public List<String> adapterNames() {
         return delegate.adapterNames();
     }
 
     /**
-     * Adapter {@code name} with its live {@code A [r, num_embeddings]}, {@code B [dim, r]} and gradients; modify
-     * them only through {@link #updateTrainable} or {@link #setAdapterWeights}.
+     * Adapter {@code name}; modify its arrays only through {@link #updateTrainable} or {@link #setAdapterWeights}.
+     *
+     * @param name an existing adapter
+     * @return the adapter itself, whose {@code A [r, num_embeddings]}, {@code B [dim, r]} and gradients are the live
+     *         arrays, not copies
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name
      */
     public LoraAdapter adapter(String name) {
         return delegate.adapter(name);
     }
 
     /**
-     * Removes an adapter; deleting the active one leaves none active.
+     * Removes an adapter; deleting the active one leaves none active (the plain lookup), not silently another.
      *
-     * @throws IllegalStateException if it is merged
+     * @param name an existing adapter
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    if that adapter is merged into the table
      */
     public void deleteAdapter(String name) {
         change(() -> delegate.deleteAdapter(name));
     }
 
     /**
-     * Copies {@code a [r, num_embeddings]} and {@code b [dim, r]} into adapter {@code name}.
+     * Copies {@code a} and {@code b} into adapter {@code name}'s live arrays; both are checked before either is
+     * written, so a refused pair changes nothing. A pending training forward is dropped.
      *
+     * @param name an existing adapter
+     * @param a    {@code [r, num_embeddings]} of the table's type, finite; copied, not referenced
+     * @param b    {@code [dim, r]} of the table's type, finite; copied, not referenced
+     * @throws NullPointerException     if an argument is null
      * @throws IllegalArgumentException for an unknown name, a wrong shape or data type, or a non-finite value
-     * @throws IllegalStateException    if that adapter is merged
+     * @throws IllegalStateException    if that adapter is merged into the table
      */
     public void setAdapterWeights(String name, INDArray a, INDArray b) {
         change(() -> delegate.setAdapterWeights(name, a, b));
     }
 
     /**
-     * Lets {@code update} change the active adapter's {@code A} and {@code B} in place (an optimizer step).
+     * Lets {@code update} change the active adapter's {@code A} and {@code B} in place (an optimizer step), under the
+     * layer's exclusive lock. Does nothing (and does not call {@code update}) when no adapter is active or adapters
+     * are disabled. A pending training forward is dropped.
      *
-     * @throws IllegalStateException if no adapter is active or it is merged
+     * @param update receives the active adapter; it may write {@code a()} and {@code b()} in place
+     * @throws NullPointerException  if {@code update} is null
+     * @throws IllegalStateException while an adapter is merged: changing A or B then would make the next unmerge wrong
      */
     public void updateTrainable(Consumer<LoraAdapter> update) {
         change(() -> delegate.updateTrainable(update));
     }
 
     /**
-     * Sets the run-time scale of adapter {@code name}: {@code s' = scale·alpha / r}; see
-     * {@link LoraLinear#setAdapterScale}.
+     * Sets the run-time scale of adapter {@code name}: {@code s' = scale·alpha / r} ({@code / sqrt(r)} with rsLoRA),
+     * bitwise the scaling of an adapter made with {@code alpha·scale}; see {@link LoraLinear#setAdapterScale}. The
+     * config is unchanged; a pending training forward is dropped.
      *
-     * @throws IllegalArgumentException for an unknown name or a scale giving a non-finite {@code s'}
-     * @throws IllegalStateException    while that adapter is merged
+     * @param name  an existing adapter
+     * @param scale any finite value; 1 restores the config's scaling exactly, 0 turns the adapter off
+     * @throws NullPointerException     if {@code name} is null
+     * @throws IllegalArgumentException for an unknown name, or a scale that is not finite or gives an {@code s'} that
+     *                                  is not a finite value of the table's type
+     * @throws IllegalStateException    while that adapter is merged into the table (unmerge first)
      */
     public void setAdapterScale(String name, double scale) {
         change(() -> delegate.setAdapterScale(name, scale));
     }
 
-    /** Turns adapters off: {@link #forward} is then the plain lookup. Refused while merged. */
+    /**
+     * Turns adapters off: {@link #forward} is then the plain lookup; a pending training forward is dropped.
+     *
+     * @throws IllegalStateException while an adapter is merged (its update is inside the table)
+     */
     public void disableAdapters() {
         change(() -> delegate.disableAdapters());
     }
 
-    /** Turns adapters back on. */
+    /** Turns adapters back on after {@link #disableAdapters()}; a pending training forward is dropped. */
     public void enableAdapters() {
         change(() -> delegate.enableAdapters());
     }
 
-    /** Whether adapters take part in the forward pass. */
+    /**
+     * Whether adapters take part in the forward pass.
+     *
+     * @return false after {@link #disableAdapters()}, until {@link #enableAdapters()}
+     */
     public boolean adaptersEnabled() {
         return delegate.adaptersEnabled();
     }
 
     // ---------------------------------------------------------------- modes
 
-    /** Training mode: {@link #forward} keeps what {@link #backward} needs. */
+    /**
+     * Training mode: {@link #forward} keeps what {@link #backward} needs (and runs under the exclusive lock).
+     *
+     * @return this layer
+     */
     public LoraEmbedding train() {
         training = true;
         return this;
     }
 
-    /** Evaluation mode (the initial mode): nothing cached. */
+    /**
+     * Evaluation mode (the initial mode): nothing cached, and a pending training forward is dropped.
+     *
+     * @return this layer
+     */
     public LoraEmbedding eval() {
         training = false;
         change(() -> { });
         return this;
     }
 
-    /** Whether in training mode. */
+    /**
+     * Whether in training mode.
+     *
+     * @return true after {@link #train()}, until {@link #eval()}
+     */
     public boolean isTraining() {
         return training;
     }
@@ -282,10 +377,14 @@ public final class LoraEmbedding {
     // ---------------------------------------------------------------- forward and backward
 
     /**
-     * Looks up {@code ids}: {@code y[i] = T[ids[i]] + s·A[:, ids[i]]^T B^T} with the active adapter.
+     * Looks up {@code ids}: {@code y[i] = T[ids[i]] + s·A[:, ids[i]]^T B^T} with the active adapter: the plain lookup
+     * with none active or adapters disabled, and the lookup of the merged table while merged. In training mode the ids (copied) and
+     * {@code u = A^T[ids]} are kept for {@link #backward}.
      *
-     * @return a new array {@code [ids.length, dim]} of the table's type
-     * @throws IllegalArgumentException for an id outside {@code [0, num_embeddings)}
+     * @param ids token ids, each in {@code [0, num_embeddings)}; repeats allowed, empty allowed; not modified
+     * @return a new array {@code [ids.length, dim]} of the table's type, sharing no memory with the table
+     * @throws NullPointerException     if {@code ids} is null
+     * @throws IllegalArgumentException for an id outside {@code [0, num_embeddings)}, naming it and its index
      */
     public INDArray forward(long... ids) {
         Objects.requireNonNull(ids, "ids must not be null");
@@ -293,10 +392,13 @@ public final class LoraEmbedding {
     }
 
     /**
-     * Looks up integer-valued {@code ids} of any shape {@code [...]}: the result is {@code [..., dim]}.
+     * Looks up integer-valued {@code ids} of any shape {@code [...]} as {@link #forward(long...)} does, element by
+     * element in c order.
      *
-     * @param ids an integer array, or a floating one holding whole numbers
-     * @throws IllegalArgumentException for a non-integral or out-of-range id
+     * @param ids an integer array, or a floating one holding whole numbers, of any shape and order; not modified
+     * @return a new array {@code [..., dim]} (the ids' shape plus {@code dim}) of the table's type
+     * @throws NullPointerException     if {@code ids} is null
+     * @throws IllegalArgumentException for a non-integral (or NaN) or out-of-range id, naming it and its flat index
      */
     public INDArray forward(INDArray ids) {
         Objects.requireNonNull(ids, "ids must not be null");
@@ -405,31 +507,54 @@ public final class LoraEmbedding {
 
     // ---------------------------------------------------------------- merge
 
-    /** {@link #merge(MergeMode) Merges} the exact way. */
+    /**
+     * {@link #merge(MergeMode) Merges} the exact way, so that {@link #unmerge()} restores the table bit for bit.
+     *
+     * @throws IllegalStateException as {@link #merge(MergeMode)} does; the table is then unchanged
+     */
     public void merge() {
         merge(MergeMode.EXACT);
     }
 
     /**
-     * {@code T += s·(B A)^T} with the active adapter, in place; see {@link LoraLinear#merge(MergeMode)}.
+     * {@code T += s·(B A)^T} with the active adapter, in place; see {@link LoraLinear#merge(MergeMode)}. Forward is
+     * then the plain lookup of the merged table; backward, training, and changing the merged adapter's weights or
+     * scale are refused until {@link #unmerge()}. A pending training forward is dropped.
      *
-     * @throws IllegalStateException if already merged, no adapter is active, or the result would not be finite
+     * @param mode {@link MergeMode#EXACT} (unmerge restores the table bit for bit) or {@link MergeMode#FAST}
+     * @throws NullPointerException  if {@code mode} is null
+     * @throws IllegalStateException if an adapter is already merged, none is active, adapters are disabled, or
+     *                               {@code A}, {@code B} or the result is not finite; the table is then unchanged
      */
     public void merge(MergeMode mode) {
         change(() -> delegate.merge(mode));
     }
 
-    /** Subtracts the merged update again; after an exact merge the table is bitwise what it was. */
+    /**
+     * Subtracts the merged update again: after an exact merge the table is bitwise what it was, after a fast one to
+     * an ulp of the merged values.
+     *
+     * @throws IllegalStateException if nothing is merged
+     */
     public void unmerge() {
         change(() -> delegate.unmerge());
     }
 
-    /** Whether an adapter is merged into the table. */
+    /**
+     * Whether an adapter is merged into the table.
+     *
+     * @return true between a successful {@link #merge()} and {@link #unmerge()}
+     */
     public boolean isMerged() {
         return delegate.isMerged();
     }
 
-    /** A new array {@code [num_embeddings, dim]}: the table with the active adapter's update ({@code merge_and_unload}). */
+    /**
+     * The table with the active adapter's update, without touching the layer (PEFT's {@code merge_and_unload}).
+     *
+     * @return a new array {@code [num_embeddings, dim]}, {@code T + s·(B A)^T}; a copy of the table when no adapter
+     *         is active, adapters are disabled, or the adapter is already merged (the table then holds the update)
+     */
     public INDArray mergedTable() {
         return shared(delegate::mergedWeight);
     }

@@ -4,8 +4,9 @@ package io.github.lora4j;
  * How a new adapter's {@code A} and {@code B} are initialised.
  *
  * <p>Every scheme sets {@code B = 0} (or both to zero), so a freshly added adapter leaves the
- * layer's output unchanged, bit for bit. Random draws are deterministic from
- * {@link LoraConfig#seed()} and independent of the ND4J backend.
+ * layer's output unchanged, bit for bit. {@link LoraEmbedding} follows PEFT's embedding convention
+ * instead: with either random scheme {@code A = 0} and {@code B ~ N(0, 1)}. Random draws are
+ * deterministic from {@link LoraConfig#seed()} and independent of the ND4J backend.
  */
 public enum LoraInit {
     /**

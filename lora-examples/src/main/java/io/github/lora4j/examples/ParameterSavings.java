@@ -25,8 +25,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import javax.imageio.ImageIO;
-import org.knowm.xchart.BitmapEncoder;
-import org.knowm.xchart.VectorGraphicsEncoder;
+import org.knowm.xchart.ChartEncoder;
 import org.knowm.xchart.XYChart;
 import org.knowm.xchart.XYChartBuilder;
 import org.knowm.xchart.XYSeries;
@@ -170,11 +169,11 @@ public final class ParameterSavings {
         XYChart chart = paramsVsRankChart(CHART_SHAPES);
         Path chartSvg = outDir.resolve("lora-params-vs-rank.svg");
         try (OutputStream os = Files.newOutputStream(chartSvg)) {
-            VectorGraphicsEncoder.saveVectorGraphic(chart, os, VectorGraphicsEncoder.VectorGraphicsFormat.SVG);
+            ChartEncoder.saveChart(chart, os, "svg");
         }
         Path chartPng = outDir.resolve("lora-params-vs-rank.png");
         try (OutputStream os = Files.newOutputStream(chartPng)) {
-            BitmapEncoder.saveBitmap(chart, os, BitmapEncoder.BitmapFormat.PNG);
+            ChartEncoder.saveChart(chart, os, "png");
         }
         Row diagramRow = row(chosen, rank);
         Path diagramSvg = outDir.resolve("lora-layer-diagram.svg");
