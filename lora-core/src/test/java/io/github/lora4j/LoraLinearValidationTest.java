@@ -82,7 +82,7 @@ class LoraLinearValidationTest {
     void wrongInputDataType() {
         assertRefused(IllegalArgumentException.class, () -> layer.forward(Nd4j.zeros(DataType.DOUBLE, 3, IN)),
                 "expected FLOAT", "got DOUBLE");
-        assertRefused(IllegalArgumentException.class, () -> layer.forward(Nd4j.zeros(DataType.INT, 3, IN)),
+        assertRefused(IllegalArgumentException.class, () -> layer.forward(Nd4j.zeros(DataType.INT32, 3, IN)),
                 "expected FLOAT", "got INT");
     }
 
@@ -120,7 +120,7 @@ class LoraLinearValidationTest {
         assertThrows(NullPointerException.class, () -> LoraLinear.wrap(null, null, LoraConfig.defaults()));
         assertMessage(() -> LoraLinear.wrap(Nd4j.zeros(DataType.FLOAT, 4), null, LoraConfig.builder().rank(1).build()),
                 "expected a non-empty matrix [out, in]", "got shape [4]");
-        assertMessage(() -> LoraLinear.wrap(Nd4j.zeros(DataType.INT, 4, 4), null, LoraConfig.builder().rank(1).build()),
+        assertMessage(() -> LoraLinear.wrap(Nd4j.zeros(DataType.INT32, 4, 4), null, LoraConfig.builder().rank(1).build()),
                 "expected data type FLOAT or DOUBLE", "got INT");
         INDArray nan = Nd4j.zeros(DataType.FLOAT, 4, 4);
         nan.putScalar(2, 3, Float.NaN);

@@ -82,7 +82,7 @@ final class Safetensors {
 
     /** The element types lora4j reads and writes, with their safetensors names and sizes. */
     enum Dtype {
-        F16(2, DataType.HALF), BF16(2, DataType.BFLOAT16), F32(4, DataType.FLOAT), F64(8, DataType.DOUBLE);
+        F16(2, DataType.FLOAT16), BF16(2, DataType.BFLOAT16), F32(4, DataType.FLOAT), F64(8, DataType.DOUBLE);
 
         final int bytes;
         final DataType nd4j;

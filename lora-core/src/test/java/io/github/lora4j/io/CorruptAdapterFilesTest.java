@@ -505,7 +505,7 @@ class CorruptAdapterFilesTest {
         model.get(V).setAdapterWeights("default", Nd4j.zeros(DataType.FLOAT, 4, 8),
                 Nd4j.zeros(DataType.FLOAT, 6, 4).putScalar(5, 70000f));
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> PeftAdapterFiles.save(dir, model, "default", DataType.HALF));
+                () -> PeftAdapterFiles.save(dir, model, "default", DataType.FLOAT16));
         assertMessage(e, "value 70000.0 overflows F16");
         IoTestData.assertSameFiles(before, dir);
     }
@@ -530,7 +530,7 @@ class CorruptAdapterFilesTest {
     void saveArgumentsThatCannotBeWrittenAsPeft() {
         Map<String, LoraLinear> model = IoTestData.model(DataType.FLOAT, 1);
         assertMessage(assertThrows(IllegalArgumentException.class,
-                () -> PeftAdapterFiles.save(tmp, model, "default", DataType.INT)), "got INT");
+                () -> PeftAdapterFiles.save(tmp, model, "default", DataType.INT32)), "got INT");
         assertMessage(assertThrows(IllegalArgumentException.class,
                 () -> PeftAdapterFiles.save(tmp, model, "nope")), "no module has adapter 'nope'");
         model.put(V, IoTestData.layer(DataType.FLOAT, 5, 8, 6, LoraConfig.builder().rank(4).alpha(8).build(),

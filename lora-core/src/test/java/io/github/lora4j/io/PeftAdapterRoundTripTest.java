@@ -36,7 +36,7 @@ class PeftAdapterRoundTripTest {
 
     @Provide
     Arbitrary<DataType> halfTypes() {
-        return Arbitraries.of(DataType.HALF, DataType.BFLOAT16);
+        return Arbitraries.of(DataType.FLOAT16, DataType.BFLOAT16);
     }
 
     @Provide
@@ -131,7 +131,7 @@ class PeftAdapterRoundTripTest {
             float f;
             do {
                 int bits = rng.nextInt(0x10000);
-                f = fileType == DataType.HALF ? FloatFormats.halfToFloat(bits) : FloatFormats.bfloat16ToFloat(bits);
+                f = fileType == DataType.FLOAT16 ? FloatFormats.halfToFloat(bits) : FloatFormats.bfloat16ToFloat(bits);
             } while (!Float.isFinite(f));
             v[i] = f;
         }

@@ -58,8 +58,8 @@ class LoraSameDiffRefusalTest {
     @Test
     void aDataTypeMismatchIsRefused() {
         SameDiff halves = SameDiff.create();
-        SDVariable xi = halves.placeHolder("x", DataType.HALF, -1, IN);
-        halves.mmul("y", xi, halves.constant("w", Nd4j.ones(DataType.HALF, IN, 3)));
+        SDVariable xi = halves.placeHolder("x", DataType.FLOAT16, -1, IN);
+        halves.mmul("y", xi, halves.constant("w", Nd4j.ones(DataType.FLOAT16, IN, 3)));
         refused(halves, g -> LoraSameDiff.apply(g, CFG, "w"), "'w'", "expected FLOAT or DOUBLE, got HALF");
 
         SameDiff mixed = Graphs.build(Kind.MMUL, DataType.DOUBLE, 5);

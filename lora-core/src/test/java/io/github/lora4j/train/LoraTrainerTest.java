@@ -153,7 +153,7 @@ class LoraTrainerTest {
     }
 
     private static long count(INDArray booleans) {
-        return booleans.castTo(DataType.INT).sumNumber().longValue();
+        return booleans.castTo(DataType.INT32).sumNumber().longValue();
     }
 
     @Test

@@ -74,9 +74,9 @@ class LoraDl4jBadInputTest {
     }
 
     @Test
-    @SuppressWarnings("deprecation") // DL4J networks accept DOUBLE, FLOAT or HALF; HALF is the one lora4j refuses
     void unsupportedDataTypesAndConfigsAreRefused() {
-        MultiLayerNetwork half = Nets.mln(DataType.HALF, new Adam(0.01), 1);
+        // DL4J networks accept DOUBLE, FLOAT or FLOAT16 (named HALF); FLOAT16 is the one lora4j refuses
+        MultiLayerNetwork half = Nets.mln(DataType.FLOAT16, new Adam(0.01), 1);
         assertRefused(IllegalArgumentException.class, half, () -> LoraDl4j.apply(half, CONFIG, "layer0"),
                 "expected a network of data type FLOAT or DOUBLE, got HALF");
         MultiLayerNetwork net = Nets.mln(DataType.FLOAT, new Adam(0.01), 1);
