@@ -26,7 +26,9 @@ public class LoraDenseLayer extends FeedForwardLayer implements LoraLayerConf {
 
     private static final long serialVersionUID = 1L;
 
+    /** The replaced layer, the adapter settings and the merge state. */
     private LoraLayerState state;
+    /** Whether the layer has the bias {@code b}. */
     private boolean hasBias = true;
 
     /** For JSON. */
@@ -95,7 +97,11 @@ public class LoraDenseLayer extends FeedForwardLayer implements LoraLayerConf {
         return hasBias;
     }
 
-    /** Whether the layer has a bias (bean form of {@link #hasBias()}, for JSON). */
+    /**
+     * Whether the layer has a bias (bean form of {@link #hasBias()}, for JSON).
+     *
+     * @return the same as {@link #hasBias()}
+     */
     public boolean isHasBias() {
         return hasBias;
     }

@@ -15,43 +15,79 @@ import org.deeplearning4j.nn.conf.layers.Layer;
  */
 public interface LoraLayerConf {
 
-    /** The LoRA part of the configuration; not null. */
+    /**
+     * The LoRA part of the configuration.
+     *
+     * @return the layer's live state (not a copy), not null
+     */
     LoraLayerState getState();
 
-    /** Whether the layer has the bias {@code b}. */
+    /**
+     * Whether the layer has the bias {@code b}.
+     *
+     * @return true if the parameters include {@code b [nOut]}
+     */
     boolean hasBias();
 
-    /** The DL4J layer configuration this layer replaces ({@code DenseLayer} or {@code OutputLayer}). */
+    /**
+     * The DL4J layer configuration this layer replaces.
+     *
+     * @return the replaced {@code DenseLayer} or {@code OutputLayer} configuration, as the state holds it (not a copy)
+     */
     default Layer base() {
         return getState().getBase();
     }
 
-    /** The adapter settings, or null for a frozen layer without adapter (untargeted layers of a LoRA network). */
+    /**
+     * The adapter settings.
+     *
+     * @return the settings, or null for a frozen layer without adapter (untargeted layers of a LoRA network)
+     */
     default LoraSettings lora() {
         return getState().getLora();
     }
 
-    /** Whether {@code W} currently holds {@code W + s·(loraB loraA)ᵀ}; saved with the configuration. */
+    /**
+     * Whether {@code W} currently holds {@code W + s·(loraB loraA)ᵀ}; saved with the configuration.
+     *
+     * @return true between {@link LoraDl4j#merge} and {@link LoraDl4j#unmerge}
+     */
     default boolean merged() {
         return getState().isMerged();
     }
 
-    /** Set by {@link LoraDl4j#merge}/{@link LoraDl4j#unmerge} only. */
+    /**
+     * Records the merge state; called by {@link LoraDl4j#merge}/{@link LoraDl4j#unmerge} only (it moves no weights).
+     *
+     * @param merged whether {@code W} now holds the adapter's update
+     */
     default void markMerged(boolean merged) {
         getState().setMerged(merged);
     }
 
-    /** The adapter's {@link LoraConfig}, or null without adapter. */
+    /**
+     * The adapter's configuration.
+     *
+     * @return a new, validated {@link LoraConfig} built from {@link #lora()}, or null without adapter
+     */
     default LoraConfig loraConfig() {
         return lora() == null ? null : lora().toConfig();
     }
 
-    /** Input features {@code nIn}. */
+    /**
+     * Input features.
+     *
+     * @return {@code nIn}, the rows of {@code W}
+     */
     default long nIn() {
         return ((FeedForwardLayer) this).getNIn();
     }
 
-    /** Output features {@code nOut}. */
+    /**
+     * Output features.
+     *
+     * @return {@code nOut}, the columns of {@code W}
+     */
     default long nOut() {
         return ((FeedForwardLayer) this).getNOut();
     }

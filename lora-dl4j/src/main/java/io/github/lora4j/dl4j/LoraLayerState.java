@@ -12,8 +12,11 @@ public final class LoraLayerState implements Serializable {
 
     private static final long serialVersionUID = 1L;
 
+    /** The replaced DL4J layer configuration. */
     private Layer base;
+    /** The adapter settings, or null for a frozen layer without adapter. */
     private LoraSettings lora;
+    /** Whether {@code W} holds the adapter's update. */
     private boolean merged;
 
     /** For JSON. */
@@ -29,7 +32,11 @@ public final class LoraLayerState implements Serializable {
         this.lora = lora;
     }
 
-    /** The replaced DL4J layer configuration ({@code DenseLayer} or {@code OutputLayer}). */
+    /**
+     * The replaced DL4J layer configuration.
+     *
+     * @return the {@code DenseLayer} or {@code OutputLayer} configuration held here (not a copy)
+     */
     public Layer getBase() {
         return base;
     }
@@ -39,7 +46,11 @@ public final class LoraLayerState implements Serializable {
         this.base = base;
     }
 
-    /** The adapter settings, or null for a frozen layer without adapter. */
+    /**
+     * The adapter settings.
+     *
+     * @return the settings held here (not a copy), or null for a frozen layer without adapter
+     */
     public LoraSettings getLora() {
         return lora;
     }
@@ -49,7 +60,11 @@ public final class LoraLayerState implements Serializable {
         this.lora = lora;
     }
 
-    /** Whether {@code W} holds {@code W + s·(B A)ᵀ}. */
+    /**
+     * Whether {@code W} holds {@code W + s·(B A)ᵀ}.
+     *
+     * @return the recorded merge state
+     */
     public boolean isMerged() {
         return merged;
     }
@@ -59,7 +74,11 @@ public final class LoraLayerState implements Serializable {
         this.merged = merged;
     }
 
-    /** A deep copy. */
+    /**
+     * A deep copy.
+     *
+     * @return a new state with a cloned base configuration and equal, separate settings
+     */
     public LoraLayerState copy() {
         LoraLayerState c = new LoraLayerState();
         c.base = base == null ? null : base.clone();

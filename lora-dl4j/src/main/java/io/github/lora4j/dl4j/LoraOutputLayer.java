@@ -26,6 +26,7 @@ public class LoraOutputLayer extends BaseOutputLayer implements LoraLayerConf {
 
     private static final long serialVersionUID = 1L;
 
+    /** The replaced layer, the adapter settings and the merge state. */
     private LoraLayerState state;
 
     /** For JSON. */

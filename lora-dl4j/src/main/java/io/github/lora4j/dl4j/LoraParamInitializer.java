@@ -46,12 +46,21 @@ public final class LoraParamInitializer implements ParamInitializer {
     private LoraParamInitializer() {
     }
 
-    /** The shared instance. */
+    /**
+     * The shared instance.
+     *
+     * @return the one, stateless initializer
+     */
     public static LoraParamInitializer getInstance() {
         return INSTANCE;
     }
 
-    /** Whether {@code key} is a frozen parameter ({@code W} or {@code b}). */
+    /**
+     * Whether {@code key} is a frozen parameter.
+     *
+     * @param key a parameter key of a LoRA layer
+     * @return true for {@link #WEIGHT_KEY} and {@link #BIAS_KEY}, false otherwise (the adapter's, or any other key)
+     */
     public static boolean isFrozen(String key) {
         return WEIGHT_KEY.equals(key) || BIAS_KEY.equals(key);
     }

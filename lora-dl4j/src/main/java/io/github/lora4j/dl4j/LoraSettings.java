@@ -15,10 +15,15 @@ public final class LoraSettings implements Serializable {
 
     private static final long serialVersionUID = 1L;
 
+    /** Rank {@code r}. */
     private int rank = LoraConfig.DEFAULT_RANK;
+    /** PEFT's {@code lora_alpha}. */
     private double alpha = LoraConfig.DEFAULT_ALPHA;
+    /** Whether the scaling is {@code alpha / sqrt(r)}. */
     private boolean rsLora;
+    /** The initialisation scheme. */
     private LoraInit init = LoraInit.KAIMING_UNIFORM;
+    /** Seed of the initialisation. */
     private long seed = LoraConfig.DEFAULT_SEED;
 
     /** The defaults of {@link LoraConfig#defaults()}; for JSON. */
@@ -28,6 +33,9 @@ public final class LoraSettings implements Serializable {
     /**
      * The settings of {@code config}.
      *
+     * @param config the configuration to store; its dropout must be 0
+     * @return new settings holding its rank, alpha, rsLoRA flag, init and seed
+     * @throws NullPointerException     if {@code config} is null
      * @throws IllegalArgumentException if {@code config.dropout() > 0}: DL4J layers take their input dropout from
      *                                  the layer's own {@code dropOut(...)}; a LoRA-path-only dropout is not
      *                                  supported in lora-dl4j
@@ -47,12 +55,22 @@ public final class LoraSettings implements Serializable {
         return s;
     }
 
-    /** The validated {@link LoraConfig} these settings describe (dropout 0). */
+    /**
+     * The configuration these settings describe.
+     *
+     * @return a new, validated {@link LoraConfig} with dropout 0
+     * @throws IllegalArgumentException if a setter stored a value {@link LoraConfig.Builder} refuses (e.g. a rank
+     *                                  below 1 read from a hand-edited JSON file)
+     */
     public LoraConfig toConfig() {
         return LoraConfig.builder().rank(rank).alpha(alpha).rsLora(rsLora).init(init).seed(seed).build();
     }
 
-    /** Rank {@code r}: {@code loraA} is {@code [r, nIn]}, {@code loraB} {@code [nOut, r]}. */
+    /**
+     * Rank {@code r}: {@code loraA} is {@code [r, nIn]}, {@code loraB} {@code [nOut, r]}.
+     *
+     * @return the stored rank
+     */
     public int getRank() {
         return rank;
     }
@@ -62,7 +80,11 @@ public final class LoraSettings implements Serializable {
         this.rank = rank;
     }
 
-    /** PEFT's {@code lora_alpha}. */
+    /**
+     * PEFT's {@code lora_alpha}.
+     *
+     * @return the stored alpha
+     */
     public double getAlpha() {
         return alpha;
     }
@@ -72,7 +94,11 @@ public final class LoraSettings implements Serializable {
         this.alpha = alpha;
     }
 
-    /** Whether the scaling is {@code alpha / sqrt(r)} instead of {@code alpha / r}. */
+    /**
+     * Whether the scaling is {@code alpha / sqrt(r)} instead of {@code alpha / r}.
+     *
+     * @return the stored rsLoRA flag
+     */
     public boolean isRsLora() {
         return rsLora;
     }
@@ -82,7 +108,11 @@ public final class LoraSettings implements Serializable {
         this.rsLora = rsLora;
     }
 
-    /** How {@code loraA} and {@code loraB} are initialised when the network initialises its parameters. */
+    /**
+     * How {@code loraA} and {@code loraB} are initialised when the network initialises its parameters.
+     *
+     * @return the stored scheme
+     */
     public LoraInit getInit() {
         return init;
     }
@@ -92,7 +122,11 @@ public final class LoraSettings implements Serializable {
         this.init = init;
     }
 
-    /** Seed of the initialisation (mixed with the layer name, so equal-shaped layers differ). */
+    /**
+     * Seed of the initialisation (mixed with the layer name, so equal-shaped layers differ).
+     *
+     * @return the stored seed
+     */
     public long getSeed() {
         return seed;
     }
