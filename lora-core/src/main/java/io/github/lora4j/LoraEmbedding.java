@@ -144,7 +144,7 @@ public final class LoraEmbedding {
      * @return {@code r·(num_embeddings + dim)} of the active adapter, or 0 when none is active
      */
     public long trainableParameterCount() {
-        return delegate.trainableParameterCount();
+        return shared(delegate::trainableParameterCount);
     }
 
     /**
@@ -153,7 +153,7 @@ public final class LoraEmbedding {
      * @return {@code num_embeddings·dim} plus every adapter's {@code r·(num_embeddings + dim)}, active or not
      */
     public long totalParameterCount() {
-        return delegate.totalParameterCount();
+        return shared(delegate::totalParameterCount);
     }
 
     // ---------------------------------------------------------------- adapters
@@ -238,7 +238,7 @@ public final class LoraEmbedding {
      * @return its name, or null when none is active (the output is then the plain lookup)
      */
     public String activeAdapter() {
-        return delegate.activeAdapter();
+        return shared(delegate::activeAdapter);
     }
 
     /**
@@ -247,7 +247,7 @@ public final class LoraEmbedding {
      * @return an unmodifiable snapshot: later adds and deletes do not show in it
      */
     public List<String> adapterNames() {
-        return delegate.adapterNames();
+        return shared(delegate::adapterNames);
     }
 
     /**
@@ -260,7 +260,7 @@ public final class LoraEmbedding {
      * @throws IllegalArgumentException for an unknown name
      */
     public LoraAdapter adapter(String name) {
-        return delegate.adapter(name);
+        return shared(() -> delegate.adapter(name));
     }
 
     /**
@@ -577,7 +577,11 @@ public final class LoraEmbedding {
         }
     }
 
-    /** Every state change that succeeds drops the training cache, so a backward never pairs with a stale forward. */
+    /**
+     * Every state change that succeeds drops the training cache, so a backward never pairs with a stale forward. The
+     * getters that could see a change half done (an added adapter before PEFT's weights are in) read under the
+     * shared lock.
+     */
     private void change(Runnable body) {
         exclusive(() -> {
             body.run();
