@@ -191,7 +191,7 @@ public final class PeftAdapter {
             throw new IllegalArgumentException("module '" + module + "' has no full tensor '" + param + "'; expected one "
                     + "of " + full.get(module).keySet());
         }
-        return PeftAdapterFiles.convert(x, type, "modules_to_save module '" + module + "'", param);
+        return AdapterLoader.convert(x, type, "modules_to_save module '" + module + "'", param);
     }
 
     /**
