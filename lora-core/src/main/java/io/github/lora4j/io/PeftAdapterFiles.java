@@ -11,6 +11,8 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.util.Collections;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
@@ -124,13 +126,17 @@ public final class PeftAdapterFiles {
     }
 
     /**
-     * Collects what one save writes. Arrays are read when {@link #save} runs, under each layer's lock.
+     * Collects what one save writes. The maps handed to it are copied when handed over, so changing them afterwards
+     * does not change what is saved; the layers themselves are live objects, whose {@code A} and {@code B} are read
+     * when {@link #save} runs, under each layer's lock. Full tensors ({@link #modulesToSave}) are copied when handed
+     * over.
      */
     public static final class Saver {
-        Map<String, LoraLinear> linears = Map.of();
-        Map<String, LoraEmbedding> embeddings = Map.of();
-        Map<String, LoraConv2d> convs = Map.of();
-        Map<String, Map<String, INDArray>> modulesToSave = Map.of();
+        // Maps that answer containsKey(null) (Map.of() throws): SavePlan refuses a null path by name.
+        Map<String, LoraLinear> linears = Collections.emptyMap();
+        Map<String, LoraEmbedding> embeddings = Collections.emptyMap();
+        Map<String, LoraConv2d> convs = Collections.emptyMap();
+        Map<String, Map<String, INDArray>> modulesToSave = Collections.emptyMap();
         String baseModel;
         List<String> targets;
         String targetRegex;
@@ -143,36 +149,39 @@ public final class PeftAdapterFiles {
         /**
          * Linear modules, path to layer; those without the adapter are skipped.
          *
-         * @param modules module path to layer; kept (not copied) and read when {@link #save} runs; not {@code null}
+         * @param modules module path to layer; the map is copied now, the layers are read when {@link #save} runs;
+         *                not {@code null}
          * @return this saver
          * @throws NullPointerException if {@code modules} is {@code null}
          */
         public Saver linears(Map<String, LoraLinear> modules) {
-            this.linears = Objects.requireNonNull(modules, "modules must not be null");
+            this.linears = snapshot(modules);
             return this;
         }
 
         /**
          * Embedding modules, path to layer; those without the adapter are skipped.
          *
-         * @param modules module path to layer; kept (not copied) and read when {@link #save} runs; not {@code null}
+         * @param modules module path to layer; the map is copied now, the layers are read when {@link #save} runs;
+         *                not {@code null}
          * @return this saver
          * @throws NullPointerException if {@code modules} is {@code null}
          */
         public Saver embeddings(Map<String, LoraEmbedding> modules) {
-            this.embeddings = Objects.requireNonNull(modules, "modules must not be null");
+            this.embeddings = snapshot(modules);
             return this;
         }
 
         /**
          * Conv2d modules, path to layer; those without the adapter are skipped.
          *
-         * @param modules module path to layer; kept (not copied) and read when {@link #save} runs; not {@code null}
+         * @param modules module path to layer; the map is copied now, the layers are read when {@link #save} runs;
+         *                not {@code null}
          * @return this saver
          * @throws NullPointerException if {@code modules} is {@code null}
          */
         public Saver convs(Map<String, LoraConv2d> modules) {
-            this.convs = Objects.requireNonNull(modules, "modules must not be null");
+            this.convs = snapshot(modules);
             return this;
         }
 
@@ -181,14 +190,29 @@ public final class PeftAdapterFiles {
          * {@code bias}) to tensor (in the module's own layout); keys {@code base_model.model.<m>.<param>}, and the
          * paths listed in the config's {@code modules_to_save}.
          *
-         * @param tensors module path to parameter name to tensor; kept (not copied) and read when {@link #save} runs,
-         *                never modified; not {@code null}
+         * @param tensors module path to parameter name to tensor; copied now, maps and arrays (c-order), so changing
+         *                them afterwards does not change what is saved; never modified; not {@code null}
          * @return this saver
-         * @throws NullPointerException if {@code tensors} is {@code null}
+         * @throws NullPointerException if {@code tensors} or one of its per-module maps is {@code null}
          */
         public Saver modulesToSave(Map<String, Map<String, INDArray>> tensors) {
-            this.modulesToSave = Objects.requireNonNull(tensors, "tensors must not be null");
+            Objects.requireNonNull(tensors, "tensors must not be null");
+            Map<String, Map<String, INDArray>> copy = new LinkedHashMap<>();
+            tensors.forEach((module, params) -> {
+                Objects.requireNonNull(params, "modules_to_save module '" + module + "': parameter map must not be null");
+                Map<String, INDArray> p = new LinkedHashMap<>();
+                // A null tensor is kept as null: save refuses it, naming module and parameter, as before.
+                params.forEach((name, x) -> p.put(name, x == null ? null : x.dup('c')));
+                copy.put(module, Collections.unmodifiableMap(p));
+            });
+            this.modulesToSave = Collections.unmodifiableMap(copy);
             return this;
+        }
+
+        /** An unmodifiable copy keeping the caller's order; null keys and layers are refused later, by save. */
+        private static <V> Map<String, V> snapshot(Map<String, V> modules) {
+            Objects.requireNonNull(modules, "modules must not be null");
+            return Collections.unmodifiableMap(new LinkedHashMap<>(modules));
         }
 
         /**

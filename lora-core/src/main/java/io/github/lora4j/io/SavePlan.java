@@ -32,6 +32,11 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         Map<String, INDArray> tensors = new TreeMap<>();
         TreeSet<String> lastNames = new TreeSet<>();
         Map<String, LoraConfig> configs = new TreeMap<>();
+        for (Map<String, ?> m : List.of(s.linears, s.embeddings, s.convs, s.modulesToSave)) {
+            if (m.containsKey(null)) {
+                throw new IllegalArgumentException("module paths must not be blank, got 'null'");
+            }
+        }
         WeightLayout layout = null;
         String layoutModule = null;
         for (Map.Entry<String, LoraLinear> m : new TreeMap<>(s.linears).entrySet()) {
@@ -96,7 +101,8 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
                 }
                 INDArray v = Objects.requireNonNull(t.getValue(), module + "." + t.getKey());
                 requireFinite(v, "modules_to_save module '" + module + "' " + t.getKey());
-                tensors.put(PeftAdapterLayout.PREFIX + module + "." + t.getKey(), v.dup('c'));
+                // Saver.modulesToSave already took a private c-order copy.
+                tensors.put(PeftAdapterLayout.PREFIX + module + "." + t.getKey(), v);
             }
         }
 
