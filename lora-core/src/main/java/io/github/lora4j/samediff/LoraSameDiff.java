@@ -365,8 +365,10 @@ public final class LoraSameDiff {
      * The trainable variable {@code A [r, in]} (a constant while merged).
      *
      * @return the graph's variable (the variable itself, not a copy)
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()} (the variable is no longer in the graph)
      */
     public SDVariable loraA() {
+        requireLoaded();
         return loraA;
     }
 
@@ -374,8 +376,10 @@ public final class LoraSameDiff {
      * The trainable variable {@code B [out, r]} (a constant while merged).
      *
      * @return the graph's variable (the variable itself, not a copy)
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()} (the variable is no longer in the graph)
      */
     public SDVariable loraB() {
+        requireLoaded();
         return loraB;
     }
 
@@ -383,8 +387,10 @@ public final class LoraSameDiff {
      * The scalar constant {@code s} the LoRA path is multiplied by: {@code config().scaling()}, 0 while merged.
      *
      * @return the graph's scalar constant (the variable itself)
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()} (the constant is no longer in the graph)
      */
     public SDVariable scalingVariable() {
+        requireLoaded();
         return scaling;
     }
 
@@ -422,8 +428,10 @@ public final class LoraSameDiff {
      * A copy of the graph's current {@code A [r, in]}.
      *
      * @return a new c-order array; modifying it does not change the graph
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()}
      */
     public INDArray currentA() {
+        requireLoaded();
         return sd.getArrForVarName(loraA.name()).dup('c');
     }
 
@@ -431,9 +439,17 @@ public final class LoraSameDiff {
      * A copy of the graph's current {@code B [out, r]}.
      *
      * @return a new c-order array; modifying it does not change the graph
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()}
      */
     public INDArray currentB() {
+        requireLoaded();
         return sd.getArrForVarName(loraB.name()).dup('c');
+    }
+
+    /** Elements of {@code A} and {@code B}, {@code r·(in + out)}, without copying them. */
+    long parameterCount() {
+        requireLoaded();
+        return sd.getArrForVarName(loraA.name()).length() + sd.getArrForVarName(loraB.name()).length();
     }
 
     /** The graph's own {@code W} array (not a copy; see the class doc). */
