@@ -478,14 +478,16 @@ public final class LoraTrainer {
 
         /**
          * The ND4J updater configuration (required), e.g. {@code new Adam(1e-3)} or
-         * {@code new Sgd(new StepSchedule(ScheduleType.ITERATION, 0.1, 0.5, 100))}; the trainer keeps a clone.
+         * {@code new Sgd(new StepSchedule(ScheduleType.ITERATION, 0.1, 0.5, 100))}. Cloned now (ND4J's configurations
+         * are mutable: {@code setLearningRate}), so changing {@code updater} afterwards changes neither this builder
+         * nor the trainers it builds; each trainer keeps a clone of its own.
          *
          * @param updater the updater configuration, not null
          * @return this builder
          * @throws NullPointerException if {@code updater} is null
          */
         public Builder updater(IUpdater updater) {
-            this.updater = Objects.requireNonNull(updater, "updater must not be null");
+            this.updater = Objects.requireNonNull(updater, "updater must not be null").clone();
             return this;
         }
 
