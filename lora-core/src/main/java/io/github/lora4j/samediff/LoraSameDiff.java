@@ -531,7 +531,7 @@ public final class LoraSameDiff {
      * Takes the adapter out of {@code W} again, bit-exactly, and turns the graph's LoRA path and the training of
      * {@code A}, {@code B} back on (with the optimizer state they had).
      *
-     * @throws IllegalStateException if not merged
+     * @throws IllegalStateException if not merged, or after {@link LoraSameDiffModel#unload()}
      */
     public void unmerge() {
         requireLoaded();
