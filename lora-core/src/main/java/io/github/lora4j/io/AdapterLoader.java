@@ -32,8 +32,8 @@ final class AdapterLoader {
 
     /** See {@link PeftAdapterFiles#load(Path, Map, Map, Map, String, Consumer)}. */
     static PeftAdapter load(Path dir, Map<String, LoraLinear> linears, Map<String, LoraEmbedding> embeddings,
-                                   Map<String, LoraConv2d> convs, String adapterName,
-                                   Consumer<? super PeftAdapterLayout> fullTensorCheck) throws IOException {
+                            Map<String, LoraConv2d> convs, String adapterName,
+                            Consumer<? super PeftAdapterLayout> fullTensorCheck) throws IOException {
         Objects.requireNonNull(linears, "linears must not be null");
         Objects.requireNonNull(embeddings, "embeddings must not be null");
         Objects.requireNonNull(convs, "convs must not be null");

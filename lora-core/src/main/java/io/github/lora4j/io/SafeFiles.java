@@ -45,7 +45,7 @@ final class SafeFiles {
 
     /** Writes both files of one save atomically, in the order model, config (see the class comment). */
     static void writeFiles(Path dir, byte[] configJson, Map<String, INDArray> tensors,
-                                   Map<String, String> metadata, Safetensors.Dtype dtype, FileOps ops)
+                           Map<String, String> metadata, Safetensors.Dtype dtype, FileOps ops)
             throws IOException {
         Files.createDirectories(dir);
         ReentrantLock lock = DIR_LOCKS.computeIfAbsent(dir.toAbsolutePath().normalize(), d -> new ReentrantLock());
