@@ -141,27 +141,30 @@ public final class LoraSameDiffModel {
 
     /** Merges {@code toMerge}, all or nothing. */
     private static void mergeAll(List<LoraSameDiff> toMerge) {
-        mergeAll(toMerge, LoraSameDiff::merge, LoraSameDiff::unmerge, LoraSameDiff::weightName);
+        allOrNothing(toMerge, LoraSameDiff::merge, LoraSameDiff::unmerge, LoraSameDiff::weightName, "merging",
+                "unmerging", "merged");
     }
 
     /**
-     * Merges each of {@code toMerge} in order; on the first failure unmerges those done, in reverse, and rethrows
-     * that failure itself, with any failure of the rollback attached as suppressed (the rollback goes on past it).
+     * Applies {@code step} to each of {@code items} in order; on the first failure applies {@code undo} to those
+     * done, in reverse, and rethrows that failure itself, with any failure of the rollback attached as suppressed
+     * (the rollback goes on past it). The three words name step, undo and the state an item that could not be
+     * undone stays in, for the suppressed exceptions' messages.
      */
-    static <T> void mergeAll(List<T> toMerge, Consumer<? super T> merge, Consumer<? super T> unmerge,
-                             Function<? super T, String> name) {
+    static <T> void allOrNothing(List<T> items, Consumer<? super T> step, Consumer<? super T> undo,
+                                 Function<? super T, String> name, String stepping, String undoing, String stays) {
         List<T> done = new ArrayList<>();
-        for (T a : toMerge) {
+        for (T a : items) {
             try {
-                merge.accept(a);
+                step.accept(a);
             } catch (RuntimeException e) {
                 for (int i = done.size() - 1; i >= 0; i--) {
                     try {
-                        unmerge.accept(done.get(i));
+                        undo.accept(done.get(i));
                     } catch (RuntimeException rollback) {
-                        e.addSuppressed(new IllegalStateException("rolling back after merging '" + name.apply(a)
-                                + "' failed: unmerging '" + name.apply(done.get(i)) + "' failed too, so it stays merged",
-                                rollback));
+                        e.addSuppressed(new IllegalStateException("rolling back after " + stepping + " '"
+                                + name.apply(a) + "' failed: " + undoing + " '" + name.apply(done.get(i))
+                                + "' failed too, so it stays " + stays, rollback));
                     }
                 }
                 throw e;
@@ -171,9 +174,12 @@ public final class LoraSameDiffModel {
     }
 
     /**
-     * Unmerges every adapter; each weight is then bitwise what it was before {@link #merge()}.
+     * Unmerges every adapter; each weight is then bitwise what it was before {@link #merge()}. All or nothing, as
+     * {@link #merge()}: should one unmerge fail, those already unmerged are merged again and its exception is
+     * rethrown.
      *
-     * @throws IllegalStateException unless every adapter is merged (nothing is changed then)
+     * @throws IllegalStateException unless every adapter is merged (nothing is changed then), after unload, or as
+     *                               {@link LoraSameDiff#unmerge()}
      */
     public void unmerge() {
         requireLoaded();
@@ -182,7 +188,8 @@ public final class LoraSameDiffModel {
                 throw new IllegalStateException("'" + a.weightName() + "' is not merged; nothing to unmerge");
             }
         }
-        adapted.values().forEach(LoraSameDiff::unmerge);
+        allOrNothing(List.copyOf(adapted.values()), LoraSameDiff::unmerge, LoraSameDiff::merge,
+                LoraSameDiff::weightName, "unmerging", "merging again", "unmerged");
     }
 
     /**

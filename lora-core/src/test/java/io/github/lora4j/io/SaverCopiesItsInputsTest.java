@@ -66,4 +66,14 @@ class SaverCopiesItsInputsTest {
                 () -> PeftAdapterFiles.saver().linears(model).save(tmp, "default"));
         assertEquals("module paths must not be blank, got 'null'", e.getMessage());
     }
+
+    @Test
+    void aNullFullTensorParameterIsRefusedNamingTheParametersThereAre() throws IOException {
+        PeftAdapterFiles.saver().linears(IoTestData.model(DataType.FLOAT, 7))
+                .modulesToSave(Map.of("score", Map.of("weight", gaussian(DataType.FLOAT, 11, 1, 3, 8)))).save(tmp, "default");
+        PeftAdapter read = PeftAdapterFiles.read(tmp);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> read.full("score", null, DataType.FLOAT));
+        assertEquals("module 'score' has no full tensor 'null'; expected one of [weight]", e.getMessage());
+    }
 }

@@ -108,7 +108,8 @@ class LoraSameDiffStateChecksTest {
         s.failUnmerge.put("b", rollback);
 
         RuntimeException thrown = assertThrows(RuntimeException.class,
-                () -> LoraSameDiffModel.mergeAll(List.of("a", "b", "c", "d"), s::merge, s::unmerge, w -> w));
+                () -> LoraSameDiffModel.allOrNothing(List.of("a", "b", "c", "d"), s::merge, s::unmerge, w -> w,
+                        "merging", "unmerging", "merged"));
         assertSame(original, thrown, "the merge failure itself is thrown");
         assertEquals(1, thrown.getSuppressed().length);
         Throwable suppressed = thrown.getSuppressed()[0];
@@ -124,7 +125,8 @@ class LoraSameDiffStateChecksTest {
         RuntimeException original = new IllegalArgumentException("bad");
         s.failMerge.put("c", original);
         RuntimeException thrown = assertThrows(RuntimeException.class,
-                () -> LoraSameDiffModel.mergeAll(List.of("a", "b", "c"), s::merge, s::unmerge, w -> w));
+                () -> LoraSameDiffModel.allOrNothing(List.of("a", "b", "c"), s::merge, s::unmerge, w -> w,
+                        "merging", "unmerging", "merged"));
         assertSame(original, thrown);
         assertEquals(0, thrown.getSuppressed().length);
         assertEquals(List.of("merge a", "merge b", "unmerge b", "unmerge a"), s.log);
