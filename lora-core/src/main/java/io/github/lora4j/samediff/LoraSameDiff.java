@@ -81,7 +81,7 @@ public final class LoraSameDiff {
     private final List<GraphSurgery.Inserted> inserted;
     private LoraConfig config;
     private LoraLinear merged;
-    private Map<String, GradientUpdater> parkedUpdaters = Map.of();
+    private Map<String, GradientUpdater<?>> parkedUpdaters = Map.of();
     private boolean unloaded;
 
     private LoraSameDiff(SameDiff sd, Plan.Target t, SDVariable bias, SDVariable output) {
@@ -605,11 +605,11 @@ public final class LoraSameDiff {
      * Makes {@code vars} constants, returning their optimizer state (SameDiff's {@code convertToConstants} would
      * close it) so that {@link #thaw} can give it back.
      */
-    static Map<String, GradientUpdater> freezeKeepingState(SameDiff sd, List<SDVariable> vars) {
-        Map<String, GradientUpdater> parked = new HashMap<>();
+    static Map<String, GradientUpdater<?>> freezeKeepingState(SameDiff sd, List<SDVariable> vars) {
+        Map<String, GradientUpdater<?>> parked = new HashMap<>();
         if (sd.getUpdaterMap() != null) {
             for (SDVariable v : vars) {
-                GradientUpdater u = sd.getUpdaterMap().remove(v.name());
+                GradientUpdater<?> u = sd.getUpdaterMap().remove(v.name());
                 if (u != null) {
                     parked.put(v.name(), u);
                 }
@@ -620,7 +620,7 @@ public final class LoraSameDiff {
     }
 
     /** Makes {@code vars} trainable again with the state {@link #freezeKeepingState} kept (fresh state if none). */
-    static void thaw(SameDiff sd, List<SDVariable> vars, Map<String, GradientUpdater> parked) {
+    static void thaw(SameDiff sd, List<SDVariable> vars, Map<String, GradientUpdater<?>> parked) {
         if (sd.isInitializedTraining() && sd.getUpdaterMap() != null) {
             parked.forEach(sd.getUpdaterMap()::putIfAbsent);
         }
