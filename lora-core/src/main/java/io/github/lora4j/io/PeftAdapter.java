@@ -178,20 +178,21 @@ public final class PeftAdapter {
      * module of that type.
      *
      * @param module a module path as listed by {@link #fullModules()}; not {@code null}
-     * @param param  the parameter name, {@code weight} or {@code bias}
-     * @param type   the data type of the target module, e.g. {@link DataType#FLOAT}
+     * @param param  the parameter name, {@code weight} or {@code bias}; {@code null} names none
+     * @param type   the data type of the target module, e.g. {@link DataType#FLOAT}; not {@code null}
      * @return a new array of data type {@code type} with the file's values; the caller may modify it
      * @throws AdapterFormatException   if it holds NaN or infinity
      * @throws IllegalArgumentException if the module or parameter is not in the file, or a value overflows
      *                                  {@code type}
      */
     public INDArray full(String module, String param, DataType type) throws AdapterFormatException {
-        INDArray x = full(module).get(param);
+        Map<String, INDArray> f = full(module);
+        INDArray x = param == null ? null : f.get(param);
         if (x == null) {
             throw new IllegalArgumentException("module '" + module + "' has no full tensor '" + param + "'; expected one "
                     + "of " + full.get(module).keySet());
         }
-        return PeftAdapterFiles.convert(x, type, "modules_to_save module '" + module + "'", param);
+        return AdapterLoader.convert(x, type, "modules_to_save module '" + module + "'", param);
     }
 
     /**

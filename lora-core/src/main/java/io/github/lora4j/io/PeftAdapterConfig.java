@@ -10,6 +10,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
+import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -31,7 +32,7 @@ import java.util.regex.PatternSyntaxException;
  * none), {@code use_rslora} (false), {@code fan_in_fan_out} (false), {@code bias} ({@code "none"}),
  * {@code rank_pattern} / {@code alpha_pattern} ({@code {}}: per-module {@code r} / {@code lora_alpha}, keys
  * matched as PEFT does, see {@link #rankOf}), {@code modules_to_save} (null), {@code base_model_name_or_path}
- * (null), {@code init_lora_weights} (true). The whole file is kept as {@link #raw()}.
+ * (null), {@code init_lora_weights} (true). A config read from a file keeps the whole file as {@link #raw()}.
  *
  * <p>Unknown keys are ignored (PEFT adds keys in every release), as are keys that only steer how PEFT builds a
  * model ({@code layers_to_transform}, {@code exclude_modules}, {@code auto_mapping}, ...): the tensors in the file
@@ -95,18 +96,10 @@ public final class PeftAdapterConfig {
         this.alphaPattern = Collections.unmodifiableMap(new LinkedHashMap<>(alphaPattern));
         this.modulesToSave = modulesToSave == null ? null : List.copyOf(modulesToSave);
         this.baseModelNameOrPath = baseModelNameOrPath;
-        this.rankKeys = compile(this.rankPattern.keySet());
-        this.alphaKeys = compile(this.alphaPattern.keySet());
-        this.raw = raw != null ? raw.deepCopy() : (ObjectNode) JSON.valueToTree(Map.of());
-    }
-
-    private static List<Map.Entry<String, Pattern>> compile(Set<String> keys) {
-        List<Map.Entry<String, Pattern>> out = new ArrayList<>();
-        for (String k : keys) {
-            // PEFT: re.match(rf"(.*\.)?({key})$", module) after an exact comparison.
-            out.add(Map.entry(k, Pattern.compile("(?:.*\\.)?(?:" + k + ")")));
-        }
-        return out;
+        this.rankKeys = PatternKeys.compile(this.rankPattern.keySet());
+        this.alphaKeys = PatternKeys.compile(this.alphaPattern.keySet());
+        // Last: toJson reads the fields above. Parsed back, so the node types are the ones a reader of the file sees.
+        this.raw = raw != null ? raw.deepCopy() : parseOwn(toJson());
     }
 
     /**
@@ -249,7 +242,10 @@ public final class PeftAdapterConfig {
     }
 
     /**
-     * A copy of the whole JSON object as read (or as written), unknown keys included.
+     * A copy of the whole JSON object. For a config read from a file ({@link PeftAdapterFiles#read}) it is the file's
+     * object as read, unknown keys included. For a config built here ({@link #from}) it is the object a save writes
+     * for these fields: each field above under its PEFT key (absent values as PEFT's defaults or null), plus
+     * {@code init_lora_weights} true, {@code inference_mode} true and {@code task_type} null.
      *
      * @return a deep copy of the JSON object; modifying it does not change this config
      */
@@ -262,97 +258,39 @@ public final class PeftAdapterConfig {
      * first {@code rank_pattern} key equal to the path or, as a regex, matching its whole tail after a dot
      * ({@code (.*\.)?key}); {@link #r()} when none does.
      *
-     * @param module the module path, without {@code base_model.model.}; not {@code null} when patterns exist
+     * <p>A module path is required: {@code null} is refused even without patterns, as PEFT's own lookup
+     * ({@code get_pattern_key}) fails on {@code None} once a pattern exists; the defaults are {@link #r()} and
+     * {@link #loraAlpha()}.
+     *
+     * @param module the module path, without {@code base_model.model.}; not {@code null}
      * @return the rank {@code r} for that module
-     * @throws IllegalArgumentException if a key is a regex too expensive to match (catastrophic backtracking)
-     * @throws NullPointerException     if {@code module} is {@code null} and {@code rank_pattern} is not empty
+     * @throws IllegalArgumentException if {@code module} is {@code null}, or a key is a regex too expensive to match
+     *                                  (catastrophic backtracking)
      */
     public int rankOf(String module) {
-        String key = patternKey(rankKeys, module);
+        requireModule(module);
+        String key = PatternKeys.find(rankKeys, module);
         return key == null ? r : rankPattern.get(key);
     }
 
     /**
      * The alpha of {@code module}, resolved through {@code alpha_pattern} as {@link #rankOf} does.
      *
-     * @param module the module path, without {@code base_model.model.}; not {@code null} when patterns exist
+     * @param module the module path, without {@code base_model.model.}; not {@code null}
      * @return the alpha for that module
-     * @throws IllegalArgumentException if a key is a regex too expensive to match (catastrophic backtracking)
-     * @throws NullPointerException     if {@code module} is {@code null} and {@code alpha_pattern} is not empty
+     * @throws IllegalArgumentException if {@code module} is {@code null}, or a key is a regex too expensive to match
+     *                                  (catastrophic backtracking)
      */
     public double alphaOf(String module) {
-        String key = patternKey(alphaKeys, module);
+        requireModule(module);
+        String key = PatternKeys.find(alphaKeys, module);
         return key == null ? loraAlpha : alphaPattern.get(key);
     }
 
-    /** Character reads one pattern key may spend on one module path: far above any sane regex, far below a hang. */
-    private static final long MATCH_BUDGET = 1_000_000;
-
-    private static String patternKey(List<Map.Entry<String, Pattern>> keys, String module) {
-        for (Map.Entry<String, Pattern> k : keys) {
-            if (k.getKey().equals(module)) {
-                return k.getKey();
-            }
-            try {
-                if (k.getValue().matcher(new Budgeted(module, MATCH_BUDGET)).matches()) {
-                    return k.getKey();
-                }
-            } catch (Budgeted.Exhausted e) {
-                throw new IllegalArgumentException("pattern key '" + k.getKey() + "' needs more than " + MATCH_BUDGET
-                        + " steps to match module '" + module + "' (catastrophic backtracking); expected a plain name "
-                        + "or a simple regex");
-            }
-        }
-        return null;
-    }
-
-    /** A string whose characters may be read a bounded number of times, so a hostile regex cannot hang a reader. */
-    private static final class Budgeted implements CharSequence {
-        static final class Exhausted extends RuntimeException {
-            private static final long serialVersionUID = 1L;
-
-            Exhausted() {
-                super(null, null, false, false);
-            }
-        }
-
-        private final String s;
-        private final long[] left;
-        private final int from;
-        private final int to;
-
-        Budgeted(String s, long budget) {
-            this(s, new long[] {budget}, 0, s.length());
-        }
-
-        private Budgeted(String s, long[] left, int from, int to) {
-            this.s = s;
-            this.left = left;
-            this.from = from;
-            this.to = to;
-        }
-
-        @Override
-        public char charAt(int index) {
-            if (--left[0] < 0) {
-                throw new Exhausted();
-            }
-            return s.charAt(from + index);
-        }
-
-        @Override
-        public int length() {
-            return to - from;
-        }
-
-        @Override
-        public CharSequence subSequence(int start, int end) {
-            return new Budgeted(s, left, from + start, from + end);
-        }
-
-        @Override
-        public String toString() {
-            return s.substring(from, to);
+    private static void requireModule(String module) {
+        if (module == null) {
+            throw new IllegalArgumentException("module: expected a module path such as "
+                    + "'model.layers.0.self_attn.q_proj', got null; the defaults are r() and loraAlpha()");
         }
     }
 
@@ -371,11 +309,10 @@ public final class PeftAdapterConfig {
     /**
      * {@link #toLoraConfig()} with the rank and alpha {@code rank_pattern} / {@code alpha_pattern} give {@code module}.
      *
-     * @param module the module path, without {@code base_model.model.}
+     * @param module the module path, without {@code base_model.model.}; not {@code null}
      * @return a new config with that module's rank and alpha
-     * @throws IllegalArgumentException if a value is outside lora4j's range (e.g. a non-positive alpha), or if a
-     *                                  pattern key is a regex too expensive to match
-     * @throws NullPointerException     if {@code module} is {@code null} and a pattern is not empty
+     * @throws IllegalArgumentException if {@code module} is {@code null}, a value is outside lora4j's range (e.g. a
+     *                                  non-positive alpha), or a pattern key is a regex too expensive to match
      */
     public LoraConfig toLoraConfig(String module) {
         return LoraConfig.builder().rank(rankOf(module)).alpha(alphaOf(module)).dropout(loraDropout)
@@ -389,6 +326,22 @@ public final class PeftAdapterConfig {
      * {@code init_lora_weights} true (the weights are plain LoRA factors).
      */
     byte[] toJson() {
+        try {
+            return JSON.writeValueAsBytes(toJsonTree());
+        } catch (JacksonException e) {
+            throw new IllegalStateException("cannot serialise an in-memory JSON tree", e);
+        }
+    }
+
+    private static ObjectNode parseOwn(byte[] json) {
+        try {
+            return (ObjectNode) JSON.readTree(json);
+        } catch (IOException e) {
+            throw new IllegalStateException("cannot parse the JSON this class wrote", e);
+        }
+    }
+
+    private ObjectNode toJsonTree() {
         ObjectNode o = JSON.createObjectNode();
         o.put("peft_type", peftType);
         o.put("r", r);
@@ -421,11 +374,7 @@ public final class PeftAdapterConfig {
         } else {
             o.put("base_model_name_or_path", baseModelNameOrPath);
         }
-        try {
-            return JSON.writeValueAsBytes(o);
-        } catch (JacksonException e) {
-            throw new IllegalStateException("cannot serialise an in-memory JSON tree", e);
-        }
+        return o;
     }
 
     private static void putAlpha(ObjectNode o, String key, double alpha) {

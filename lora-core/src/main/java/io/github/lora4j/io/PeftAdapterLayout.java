@@ -5,6 +5,7 @@ import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Objects;
 import java.util.Set;
 import java.util.TreeMap;
 
@@ -109,6 +110,32 @@ public final class PeftAdapterLayout {
          */
         public long out() {
             return shapeB[0];
+        }
+
+        /**
+         * Value equality: the same kind, rank and alpha ({@link Double#compare}, as a record compares a
+         * {@code double}) and shapes with equal elements ({@link Arrays#equals(long[], long[])}); the record's default
+         * would compare the shape arrays by identity, so two reads of one file would never be equal.
+         *
+         * @param o the object to compare with
+         * @return {@code true} if {@code o} is a {@code LoraModule} with equal components
+         */
+        @Override
+        public boolean equals(Object o) {
+            return o instanceof LoraModule m && kind == m.kind && rank == m.rank
+                    && Double.compare(alpha, m.alpha) == 0 && Arrays.equals(shapeA, m.shapeA)
+                    && Arrays.equals(shapeB, m.shapeB);
+        }
+
+        /**
+         * A hash consistent with {@link #equals}: over the shapes' elements, not their identity.
+         *
+         * @return the hash code
+         */
+        @Override
+        public int hashCode() {
+            return 31 * (31 * (31 * (31 * Objects.hashCode(kind) + rank) + Double.hashCode(alpha)) + Arrays.hashCode(shapeA))
+                    + Arrays.hashCode(shapeB);
         }
 
         @Override

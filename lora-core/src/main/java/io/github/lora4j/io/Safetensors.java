@@ -80,7 +80,11 @@ final class Safetensors {
     private Safetensors() {
     }
 
-    /** The element types lora4j reads and writes, with their safetensors names and sizes. */
+    /**
+     * The element types lora4j reads and writes, with their safetensors names and sizes. F16 is ND4J's {@code HALF},
+     * deprecated there but the type ND4J's own half-precision arrays have (and lora4j's API documents).
+     */
+    @SuppressWarnings("deprecation")
     enum Dtype {
         F16(2, DataType.FLOAT16), BF16(2, DataType.BFLOAT16), F32(4, DataType.FLOAT), F64(8, DataType.DOUBLE);
 

@@ -81,7 +81,7 @@ public final class LoraSameDiff {
     private final List<GraphSurgery.Inserted> inserted;
     private LoraConfig config;
     private LoraLinear merged;
-    private Map<String, GradientUpdater> parkedUpdaters = Map.of();
+    private Map<String, GradientUpdater<?>> parkedUpdaters = Map.of();
     private boolean unloaded;
 
     private LoraSameDiff(SameDiff sd, Plan.Target t, SDVariable bias, SDVariable output) {
@@ -365,8 +365,10 @@ public final class LoraSameDiff {
      * The trainable variable {@code A [r, in]} (a constant while merged).
      *
      * @return the graph's variable (the variable itself, not a copy)
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()} (the variable is no longer in the graph)
      */
     public SDVariable loraA() {
+        requireLoaded();
         return loraA;
     }
 
@@ -374,8 +376,10 @@ public final class LoraSameDiff {
      * The trainable variable {@code B [out, r]} (a constant while merged).
      *
      * @return the graph's variable (the variable itself, not a copy)
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()} (the variable is no longer in the graph)
      */
     public SDVariable loraB() {
+        requireLoaded();
         return loraB;
     }
 
@@ -383,8 +387,10 @@ public final class LoraSameDiff {
      * The scalar constant {@code s} the LoRA path is multiplied by: {@code config().scaling()}, 0 while merged.
      *
      * @return the graph's scalar constant (the variable itself)
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()} (the constant is no longer in the graph)
      */
     public SDVariable scalingVariable() {
+        requireLoaded();
         return scaling;
     }
 
@@ -422,8 +428,10 @@ public final class LoraSameDiff {
      * A copy of the graph's current {@code A [r, in]}.
      *
      * @return a new c-order array; modifying it does not change the graph
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()}
      */
     public INDArray currentA() {
+        requireLoaded();
         return sd.getArrForVarName(loraA.name()).dup('c');
     }
 
@@ -431,9 +439,17 @@ public final class LoraSameDiff {
      * A copy of the graph's current {@code B [out, r]}.
      *
      * @return a new c-order array; modifying it does not change the graph
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()}
      */
     public INDArray currentB() {
+        requireLoaded();
         return sd.getArrForVarName(loraB.name()).dup('c');
+    }
+
+    /** Elements of {@code A} and {@code B}, {@code r·(in + out)}, without copying them. */
+    long parameterCount() {
+        requireLoaded();
+        return sd.getArrForVarName(loraA.name()).length() + sd.getArrForVarName(loraB.name()).length();
     }
 
     /** The graph's own {@code W} array (not a copy; see the class doc). */
@@ -515,7 +531,7 @@ public final class LoraSameDiff {
      * Takes the adapter out of {@code W} again, bit-exactly, and turns the graph's LoRA path and the training of
      * {@code A}, {@code B} back on (with the optimizer state they had).
      *
-     * @throws IllegalStateException if not merged
+     * @throws IllegalStateException if not merged, or after {@link LoraSameDiffModel#unload()}
      */
     public void unmerge() {
         requireLoaded();
@@ -589,11 +605,11 @@ public final class LoraSameDiff {
      * Makes {@code vars} constants, returning their optimizer state (SameDiff's {@code convertToConstants} would
      * close it) so that {@link #thaw} can give it back.
      */
-    static Map<String, GradientUpdater> freezeKeepingState(SameDiff sd, List<SDVariable> vars) {
-        Map<String, GradientUpdater> parked = new HashMap<>();
+    static Map<String, GradientUpdater<?>> freezeKeepingState(SameDiff sd, List<SDVariable> vars) {
+        Map<String, GradientUpdater<?>> parked = new HashMap<>();
         if (sd.getUpdaterMap() != null) {
             for (SDVariable v : vars) {
-                GradientUpdater u = sd.getUpdaterMap().remove(v.name());
+                GradientUpdater<?> u = sd.getUpdaterMap().remove(v.name());
                 if (u != null) {
                     parked.put(v.name(), u);
                 }
@@ -604,7 +620,7 @@ public final class LoraSameDiff {
     }
 
     /** Makes {@code vars} trainable again with the state {@link #freezeKeepingState} kept (fresh state if none). */
-    static void thaw(SameDiff sd, List<SDVariable> vars, Map<String, GradientUpdater> parked) {
+    static void thaw(SameDiff sd, List<SDVariable> vars, Map<String, GradientUpdater<?>> parked) {
         if (sd.isInitializedTraining() && sd.getUpdaterMap() != null) {
             parked.forEach(sd.getUpdaterMap()::putIfAbsent);
         }

@@ -14,6 +14,8 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.function.Consumer;
+import java.util.function.Function;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
 import org.nd4j.autodiff.samediff.VariableType;
@@ -109,16 +111,21 @@ public final class LoraSameDiffModel {
      * Parameters of the adapters, {@code r·(in + out)} summed over the adapted weights.
      *
      * @return the number of elements of every {@code A} and {@code B}
+     * @throws IllegalStateException after {@link #unload()} (the adapters are gone)
      */
     public long adapterParameterCount() {
-        return adapted.values().stream().mapToLong(a -> a.currentA().length() + a.currentB().length()).sum();
+        requireLoaded();
+        return adapted.values().stream().mapToLong(LoraSameDiff::parameterCount).sum();
     }
 
     // ---------------------------------------------------------------- merge
 
     /**
      * Merges every adapter into its weight ({@link LoraSameDiff#merge()}). All or nothing: if one fails, those
-     * already merged are unmerged again, bit-exactly, and the exception is rethrown.
+     * already merged are unmerged again, bit-exactly, and that adapter's exception itself is rethrown. Should an
+     * unmerge of the rollback fail too (not expected: unmerge only restores what merge recorded), the rollback goes
+     * on with the others and each such failure is attached to the rethrown exception as suppressed, naming the
+     * weight that stays merged.
      *
      * @throws IllegalStateException if some adapter is already merged, after unload, or as {@link LoraSameDiff#merge()}
      */
@@ -129,30 +136,50 @@ public final class LoraSameDiffModel {
                 throw new IllegalStateException("'" + a.weightName() + "' is already merged; unmerge() first");
             }
         }
-        mergeAll(adapted.values());
+        mergeAll(List.copyOf(adapted.values()));
     }
 
     /** Merges {@code toMerge}, all or nothing. */
-    private static void mergeAll(Iterable<LoraSameDiff> toMerge) {
-        List<LoraSameDiff> done = new ArrayList<>();
-        for (LoraSameDiff a : toMerge) {
+    private static void mergeAll(List<LoraSameDiff> toMerge) {
+        allOrNothing(toMerge, LoraSameDiff::merge, LoraSameDiff::unmerge, LoraSameDiff::weightName, "merging",
+                "unmerging", "merged");
+    }
+
+    /**
+     * Applies {@code step} to each of {@code items} in order; on the first failure applies {@code undo} to those
+     * done, in reverse, and rethrows that failure itself, with any failure of the rollback attached as suppressed
+     * (the rollback goes on past it). The three words name step, undo and the state an item that could not be
+     * undone stays in, for the suppressed exceptions' messages.
+     */
+    static <T> void allOrNothing(List<T> items, Consumer<? super T> step, Consumer<? super T> undo,
+                                 Function<? super T, String> name, String stepping, String undoing, String stays) {
+        List<T> done = new ArrayList<>();
+        for (T a : items) {
             try {
-                a.merge();
+                step.accept(a);
             } catch (RuntimeException e) {
                 for (int i = done.size() - 1; i >= 0; i--) {
-                    done.get(i).unmerge();
+                    try {
+                        undo.accept(done.get(i));
+                    } catch (RuntimeException rollback) {
+                        e.addSuppressed(new IllegalStateException("rolling back after " + stepping + " '"
+                                + name.apply(a) + "' failed: " + undoing + " '" + name.apply(done.get(i))
+                                + "' failed too, so it stays " + stays, rollback));
+                    }
                 }
-                throw new IllegalStateException("merging '" + a.weightName() + "' failed; " + done.size()
-                        + " weight(s) already merged were unmerged again: " + e.getMessage(), e);
+                throw e;
             }
             done.add(a);
         }
     }
 
     /**
-     * Unmerges every adapter; each weight is then bitwise what it was before {@link #merge()}.
+     * Unmerges every adapter; each weight is then bitwise what it was before {@link #merge()}. All or nothing, as
+     * {@link #merge()}: should one unmerge fail, those already unmerged are merged again and its exception is
+     * rethrown.
      *
-     * @throws IllegalStateException unless every adapter is merged (nothing is changed then)
+     * @throws IllegalStateException unless every adapter is merged (nothing is changed then), after unload, or as
+     *                               {@link LoraSameDiff#unmerge()}
      */
     public void unmerge() {
         requireLoaded();
@@ -161,7 +188,8 @@ public final class LoraSameDiffModel {
                 throw new IllegalStateException("'" + a.weightName() + "' is not merged; nothing to unmerge");
             }
         }
-        adapted.values().forEach(LoraSameDiff::unmerge);
+        allOrNothing(List.copyOf(adapted.values()), LoraSameDiff::unmerge, LoraSameDiff::merge,
+                LoraSameDiff::weightName, "unmerging", "merging again", "unmerged");
     }
 
     /**

@@ -9,7 +9,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
-import java.util.HashMap;
 import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -17,10 +16,7 @@ import java.util.Map;
 import java.util.Objects;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
-import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.learning.GradientUpdater;
-import org.nd4j.linalg.learning.config.AdaBelief;
 import org.nd4j.linalg.learning.config.IUpdater;
 import org.nd4j.linalg.learning.regularization.WeightDecay;
 
@@ -462,118 +458,11 @@ public final class LoraTrainer {
     }
 
     private AdapterState stateOf(LoraLinear layer, LoraAdapter adapter) {
-        return states.computeIfAbsent(adapter, a -> newState(layer, a));
+        return states.computeIfAbsent(adapter, a -> AdapterState.create(updater, layer, a));
     }
 
     private static boolean hasAdapter(LoraLinear layer, LoraAdapter adapter) {
         return layer.adapterNames().contains(adapter.name()) && layer.adapter(adapter.name()) == adapter;
-    }
-
-    private AdapterState newState(LoraLinear layer, LoraAdapter adapter) {
-        INDArray gradA = adapter.gradA();
-        INDArray gradB = adapter.gradB();
-        requireContiguous(adapter, gradA, "gradA");
-        requireContiguous(adapter, gradB, "gradB");
-        long sa = updater.stateSize(gradA.length());
-        long sb = updater.stateSize(gradB.length());
-        if (sa + sb == 0) {
-            // Stateless updaters (Sgd, NoOp) refuse a view array.
-            return new AdapterState(layer, updater.instantiate((INDArray) null, true),
-                    updater.instantiate((INDArray) null, true), null, 0, 0);
-        }
-        // One flat c-order row per adapter; A's and B's updaters each own a contiguous slice of it.
-        INDArray flat = Nd4j.zeros(gradA.dataType(), 1, sa + sb);
-        INDArray viewA = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, sa)).reshape(1, sa);
-        INDArray viewB = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(sa, sa + sb)).reshape(1, sb);
-        return new AdapterState(layer, instantiate(viewA), instantiate(viewB), flat, sa, sb);
-    }
-
-    /** An updater whose state lives in {@code view} ({@code [1, stateSize]}, zeros). */
-    private GradientUpdater<?> instantiate(INDArray view) {
-        if (updater instanceof AdaBelief) {
-            // ND4J 1.0.0-M2.1 bug: AdaBelief.instantiate(INDArray, boolean) flattens the view to 1-D and then
-            // halves shape[1], which always throws ArrayIndexOutOfBoundsException. Its map form works; hand it
-            // the two halves of the same view (M, then S), so the state still lives in our flat row.
-            long half = view.length() / 2;
-            Map<String, INDArray> state = new HashMap<>();
-            state.put("M", view.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, half)).reshape(1, half));
-            state.put("S", view.get(NDArrayIndex.point(0), NDArrayIndex.interval(half, 2 * half)).reshape(1, half));
-            return updater.instantiate(state, true);
-        }
-        return updater.instantiate(view, true);
-    }
-
-    private static void requireContiguous(LoraAdapter adapter, INDArray grad, String what) {
-        if (grad.ordering() != 'c' || grad.elementWiseStride() != 1 || grad.isView()) {
-            // ND4J's updaters would silently leave such an array unchanged.
-            throw new IllegalStateException("adapter '" + adapter.name() + "': " + what
-                    + " must be a c-order contiguous array for ND4J's updaters, got ordering " + grad.ordering()
-                    + " and element-wise stride " + grad.elementWiseStride());
-        }
-    }
-
-    /**
-     * Optimizer state of one adapter: an updater for A and one for B over slices of one flat row {@code [A's | B's]},
-     * plus the scratch of the checked step (the steps of A and B, a backup of the flat row).
-     */
-    private static final class AdapterState {
-        final LoraLinear layer;
-        final GradientUpdater<?> forA;
-        final GradientUpdater<?> forB;
-        /** {@code [1, sizeA + sizeB]}, or null for stateless updaters. */
-        final INDArray flat;
-        final long sizeA;
-        final long size;
-        INDArray backup;
-        INDArray stepA;
-        INDArray stepB;
-
-        AdapterState(LoraLinear layer, GradientUpdater<?> forA, GradientUpdater<?> forB, INDArray flat, long sizeA,
-                     long sizeB) {
-            this.layer = layer;
-            this.forA = forA;
-            this.forB = forB;
-            this.flat = flat;
-            this.sizeA = sizeA;
-            this.size = sizeA + sizeB;
-        }
-
-        void ensureScratch(LoraAdapter adapter) {
-            if (stepA == null) {
-                stepA = Nd4j.createUninitialized(adapter.gradA().dataType(), adapter.gradA().shape());
-                stepB = Nd4j.createUninitialized(adapter.gradB().dataType(), adapter.gradB().shape());
-            }
-        }
-
-        void backUp() {
-            if (flat != null) {
-                if (backup == null) {
-                    backup = Nd4j.createUninitialized(flat.dataType(), flat.shape());
-                }
-                StateArrays.copy(flat, backup);
-            }
-        }
-
-        void restore() {
-            if (flat != null) {
-                StateArrays.copy(backup, flat);
-            }
-        }
-
-        /** Copy of A's part of the state, 1-D {@code [sizeA]}. */
-        INDArray stateA() {
-            return flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, sizeA)).dup('c').reshape(sizeA);
-        }
-
-        /** Copy of B's part of the state, 1-D {@code [size − sizeA]}. */
-        INDArray stateB() {
-            return flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(sizeA, size)).dup('c').reshape(size - sizeA);
-        }
-
-        /** Overwrites the state with saved values (lengths checked by the reader). */
-        void load(INDArray a, INDArray b) {
-            StateArrays.copy(Nd4j.concat(0, a, b).reshape(1, size), flat);
-        }
     }
 
     /**
@@ -589,14 +478,16 @@ public final class LoraTrainer {
 
         /**
          * The ND4J updater configuration (required), e.g. {@code new Adam(1e-3)} or
-         * {@code new Sgd(new StepSchedule(ScheduleType.ITERATION, 0.1, 0.5, 100))}; the trainer keeps a clone.
+         * {@code new Sgd(new StepSchedule(ScheduleType.ITERATION, 0.1, 0.5, 100))}. Cloned now (ND4J's configurations
+         * are mutable: {@code setLearningRate}), so changing {@code updater} afterwards changes neither this builder
+         * nor the trainers it builds; each trainer keeps a clone of its own.
          *
          * @param updater the updater configuration, not null
          * @return this builder
          * @throws NullPointerException if {@code updater} is null
          */
         public Builder updater(IUpdater updater) {
-            this.updater = Objects.requireNonNull(updater, "updater must not be null");
+            this.updater = Objects.requireNonNull(updater, "updater must not be null").clone();
             return this;
         }
 

@@ -1,0 +1,120 @@
+package io.github.lora4j.train;
+
+import io.github.lora4j.LoraAdapter;
+import io.github.lora4j.LoraLinear;
+import java.util.HashMap;
+import java.util.Map;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.nd4j.linalg.learning.GradientUpdater;
+import org.nd4j.linalg.learning.config.AdaBelief;
+import org.nd4j.linalg.learning.config.IUpdater;
+
+/**
+ * Optimizer state of one adapter: an updater for A and one for B over slices of one flat row {@code [A's | B's]},
+ * plus the scratch of the checked step (the steps of A and B, a backup of the flat row).
+ */
+final class AdapterState {
+    final LoraLinear layer;
+    final GradientUpdater<?> forA;
+    final GradientUpdater<?> forB;
+    /** {@code [1, sizeA + sizeB]}, or null for stateless updaters. */
+    final INDArray flat;
+    final long sizeA;
+    final long size;
+    INDArray backup;
+    INDArray stepA;
+    INDArray stepB;
+
+    private AdapterState(LoraLinear layer, GradientUpdater<?> forA, GradientUpdater<?> forB, INDArray flat, long sizeA,
+                         long sizeB) {
+        this.layer = layer;
+        this.forA = forA;
+        this.forB = forB;
+        this.flat = flat;
+        this.sizeA = sizeA;
+        this.size = sizeA + sizeB;
+    }
+
+    void ensureScratch(LoraAdapter adapter) {
+        if (stepA == null) {
+            stepA = Nd4j.createUninitialized(adapter.gradA().dataType(), adapter.gradA().shape());
+            stepB = Nd4j.createUninitialized(adapter.gradB().dataType(), adapter.gradB().shape());
+        }
+    }
+
+    void backUp() {
+        if (flat != null) {
+            if (backup == null) {
+                backup = Nd4j.createUninitialized(flat.dataType(), flat.shape());
+            }
+            StateArrays.copy(flat, backup);
+        }
+    }
+
+    void restore() {
+        if (flat != null) {
+            StateArrays.copy(backup, flat);
+        }
+    }
+
+    /** Copy of A's part of the state, 1-D {@code [sizeA]}. */
+    INDArray stateA() {
+        return flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, sizeA)).dup('c').reshape(sizeA);
+    }
+
+    /** Copy of B's part of the state, 1-D {@code [size − sizeA]}. */
+    INDArray stateB() {
+        return flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(sizeA, size)).dup('c').reshape(size - sizeA);
+    }
+
+    /** Overwrites the state with saved values (lengths checked by the reader). */
+    void load(INDArray a, INDArray b) {
+        StateArrays.copy(Nd4j.concat(0, a, b).reshape(1, size), flat);
+    }
+
+    /** Fresh (zero) state for {@code adapter} of {@code layer} under {@code updater}. */
+    static AdapterState create(IUpdater updater, LoraLinear layer, LoraAdapter adapter) {
+        INDArray gradA = adapter.gradA();
+        INDArray gradB = adapter.gradB();
+        requireContiguous(adapter, gradA, "gradA");
+        requireContiguous(adapter, gradB, "gradB");
+        long sa = updater.stateSize(gradA.length());
+        long sb = updater.stateSize(gradB.length());
+        if (sa + sb == 0) {
+            // Stateless updaters (Sgd, NoOp) refuse a view array.
+            return new AdapterState(layer, updater.instantiate((INDArray) null, true),
+                    updater.instantiate((INDArray) null, true), null, 0, 0);
+        }
+        // One flat c-order row per adapter; A's and B's updaters each own a contiguous slice of it.
+        INDArray flat = Nd4j.zeros(gradA.dataType(), 1, sa + sb);
+        INDArray viewA = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, sa)).reshape(1, sa);
+        INDArray viewB = flat.get(NDArrayIndex.point(0), NDArrayIndex.interval(sa, sa + sb)).reshape(1, sb);
+        return new AdapterState(layer, instantiate(updater, viewA), instantiate(updater, viewB), flat, sa, sb);
+    }
+
+    /** An updater whose state lives in {@code view} ({@code [1, stateSize]}, zeros). */
+    private static GradientUpdater<?> instantiate(IUpdater updater, INDArray view) {
+        if (updater instanceof AdaBelief) {
+            // ND4J 1.0.0-M2.1 bug: AdaBelief.instantiate(INDArray, boolean) flattens the view to 1-D and then
+            // halves shape[1], which always throws ArrayIndexOutOfBoundsException. Its map form works; hand it
+            // the two halves of the same view (M, then S), so the state still lives in our flat row.
+            long half = view.length() / 2;
+            Map<String, INDArray> state = new HashMap<>();
+            state.put("M", view.get(NDArrayIndex.point(0), NDArrayIndex.interval(0, half)).reshape(1, half));
+            state.put("S", view.get(NDArrayIndex.point(0), NDArrayIndex.interval(half, 2 * half)).reshape(1, half));
+            return updater.instantiate(state, true);
+        }
+        return updater.instantiate(view, true);
+    }
+
+    private static void requireContiguous(LoraAdapter adapter, INDArray grad, String what) {
+        if (grad.ordering() != 'c' || grad.elementWiseStride() != 1 || grad.isView()) {
+            // ND4J's updaters would silently leave such an array unchanged.
+            throw new IllegalStateException("adapter '" + adapter.name() + "': " + what
+                    + " must be a c-order contiguous array for ND4J's updaters, got ordering " + grad.ordering()
+                    + " and element-wise stride " + grad.elementWiseStride());
+        }
+    }
+}
