@@ -72,34 +72,26 @@ final class ModuleSet {
 
     /** See {@link LoraModel#module}. */
     static LoraLinear module(LoraModel model, String path) {
-        Objects.requireNonNull(path, "module path must not be null");
-        LoraLinear m = model.modules.get(path);
-        if (m == null) {
-            throw new IllegalArgumentException("unknown module '" + path + "'" + (model.embeddings.containsKey(path)
-                    ? " among the linear modules (it is an embedding: use embedding(path))" : "")
-                    + "; available linear modules: " + model.modules.keySet());
-        }
-        return m;
+        return find(model.modules, path, "module", model.embeddings.containsKey(path)
+                ? " among the linear modules (it is an embedding: use embedding(path))" : "", "linear modules");
     }
 
     /** See {@link LoraModel#embedding}. */
     static LoraEmbedding embedding(LoraModel model, String path) {
-        Objects.requireNonNull(path, "module path must not be null");
-        LoraEmbedding m = model.embeddings.get(path);
-        if (m == null) {
-            throw new IllegalArgumentException("unknown embedding '" + path + "'; available embeddings: "
-                    + model.embeddings.keySet());
-        }
-        return m;
+        return find(model.embeddings, path, "embedding", "", "embeddings");
     }
 
     /** See {@link LoraModel#conv2d}. */
     static LoraConv2d conv2d(LoraModel model, String path) {
+        return find(model.convs, path, "conv module", "", "conv modules");
+    }
+
+    private static <T> T find(Map<String, T> map, String path, String what, String hint, String available) {
         Objects.requireNonNull(path, "module path must not be null");
-        LoraConv2d m = model.convs.get(path);
+        T m = map.get(path);
         if (m == null) {
-            throw new IllegalArgumentException("unknown conv module '" + path + "'; available conv modules: "
-                    + model.convs.keySet());
+            throw new IllegalArgumentException("unknown " + what + " '" + path + "'" + hint + "; available " + available
+                    + ": " + map.keySet());
         }
         return m;
     }

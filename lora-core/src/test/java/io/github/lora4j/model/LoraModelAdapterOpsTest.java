@@ -60,6 +60,11 @@ class LoraModelAdapterOpsTest {
         return t;
     }
 
+    /** {@code x W^T + b} of {@code m}'s weight and bias through a plain layer: the base output. */
+    private static INDArray baseOutput(LoraLinear m, INDArray x) {
+        return LoraLinear.base(m.weight(), m.bias() == null ? null : m.bias().reshape(-1), m.layout()).forward(x);
+    }
+
     // ---------------------------------------------------------------- deleteAdapter
 
     @Test
@@ -113,10 +118,7 @@ class LoraModelAdapterOpsTest {
         ModelFixture f = new ModelFixture(20).withAdapters(21);
         INDArray x = gaussian(DataType.DOUBLE, 22, 1, 3, IN);
         Map<String, INDArray> base = new LinkedHashMap<>();
-        for (String p : TARGETED) {
-            LoraLinear m = f.model.module(p);
-            base.put(p, LoraLinear.base(m.weight(), m.bias() == null ? null : m.bias().reshape(-1), m.layout()).forward(x));
-        }
+        TARGETED.forEach(p -> base.put(p, baseOutput(f.model.module(p), x)));
         f.model.deleteAdapter("default");
         assertNull(f.model.activeAdapter());
         assertEquals(List.of("a"), f.model.adapterNames());
@@ -138,8 +140,7 @@ class LoraModelAdapterOpsTest {
         Map<String, INDArray> base = new LinkedHashMap<>();
         for (String p : TARGETED) {
             adapted.put(p, model.forward(p, x));
-            LoraLinear m = model.module(p);
-            base.put(p, LoraLinear.base(m.weight(), m.bias() == null ? null : m.bias().reshape(-1), m.layout()).forward(x));
+            base.put(p, baseOutput(model.module(p), x));
         }
         try (AdaptersDisabled outer = model.adaptersDisabled()) {
             assertFalse(model.adaptersEnabled());
