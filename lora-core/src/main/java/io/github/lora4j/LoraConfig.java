@@ -116,10 +116,37 @@ public final class LoraConfig {
     /**
      * Seed of the initialisation draw and of the dropout masks.
      *
+     * <p><b>One seed, one stream.</b> A layer wrapped with this configuration draws {@code A} and its dropout masks
+     * from exactly this seed, so two layers wrapped one at a time with the same configuration start from identical
+     * {@code A} and drop the same elements. Give each its own stream with {@link #forModule(String)}, the rule that
+     * {@code LoraModel}, {@code LoraSameDiff} and lora-dl4j apply to every module they adapt.
+     *
      * @return the seed
      */
     public long seed() {
         return seed;
+    }
+
+    /**
+     * This configuration for the module at {@code modulePath}: a copy, equal in every field but the seed, which is
+     * {@code seed()} mixed with the path by the documented rule
+     * {@code z = seed + 0x9E3779B97F4A7C15·(modulePath.hashCode() + 1)}, then SplitMix64's finaliser on {@code z}
+     * ({@code String.hashCode} is specified by the JLS, so the result is the same on every JVM). {@code LoraModel},
+     * {@code LoraSameDiff} and lora-dl4j give each module {@code config.forModule(path)}, so a layer wrapped by hand
+     * with {@code LoraLinear.wrap(w, b, config.forModule(path))} starts exactly where that module does, and
+     * equal-shaped modules start from different {@code A} and dropout masks (PEFT's global random stream gives
+     * the same effect).
+     *
+     * @param modulePath the module's path, e.g. {@code model.layers.0.self_attn.q_proj}; any string, not null
+     * @return a new configuration with the mixed seed; this one is not changed
+     * @throws NullPointerException if {@code modulePath} is null
+     */
+    public LoraConfig forModule(String modulePath) {
+        Objects.requireNonNull(modulePath, "modulePath must not be null");
+        long z = seed + 0x9E3779B97F4A7C15L * (modulePath.hashCode() + 1L);
+        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
+        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
+        return toBuilder().seed(z ^ (z >>> 31)).build();
     }
 
     /**

@@ -29,6 +29,11 @@ import org.nd4j.linalg.factory.Nd4j;
  * each adapter are the trainable parameters; update them through {@link #updateTrainable(Consumer)} or
  * {@link #setAdapterWeights}, both refused while merged.
  *
+ * <h2>Seeds</h2>
+ * {@code A} and the dropout masks come from {@link LoraConfig#seed()} alone: two layers wrapped one at a time with
+ * the same config start identical. Wrap each with {@link LoraConfig#forModule config.forModule(path)}, the rule
+ * {@code LoraModel} applies, to give each its own stream.
+ *
  * <h2>Data types and shapes</h2>
  * {@code W} is FLOAT or DOUBLE; bias, adapters, inputs and gradients must have the same data type (a
  * mismatch is an error, never a silent cast). Inputs are {@code [n, in]} or {@code [..., in]}; leading

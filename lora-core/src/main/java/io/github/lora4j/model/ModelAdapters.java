@@ -11,6 +11,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.function.Predicate;
+import java.util.regex.Pattern;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
@@ -24,9 +25,41 @@ final class ModelAdapters {
 
     // ---------------------------------------------------------------- applying and switching
 
-    static void apply(LoraModel model, LoraConfig config, Predicate<String> matches, String what) {
-        if (!model.noTargets()) {
-            throw new IllegalStateException("LoRA is already applied to " + model.targetPaths()
+    /** See {@link LoraModel#applyLora(LoraConfig, List)}. */
+    static void applyByNames(LoraModel model, LoraConfig config, List<String> targetNames) {
+        Objects.requireNonNull(config, "config must not be null");
+        Objects.requireNonNull(targetNames, "targetNames must not be null");
+        for (String t : targetNames) {
+            if (t == null || t.isBlank()) {
+                throw new IllegalArgumentException("target module names must not be blank, got " + targetNames);
+            }
+        }
+        List<String> names = List.copyOf(targetNames);
+        apply(model, config, path -> matchesName(path, names), "target modules " + names);
+        model.targetModules.addAll(names);
+    }
+
+    /** See {@link LoraModel#applyLora(LoraConfig, Pattern)}. */
+    static void applyByRegex(LoraModel model, LoraConfig config, Pattern regex) {
+        Objects.requireNonNull(config, "config must not be null");
+        Objects.requireNonNull(regex, "regex must not be null");
+        apply(model, config, path -> regex.matcher(path).matches(), "target regex '" + regex.pattern() + "'");
+        model.targetRegex = regex.pattern();
+    }
+
+    /** PEFT's rule for a list of names: equal, or a suffix after a dot. */
+    static boolean matchesName(String path, List<String> names) {
+        for (String n : names) {
+            if (path.equals(n) || path.endsWith("." + n)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private static void apply(LoraModel model, LoraConfig config, Predicate<String> matches, String what) {
+        if (!TargetedModule.none(model)) {
+            throw new IllegalStateException("LoRA is already applied to " + TargetedModule.paths(model)
                     + "; use addAdapter(name, config) to add another adapter");
         }
         Map<String, LoraLinear> matched = new LinkedHashMap<>();
@@ -66,6 +99,13 @@ final class ModelAdapters {
         model.appliedConfig = config;
     }
 
+    /** See {@link LoraModel#addAdapter}. */
+    static void addAdapter(LoraModel model, String name, LoraConfig config) {
+        Objects.requireNonNull(config, "config must not be null");
+        TargetedModule.requireApplied(model);
+        addToAll(model.targeted, model.targetedEmbeddings, model.targetedConvs, name, config);
+    }
+
     static void addToAll(Map<String, LoraLinear> target, Map<String, LoraEmbedding> targetEmb,
                                  Map<String, LoraConv2d> targetConv, String name, LoraConfig config) {
         for (Map.Entry<String, LoraLinear> e : target.entrySet()) {
@@ -84,15 +124,15 @@ final class ModelAdapters {
         List<Runnable> undo = new ArrayList<>();
         try {
             for (Map.Entry<String, LoraLinear> e : target.entrySet()) {
-                e.getValue().addAdapter(name, config.toBuilder().seed(moduleSeed(config.seed(), e.getKey())).build());
+                e.getValue().addAdapter(name, config.forModule(e.getKey()));
                 undo.add(() -> e.getValue().deleteAdapter(name));
             }
             for (Map.Entry<String, LoraEmbedding> e : targetEmb.entrySet()) {
-                e.getValue().addAdapter(name, config.toBuilder().seed(moduleSeed(config.seed(), e.getKey())).build());
+                e.getValue().addAdapter(name, config.forModule(e.getKey()));
                 undo.add(() -> e.getValue().deleteAdapter(name));
             }
             for (Map.Entry<String, LoraConv2d> e : targetConv.entrySet()) {
-                e.getValue().addAdapter(name, config.toBuilder().seed(moduleSeed(config.seed(), e.getKey())).build());
+                e.getValue().addAdapter(name, config.forModule(e.getKey()));
                 undo.add(() -> e.getValue().deleteAdapter(name));
             }
         } catch (RuntimeException ex) {
@@ -115,17 +155,9 @@ final class ModelAdapters {
         }
     }
 
-    /** A per-module seed: {@code seed} mixed with the path's (JLS-specified, so stable) hash. */
-    static long moduleSeed(long seed, String path) {
-        long z = seed + 0x9E3779B97F4A7C15L * (path.hashCode() + 1L);
-        z = (z ^ (z >>> 30)) * 0xBF58476D1CE4E5B9L;
-        z = (z ^ (z >>> 27)) * 0x94D049BB133111EBL;
-        return z ^ (z >>> 31);
-    }
-
     static void setActiveAdapter(LoraModel model, String name) {
         Objects.requireNonNull(name, "adapter name must not be null");
-        model.requireApplied();
+        TargetedModule.requireApplied(model);
         for (Map.Entry<String, LoraLinear> e : model.targeted.entrySet()) {
             checkSwitchable(e.getKey(), e.getValue().adapterNames(), e.getValue().isMerged(), name);
         }
@@ -177,8 +209,8 @@ final class ModelAdapters {
 
     static void merge(LoraModel model, MergeMode mode) {
         Objects.requireNonNull(mode, "mode must not be null");
-        model.requireApplied();
-        List<TargetedModule> all = model.targets();
+        TargetedModule.requireApplied(model);
+        List<TargetedModule> all = TargetedModule.all(model);
         for (TargetedModule m : all) {
             if (m.isMerged()) {
                 throw new IllegalStateException("module '" + m.path() + "' is already merged; unmerge() first");
@@ -200,8 +232,8 @@ final class ModelAdapters {
     }
 
     static void unmerge(LoraModel model) {
-        model.requireApplied();
-        List<TargetedModule> all = model.targets();
+        TargetedModule.requireApplied(model);
+        List<TargetedModule> all = TargetedModule.all(model);
         for (TargetedModule m : all) {
             if (!m.isMerged()) {
                 throw new IllegalStateException("module '" + m.path() + "' is not merged; nothing to unmerge");
@@ -226,7 +258,7 @@ final class ModelAdapters {
      * a plain one over the same arrays and keeps the modules_to_save module in use: nothing is copied.
      */
     static Map<String, INDArray> mergeAndUnload(LoraModel model) {
-        List<TargetedModule> all = model.targets();
+        List<TargetedModule> all = TargetedModule.all(model);
         if (!all.isEmpty() && !all.stream().allMatch(TargetedModule::isMerged)) {
             merge(model, MergeMode.EXACT);
         }
@@ -265,8 +297,8 @@ final class ModelAdapters {
 
     static void deleteAdapter(LoraModel model, String name) {
         Objects.requireNonNull(name, "adapter name must not be null");
-        model.requireApplied();
-        List<TargetedModule> all = model.targets();
+        TargetedModule.requireApplied(model);
+        List<TargetedModule> all = TargetedModule.all(model);
         for (TargetedModule m : all) {
             requireKnownUnmerged(m, name, "deleting");
         }
@@ -285,7 +317,7 @@ final class ModelAdapters {
     }
 
     static void setAdaptersEnabled(LoraModel model, boolean on) {
-        List<TargetedModule> all = model.targets();
+        List<TargetedModule> all = TargetedModule.all(model);
         if (!on) {
             for (TargetedModule m : all) {
                 if (m.isMerged()) {
@@ -295,18 +327,25 @@ final class ModelAdapters {
             }
         }
         all.forEach(m -> m.setAdaptersEnabled(on));
-        model.setModulesToSaveEnabled(on);
+        ModulesToSave.setEnabled(model, on);
     }
 
     static boolean adaptersEnabled(LoraModel model) {
-        return model.targets().stream().allMatch(TargetedModule::adaptersEnabled)
-                && (model.modulesToSave().isEmpty() || model.modulesToSaveEnabled);
+        return TargetedModule.all(model).stream().allMatch(TargetedModule::adaptersEnabled)
+                && (ModulesToSave.paths(model).isEmpty() || model.modulesToSaveEnabled);
+    }
+
+    /** See {@link LoraModel#adaptersDisabled()}. */
+    static AdaptersDisabled adaptersDisabled(LoraModel model) {
+        Runnable restore = enabledState(model);
+        setAdaptersEnabled(model, false);
+        return new AdaptersDisabled(restore);
     }
 
     /** Each targeted module's enabled flag and the modules_to_save switch, to put back later. */
     static Runnable enabledState(LoraModel model) {
         Map<TargetedModule, Boolean> was = new LinkedHashMap<>();
-        model.targets().forEach(m -> was.put(m, m.adaptersEnabled()));
+        TargetedModule.all(model).forEach(m -> was.put(m, m.adaptersEnabled()));
         boolean saveWas = model.modulesToSaveEnabled;
         return () -> {
             was.forEach((m, on) -> {
@@ -314,14 +353,14 @@ final class ModelAdapters {
                     m.setAdaptersEnabled(true);
                 }
             });
-            model.setModulesToSaveEnabled(saveWas);
+            ModulesToSave.setEnabled(model, saveWas);
         };
     }
 
     static void setAdapterScale(LoraModel model, String name, double scale) {
         Objects.requireNonNull(name, "adapter name must not be null");
-        model.requireApplied();
-        List<TargetedModule> all = model.targets();
+        TargetedModule.requireApplied(model);
+        List<TargetedModule> all = TargetedModule.all(model);
         for (TargetedModule m : all) {
             requireKnownUnmerged(m, name, "changing the scale of");
         }
@@ -348,7 +387,7 @@ final class ModelAdapters {
     static void addWeightedAdapter(LoraModel model, String newName, List<String> adapterNames, double[] weights,
                                    Integer rank) {
         Objects.requireNonNull(newName, "newName must not be null");
-        model.requireApplied();
+        TargetedModule.requireApplied(model);
         if (!model.targetedEmbeddings.isEmpty() || !model.targetedConvs.isEmpty()) {
             throw new IllegalArgumentException("weighted adapter combinations cover linear modules only; expected a "
                     + "model whose LoRA modules are all linear, got LoRA embeddings " + model.targetedEmbeddings.keySet()
@@ -378,6 +417,17 @@ final class ModelAdapters {
     }
 
     // ---------------------------------------------------------------- mixed batches
+
+    /** See {@link LoraModel#forward(String, INDArray)}. */
+    static INDArray forward(LoraModel model, String path, INDArray x) {
+        Objects.requireNonNull(path, "module path must not be null");
+        LoraEmbedding e = model.embeddings.get(path);
+        if (e != null) {
+            return e.forward(x);
+        }
+        LoraConv2d c = model.convs.get(path);
+        return c != null ? c.forward(x) : model.module(path).forward(x);
+    }
 
     static INDArray forward(LoraModel model, String path, INDArray x, String[] adapterPerRow) {
         Objects.requireNonNull(path, "module path must not be null");

@@ -25,7 +25,7 @@ final class ModelFiles {
 
     /** See {@link LoraModel#save}. */
     static void save(LoraModel model, Path dir, String adapterName) throws IOException {
-        model.requireApplied();
+        TargetedModule.requireApplied(model);
         Map<String, Map<String, INDArray>> full = new LinkedHashMap<>();
         model.savedLinears.forEach((p, m) -> {
             Map<String, INDArray> t = new LinkedHashMap<>();
@@ -53,7 +53,7 @@ final class ModelFiles {
     /** See {@link LoraModel#load}. */
     static PeftAdapterConfig load(LoraModel model, Path dir, String adapterName) throws IOException {
         Objects.requireNonNull(adapterName, "adapterName must not be null");
-        boolean fresh = model.noTargets();
+        boolean fresh = TargetedModule.none(model);
         Map<String, LoraLinear> linearTargets = fresh ? withoutSaved(model.modules, model.savedLinears) : model.loraModules();
         Map<String, LoraEmbedding> embTargets = fresh ? withoutSaved(model.embeddings, model.savedEmbeddings) : model.loraEmbeddings();
         Map<String, LoraConv2d> convTargets = fresh ? Collections.unmodifiableMap(model.convs) : model.loraConvs();
@@ -76,7 +76,7 @@ final class ModelFiles {
         };
         if (!fresh) {
             List<String> missing = new ArrayList<>();
-            for (String p : model.targetPaths()) {
+            for (String p : TargetedModule.paths(model)) {
                 if (!added.contains(p)) {
                     missing.add(p);
                 }
@@ -84,7 +84,7 @@ final class ModelFiles {
             if (!missing.isEmpty()) {
                 undo.run();
                 throw new IllegalArgumentException("the adapter file must cover every targeted module; expected "
-                        + model.targetPaths() + ", missing " + missing + "; nothing was loaded");
+                        + TargetedModule.paths(model) + ", missing " + missing + "; nothing was loaded");
             }
         }
         Map<String, INDArray[]> copies = new LinkedHashMap<>();

@@ -2,8 +2,10 @@ package io.github.lora4j.model;
 
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -15,6 +17,32 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 final class ModulesToSave {
 
     private ModulesToSave() {
+    }
+
+    /** See {@link LoraModel#modulesToSave()}. */
+    static List<String> paths(LoraModel model) {
+        List<String> out = new ArrayList<>();
+        for (String p : model.order) {
+            if (model.savedLinears.containsKey(p) || model.savedEmbeddings.containsKey(p)) {
+                out.add(p);
+            }
+        }
+        return out;
+    }
+
+    /** See {@link LoraModel#setModulesToSaveEnabled}: puts the copies ({@code true}) or the originals in use. */
+    static void setEnabled(LoraModel model, boolean enabled) {
+        model.modulesToSaveEnabled = enabled;
+        model.savedLinears.forEach((p, m) -> model.modules.put(p, m[enabled ? 1 : 0]));
+        model.savedEmbeddings.forEach((p, m) -> model.embeddings.put(p, m[enabled ? 1 : 0]));
+    }
+
+    /** See {@link LoraModel#unloadModulesToSave()}. */
+    static void unload(LoraModel model) {
+        setEnabled(model, false);
+        model.savedLinears.clear();
+        model.savedEmbeddings.clear();
+        model.modulesToSaveEnabled = true;
     }
 
     /** See {@link LoraModel#setModuleToSave}. */

@@ -53,4 +53,11 @@ final class ParameterReport {
                         + "counted", model.modules.size(), model.embeddings.size(), model.convs.size(),
                 model.parametersOnly.size(), model.savedLinears.size() + model.savedEmbeddings.size());
     }
+
+    /** See {@link LoraModel#toString()}. */
+    static String describe(LoraModel model) {
+        return "LoraModel{modules=" + model.order.size() + ", targeted=" + TargetedModule.paths(model) + ", active="
+                + model.activeAdapter() + ", merged=" + model.isMerged() + (model.modulesToSave().isEmpty() ? ""
+                : ", modulesToSave=" + model.modulesToSave()) + "}";
+    }
 }

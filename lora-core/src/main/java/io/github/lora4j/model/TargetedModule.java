@@ -13,6 +13,28 @@ import java.util.List;
  */
 record TargetedModule(String path, LoraLinear linear, LoraEmbedding embedding, LoraConv2d conv) {
 
+    /** The LoRA-carrying modules of {@code model}, in model order. */
+    static List<TargetedModule> all(LoraModel model) {
+        return model.order.stream().filter(p -> model.targeted.containsKey(p) || model.targetedEmbeddings.containsKey(p)
+                || model.targetedConvs.containsKey(p)).map(p -> new TargetedModule(p, model.targeted.get(p),
+                model.targetedEmbeddings.get(p), model.targetedConvs.get(p))).toList();
+    }
+
+    static List<String> paths(LoraModel model) {
+        return all(model).stream().map(TargetedModule::path).toList();
+    }
+
+    /** Whether {@code model} has no LoRA applied. */
+    static boolean none(LoraModel model) {
+        return model.targeted.isEmpty() && model.targetedEmbeddings.isEmpty() && model.targetedConvs.isEmpty();
+    }
+
+    static void requireApplied(LoraModel model) {
+        if (none(model)) {
+            throw new IllegalStateException("no LoRA applied yet; call applyLora(config, targetModules) first");
+        }
+    }
+
     String kind() {
         return linear != null ? "linear" : embedding != null ? "embedding" : "conv2d";
     }

@@ -105,8 +105,8 @@ public final class LoraSameDiff {
      * Adds LoRA to the weights of {@code sd} that {@code weightNames} name, PEFT's way: a weight variable matches
      * a name when its variable name or its module name equals it or ends with {@code "." + name} or
      * {@code "/" + name}. Every other trainable variable becomes a constant too (PEFT freezes the base model); see
-     * {@link #builder(LoraConfig)} to keep some trainable. {@code A} is drawn per weight from a seed derived from
-     * {@code config.seed()} and the module name, {@code B = 0}: outputs do not change, bit for bit.
+     * {@link #builder(LoraConfig)} to keep some trainable. {@code A} is drawn per weight from
+     * {@link LoraConfig#forModule config.forModule(module name)}, as {@code LoraModel} does, {@code B = 0}: outputs do not change, bit for bit.
      *
      * <p>Works on a graph trained before in this JVM: the frozen variables' optimizer state is dropped and
      * {@code A}, {@code B} get fresh state (SameDiff's {@code convertToConstants} / {@code convertToVariables}), so

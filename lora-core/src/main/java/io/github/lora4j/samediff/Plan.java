@@ -11,7 +11,6 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.SplittableRandom;
 import java.util.TreeSet;
 import java.util.function.Predicate;
 import java.util.regex.Pattern;
@@ -96,11 +95,6 @@ final class Plan {
         return n;
     }
 
-    /** A per-module seed, so equal-shaped weights do not start from identical A (PEFT draws them one by one). */
-    static long moduleSeed(long seed, String module) {
-        return new SplittableRandom(seed ^ (0x9E3779B97F4A7C15L * (module.hashCode() + 1L))).nextLong();
-    }
-
     /**
      * Checks the targets of {@link LoraSameDiff#apply} on {@code sd} without changing it.
      *
@@ -145,7 +139,7 @@ final class Plan {
                 throw new IllegalArgumentException("weights '" + other + "' and '" + w + "' have the same module name '"
                         + moduleOf(w) + "'; target one of them; the graph is unchanged");
             }
-            targets.add(target(sd, w, config.toBuilder().seed(moduleSeed(config.seed(), moduleOf(w))).build(), planned));
+            targets.add(target(sd, w, config.forModule(moduleOf(w)), planned));
         }
         Set<String> keepSet = new HashSet<>();
         for (String k : keep) {

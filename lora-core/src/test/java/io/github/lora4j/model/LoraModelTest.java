@@ -106,9 +106,9 @@ class LoraModelTest {
                 List.copyOf(model.loraModules().keySet()));
         assertEquals(List.of("q_proj", "mlp.fc"), model.targetModules());
         assertFalse(model.targetIsRegex());
-        assertTrue(LoraModel.matchesName("a.b.c", List.of("b.c")));
-        assertFalse(LoraModel.matchesName("a.bb.c", List.of("b.c")));
-        assertFalse(LoraModel.matchesName("a.b.c", List.of("a.b")), "a prefix is not a match");
+        assertTrue(ModelAdapters.matchesName("a.b.c", List.of("b.c")));
+        assertFalse(ModelAdapters.matchesName("a.bb.c", List.of("b.c")));
+        assertFalse(ModelAdapters.matchesName("a.b.c", List.of("a.b")), "a prefix is not a match");
     }
 
     @Test

@@ -1,9 +1,10 @@
 package io.github.lora4j.dl4j;
 
 import io.github.lora4j.LoraConfig;
+import io.github.lora4j.LoraLinear;
+import io.github.lora4j.WeightLayout;
 import io.github.lora4j.model.LoraModel;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -28,7 +29,7 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  * </ul>
  * The keys hold no {@code '_'}: DL4J's updater splits gradient keys at the first one (a key like {@code lora_A}
  * crashes {@code fit()}). Initialised parameters: {@code W} by the layer's weight init, {@code b} by its bias init,
- * {@code loraA}/{@code loraB} as lora-core's {@link LoraModel} does (seed mixed with the layer name, {@code B = 0}).
+ * {@code loraA}/{@code loraB} as lora-core's {@link LoraModel} does ({@link LoraConfig#forModule} of the layer name, {@code B = 0}).
  */
 public final class LoraParamInitializer implements ParamInitializer {
 
@@ -179,17 +180,16 @@ public final class LoraParamInitializer implements ParamInitializer {
     }
 
     /**
-     * lora-core's initial {@code {A, B}} for a module named {@code name} with {@code W [in, out]}: what
-     * {@link LoraModel#applyLora} gives that module, so a layer here starts where lora-core's would.
+     * lora-core's initial {@code {A, B}} for a module named {@code name} with {@code W [in, out]}: a layer wrapped
+     * with {@link LoraConfig#forModule config.forModule(name)}, which is what {@link LoraModel#applyLora} gives that
+     * module, so a layer here starts where lora-core's would.
      */
     @SuppressWarnings("try") // the scope is the point: the adapter arrays must outlive any open workspace
     static INDArray[] initialAdapter(String name, INDArray w, LoraConfig config) {
         String path = name == null || name.isBlank() ? "layer" : name;
         try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-            LoraModel model = LoraModel.builder().linearInOut(path, w, null).build();
-            model.applyLora(config, Arrays.asList(path));
-            return new INDArray[] {model.module(path).loraA(LoraModel.DEFAULT_ADAPTER),
-                model.module(path).loraB(LoraModel.DEFAULT_ADAPTER)};
+            LoraLinear layer = LoraLinear.wrap(w, null, config.forModule(path), WeightLayout.IN_OUT);
+            return new INDArray[] {layer.loraA(LoraLinear.DEFAULT_ADAPTER), layer.loraB(LoraLinear.DEFAULT_ADAPTER)};
         }
     }
 }
