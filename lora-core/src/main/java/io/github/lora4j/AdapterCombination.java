@@ -14,6 +14,35 @@ final class AdapterCombination {
     private AdapterCombination() {
     }
 
+    /** Adds adapter {@code newName}: the {@link #concatenated} combination, alpha = rank (scaling 1). */
+    static void addConcatenated(String newName, List<String> adapterNames, double[] weights, AdapterSet adapters,
+                                LayerLock lock, long in, long out) {
+        Checks.checkName(newName);
+        INDArray[] ab = concatenated(parts(adapterNames, weights, adapters, lock), weights, in, out);
+        put(newName, ab[0].rows(), ab, adapters, lock);
+    }
+
+    /** Adds adapter {@code newName}: the {@link #svd} combination of rank {@code rank}, alpha = rank (scaling 1). */
+    static void addSvd(String newName, List<String> adapterNames, double[] weights, int rank, AdapterSet adapters,
+                       LayerLock lock, long in, long out, DataType type) {
+        Checks.checkName(newName);
+        Checks.checkRank(rank, in, out);
+        INDArray[] ab = svd(parts(adapterNames, weights, adapters, lock), weights, rank, type);
+        put(newName, rank, ab, adapters, lock);
+    }
+
+    /** The adapters to combine, after the arguments' checks. */
+    private static List<LoraAdapter> parts(List<String> adapterNames, double[] weights, AdapterSet adapters,
+                                           LayerLock lock) {
+        checkArguments(adapterNames, weights);
+        return lock.shared(() -> adapterNames.stream().map(adapters::require).toList());
+    }
+
+    private static void put(String name, int rank, INDArray[] ab, AdapterSet adapters, LayerLock lock) {
+        LoraConfig cfg = LoraConfig.builder().rank(rank).alpha(rank).init(LoraInit.ZERO).build();
+        lock.exclusive(() -> adapters.put(name, cfg, ab[0], ab[1]));
+    }
+
     /** Checks the arguments of a combination (not the names' existence). */
     static void checkArguments(List<String> adapterNames, double[] weights) {
         Objects.requireNonNull(adapterNames, "adapterNames must not be null");

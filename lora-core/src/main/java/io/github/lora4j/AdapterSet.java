@@ -7,6 +7,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.SplittableRandom;
+import java.util.function.Consumer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -44,18 +45,65 @@ final class AdapterSet {
         adapters.put(name, new LoraAdapter(name, config, a, b));
     }
 
-    /** Copies {@code a}, {@code b} (checked: shape, type, finite) into {@code adapter}'s live parameters. */
-    void setWeights(LoraAdapter adapter, INDArray a, INDArray b, DataType type) {
+    // The layer's registry changes, each with its refusal by the merge state and the training forward it drops
+    // (a forward of a changed adapter must not meet a backward). All or nothing: refusals come before any change.
+
+    /** Makes {@code name} active; refused while another adapter is merged. */
+    void activate(String name, Merge merge, TrainingCache cache) {
+        merge.refuseIfOtherMerged(require(name), "activating adapter '" + name + "'");
+        cache.dropIf(!name.equals(active));
+        active = name;
+    }
+
+    /** Removes {@code name}, leaving none active if it was; refused while it is merged. */
+    void delete(String name, Merge merge, TrainingCache cache) {
+        merge.refuseIfMerged(require(name), "deleting");
+        cache.dropIf(name.equals(active));
+        adapters.remove(name);
+        if (name.equals(active)) {
+            active = null;
+        }
+    }
+
+    /** Sets the run-time scale of {@code name} (see {@code LoraLinear.setAdapterScale}); refused while it is merged. */
+    void setScale(String name, double scale, DataType type, Merge merge, TrainingCache cache) {
+        LoraAdapter adapter = require(name);
+        merge.refuseIfMerged(adapter, "changing the scale of an adapter");
+        double s = LoraAdapter.scaledScaling(adapter.config(), scale, type, name);
+        cache.dropIf(cache.ran(adapter));
+        adapter.setScale(scale, s);
+    }
+
+    /** Copies {@code a}, {@code b} (checked: shape, type, finite) into the live parameters of {@code name}. */
+    void setWeights(String name, INDArray a, INDArray b, DataType type, Merge merge, TrainingCache cache) {
+        Objects.requireNonNull(a, "a must not be null");
+        Objects.requireNonNull(b, "b must not be null");
+        LoraAdapter adapter = require(name);
+        merge.refuseIfMerged(adapter, "setting the weights of an adapter");
         Checks.checkArray("A of adapter '" + adapter.name() + "'", a, adapter.a().shape(), type);
         Checks.checkArray("B of adapter '" + adapter.name() + "'", b, adapter.b().shape(), type);
         adapter.a().assign(a);
         adapter.b().assign(b);
+        cache.dropIf(cache.ran(adapter));
     }
 
-    void remove(String name) {
-        adapters.remove(name);
-        if (name.equals(active)) {
-            active = null;
+    /** Turns all adapters on or off; turning them off is refused while merged (the update is inside W). */
+    void enable(boolean on, Merge merge, TrainingCache cache) {
+        if (!on) {
+            merge.refuseWhileMerged("disabling adapters");
+        }
+        enabled = on;
+        cache.drop();
+    }
+
+    /** Runs {@code update} on the effective adapter, if any; refused while merged (the next unmerge would be wrong). */
+    void update(Consumer<LoraAdapter> update, Merge merge, TrainingCache cache) {
+        Objects.requireNonNull(update, "update must not be null");
+        merge.refuseWhileMerged("training");
+        LoraAdapter adapter = effective();
+        if (adapter != null) {
+            update.accept(adapter);
+            cache.drop();
         }
     }
 
@@ -71,16 +119,13 @@ final class AdapterSet {
         return active;
     }
 
+    /** Makes {@code name} active, with no checks: for a layer being built. */
     void activate(String name) {
         active = name;
     }
 
     boolean enabled() {
         return enabled;
-    }
-
-    void enable(boolean on) {
-        enabled = on;
     }
 
     /** The adapter the unmerged forward adds: the active one while adapters are enabled, else null. */

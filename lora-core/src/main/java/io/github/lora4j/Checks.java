@@ -20,6 +20,13 @@ final class Checks {
                 + "' is merged into W; unmerge() first");
     }
 
+    /** Throws an {@link IllegalStateException} with {@code message} when {@code refused} holds. */
+    static void refuseIf(boolean refused, String message) {
+        if (refused) {
+            throw new IllegalStateException(message);
+        }
+    }
+
     static void checkName(String name) {
         Objects.requireNonNull(name, "adapter name must not be null");
         if (name.isBlank()) {

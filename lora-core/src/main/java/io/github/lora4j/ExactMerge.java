@@ -7,40 +7,66 @@ import java.util.concurrent.ForkJoinPool;
 import java.util.concurrent.ForkJoinTask;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
-import org.nd4j.linalg.factory.Nd4j;
-import org.nd4j.linalg.indexing.NDArrayIndex;
 
 /**
  * Merge {@code W += Δ} (with {@code Δ = s·B·A}) so that the matching unmerge restores {@code W} bit for bit,
  * without a copy of {@code W}.
  *
- * <p>Why it works: {@code Δ} is computed block by block with the very same gemm calls at merge and at
- * unmerge, so both see identical {@code Δ} values; the merge writes {@code m = fl(w + d)}, and the unmerge
- * writes {@code fl(m − d)}, which equals {@code w} for almost every element. The merge evaluates that round
- * trip in the same pass and remembers the original bits of the few elements where it does not hold; the
- * unmerge patches exactly those. Arithmetic is plain Java {@code float}/{@code double} (IEEE, one rounding per
- * operation since Java 17), so the merge's simulation and the unmerge agree by construction, on any thread.
+ * <p>Why it works: {@code Δ} is computed row by row in Java, by the very same code at merge and at unmerge, so
+ * both see identical {@code Δ} values (Java arithmetic is IEEE with one rounding per operation, and
+ * {@link Math#fma} is exactly rounded, on any thread and any JIT tier); the merge writes {@code m = fl(w + d)},
+ * and the unmerge writes {@code fl(m − d)}, which equals {@code w} for almost every element. The merge evaluates
+ * that round trip in the same pass and remembers the original bits of the few elements where it does not hold;
+ * the unmerge patches exactly those. No BLAS call takes part, so the result does not depend on the BLAS, its
+ * threads or the backend.
  *
- * <p>With {@link WeightLayout#IN_OUT} the same holds for {@code W^T += Δ^T}, block by block of W's rows.
+ * <p>With {@link WeightLayout#IN_OUT} the same holds for {@code W^T += Δ^T}: row {@code j} of W is
+ * {@code Σ_k A[k, j]·B[:, k]}.
  *
- * <p>Cost: per block of rows one small gemm into a scratch of {@link #BLOCK_ELEMENTS} elements, then one pass
- * over the block of {@code W} reading and writing each element once, split by rows over up to
- * {@link #THREADS} threads of the common fork-join pool (the gemm already uses ND4J's threads; the element pass
- * would otherwise run on one core); the element loop is branch-free so the JIT vectorises it. Memory: the scratch,
- * three row buffers per thread, and 12 bytes per remembered element (int index, raw bits), trimmed after the merge.
+ * <p>Cost: one pass over {@code W}, reading and writing each element once, split by rows over up to
+ * {@link #THREADS} threads of the common fork-join pool. Each row is handled in tiles of {@link #TILE} columns:
+ * {@code d = s·Σ_k c_k·v_k} over the tile ({@code r} multiply-adds per element, four rank terms per loop, which
+ * the JIT vectorises), then {@code m = w + d} and {@code m − d}, then a vectorised {@link Arrays#mismatch} scan
+ * that finds the rare elements whose round trip misses. Every loop indexes all its arrays from 0: the JIT of JDK
+ * 17 does not vectorise loops whose arrays are read at different offsets. Memory: the factors as Java arrays
+ * ({@code r·(in + out)} elements), a few row buffers per thread, and 12 bytes per remembered element (int index,
+ * raw bits), trimmed after the merge.
  */
 final class ExactMerge {
 
-    /** Elements of the {@code Δ} scratch (1 MiB in float32): few gemm calls, still cache-sized. */
-    static final int BLOCK_ELEMENTS = 1 << 18;
+    /** Columns per tile: the tile's buffers and its {@code r} factor rows stay in the first-level cache. */
+    static final int TILE = 1024;
 
-    /** Threads for the element pass. */
+    /** Threads for the pass. */
     static final int THREADS = Math.max(1, Math.min(8, Runtime.getRuntime().availableProcessors()));
 
-    /** Below this many elements per block one thread does the pass: forking would cost more than it saves. */
-    private static final int MIN_PARALLEL_ELEMENTS = 1 << 14;
+    /** Below this much work ({@code rows·cols·(r + 4)}) one thread does the pass: forking would cost more. */
+    private static final long MIN_PARALLEL_WORK = 1L << 20;
+
+    /** Test switch: true computes Δ with a multiply and an add instead of {@link Math#fma}. */
+    private static volatile boolean forcedMulAdd;
 
     private ExactMerge() {
+    }
+
+    /** Package-private switch for tests: true makes later merges use the multiply-add route. */
+    static void forceMulAdd(boolean mulAdd) {
+        forcedMulAdd = mulAdd;
+    }
+
+    /** Whether {@link Math#fma} is a machine instruction here; without it the JDK computes it with BigDecimal. */
+    private static final class Fma {
+        static final boolean INTRINSIC = detect();
+
+        private static boolean detect() {
+            try {
+                com.sun.management.HotSpotDiagnosticMXBean vm = java.lang.management.ManagementFactory
+                        .getPlatformMXBean(com.sun.management.HotSpotDiagnosticMXBean.class);
+                return vm != null && Boolean.parseBoolean(vm.getVMOption("UseFMA").getValue());
+            } catch (RuntimeException | LinkageError e) {
+                return false;
+            }
+        }
     }
 
     /** The elements whose round trip {@code fl(fl(w + d) − d)} is not {@code w}: linear index and original bits, sorted. */
@@ -49,8 +75,12 @@ final class ExactMerge {
         private int[] index = new int[16];
         private long[] bits = new long[16];
         private int size;
-        /** The route the merge computed Δ on: the unmerge must compute the very same Δ, so it takes it too. */
-        private final boolean direct = Kernels.direct();
+        /** How the merge computed Δ: the unmerge must compute the very same Δ, so it takes the same way. */
+        private final boolean fma;
+
+        Record(boolean fma) {
+            this.fma = fma;
+        }
 
         void add(int linearIndex, long rawBits) {
             if (size == index.length) {
@@ -107,9 +137,8 @@ final class ExactMerge {
      * as it was.
      */
     static Record merge(INDArray w, boolean inOut, INDArray a, INDArray b, double s) {
-        Record record = new Record();
-        Pass pass = new Pass(w, inOut, a, b, s, record.direct);
-        Failure failure = pass.merge(record);
+        Record record = new Record(Fma.INTRINSIC && !forcedMulAdd);
+        Failure failure = pass(w, inOut, a, b, s, record.fma).merge(record);
         if (failure != null) {
             throw new IllegalStateException("merge would make W[" + failure.row() + ", " + failure.col()
                     + "] non-finite: W = " + failure.w() + ", s·(B·A) = " + failure.d() + " (out of " + w.rows() + "×"
@@ -121,60 +150,69 @@ final class ExactMerge {
 
     /** Reverses {@link #merge}: after it, {@code W} is bitwise what it was before the merge. */
     static void unmerge(INDArray w, boolean inOut, INDArray a, INDArray b, double s, Record record) {
-        new Pass(w, inOut, a, b, s, record.direct).unmerge(w.rows(), record);
+        pass(w, inOut, a, b, s, record.fma).unmerge(record);
     }
 
-    /** One sweep over the rows of W, block by block. */
-    private static final class Pass {
-        final INDArray w;
-        final boolean inOut;
-        final INDArray a;
-        final INDArray b;
-        final double s;
+    private static Pass pass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean fma) {
+        if (w.length() > Integer.MAX_VALUE - 8) {
+            throw new IllegalArgumentException("exact merge supports W of up to 2^31 - 9 elements, got " + w.length());
+        }
+        return w.dataType() == DataType.DOUBLE ? new DoublePass(w, inOut, a, b, s, fma)
+                : new FloatPass(w, inOut, a, b, s, fma);
+    }
+
+    /** A c-order copy of a FLOAT or DOUBLE array's elements, as doubles or floats by {@code asDouble}. */
+    private static Object elements(INDArray x, boolean asDouble) {
+        INDArray c = Kernels.rowMajorContiguous(x) ? x : x.dup('c');
+        int n = Math.toIntExact(c.length());
+        if (asDouble) {
+            double[] out = new double[n];
+            c.data().asNioDouble().get((int) c.offset(), out);
+            return out;
+        }
+        float[] out = new float[n];
+        c.data().asNioFloat().get((int) c.offset(), out);
+        return out;
+    }
+
+    /**
+     * One sweep over the rows of W. Row {@code i} gets {@code d = s·Σ_k coef[i·r + k]·v_k}, where for W
+     * {@code [out, in]} the coefficients are B's rows and {@code v_k} A's rows, and for W {@code [in, out]} the
+     * coefficients are A's columns and {@code v_k} B's columns.
+     */
+    private abstract static class Pass {
+        final long base;
+        final long rowStride;
+        final long colStride;
+        final int rows;
         final int cols;
-        final int blockRows;
-        final INDArray scratch;
-        final Kernel kernel;
-        final boolean direct;
+        final int rank;
+        final boolean fma;
+        /** Tile {@code t} starts at column {@code t·TILE}; its length. */
+        final int[] tileLength;
 
-        Pass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean direct) {
-            this.direct = direct;
-            this.w = w;
-            this.inOut = inOut;
-            this.a = a;
-            this.b = b;
-            this.s = s;
-            if (w.length() > Integer.MAX_VALUE - 8) {
-                throw new IllegalArgumentException("exact merge supports W of up to 2^31 - 9 elements, got " + w.length());
-            }
+        Pass(INDArray w, int rank, boolean fma) {
+            this.base = w.offset();
+            this.rowStride = w.stride(0);
+            this.colStride = w.stride(1);
+            this.rows = w.rows();
             this.cols = w.columns();
-            this.blockRows = Math.max(1, Math.min(w.rows(), BLOCK_ELEMENTS / Math.max(1, cols)));
-            this.scratch = Nd4j.zeros(w.dataType(), blockRows, cols);
-            this.kernel = w.dataType() == DataType.DOUBLE ? new DoubleKernel(w, scratch, cols, blockRows)
-                    : new FloatKernel(w, scratch, cols, blockRows);
-        }
-
-        /** Computes the block of Δ starting at row {@code r0}; identical calls at merge and unmerge. */
-        int delta(long r0) {
-            int rows = (int) Math.min(blockRows, w.rows() - r0);
-            INDArray out = rows == blockRows ? scratch : scratch.get(NDArrayIndex.interval(0, rows), NDArrayIndex.all());
-            // One block covering all of W takes A or B whole: a view costs more than a small W's whole pass.
-            boolean whole = r0 == 0 && rows == w.rows();
-            if (inOut) {
-                // W [in, out]: rows of Δ^T = s·A^T B^T are columns of A.
-                INDArray aRows = whole ? a : a.get(NDArrayIndex.all(), NDArrayIndex.interval(r0, r0 + rows));
-                Kernels.gemm(direct, aRows, b, out, true, true, s, 0.0);
-            } else {
-                INDArray bRows = whole ? b : b.get(NDArrayIndex.interval(r0, r0 + rows), NDArrayIndex.all());
-                Kernels.gemm(direct, bRows, a, out, false, false, s, 0.0);
+            this.rank = rank;
+            this.fma = fma;
+            int tiles = (cols + TILE - 1) / TILE;
+            this.tileLength = new int[tiles];
+            for (int t = 0; t < tiles; t++) {
+                tileLength[t] = Math.min(TILE, cols - t * TILE);
             }
-            kernel.loadDelta(rows);
-            return rows;
         }
 
-        /** Row chunk boundaries {@code [bounds[c], bounds[c + 1])} of a block of {@code rows} rows. */
-        int[] chunks(int rows) {
-            int parts = (long) rows * cols < MIN_PARALLEL_ELEMENTS ? 1 : Math.min(THREADS, rows);
+        int at(long row, int col) {
+            return (int) (base + row * rowStride + col * colStride);
+        }
+
+        /** Row chunk boundaries {@code [bounds[c], bounds[c + 1])}. */
+        int[] chunks() {
+            int parts = (long) rows * cols * (rank + 4) < MIN_PARALLEL_WORK ? 1 : Math.min(THREADS, rows);
             int[] bounds = new int[parts + 1];
             for (int c = 0; c <= parts; c++) {
                 bounds[c] = (int) ((long) rows * c / parts);
@@ -184,38 +222,31 @@ final class ExactMerge {
 
         /** Merges every row; on a non-finite result restores the rows written and returns where it failed. */
         Failure merge(Record record) {
-            for (long r0 = 0; r0 < w.rows(); r0 += blockRows) {
-                int rows = delta(r0);
-                int[] bounds = chunks(rows);
-                int parts = bounds.length - 1;
-                Record[] partRecords = new Record[parts];
-                Failure[] failures = new Failure[parts];
-                int[] stoppedAt = new int[parts];
-                long base = r0;
-                forEachChunk(parts, c -> {
-                    partRecords[c] = new Record();
-                    int i = bounds[c];
-                    Failure f = null;
-                    Object rowBuffer = kernel.rowBuffer();
-                    for (; i < bounds[c + 1] && f == null; i++) {
-                        f = kernel.mergeRow(base + i, i, partRecords[c], rowBuffer);
-                    }
-                    failures[c] = f;
-                    stoppedAt[c] = f == null ? i : i - 1;
-                });
-                Failure first = null;
-                for (Failure f : failures) {
-                    if (f != null) {
-                        first = f;
-                        break;
-                    }
+            int[] bounds = chunks();
+            int parts = bounds.length - 1;
+            Record[] partRecords = new Record[parts];
+            Failure[] failures = new Failure[parts];
+            int[] stoppedAt = new int[parts];
+            forEachChunk(parts, c -> {
+                Record part = parts == 1 ? record : new Record(fma);
+                partRecords[c] = part;
+                Rows buffers = rowBuffers();
+                int i = bounds[c];
+                Failure f = null;
+                for (; i < bounds[c + 1] && f == null; i++) {
+                    f = mergeRow(i, part, buffers);
                 }
-                if (first != null) {
-                    // Put back the rows this block wrote, then every earlier block: W is as it was.
-                    forEachChunk(parts, c -> kernel.unmergeRows(base, bounds[c], stoppedAt[c], partRecords[c], 0));
-                    unmerge(r0, record);
-                    return first;
+                failures[c] = f;
+                stoppedAt[c] = f == null ? i : i - 1;
+            });
+            for (Failure f : failures) {
+                if (f != null) {
+                    // Put back the rows each chunk wrote (the failing row was not written): W is as it was.
+                    forEachChunk(parts, c -> unmergeRows(bounds[c], stoppedAt[c], partRecords[c], 0, rowBuffers()));
+                    return f;
                 }
+            }
+            if (parts > 1) {
                 for (Record part : partRecords) {
                     record.addAll(part);
                 }
@@ -223,16 +254,24 @@ final class ExactMerge {
             return null;
         }
 
-        /** Unmerges rows {@code [0, toRow)}, patching the recorded elements. */
-        void unmerge(long toRow, Record record) {
-            for (long r0 = 0; r0 < toRow; r0 += blockRows) {
-                int rows = (int) Math.min(delta(r0), toRow - r0);
-                int[] bounds = chunks(rows);
-                long base = r0;
-                forEachChunk(bounds.length - 1, c -> kernel.unmergeRows(base, bounds[c], bounds[c + 1], record,
-                        record.lowerBound((base + bounds[c]) * cols)));
-            }
+        /** Unmerges every row, patching the recorded elements. */
+        void unmerge(Record record) {
+            int[] bounds = chunks();
+            forEachChunk(bounds.length - 1, c -> unmergeRows(bounds[c], bounds[c + 1], record,
+                    record.lowerBound((long) bounds[c] * cols), rowBuffers()));
         }
+
+        abstract Rows rowBuffers();
+
+        /** Writes row {@code i} merged and returns null; or leaves it untouched and returns its first non-finite element. */
+        abstract Failure mergeRow(int i, Record record, Rows buffers);
+
+        /** Writes rows {@code [from, to)} unmerged, patching from {@code record} starting at {@code cursor}. */
+        abstract void unmergeRows(int from, int to, Record record, int cursor, Rows buffers);
+    }
+
+    /** One thread's buffers: W's row and the merged row by tile, the tile's Δ and round trip. */
+    private record Rows(Object row, Object merged, Object delta, Object back) {
     }
 
     private interface ChunkTask {
@@ -270,256 +309,399 @@ final class ExactMerge {
         }
     }
 
-    /** Row arithmetic for one data type, reading and writing W through its NIO view (absolute, thread-safe). */
-    private abstract static class Kernel {
-        final int cols;
-        final long base;
-        final long rowStride;
-        final long colStride;
-
-        Kernel(INDArray w, int cols) {
-            this.cols = cols;
-            this.base = w.offset();
-            this.rowStride = w.stride(0);
-            this.colStride = w.stride(1);
-        }
-
-        int at(long row, int col) {
-            return (int) (base + row * rowStride + col * colStride);
-        }
-
-        abstract void loadDelta(int rows);
-
-        abstract Object rowBuffer();
-
-        /** Writes row {@code row} merged and returns null; or leaves it untouched and returns the first non-finite element. */
-        abstract Failure mergeRow(long row, int blockRow, Record record, Object rowBuffer);
-
-        /** Writes rows {@code base + [from, to)} unmerged, patching from {@code record} starting at {@code cursor}. */
-        abstract void unmergeRows(long base, int from, int to, Record record, int cursor);
-    }
-
-    private static final class FloatKernel extends Kernel {
+    private static final class FloatPass extends Pass {
         final FloatBuffer wBuf;
-        final FloatBuffer dBuf;
-        final float[] delta;
+        final float s;
+        /** {@code coef[i·r + k]}: the coefficient of rank term {@code k} in row {@code i}. */
+        final float[] coef;
+        /** {@code v[t][k]}: tile {@code t} of rank term {@code k}'s row. */
+        final float[][][] v;
 
-        FloatKernel(INDArray w, INDArray scratch, int cols, int blockRows) {
-            super(w, cols);
+        FloatPass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean fma) {
+            super(w, a.rows(), fma);
             this.wBuf = w.data().asNioFloat();
-            this.dBuf = scratch.data().asNioFloat();
-            this.delta = new float[blockRows * cols];
-        }
-
-        @Override
-        void loadDelta(int rows) {
-            dBuf.get(0, delta, 0, rows * cols);
-        }
-
-        @Override
-        Object rowBuffer() {
-            return new FloatRow(cols);
-        }
-
-        private void read(long r, float[] row) {
-            if (colStride == 1) {
-                wBuf.get(at(r, 0), row, 0, cols);
+            this.s = (float) s;
+            float[] af = (float[]) elements(a, false);   // [r, in]
+            float[] bf = (float[]) elements(b, false);   // [out, r]
+            int r = rank;
+            int in = a.columns();
+            int out = b.rows();
+            if (!inOut) {
+                coef = bf;                                // B [out, r]: row i's coefficients are B[i, :]
             } else {
-                for (int j = 0; j < cols; j++) {
-                    row[j] = wBuf.get(at(r, j));
+                coef = new float[in * r];                 // A^T [in, r]
+                for (int k = 0; k < r; k++) {
+                    for (int j = 0; j < in; j++) {
+                        coef[j * r + k] = af[k * in + j];
+                    }
+                }
+            }
+            v = new float[tileLength.length][r][];
+            for (int k = 0; k < r; k++) {
+                for (int t = 0; t < tileLength.length; t++) {
+                    float[] tile = new float[tileLength[t]];
+                    for (int j = 0; j < tile.length; j++) {
+                        int col = t * TILE + j;
+                        tile[j] = inOut ? bf[col * r + k] : af[k * in + col];   // B[:, k] or A[k, :]
+                    }
+                    v[t][k] = tile;
+                }
+            }
+            assert (inOut ? out : in) == cols;
+        }
+
+        @Override
+        Rows rowBuffers() {
+            float[][] row = new float[tileLength.length][];
+            float[][] merged = new float[tileLength.length][];
+            for (int t = 0; t < row.length; t++) {
+                row[t] = new float[tileLength[t]];
+                merged[t] = new float[tileLength[t]];
+            }
+            return new Rows(row, merged, new float[tileLength[0]], new float[tileLength[0]]);
+        }
+
+        /** {@code acc = Σ_k coef[c + k]·v_k} over one tile, four rank terms per loop; the same code for merge and unmerge. */
+        private void delta(int c, float[][] vt, float[] acc, int len) {
+            int k = 0;
+            int r = rank;
+            if (r >= 4) {
+                float c0 = coef[c];
+                float c1 = coef[c + 1];
+                float c2 = coef[c + 2];
+                float c3 = coef[c + 3];
+                float[] v0 = vt[0];
+                float[] v1 = vt[1];
+                float[] v2 = vt[2];
+                float[] v3 = vt[3];
+                if (fma) {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] = Math.fma(c3, v3[j], Math.fma(c2, v2[j], Math.fma(c1, v1[j], c0 * v0[j])));
+                    }
+                } else {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] = (c0 * v0[j] + c1 * v1[j]) + (c2 * v2[j] + c3 * v3[j]);
+                    }
+                }
+                k = 4;
+            } else {
+                Arrays.fill(acc, 0, len, 0f);
+            }
+            for (; k + 3 < r; k += 4) {
+                float c0 = coef[c + k];
+                float c1 = coef[c + k + 1];
+                float c2 = coef[c + k + 2];
+                float c3 = coef[c + k + 3];
+                float[] v0 = vt[k];
+                float[] v1 = vt[k + 1];
+                float[] v2 = vt[k + 2];
+                float[] v3 = vt[k + 3];
+                if (fma) {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] = Math.fma(c3, v3[j], Math.fma(c2, v2[j], Math.fma(c1, v1[j], Math.fma(c0, v0[j], acc[j]))));
+                    }
+                } else {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] += (c0 * v0[j] + c1 * v1[j]) + (c2 * v2[j] + c3 * v3[j]);
+                    }
+                }
+            }
+            for (; k < r; k++) {
+                float ck = coef[c + k];
+                float[] vk = vt[k];
+                if (fma) {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] = Math.fma(ck, vk[j], acc[j]);
+                    }
+                } else {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] += ck * vk[j];
+                    }
                 }
             }
         }
 
-        private void write(long r, float[] row) {
+        private void read(int i, int t, float[] tile) {
+            int j0 = t * TILE;
             if (colStride == 1) {
-                wBuf.put(at(r, 0), row, 0, cols);
+                wBuf.get(at(i, j0), tile, 0, tile.length);
             } else {
-                for (int j = 0; j < cols; j++) {
-                    wBuf.put(at(r, j), row[j]);
+                for (int j = 0; j < tile.length; j++) {
+                    tile[j] = wBuf.get(at(i, j0 + j));
+                }
+            }
+        }
+
+        private void write(int i, int t, float[] tile) {
+            int j0 = t * TILE;
+            if (colStride == 1) {
+                wBuf.put(at(i, j0), tile, 0, tile.length);
+            } else {
+                for (int j = 0; j < tile.length; j++) {
+                    wBuf.put(at(i, j0 + j), tile[j]);
                 }
             }
         }
 
         @Override
-        Failure mergeRow(long r, int blockRow, Record record, Object rowBuffer) {
-            FloatRow buf = (FloatRow) rowBuffer;
-            float[] row = buf.original;
-            float[] merged = buf.merged;
-            float[] back = buf.back;
-            read(r, row);
-            int off = blockRow * cols;
-            // Pure float arithmetic, which the JIT vectorises: the merged value and its round trip m - d.
-            for (int j = 0; j < cols; j++) {
-                float d = delta[off + j];
-                float m = row[j] + d;
-                merged[j] = m;
-                back[j] = m - d;
-            }
-            // Then one scalar pass: an element is remembered where the round trip misses its bits. A non-finite m
-            // always misses (its round trip is infinite or NaN, w is finite), so the finiteness check lives here too.
+        Failure mergeRow(int i, Record record, Rows buffers) {
+            float[][] row = (float[][]) buffers.row();
+            float[][] merged = (float[][]) buffers.merged();
+            float[] acc = (float[]) buffers.delta();
+            float[] back = (float[]) buffers.back();
             int mark = record.size;
-            int rowIndex = (int) (r * cols);
-            for (int j = 0; j < cols; j++) {
-                int w = Float.floatToRawIntBits(row[j]);
-                if (Float.floatToRawIntBits(back[j]) != w) {
-                    if (!Float.isFinite(merged[j])) {
+            int c = i * rank;
+            for (int t = 0; t < row.length; t++) {
+                float[] w = row[t];
+                float[] m = merged[t];
+                int len = w.length;
+                read(i, t, w);
+                delta(c, v[t], acc, len);
+                float sf = s;
+                // The merged value and its round trip m - d, in one branch-free loop the JIT vectorises.
+                for (int j = 0; j < len; j++) {
+                    float d = sf * acc[j];
+                    float mj = w[j] + d;
+                    m[j] = mj;
+                    back[j] = mj - d;
+                }
+                // A vectorised scan for the elements whose round trip misses their bits (w is finite, never NaN, so
+                // mismatch's float comparison is a bit comparison here). A non-finite m always misses (its round
+                // trip is infinite or NaN), so the finiteness check lives here too.
+                int linear = i * cols + t * TILE;
+                for (int j = Arrays.mismatch(back, 0, len, w, 0, len); j >= 0; ) {
+                    if (!Float.isFinite(m[j])) {
                         record.size = mark;
-                        return new Failure(r, j, row[j], delta[off + j]);
+                        return new Failure(i, t * TILE + j, w[j], sf * acc[j]);
                     }
-                    record.add(rowIndex + j, w);
+                    record.add(linear + j, Float.floatToRawIntBits(w[j]));
+                    int next = j + 1 >= len ? -1 : Arrays.mismatch(back, j + 1, len, w, j + 1, len);
+                    j = next < 0 ? -1 : j + 1 + next;
                 }
             }
-            write(r, merged);
+            for (int t = 0; t < row.length; t++) {
+                write(i, t, merged[t]);
+            }
             return null;
         }
 
         @Override
-        void unmergeRows(long base, int from, int to, Record record, int cursor) {
-            float[] row = new float[cols];
+        void unmergeRows(int from, int to, Record record, int cursor, Rows buffers) {
+            float[][] row = (float[][]) buffers.row();
+            float[] acc = (float[]) buffers.delta();
             for (int i = from; i < to; i++) {
-                long r = base + i;
-                read(r, row);
-                int off = i * cols;
-                for (int j = 0; j < cols; j++) {
-                    row[j] = row[j] - delta[off + j];
+                int c = i * rank;
+                for (int t = 0; t < row.length; t++) {
+                    float[] w = row[t];
+                    int len = w.length;
+                    read(i, t, w);
+                    delta(c, v[t], acc, len);
+                    float sf = s;
+                    for (int j = 0; j < len; j++) {
+                        w[j] = w[j] - sf * acc[j];
+                    }
+                    int start = i * cols + t * TILE;
+                    while (cursor < record.size && record.index[cursor] < start + len) {
+                        w[record.index[cursor] - start] = Float.intBitsToFloat((int) record.bits[cursor]);
+                        cursor++;
+                    }
+                    write(i, t, w);
                 }
-                long rowStart = r * cols;
-                while (cursor < record.size && record.index[cursor] < rowStart + cols) {
-                    row[(int) (record.index[cursor] - rowStart)] = Float.intBitsToFloat((int) record.bits[cursor]);
-                    cursor++;
-                }
-                write(r, row);
             }
         }
     }
 
-    private static final class DoubleKernel extends Kernel {
+    private static final class DoublePass extends Pass {
         final DoubleBuffer wBuf;
-        final DoubleBuffer dBuf;
-        final double[] delta;
+        final double s;
+        final double[] coef;
+        final double[][][] v;
 
-        DoubleKernel(INDArray w, INDArray scratch, int cols, int blockRows) {
-            super(w, cols);
+        DoublePass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean fma) {
+            super(w, a.rows(), fma);
             this.wBuf = w.data().asNioDouble();
-            this.dBuf = scratch.data().asNioDouble();
-            this.delta = new double[blockRows * cols];
-        }
-
-        @Override
-        void loadDelta(int rows) {
-            dBuf.get(0, delta, 0, rows * cols);
-        }
-
-        @Override
-        Object rowBuffer() {
-            return new DoubleRow(cols);
-        }
-
-        private void read(long r, double[] row) {
-            if (colStride == 1) {
-                wBuf.get(at(r, 0), row, 0, cols);
+            this.s = s;
+            double[] af = (double[]) elements(a, true);
+            double[] bf = (double[]) elements(b, true);
+            int r = rank;
+            int in = a.columns();
+            if (!inOut) {
+                coef = bf;
             } else {
-                for (int j = 0; j < cols; j++) {
-                    row[j] = wBuf.get(at(r, j));
-                }
-            }
-        }
-
-        private void write(long r, double[] row) {
-            if (colStride == 1) {
-                wBuf.put(at(r, 0), row, 0, cols);
-            } else {
-                for (int j = 0; j < cols; j++) {
-                    wBuf.put(at(r, j), row[j]);
-                }
-            }
-        }
-
-        @Override
-        Failure mergeRow(long r, int blockRow, Record record, Object rowBuffer) {
-            DoubleRow buf = (DoubleRow) rowBuffer;
-            double[] row = buf.original;
-            double[] merged = buf.merged;
-            long[] flags = buf.flags;
-            read(r, row);
-            int off = blockRow * cols;
-            long inexact = 0;
-            long nonFinite = 0;
-            // One branch-free loop the JIT vectorises: the merged value, whether its round trip is inexact
-            // (non-zero flag), and m - m, which is +0 exactly when m is finite.
-            for (int j = 0; j < cols; j++) {
-                double w = row[j];
-                double d = delta[off + j];
-                double m = w + d;
-                merged[j] = m;
-                long flag = Double.doubleToRawLongBits(m - d) ^ Double.doubleToRawLongBits(w);
-                flags[j] = flag;
-                inexact |= flag;
-                nonFinite |= Double.doubleToRawLongBits(m - m);
-            }
-            if (nonFinite != 0) {
-                for (int j = 0; j < cols; j++) {
-                    if (!Double.isFinite(merged[j])) {
-                        return new Failure(r, j, row[j], delta[off + j]);
+                coef = new double[in * r];
+                for (int k = 0; k < r; k++) {
+                    for (int j = 0; j < in; j++) {
+                        coef[j * r + k] = af[k * in + j];
                     }
                 }
             }
-            if (inexact != 0) {
-                int rowIndex = (int) (r * cols);
-                for (int j = 0; j < cols; j++) {
-                    if (flags[j] != 0) {
-                        record.add(rowIndex + j, Double.doubleToRawLongBits(row[j]));
+            v = new double[tileLength.length][r][];
+            for (int k = 0; k < r; k++) {
+                for (int t = 0; t < tileLength.length; t++) {
+                    double[] tile = new double[tileLength[t]];
+                    for (int j = 0; j < tile.length; j++) {
+                        int col = t * TILE + j;
+                        tile[j] = inOut ? bf[col * r + k] : af[k * in + col];
+                    }
+                    v[t][k] = tile;
+                }
+            }
+        }
+
+        @Override
+        Rows rowBuffers() {
+            double[][] row = new double[tileLength.length][];
+            double[][] merged = new double[tileLength.length][];
+            for (int t = 0; t < row.length; t++) {
+                row[t] = new double[tileLength[t]];
+                merged[t] = new double[tileLength[t]];
+            }
+            return new Rows(row, merged, new double[tileLength[0]], new double[tileLength[0]]);
+        }
+
+        /** {@link FloatPass}'s Δ in double. */
+        private void delta(int c, double[][] vt, double[] acc, int len) {
+            int k = 0;
+            int r = rank;
+            if (r >= 4) {
+                double c0 = coef[c];
+                double c1 = coef[c + 1];
+                double c2 = coef[c + 2];
+                double c3 = coef[c + 3];
+                double[] v0 = vt[0];
+                double[] v1 = vt[1];
+                double[] v2 = vt[2];
+                double[] v3 = vt[3];
+                if (fma) {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] = Math.fma(c3, v3[j], Math.fma(c2, v2[j], Math.fma(c1, v1[j], c0 * v0[j])));
+                    }
+                } else {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] = (c0 * v0[j] + c1 * v1[j]) + (c2 * v2[j] + c3 * v3[j]);
+                    }
+                }
+                k = 4;
+            } else {
+                Arrays.fill(acc, 0, len, 0.0);
+            }
+            for (; k + 3 < r; k += 4) {
+                double c0 = coef[c + k];
+                double c1 = coef[c + k + 1];
+                double c2 = coef[c + k + 2];
+                double c3 = coef[c + k + 3];
+                double[] v0 = vt[k];
+                double[] v1 = vt[k + 1];
+                double[] v2 = vt[k + 2];
+                double[] v3 = vt[k + 3];
+                if (fma) {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] = Math.fma(c3, v3[j], Math.fma(c2, v2[j], Math.fma(c1, v1[j], Math.fma(c0, v0[j], acc[j]))));
+                    }
+                } else {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] += (c0 * v0[j] + c1 * v1[j]) + (c2 * v2[j] + c3 * v3[j]);
                     }
                 }
             }
-            write(r, merged);
+            for (; k < r; k++) {
+                double ck = coef[c + k];
+                double[] vk = vt[k];
+                if (fma) {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] = Math.fma(ck, vk[j], acc[j]);
+                    }
+                } else {
+                    for (int j = 0; j < len; j++) {
+                        acc[j] += ck * vk[j];
+                    }
+                }
+            }
+        }
+
+        private void read(int i, int t, double[] tile) {
+            int j0 = t * TILE;
+            if (colStride == 1) {
+                wBuf.get(at(i, j0), tile, 0, tile.length);
+            } else {
+                for (int j = 0; j < tile.length; j++) {
+                    tile[j] = wBuf.get(at(i, j0 + j));
+                }
+            }
+        }
+
+        private void write(int i, int t, double[] tile) {
+            int j0 = t * TILE;
+            if (colStride == 1) {
+                wBuf.put(at(i, j0), tile, 0, tile.length);
+            } else {
+                for (int j = 0; j < tile.length; j++) {
+                    wBuf.put(at(i, j0 + j), tile[j]);
+                }
+            }
+        }
+
+        @Override
+        Failure mergeRow(int i, Record record, Rows buffers) {
+            double[][] row = (double[][]) buffers.row();
+            double[][] merged = (double[][]) buffers.merged();
+            double[] acc = (double[]) buffers.delta();
+            double[] back = (double[]) buffers.back();
+            int mark = record.size;
+            int c = i * rank;
+            for (int t = 0; t < row.length; t++) {
+                double[] w = row[t];
+                double[] m = merged[t];
+                int len = w.length;
+                read(i, t, w);
+                delta(c, v[t], acc, len);
+                double sd = s;
+                for (int j = 0; j < len; j++) {
+                    double d = sd * acc[j];
+                    double mj = w[j] + d;
+                    m[j] = mj;
+                    back[j] = mj - d;
+                }
+                int linear = i * cols + t * TILE;
+                for (int j = Arrays.mismatch(back, 0, len, w, 0, len); j >= 0; ) {
+                    if (!Double.isFinite(m[j])) {
+                        record.size = mark;
+                        return new Failure(i, t * TILE + j, w[j], sd * acc[j]);
+                    }
+                    record.add(linear + j, Double.doubleToRawLongBits(w[j]));
+                    int next = j + 1 >= len ? -1 : Arrays.mismatch(back, j + 1, len, w, j + 1, len);
+                    j = next < 0 ? -1 : j + 1 + next;
+                }
+            }
+            for (int t = 0; t < row.length; t++) {
+                write(i, t, merged[t]);
+            }
             return null;
         }
 
         @Override
-        void unmergeRows(long base, int from, int to, Record record, int cursor) {
-            double[] row = new double[cols];
+        void unmergeRows(int from, int to, Record record, int cursor, Rows buffers) {
+            double[][] row = (double[][]) buffers.row();
+            double[] acc = (double[]) buffers.delta();
             for (int i = from; i < to; i++) {
-                long r = base + i;
-                read(r, row);
-                int off = i * cols;
-                for (int j = 0; j < cols; j++) {
-                    row[j] = row[j] - delta[off + j];
+                int c = i * rank;
+                for (int t = 0; t < row.length; t++) {
+                    double[] w = row[t];
+                    int len = w.length;
+                    read(i, t, w);
+                    delta(c, v[t], acc, len);
+                    double sd = s;
+                    for (int j = 0; j < len; j++) {
+                        w[j] = w[j] - sd * acc[j];
+                    }
+                    int start = i * cols + t * TILE;
+                    while (cursor < record.size && record.index[cursor] < start + len) {
+                        w[record.index[cursor] - start] = Double.longBitsToDouble(record.bits[cursor]);
+                        cursor++;
+                    }
+                    write(i, t, w);
                 }
-                long rowStart = r * cols;
-                while (cursor < record.size && record.index[cursor] < rowStart + cols) {
-                    row[(int) (record.index[cursor] - rowStart)] = Double.longBitsToDouble(record.bits[cursor]);
-                    cursor++;
-                }
-                write(r, row);
             }
-        }
-    }
-
-    /** Per-thread row buffers of the float kernel: the row as read, as merged, and its round trip. */
-    private static final class FloatRow {
-        final float[] original;
-        final float[] merged;
-        final float[] back;
-
-        FloatRow(int cols) {
-            original = new float[cols];
-            merged = new float[cols];
-            back = new float[cols];
-        }
-    }
-
-    /** Per-thread row buffers of the double kernel. */
-    private static final class DoubleRow {
-        final double[] original;
-        final double[] merged;
-        final long[] flags;
-
-        DoubleRow(int cols) {
-            original = new double[cols];
-            merged = new double[cols];
-            flags = new long[cols];
         }
     }
 }

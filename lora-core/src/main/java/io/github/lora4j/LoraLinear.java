@@ -77,8 +77,8 @@ public final class LoraLinear {
     private final MixedBatch mixedBatch = new MixedBatch();
     private final LayerLock lock = new LayerLock(mixedBatch::invalidate);
     private final TrainingCache cache = new TrainingCache();
+    private final Merge merge = new Merge();
     private volatile boolean training;
-    private Merge.Merged merged;
 
     private LoraLinear(INDArray weight, INDArray bias, WeightLayout layout) {
         this.weight = weight;
@@ -96,6 +96,7 @@ public final class LoraLinear {
      * @param weight frozen weight {@code [out, in]}, FLOAT or DOUBLE, finite; referenced, not copied
      * @param bias   frozen bias {@code [out]} (or {@code [1, out]}) of the weight's data type, or null
      * @param config configuration of the {@value #DEFAULT_ADAPTER} adapter; its scaling must be finite in W's type
+     * @return a layer in eval mode with the {@value #DEFAULT_ADAPTER} adapter active and nothing merged
      * @throws IllegalArgumentException naming the offending argument, expected vs actual
      */
     public static LoraLinear wrap(INDArray weight, INDArray bias, LoraConfig config) {
@@ -106,6 +107,13 @@ public final class LoraLinear {
      * Wraps a linear layer whose weight is stored in {@code layout} and adds one adapter named
      * {@value #DEFAULT_ADAPTER}. With {@link WeightLayout#IN_OUT} the weight is {@code [in, out]}
      * (PEFT's {@code fan_in_fan_out}); it is used through transpose flags, never copied.
+     *
+     * @param weight frozen weight in {@code layout}, FLOAT or DOUBLE, finite; referenced, not copied
+     * @param bias   frozen bias {@code [out]} (or {@code [1, out]}) of the weight's data type, or null
+     * @param config configuration of the {@value #DEFAULT_ADAPTER} adapter; its scaling must be finite in W's type
+     * @param layout how {@code weight} is stored
+     * @return a layer in eval mode with the {@value #DEFAULT_ADAPTER} adapter active and nothing merged
+     * @throws IllegalArgumentException naming the offending argument, expected vs actual
      */
     public static LoraLinear wrap(INDArray weight, INDArray bias, LoraConfig config, WeightLayout layout) {
         Objects.requireNonNull(config, "config must not be null");
@@ -118,6 +126,12 @@ public final class LoraLinear {
     /**
      * Wraps a linear layer without adding any adapter: until one is added and activated, the output is the
      * base layer's. Useful when adapters are loaded from files.
+     *
+     * @param weight frozen weight in {@code layout}, FLOAT or DOUBLE, finite; referenced, not copied
+     * @param bias   frozen bias {@code [out]} (or {@code [1, out]}) of the weight's data type, or null
+     * @param layout how {@code weight} is stored
+     * @return a layer in eval mode without adapters
+     * @throws IllegalArgumentException for an empty, non-matrix, non-finite or not FLOAT/DOUBLE weight, or a bad bias
      */
     public static LoraLinear base(INDArray weight, INDArray bias, WeightLayout layout) {
         Objects.requireNonNull(layout, "layout must not be null");
@@ -126,47 +140,47 @@ public final class LoraLinear {
         return new LoraLinear(weight, bias, layout);
     }
 
-    /** Input features {@code in}. */
+    /** @return the input features {@code in} */
     public long inFeatures() {
         return in;
     }
 
-    /** Output features {@code out}. */
+    /** @return the output features {@code out} */
     public long outFeatures() {
         return out;
     }
 
-    /** Data type of {@code W}, and so of everything the layer accepts and returns. */
+    /** @return the data type of {@code W}, and so of everything the layer accepts and returns */
     public DataType dataType() {
         return dataType;
     }
 
-    /** How {@code W} is stored. */
+    /** @return how {@code W} is stored */
     public WeightLayout layout() {
         return layout;
     }
 
-    /** The frozen weight itself (not a copy), in its {@link #layout()}; only merge/unmerge change it. */
+    /** @return the frozen weight itself (not a copy), in its {@link #layout()}; only merge/unmerge change it */
     public INDArray weight() {
         return weight;
     }
 
-    /** The frozen bias as {@code [1, out]} (a view of the wrapped array), or null. */
+    /** @return the frozen bias as {@code [1, out]} (a view of the wrapped array), or null */
     public INDArray bias() {
         return bias;
     }
 
-    /** Parameters that training updates: {@code r·(in + out)} of the active adapter, 0 with none active. */
+    /** @return the parameters that training updates: {@code r·(in + out)} of the active adapter, 0 with none active */
     public long trainableParameterCount() {
         return lock.shared(() -> adapters.active() == null ? 0L : adapters.get(adapters.active()).parameterCount());
     }
 
-    /** Parameters of all adapters on this layer, active or not. */
+    /** @return the parameters of all adapters on this layer, active or not */
     public long adapterParameterCount() {
         return lock.shared(() -> adapters.all().stream().mapToLong(LoraAdapter::parameterCount).sum());
     }
 
-    /** All parameters: {@code in·out}, the bias, and every adapter's {@code r·(in + out)}. */
+    /** @return all parameters: {@code in·out}, the bias, and every adapter's {@code r·(in + out)} */
     public long totalParameterCount() {
         return in * out + (bias == null ? 0 : out) + adapterParameterCount();
     }
@@ -174,6 +188,8 @@ public final class LoraLinear {
     /**
      * Adds an adapter, initialised per {@code config.init()}; the active adapter does not change.
      *
+     * @param name   the new adapter's name: not blank, not taken, not {@value #BASE_MODEL}
+     * @param config its rank, alpha, init and dropout
      * @throws IllegalArgumentException if the name is blank or taken, the rank exceeds {@code min(in, out)}, or the
      *                                  scaling {@code s} is not a finite value of the layer's data type
      */
@@ -189,77 +205,75 @@ public final class LoraLinear {
      * it (scaling 1), and each block is scaled by {@code sqrt(|wᵢ·sᵢ|)} on both factors (the sign on {@code A}).
      * The active adapter does not change.
      *
-     * @param weights one weight per adapter; finite
+     * @param newName      the new adapter's name: not blank, not taken
+     * @param adapterNames the adapters to combine, each once; they are not changed
+     * @param weights      one weight per adapter; finite
      * @throws IllegalArgumentException for unknown or repeated names, mismatched lengths, a non-finite weight or result
      *                                  (in the layer's type), a taken name, or a total rank above {@code min(in, out)}
      *                                  (use {@link #addWeightedAdapterSvd} then); nothing is added then
      */
     public void addWeightedAdapter(String newName, List<String> adapterNames, double[] weights) {
-        Checks.checkName(newName);
-        INDArray[] ab = AdapterCombination.concatenated(combinationParts(adapterNames, weights), weights, in, out);
-        LoraConfig cfg = LoraConfig.builder().rank(ab[0].rows()).alpha(ab[0].rows()).init(LoraInit.ZERO).build();
-        lock.exclusive(() -> adapters.put(newName, cfg, ab[0], ab[1]));
+        AdapterCombination.addConcatenated(newName, adapterNames, weights, adapters, lock, in, out);
     }
 
     /**
      * Adds adapter {@code newName} of rank {@code rank} holding the best rank-{@code rank} approximation (truncated
      * SVD, Eckart–Young) of {@code Σ wᵢ·sᵢ·Bᵢ·Aᵢ} (PEFT's {@code combination_type="svd"}); alpha equals the rank
-     * (scaling 1). Computed from the thin factors by two QR decompositions and an SVD of a small core, in
-     * {@code O((in + out)·R²)} for a total rank {@code R}; no {@code [out, in]} matrix is formed.
+     * (scaling 1). From the thin factors (two QRs, an SVD of a small core: {@code O((in + out)·R²)} for a total rank
+     * {@code R}); no {@code [out, in]} matrix is formed.
      *
+     * @param newName      the new adapter's name: not blank, not taken
+     * @param adapterNames the adapters to combine, each once; they are not changed
+     * @param weights      one weight per adapter; finite
+     * @param rank         the new adapter's rank, in {@code [1, min(in, out)]}
      * @throws IllegalArgumentException as {@link #addWeightedAdapter}, or for a rank outside {@code [1, min(in, out)]}
      */
     public void addWeightedAdapterSvd(String newName, List<String> adapterNames, double[] weights, int rank) {
-        Checks.checkName(newName);
-        Checks.checkRank(rank, in, out);
-        INDArray[] ab = AdapterCombination.svd(combinationParts(adapterNames, weights), weights, rank, dataType);
-        LoraConfig cfg = LoraConfig.builder().rank(rank).alpha(rank).init(LoraInit.ZERO).build();
-        lock.exclusive(() -> adapters.put(newName, cfg, ab[0], ab[1]));
-    }
-
-    private List<LoraAdapter> combinationParts(List<String> adapterNames, double[] weights) {
-        AdapterCombination.checkArguments(adapterNames, weights);
-        return lock.shared(() -> adapterNames.stream().map(adapters::require).toList());
+        AdapterCombination.addSvd(newName, adapterNames, weights, rank, adapters, lock, in, out, dataType);
     }
 
     /**
      * Makes {@code name} the adapter used by forward, backward, training and merge.
      *
+     * @param name an adapter of this layer
      * @throws IllegalArgumentException for an unknown name
      * @throws IllegalStateException    while another adapter is merged into {@code W}
      */
     public void setActiveAdapter(String name) {
-        lock.exclusive(() -> {
-            LoraAdapter target = adapters.require(name);
-            if (merged != null && merged.adapter() != target) {
-                throw Checks.mergedRefusal("activating adapter '" + name + "'", merged.adapter().name());
-            }
-            cache.dropIf(!name.equals(adapters.active()));
-            adapters.activate(name);
-        });
+        lock.exclusive(() -> adapters.activate(name, merge, cache));
     }
 
-    /** Name of the active adapter, or null when none is (the layer then computes the base output). */
+    /** @return the name of the active adapter, or null when none is (the layer then computes the base output) */
     public String activeAdapter() {
         return lock.shared(adapters::active);
     }
 
-    /** Names of all adapters, in the order they were added. */
+    /** @return the names of all adapters, in the order they were added (an unmodifiable copy) */
     public List<String> adapterNames() {
         return lock.shared(() -> Collections.unmodifiableList(adapters.names()));
     }
 
-    /** The adapter called {@code name}, with its live parameters and gradients. */
+    /**
+     * @param name an adapter of this layer
+     * @return the adapter called {@code name}, with its live parameters and gradients (not copies)
+     * @throws IllegalArgumentException for an unknown name
+     */
     public LoraAdapter adapter(String name) {
         return lock.shared(() -> adapters.require(name));
     }
 
-    /** Live {@code A [r, in]} of adapter {@code name}. */
+    /**
+     * @param name an adapter of this layer, as for {@link #adapter}, which refuses unknown names
+     * @return its live {@code A [r, in]} (not a copy)
+     */
     public INDArray loraA(String name) {
         return adapter(name).a();
     }
 
-    /** Live {@code B [out, r]} of adapter {@code name}. */
+    /**
+     * @param name an adapter of this layer, as for {@link #adapter}, which refuses unknown names
+     * @return its live {@code B [out, r]} (not a copy)
+     */
     public INDArray loraB(String name) {
         return adapter(name).b();
     }
@@ -267,15 +281,12 @@ public final class LoraLinear {
     /**
      * Removes an adapter. Deleting the active adapter leaves none active (base output), not silently another.
      *
+     * @param name an adapter of this layer
      * @throws IllegalArgumentException for an unknown name
      * @throws IllegalStateException    if that adapter is merged into {@code W}
      */
     public void deleteAdapter(String name) {
-        lock.exclusive(() -> {
-            requireUnmerged(adapters.require(name), "deleting");
-            cache.dropIf(name.equals(adapters.active()));
-            adapters.remove(name);
-        });
+        lock.exclusive(() -> adapters.delete(name, merge, cache));
     }
 
     /**
@@ -286,37 +297,28 @@ public final class LoraLinear {
      * The config itself is unchanged ({@link LoraAdapter#config()}); see {@link LoraAdapter#scale()}. A pending
      * training forward of this adapter is dropped.
      *
+     * @param name  an adapter of this layer
      * @param scale any finite value (0 turns the adapter off, negative values invert it)
      * @throws IllegalArgumentException for an unknown name, or a scale that is not finite or makes {@code s'} not a
      *                                  finite value of the layer's data type
      * @throws IllegalStateException    while that adapter is merged into {@code W} (unmerge first)
      */
     public void setAdapterScale(String name, double scale) {
-        lock.exclusive(() -> {
-            LoraAdapter adapter = adapters.require(name);
-            requireUnmerged(adapter, "changing the scale of an adapter");
-            double s = LoraAdapter.scaledScaling(adapter.config(), scale, dataType, name);
-            cache.dropIf(cache.ran(adapter));
-            adapter.setScale(scale, s);
-        });
+        lock.exclusive(() -> adapters.setScale(name, scale, dataType, merge, cache));
     }
 
     /**
      * Copies {@code a [r, in]} and {@code b [out, r]} into adapter {@code name}; a pending training forward of this
      * adapter (not of another) is dropped, since its backward would mix old and new weights.
      *
+     * @param name an adapter of this layer
+     * @param a    the new {@code A [r, in]} of the layer's data type; copied, not referenced
+     * @param b    the new {@code B [out, r]} of the layer's data type; copied, not referenced
      * @throws IllegalArgumentException for an unknown name, a wrong shape or data type, or a NaN/infinite value
      * @throws IllegalStateException    if that adapter is merged into {@code W}
      */
     public void setAdapterWeights(String name, INDArray a, INDArray b) {
-        Objects.requireNonNull(a, "a must not be null");
-        Objects.requireNonNull(b, "b must not be null");
-        lock.exclusive(() -> {
-            LoraAdapter adapter = adapters.require(name);
-            requireUnmerged(adapter, "setting the weights of an adapter");
-            adapters.setWeights(adapter, a, b, dataType);
-            cache.dropIf(cache.ran(adapter));
-        });
+        lock.exclusive(() -> adapters.setWeights(name, a, b, dataType, merge, cache));
     }
 
     /**
@@ -325,40 +327,33 @@ public final class LoraLinear {
      * @throws IllegalStateException while an adapter is merged (its update is inside {@code W})
      */
     public void disableAdapters() {
-        lock.exclusive(() -> {
-            refuseWhileMerged("disabling adapters");
-            adapters.enable(false);
-            cache.drop();
-        });
+        lock.exclusive(() -> adapters.enable(false, merge, cache));
     }
 
     /** Turns adapters back on after {@link #disableAdapters()}. */
     public void enableAdapters() {
-        lock.exclusive(() -> {
-            adapters.enable(true);
-            cache.drop();
-        });
+        lock.exclusive(() -> adapters.enable(true, merge, cache));
     }
 
-    /** Whether adapters take part in the forward pass. */
+    /** @return whether adapters take part in the forward pass */
     public boolean adaptersEnabled() {
         return lock.shared(adapters::enabled);
     }
 
-    /** Training mode: dropout on the LoRA path, and {@link #forward} keeps what {@link #backward} needs. */
+    /** @return this layer, in training mode: dropout on the LoRA path, {@link #forward} keeps what backward needs */
     public LoraLinear train() {
         training = true;
         return this;
     }
 
-    /** Evaluation mode (the initial mode): no dropout, nothing cached, forward may run on many threads. */
+    /** @return this layer, in evaluation mode (the initial one): no dropout, nothing cached, many threads may read */
     public LoraLinear eval() {
         training = false;
         lock.exclusive(cache::drop);
         return this;
     }
 
-    /** Whether the layer is in training mode. */
+    /** @return whether the layer is in training mode */
     public boolean isTraining() {
         return training;
     }
@@ -372,8 +367,9 @@ public final class LoraLinear {
      * than matched to an older batch. The output is a new array, whose fresh memory costs about as much as the gemm
      * for large outputs: inference loops that can reuse a buffer should call {@link #forwardInto}.
      *
-     * @param input {@code [n, in]} or {@code [..., in]}, of the layer's data type
+     * @param input {@code [n, in]} or {@code [..., in]}, of the layer's data type; not modified
      * @return a new array {@code [n, out]} (or {@code [..., out]})
+     * @throws IllegalArgumentException for a wrong data type or last dimension
      */
     public INDArray forward(INDArray input) {
         Checks.checkInput(input, dataType, in);
@@ -416,7 +412,7 @@ public final class LoraLinear {
         Checks.checkInput(input, dataType, in);
         Checks.checkOutput(input, output, out, dataType);
         return lock.shared(() -> {
-            refuseTraining("forwardInto is for inference; call eval() first, or use forward(input) in training mode");
+            Checks.refuseIf(training, "forwardInto is for inference; call eval() first, or use forward(input) in training mode");
             Checks.checkNoOverlaps(output, input, weight, bias, adapters.all());
             if (input.rows() == 0) {
                 return output;
@@ -439,7 +435,9 @@ public final class LoraLinear {
      * adapters), beyond that rows are grouped per adapter (two thin gemms each). A batch that uses a single adapter
      * gives bitwise what {@link #forward(INDArray)} gives with it active; with adapters disabled, the base output.
      *
-     * @param adapterPerRow one name per row
+     * @param input         {@code [n, in]} or {@code [..., in]}, of the layer's data type; not modified
+     * @param adapterPerRow one name per row (of the folded {@code [n, in]})
+     * @return a new array {@code [n, out]} (or {@code [..., out]})
      * @throws IllegalStateException    in training mode or while an adapter is merged
      * @throws IllegalArgumentException for a wrong length, an unknown name, or a bad input
      */
@@ -447,8 +445,8 @@ public final class LoraLinear {
         Checks.checkInput(input, dataType, in);
         Objects.requireNonNull(adapterPerRow, "adapterPerRow must not be null");
         return lock.shared(() -> {
-            refuseTraining("mixed-adapter batches are for inference; call eval() first");
-            refuseWhileMerged("a mixed-adapter batch");
+            Checks.refuseIf(training, "mixed-adapter batches are for inference; call eval() first");
+            merge.refuseWhileMerged("a mixed-adapter batch");
             LoraPath.Scratch scratch = cache.take();
             INDArray y = mixedBatch.forward(input, adapterPerRow, adapters, this::baseProduct, scratch, out);
             cache.give(scratch);
@@ -457,8 +455,10 @@ public final class LoraLinear {
     }
 
     /**
-     * {@link #backward(INDArray, boolean) backward(gradOutput, true)}: accumulates the active adapter's gradients and
-     * returns {@code dL/dx}, shaped like the forward's input; throws as that method does.
+     * {@link #backward(INDArray, boolean) backward(gradOutput, true)}, which names its refusals.
+     *
+     * @param gradOutput same shape and data type as the last training forward's output
+     * @return {@code dL/dx}, a new array shaped like that forward's input
      */
     public INDArray backward(INDArray gradOutput) {
         return backward(gradOutput, true);
@@ -481,7 +481,7 @@ public final class LoraLinear {
     public INDArray backward(INDArray gradOutput, boolean inputGradient) {
         Objects.requireNonNull(gradOutput, "gradOutput must not be null");
         return lock.exclusiveGet(() -> {
-            refuseWhileMerged("backward (the adapter's parameters would not see the gradient)");
+            merge.refuseWhileMerged("backward (the adapter's parameters would not see the gradient)");
             TrainingCache.Forward c = cache.require();
             Checks.checkGradOutput(gradOutput, c.outputShape(), dataType);
             INDArray g = Kernels.fold(gradOutput, out);
@@ -499,30 +499,21 @@ public final class LoraLinear {
 
     /** Clears the accumulated gradients of every adapter. */
     public void zeroGrad() {
-        lock.exclusive(() -> {
-            adapters.all().forEach(a -> Kernels.zero(a.gradA(), a.gradB()));
-        });
+        lock.exclusive(() -> adapters.all().forEach(a -> Kernels.zero(a.gradA(), a.gradB())));
     }
 
     /**
      * Runs {@code update} on the active adapter under the layer's exclusive lock: the way an optimizer changes
      * {@code A} and {@code B} in place. Does nothing when no adapter is active or adapters are disabled.
      *
+     * @param update changes the adapter's {@code A} and {@code B} in place; runs on the calling thread
      * @throws IllegalStateException while merged: changing A or B then would make the next unmerge wrong
      */
     public void updateTrainable(Consumer<LoraAdapter> update) {
-        Objects.requireNonNull(update, "update must not be null");
-        lock.exclusive(() -> {
-            refuseWhileMerged("training");
-            LoraAdapter adapter = adapters.effective();
-            if (adapter != null) {
-                update.accept(adapter);
-                cache.drop();
-            }
-        });
+        lock.exclusive(() -> adapters.update(update, merge, cache));
     }
 
-    /** {@link #merge(MergeMode) Merges} the active adapter the {@link MergeMode#EXACT exact} way. */
+    /** {@link #merge(MergeMode) Merges} the active adapter the {@link MergeMode#EXACT exact} way (refusals as there). */
     public void merge() {
         merge(MergeMode.EXACT);
     }
@@ -533,16 +524,13 @@ public final class LoraLinear {
      * {@link #unmerge()}. No {@code [out, in]} temporary is allocated; a pending training forward is dropped. FAST
      * becomes EXACT (see {@link #mergeMode()}) when it could overflow or W is a view no gemm can write in place.
      *
+     * @param mode {@link MergeMode#EXACT} (unmerge restores {@code W} bit for bit) or {@link MergeMode#FAST}
      * @throws IllegalStateException if an adapter is already merged, no adapter is active, adapters are
      *                               disabled, or the result would not be finite; {@code W} is then unchanged
      */
     public void merge(MergeMode mode) {
         Objects.requireNonNull(mode, "mode must not be null");
-        lock.exclusive(() -> {
-            Merge.checkCanMerge(merged, adapters);
-            merged = Merge.merge(weight, layout, maxAbsWeight, adapters.effective(), mode);
-            cache.drop();
-        });
+        lock.exclusive(() -> merge.mergeEffective(weight, layout, maxAbsWeight, adapters, mode, cache));
     }
 
     /**
@@ -552,35 +540,28 @@ public final class LoraLinear {
      * @throws IllegalStateException if nothing is merged
      */
     public void unmerge() {
-        lock.exclusive(() -> {
-            Merge.unmerge(weight, layout, merged);
-            merged = null;
-            cache.drop();
-        });
+        lock.exclusive(() -> merge.unmergeCurrent(weight, layout, cache));
     }
 
-    /** Whether an adapter is merged into {@code W}. */
+    /** @return whether an adapter is merged into {@code W} */
     public boolean isMerged() {
-        return lock.shared(() -> merged != null);
+        return lock.shared(() -> merge.current() != null);
     }
 
-    /** The mode of the current merge, or null when not merged. */
+    /** @return the mode of the current merge, or null when not merged */
     public MergeMode mergeMode() {
-        return lock.shared(() -> merged == null ? null : merged.mode());
+        return lock.shared(() -> merge.current() == null ? null : merge.current().mode());
     }
 
-    /**
-     * Bytes that the current exact merge keeps to make unmerge bit-exact (the remembered elements), 0 for a fast
-     * merge or when not merged. Compare with {@code W}'s own {@code in·out·bytesPerElement}.
-     */
+    /** @return bytes the current exact merge keeps for a bit-exact unmerge (the remembered elements); else 0 */
     public long exactMergeBytes() {
-        return lock.shared(() -> merged == null || merged.record() == null ? 0L : merged.record().bytes());
+        return lock.shared(merge::exactBytes);
     }
 
     /**
-     * A new array {@code W + s·B·A} of the active adapter (PEFT's merge-and-unload), in {@code W}'s layout,
-     * without touching the layer. With no active adapter, adapters disabled, or the adapter already merged, it is
-     * a copy of {@code W}.
+     * @return a new array {@code W + s·B·A} of the active adapter (PEFT's merge-and-unload), in {@code W}'s layout,
+     *         without touching the layer; a copy of {@code W} with no active adapter, adapters disabled, or the
+     *         adapter already merged
      */
     public INDArray mergedWeight() {
         return lock.shared(() -> Merge.mergedWeight(weight, layout, pathAdapter()));
@@ -590,9 +571,7 @@ public final class LoraLinear {
     public String toString() {
         return lock.shared(() -> "LoraLinear{in=" + in + ", out=" + out + ", dataType=" + dataType + ", layout=" + layout
                 + ", bias=" + (bias != null) + ", adapters=" + adapters.names() + ", active=" + adapters.active()
-                + ", enabled=" + adapters.enabled() + ", merged="
-                + (merged == null ? "no" : merged.adapter().name() + " (" + merged.mode() + ")")
-                + ", training=" + training + "}");
+                + ", enabled=" + adapters.enabled() + ", merged=" + merge.describe() + ", training=" + training + "}");
     }
 
     /** y = x W^T (+ b), written into y. */
@@ -602,26 +581,6 @@ public final class LoraLinear {
 
     /** The adapter whose path forward adds: the effective adapter, unless its update is already inside W. */
     private LoraAdapter pathAdapter() {
-        return merged == null ? adapters.effective() : null;
+        return merge.current() == null ? adapters.effective() : null;
     }
-
-    private void refuseTraining(String message) {
-        if (training) {
-            throw new IllegalStateException(message);
-        }
-    }
-
-    private void refuseWhileMerged(String action) {
-        if (merged != null) {
-            throw Checks.mergedRefusal(action, merged.adapter().name());
-        }
-    }
-
-    private void requireUnmerged(LoraAdapter adapter, String action) {
-        if (merged != null && merged.adapter() == adapter) {
-            throw Checks.mergedRefusal(action, adapter.name());
-        }
-    }
-
-
 }

@@ -6,11 +6,66 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * Folding an adapter into {@code W} and taking it out again: {@code W += s·B·A} and {@code W -= s·B·A} in W's layout,
  * the {@link MergeMode#FAST} way (one gemm accumulated in place) or the {@link MergeMode#EXACT} way
- * ({@link ExactMerge}, bit-exact unmerge). The layer holds the one {@link Merged} record of the current merge.
+ * ({@link ExactMerge}, bit-exact unmerge). Each layer holds one instance: the one {@link Merged} record of its
+ * current merge, and the refusals that depend on it. Guarded by the layer's lock.
  */
 final class Merge {
 
-    private Merge() {
+    /** The adapter inside W and how it got there, or null when nothing is merged. */
+    private Merged merged;
+
+    /** The current merge, or null. */
+    Merged current() {
+        return merged;
+    }
+
+    /**
+     * Merges the effective adapter of {@code adapters} into {@code weight}, refusing as {@link #checkCanMerge}, and
+     * drops the pending training forward.
+     */
+    void mergeEffective(INDArray weight, WeightLayout layout, double maxAbsWeight, AdapterSet adapters, MergeMode mode,
+                        TrainingCache cache) {
+        checkCanMerge(merged, adapters);
+        merged = merge(weight, layout, maxAbsWeight, adapters.effective(), mode);
+        cache.drop();
+    }
+
+    /** Takes the current merge out of {@code weight} (refused when nothing is merged); drops the training forward. */
+    void unmergeCurrent(INDArray weight, WeightLayout layout, TrainingCache cache) {
+        unmerge(weight, layout, merged);
+        merged = null;
+        cache.drop();
+    }
+
+    /** Refuses {@code action} while any adapter is merged. */
+    void refuseWhileMerged(String action) {
+        if (merged != null) {
+            throw Checks.mergedRefusal(action, merged.adapter().name());
+        }
+    }
+
+    /** Refuses {@code action} on {@code adapter} while that adapter (not another) is merged. */
+    void refuseIfMerged(LoraAdapter adapter, String action) {
+        if (merged != null && merged.adapter() == adapter) {
+            throw Checks.mergedRefusal(action, adapter.name());
+        }
+    }
+
+    /** Refuses {@code action} on {@code adapter} while another adapter is merged. */
+    void refuseIfOtherMerged(LoraAdapter adapter, String action) {
+        if (merged != null && merged.adapter() != adapter) {
+            throw Checks.mergedRefusal(action, merged.adapter().name());
+        }
+    }
+
+    /** Bytes the current exact merge keeps for its unmerge; 0 after a fast merge or when not merged. */
+    long exactBytes() {
+        return merged == null || merged.record() == null ? 0L : merged.record().bytes();
+    }
+
+    /** {@code "no"}, or the merged adapter's name and mode, for {@code toString}. */
+    String describe() {
+        return merged == null ? "no" : merged.adapter().name() + " (" + merged.mode() + ")";
     }
 
     /** Which adapter is inside W, how, and what an exact unmerge needs ({@code record} null after a fast merge). */

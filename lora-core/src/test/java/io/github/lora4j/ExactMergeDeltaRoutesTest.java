@@ -1,0 +1,49 @@
+package io.github.lora4j;
+
+import static io.github.lora4j.TestData.assertBitwiseEquals;
+import static io.github.lora4j.TestData.gaussian;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.constraints.IntRange;
+import net.jqwik.api.lifecycle.AfterProperty;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+
+/**
+ * The exact merge computes Δ in Java, with {@link Math#fma} where the JVM has it as an instruction and with a
+ * multiply and an add otherwise. Both ways must restore W bitwise, and an unmerge must take the way its merge took
+ * even when the switch changed in between (the two ways round differently, so mixing them would miss bits).
+ */
+class ExactMergeDeltaRoutesTest {
+
+    @AfterProperty
+    void restoreRoute() {
+        ExactMerge.forceMulAdd(false);
+    }
+
+    @Property(tries = 30)
+    void eitherDeltaRouteRestoresWBitwiseAndTheUnmergeFollowsItsMerge(
+            @ForAll boolean doublePrecision, @ForAll boolean inOut, @ForAll boolean mulAddAtMerge,
+            @ForAll @IntRange(min = 1, max = 2100) int cols, @ForAll @IntRange(min = 1, max = 40) int rows,
+            @ForAll @IntRange(min = 1, max = 13) int rank, @ForAll long seed) {
+        DataType type = doublePrecision ? DataType.DOUBLE : DataType.FLOAT;
+        WeightLayout layout = inOut ? WeightLayout.IN_OUT : WeightLayout.OUT_IN;
+        int r = Math.min(rank, Math.min(rows, cols));
+        // W [rows, cols] in its layout: out = rows for OUT_IN, in = rows for IN_OUT.
+        long in = inOut ? rows : cols;
+        long out = inOut ? cols : rows;
+        INDArray w = gaussian(type, seed, 1.0, rows, cols);
+        LoraLinear l = LoraLinear.wrap(w, null, LoraConfig.builder().rank(r).alpha(3 * r).build(), layout);
+        // A large update (|sΔ| near |W|) leaves many elements whose round trip misses, so the record matters.
+        l.setAdapterWeights("default", gaussian(type, seed + 1, 1.0, r, in), gaussian(type, seed + 2, 0.7, out, r));
+        INDArray original = w.dup();
+        ExactMerge.forceMulAdd(mulAddAtMerge);
+        l.merge(MergeMode.EXACT);
+        assertTrue(l.exactMergeBytes() > 0 || rows * cols < 50, "a large update records inexact elements");
+        ExactMerge.forceMulAdd(!mulAddAtMerge);
+        l.unmerge();
+        assertBitwiseEquals(original, w, "W after an exact cycle whose Δ route switched between merge and unmerge");
+    }
+}
