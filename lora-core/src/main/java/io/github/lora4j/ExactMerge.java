@@ -46,27 +46,11 @@ final class ExactMerge {
     /** Test switch: true computes Δ with a multiply and an add instead of {@link Math#fma}. */
     private static volatile boolean forcedMulAdd;
 
-    private ExactMerge() {
-    }
+    private ExactMerge() { }
 
     /** Package-private switch for tests: true makes later merges use the multiply-add route. */
     static void forceMulAdd(boolean mulAdd) {
         forcedMulAdd = mulAdd;
-    }
-
-    /** Whether {@link Math#fma} is a machine instruction here; without it the JDK computes it with BigDecimal. */
-    private static final class Fma {
-        static final boolean INTRINSIC = detect();
-
-        private static boolean detect() {
-            try {
-                com.sun.management.HotSpotDiagnosticMXBean vm = java.lang.management.ManagementFactory
-                        .getPlatformMXBean(com.sun.management.HotSpotDiagnosticMXBean.class);
-                return vm != null && Boolean.parseBoolean(vm.getVMOption("UseFMA").getValue());
-            } catch (RuntimeException | LinkageError e) {
-                return false;
-            }
-        }
     }
 
     /** The elements whose round trip {@code fl(fl(w + d) − d)} is not {@code w}: linear index and original bits, sorted. */
@@ -128,8 +112,7 @@ final class ExactMerge {
     }
 
     /** Where a merge met a non-finite result: the element, its value and the update. */
-    private record Failure(long row, int col, double w, double d) {
-    }
+    private record Failure(long row, int col, double w, double d) { }
 
     /**
      * {@code W += s·B·A} exactly reversibly. If any merged element would be NaN or infinite, the rows already
@@ -271,8 +254,7 @@ final class ExactMerge {
     }
 
     /** One thread's buffers: W's row and the merged row by tile, the tile's Δ and round trip. */
-    private record Rows(Object row, Object merged, Object delta, Object back) {
-    }
+    private record Rows(Object row, Object merged, Object delta, Object back) { }
 
     private interface ChunkTask {
         void run(int chunk);
