@@ -37,6 +37,14 @@ public final class SideBySide {
     static final List<int[]> FULL_GRID = grid(new int[] {1024, 4096}, new int[] {8, 64}, new int[] {1, 8, 64, 512});
     static final List<int[]> SMALL_GRID = List.of(new int[] {256, 8, 8}, new int[] {64, 8, 64});
 
+    /** What {@code --help} prints; a bad option prints it too, after one line naming the problem. */
+    static final String USAGE = String.join("\n",
+            "usage: SideBySide [--rounds 2] [--budget 1.0] [--grid full|small] [--python /usr/bin/python3]",
+            "                  [--script lora-benchmarks/torch/side_by_side.py] [--out lora-benchmarks/results/DATE-side-by-side]",
+            "Runs lora4j and PyTorch (the script, in a child process) in alternating rounds on the same shapes and",
+            "writes report.md and results.jsonl into --out. full: d in {1024, 4096}, r in {8, 64}, n in {1, 8, 64, 512}",
+            "plus 64 x 64; small: 256 x 256 r8 n8 and 64 x 64. About 10 minutes for full at the defaults.");
+
     private SideBySide() {
     }
 
@@ -61,10 +69,16 @@ public final class SideBySide {
         opt.put("python", "/usr/bin/python3");
         opt.put("script", "lora-benchmarks/torch/side_by_side.py");
         opt.put("out", "lora-benchmarks/results/" + LocalDate.now() + "-side-by-side");
-        for (int i = 0; i + 1 < args.length; i += 2) {
+        for (int i = 0; i < args.length; i += 2) {
+            if (args[i].equals("--help") || args[i].equals("-h")) {
+                System.out.println(USAGE);
+                return;
+            }
             String key = args[i].replaceFirst("^--", "");
-            if (!opt.containsKey(key)) {
-                throw new IllegalArgumentException("unknown option " + args[i] + "; known: " + opt.keySet());
+            if (!opt.containsKey(key) || i + 1 >= args.length) {
+                System.err.println((opt.containsKey(key) ? "option " + args[i] + " needs a value" : "unknown option "
+                        + args[i] + "; known: --" + String.join(", --", opt.keySet())) + "\n" + USAGE);
+                System.exit(2);
             }
             opt.put(key, args[i + 1]);
         }
