@@ -561,7 +561,8 @@ public final class LoraLinear {
     /**
      * @return a new array {@code W + s·B·A} of the active adapter (PEFT's merge-and-unload), in {@code W}'s layout,
      *         without touching the layer; a copy of {@code W} with no active adapter, adapters disabled, or the
-     *         adapter already merged
+     *         adapter already merged. It equals bit for bit what {@link #merge() merge()} (EXACT) writes into W.
+     * @throws IllegalStateException if an element of {@code W + s·B·A} would be NaN or infinite (named in the message)
      */
     public INDArray mergedWeight() {
         return lock.shared(() -> Merge.mergedWeight(weight, layout, pathAdapter()));

@@ -124,11 +124,14 @@ final class Merge {
         }
     }
 
-    /** A new {@code W + s·B·A} in W's layout (a copy of W for a null adapter). */
+    /**
+     * A new {@code W + s·B·A} in W's layout (a copy of W for a null adapter), bit for bit what an EXACT merge would
+     * write into W: it runs that merge's Java pass on the copy (a gemm rounds differently, by an ulp here and there).
+     */
     static INDArray mergedWeight(INDArray weight, WeightLayout layout, LoraAdapter adapter) {
         INDArray w = weight.dup('c');
         if (adapter != null) {
-            deltaInto(w, layout, adapter, adapter.scaling());
+            ExactMerge.merge(w, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), adapter.scaling());
         }
         return w;
     }
