@@ -443,7 +443,8 @@ public final class LoraConv2d {
      * The kernel with the active adapter's update, without touching the layer (PEFT's {@code merge_and_unload}).
      *
      * @return a new array {@code [out, in, kh, kw]}, {@code W + ΔW}; a copy of the kernel when no adapter is active,
-     *         adapters are disabled, or the adapter is already merged (the kernel then holds the update)
+     *         adapters are disabled, or the adapter is already merged (the kernel then holds the update); bit for bit what an EXACT merge writes
+     * @throws IllegalStateException if an element would be NaN or infinite (named in the message)
      */
     public INDArray mergedWeight() {
         return delegate.mergedWeight().reshape('c', out, in, kh, kw);

@@ -553,7 +553,8 @@ public final class LoraEmbedding {
      * The table with the active adapter's update, without touching the layer (PEFT's {@code merge_and_unload}).
      *
      * @return a new array {@code [num_embeddings, dim]}, {@code T + s·(B A)^T}; a copy of the table when no adapter
-     *         is active, adapters are disabled, or the adapter is already merged (the table then holds the update)
+     *         is active, adapters are disabled, or the adapter is already merged (the table then holds the update); bit for bit what an EXACT merge writes
+     * @throws IllegalStateException if an element would be NaN or infinite (named in the message)
      */
     public INDArray mergedTable() {
         return shared(delegate::mergedWeight);

@@ -46,4 +46,28 @@ class ExactMergeDeltaRoutesTest {
         l.unmerge();
         assertBitwiseEquals(original, w, "W after an exact cycle whose Δ route switched between merge and unmerge");
     }
+
+    /**
+     * {@code mergedWeight()} is the array {@code merge()} would leave in W, bit for bit, in both layouts and types:
+     * it once used a gemm, whose rounding differs from the merge's Java Δ by an ulp here and there.
+     */
+    @Property(tries = 30)
+    void theMergedWeightCopyIsBitwiseWhatTheMergeWrites(
+            @ForAll boolean doublePrecision, @ForAll boolean inOut,
+            @ForAll @IntRange(min = 1, max = 300) int cols, @ForAll @IntRange(min = 1, max = 40) int rows,
+            @ForAll @IntRange(min = 1, max = 13) int rank, @ForAll long seed) {
+        DataType type = doublePrecision ? DataType.DOUBLE : DataType.FLOAT;
+        int r = Math.min(rank, Math.min(rows, cols));
+        long in = inOut ? rows : cols;
+        long out = inOut ? cols : rows;
+        INDArray w = gaussian(type, seed, 1.0, rows, cols);
+        LoraLinear l = LoraLinear.wrap(w, null, LoraConfig.builder().rank(r).alpha(3 * r).build(),
+                inOut ? WeightLayout.IN_OUT : WeightLayout.OUT_IN);
+        l.setAdapterWeights("default", gaussian(type, seed + 1, 1.0, r, in), gaussian(type, seed + 2, 0.7, out, r));
+        INDArray original = w.dup();
+        INDArray copy = l.mergedWeight();
+        assertBitwiseEquals(original, w, "mergedWeight() leaves W alone");
+        l.merge(MergeMode.EXACT);
+        assertBitwiseEquals(copy, w, "mergedWeight() against the W that merge() wrote");
+    }
 }
