@@ -69,7 +69,7 @@ final class Merge {
     }
 
     /** Which adapter is inside W, how, and what an exact unmerge needs ({@code record} null after a fast merge). */
-    record Merged(LoraAdapter adapter, MergeMode mode, ExactMerge.Record record) {
+    record Merged(LoraAdapter adapter, MergeMode mode, MergeRecord record) {
     }
 
     /** Refuses a merge while one is in place, adapters are disabled, or none is active. */
@@ -106,7 +106,7 @@ final class Merge {
             deltaInto(weight, layout, adapter, s);
             return new Merged(adapter, MergeMode.FAST, null);
         }
-        ExactMerge.Record record = ExactMerge.merge(weight, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), s);
+        MergeRecord record = ExactMerge.merge(weight, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), s);
         return new Merged(adapter, MergeMode.EXACT, record);
     }
 
