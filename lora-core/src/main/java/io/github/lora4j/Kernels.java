@@ -360,6 +360,10 @@ final class Kernels {
             // A column-major operand is the row-major transpose: flip its flag.
             int ta = transA != (la[0] == 1) ? TRANS : NO_TRANS;
             int tb = transB != (lb[0] == 1) ? TRANS : NO_TRANS;
+            if (m == 1 || n == 1) {
+                gemv(t, a, la, ta, b, lb, tb, c, ldc, (int) m, (int) n, (int) k, alpha, beta);
+                return true;
+            }
             if (t == DataType.FLOAT) {
                 org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemm(ROW_MAJOR, ta, tb, (int) m, (int) n,
                         (int) k, (float) alpha, new FloatPointer(a.data().addressPointer()), (int) la[1],
@@ -372,6 +376,57 @@ final class Kernels {
                         new DoublePointer(c.data().addressPointer()), ldc);
             }
             return true;
+        }
+
+        /**
+         * A product whose output is one row or one column, through gemv: OpenBLAS 0.3.19's sgemm takes 5–8× as long
+         * as sgemv for {@code [1, 1024] × [1024, 1024]} (277 µs against 35 µs here; 2.7× at 4096²), which is the
+         * forward pass and the input gradient of a layer fed one example at a time (decoding token by token).
+         * {@code a'} and {@code b'} are the operands as row-major matrices with their flipped flags {@code ta},
+         * {@code tb}, as for gemm.
+         */
+        private static void gemv(DataType t, INDArray a, long[] la, int ta, INDArray b, long[] lb, int tb, INDArray c,
+                                 int ldc, int m, int n, int k, double alpha, double beta) {
+            INDArray matrix;
+            int trans;
+            int rows;
+            int cols;
+            int ld;
+            INDArray vector;
+            int incx;
+            int incy;
+            if (m == 1) {
+                // c^T [n] = op(b)^T [n, k] · op(a)^T [k]: b' is [k, n] (no flag) or [n, k] (flag).
+                matrix = b;
+                ld = (int) lb[1];
+                trans = tb == NO_TRANS ? TRANS : NO_TRANS;
+                rows = tb == NO_TRANS ? k : n;
+                cols = tb == NO_TRANS ? n : k;
+                vector = a;
+                incx = ta == NO_TRANS ? 1 : (int) la[1];   // a' [1, k] or [k, 1]
+                incy = 1;
+            } else {
+                // c [m] = op(a) [m, k] · op(b) [k]: a' is [m, k] (no flag) or [k, m] (flag).
+                matrix = a;
+                ld = (int) la[1];
+                trans = ta;
+                rows = ta == NO_TRANS ? m : k;
+                cols = ta == NO_TRANS ? k : m;
+                vector = b;
+                incx = tb == NO_TRANS ? (int) lb[1] : 1;   // b' [k, 1] or [1, k]
+                incy = ldc;
+            }
+            if (t == DataType.FLOAT) {
+                org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemv(ROW_MAJOR, trans, rows, cols, (float) alpha,
+                        new FloatPointer(matrix.data().addressPointer()), ld,
+                        new FloatPointer(vector.data().addressPointer()), incx, (float) beta,
+                        new FloatPointer(c.data().addressPointer()), incy);
+            } else {
+                org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemv(ROW_MAJOR, trans, rows, cols, alpha,
+                        new DoublePointer(matrix.data().addressPointer()), ld,
+                        new DoublePointer(vector.data().addressPointer()), incx, beta,
+                        new DoublePointer(c.data().addressPointer()), incy);
+            }
         }
 
         /** Leading dimension of a row-major matrix (inner stride 1), or -1. */
