@@ -360,8 +360,15 @@ final class Kernels {
             // A column-major operand is the row-major transpose: flip its flag.
             int ta = transA != (la[0] == 1) ? TRANS : NO_TRANS;
             int tb = transB != (lb[0] == 1) ? TRANS : NO_TRANS;
-            if (m == 1 || n == 1) {
-                gemv(t, a, la, ta, b, lb, tb, c, ldc, (int) m, (int) n, (int) k, alpha, beta);
+            // gemv for one-row or one-column outputs, where sgemm is slow. With beta != 0 only the dot-product form
+            // (row-major NoTrans: y += alpha·(a·x), one rounding into y, as gemm): the other form adds the k terms
+            // into y one by one, k roundings, which broke FAST merge's two-ulp round trip.
+            boolean rows = n != 1 && (m == 1 || rowByRow(m, b));
+            int vectorTrans = rows ? (tb == NO_TRANS ? TRANS : NO_TRANS) : ta;
+            if ((rows || n == 1) && (beta == 0.0 || vectorTrans == NO_TRANS)) {
+                for (int i = 0; i < (n == 1 ? 1 : m); i++) {
+                    gemv(t, a, la, ta, b, lb, tb, c, ldc, i, n == 1 ? (int) m : 1, (int) n, (int) k, alpha, beta);
+                }
                 return true;
             }
             if (t == DataType.FLOAT) {
@@ -379,31 +386,46 @@ final class Kernels {
         }
 
         /**
-         * A product whose output is one row or one column, through gemv: OpenBLAS 0.3.19's sgemm takes 5–8× as long
-         * as sgemv for {@code [1, 1024] × [1024, 1024]} (277 µs against 35 µs here; 2.7× at 4096²), which is the
-         * forward pass and the input gradient of a layer fed one example at a time (decoding token by token).
-         * {@code a'} and {@code b'} are the operands as row-major matrices with their flipped flags {@code ta},
-         * {@code tb}, as for gemm.
+         * Whether {@code c [m, n] = op(a)·op(b)} with few rows is faster as one gemv per row. OpenBLAS 0.3.19's sgemm
+         * is slow for a thin {@code op(a)}: measured here (2 cores, Zen 5), {@code x·Wᵀ} for {@code W} 1024² takes
+         * 330–500 µs at m = 2…8 and 28 µs per row as gemv; for {@code W} 4096² (64 MiB, from memory) 5.8–8 ms at
+         * m = 2…8 against 1.5 ms per row. So: up to 2 rows always, up to 8 while {@code b} fits in 8 MiB (the rows
+         * then reread it from the cache).
+         */
+        private static boolean rowByRow(long m, INDArray b) {
+            return m <= 2 || (m <= 8 && b.length() * b.dataType().width() <= 8L << 20);
+        }
+
+        /**
+         * One row {@code i} of a product through gemv (or, when {@code n == 1}, the whole column {@code c [m, 1]}):
+         * OpenBLAS 0.3.19's sgemm takes 5–8× as long as sgemv for {@code [1, 1024] × [1024, 1024]} (277 µs against
+         * 35 µs here; 2.7× at 4096²), which is the forward pass and the input gradient of a layer fed one example at
+         * a time (decoding token by token). {@code a'} and {@code b'} are the operands as row-major matrices with
+         * their flipped flags {@code ta}, {@code tb}, as for gemm.
          */
         private static void gemv(DataType t, INDArray a, long[] la, int ta, INDArray b, long[] lb, int tb, INDArray c,
-                                 int ldc, int m, int n, int k, double alpha, double beta) {
+                                 int ldc, int i, int m, int n, int k, double alpha, double beta) {
             INDArray matrix;
             int trans;
             int rows;
             int cols;
             int ld;
             INDArray vector;
+            long vectorOffset;
             int incx;
+            long outOffset;
             int incy;
             if (m == 1) {
-                // c^T [n] = op(b)^T [n, k] · op(a)^T [k]: b' is [k, n] (no flag) or [n, k] (flag).
+                // c[i, :]^T [n] = op(b)^T [n, k] · op(a)[i, :]^T [k]: b' is [k, n] (no flag) or [n, k] (flag).
                 matrix = b;
                 ld = (int) lb[1];
                 trans = tb == NO_TRANS ? TRANS : NO_TRANS;
                 rows = tb == NO_TRANS ? k : n;
                 cols = tb == NO_TRANS ? n : k;
                 vector = a;
-                incx = ta == NO_TRANS ? 1 : (int) la[1];   // a' [1, k] or [k, 1]
+                vectorOffset = ta == NO_TRANS ? i * la[1] : i;   // row i of a' [m, k], or column i of a' [k, m]
+                incx = ta == NO_TRANS ? 1 : (int) la[1];
+                outOffset = (long) i * ldc;
                 incy = 1;
             } else {
                 // c [m] = op(a) [m, k] · op(b) [k]: a' is [m, k] (no flag) or [k, m] (flag).
@@ -413,19 +435,21 @@ final class Kernels {
                 rows = ta == NO_TRANS ? m : k;
                 cols = ta == NO_TRANS ? k : m;
                 vector = b;
+                vectorOffset = 0;
                 incx = tb == NO_TRANS ? (int) lb[1] : 1;   // b' [k, 1] or [1, k]
+                outOffset = 0;
                 incy = ldc;
             }
             if (t == DataType.FLOAT) {
                 org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemv(ROW_MAJOR, trans, rows, cols, (float) alpha,
                         new FloatPointer(matrix.data().addressPointer()), ld,
-                        new FloatPointer(vector.data().addressPointer()), incx, (float) beta,
-                        new FloatPointer(c.data().addressPointer()), incy);
+                        new FloatPointer(vector.data().addressPointer()).position(vectorOffset), incx, (float) beta,
+                        new FloatPointer(c.data().addressPointer()).position(outOffset), incy);
             } else {
                 org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemv(ROW_MAJOR, trans, rows, cols, alpha,
                         new DoublePointer(matrix.data().addressPointer()), ld,
-                        new DoublePointer(vector.data().addressPointer()), incx, beta,
-                        new DoublePointer(c.data().addressPointer()), incy);
+                        new DoublePointer(vector.data().addressPointer()).position(vectorOffset), incx, beta,
+                        new DoublePointer(c.data().addressPointer()).position(outOffset), incy);
             }
         }
 
