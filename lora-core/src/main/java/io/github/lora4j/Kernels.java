@@ -363,7 +363,7 @@ final class Kernels {
             // gemv for one-row or one-column outputs, where sgemm is slow. With beta != 0 only the dot-product form
             // (row-major NoTrans: y += alpha·(a·x), one rounding into y, as gemm): the other form adds the k terms
             // into y one by one, k roundings, which broke FAST merge's two-ulp round trip.
-            boolean rows = n != 1 && (m == 1 || rowByRow(m, b));
+            boolean rows = n != 1 && (m == 1 || rowByRow(m));
             int vectorTrans = rows ? (tb == NO_TRANS ? TRANS : NO_TRANS) : ta;
             if ((rows || n == 1) && (beta == 0.0 || vectorTrans == NO_TRANS)) {
                 for (int i = 0; i < (n == 1 ? 1 : m); i++) {
@@ -386,14 +386,15 @@ final class Kernels {
         }
 
         /**
-         * Whether {@code c [m, n] = op(a)·op(b)} with few rows is faster as one gemv per row. OpenBLAS 0.3.19's sgemm
-         * is slow for a thin {@code op(a)}: measured here (2 cores, Zen 5), {@code x·Wᵀ} for {@code W} 1024² takes
-         * 330–500 µs at m = 2…8 and 28 µs per row as gemv; for {@code W} 4096² (64 MiB, from memory) 5.8–8 ms at
-         * m = 2…8 against 1.5 ms per row. So: up to 2 rows always, up to 8 while {@code b} fits in 8 MiB (the rows
-         * then reread it from the cache).
+         * Whether {@code c [m, n] = op(a)·op(b)} with a few rows is faster as one gemv per row. OpenBLAS 0.3.19's
+         * sgemm is slow for a thin {@code op(a)}; measured here (2 cores, Zen 5, the kernel OpenBLAS picks itself),
+         * {@code x·Wᵀ} for {@code W} 1024² takes 212 µs at m = 1 and 251 µs at m = 2 through sgemm against 98 µs per
+         * row through sgemv, and the rows win at m = 2 for every size from 128² to 2048²; at m = 4 sgemm wins from
+         * 512² on. (With {@code OPENBLAS_CORETYPE=Haswell} sgemv is 4× faster still and rows would win up to m = 8;
+         * lora4j does not rely on that variable.)
          */
-        private static boolean rowByRow(long m, INDArray b) {
-            return m <= 2 || (m <= 8 && b.length() * b.dataType().width() <= 8L << 20);
+        private static boolean rowByRow(long m) {
+            return m <= 2;
         }
 
         /**

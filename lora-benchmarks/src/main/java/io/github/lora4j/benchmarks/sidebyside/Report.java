@@ -30,18 +30,42 @@ final class Report {
     private Report() {
     }
 
-    /** The issue's limit for a column at a shape. */
-    static double limit(Column c, int d) {
-        switch (c.java()) {
-            case "merge_fast":
-                return 1.25;
-            case "merge_exact":
-                return 2.0;
-            case "step":
-            case "step_nodx":
-                return d == 64 ? 2.0 : 1.10;
+    /**
+     * Issue 10's limit for a column: the hot path "at PyTorch's speed or better" (forward, merged and unmerged
+     * forward, both steps, at every shape, 64 × 64 included), FAST merge "at most 1×" and EXACT "at most 2×" the
+     * time of PyTorch's {@code addmm_} pair.
+     */
+    static double limit(String javaTarget) {
+        return "merge_exact".equals(javaTarget) ? 2.0 : 1.0;
+    }
+
+    /** Verdicts, counted. */
+    enum Verdict {
+        PASS, MISS, NOISE
+    }
+
+    /**
+     * The verdict on a ratio against {@code limit}: PASS if every round met it and so did the better medians, MISS
+     * if no round did and the better medians did not either, otherwise within noise (one round says yes, another no).
+     */
+    static Verdict verdict(double best, double lo, double hi, double limit) {
+        if (best <= limit && hi <= limit) {
+            return Verdict.PASS;
+        }
+        if (best > limit && lo > limit) {
+            return Verdict.MISS;
+        }
+        return Verdict.NOISE;
+    }
+
+    private static String label(Verdict v, double best, double limit) {
+        switch (v) {
+            case PASS:
+                return "PASS";
+            case MISS:
+                return String.format(Locale.ROOT, "**MISS** (+%.0f %%)", 100 * (best / limit - 1));
             default:
-                return 1.10;
+                return "within noise";
         }
     }
 
@@ -50,10 +74,11 @@ final class Report {
         md.append("# lora4j vs PyTorch, side by side\n\n");
         md.append("Ratios are lora4j's time / PyTorch's (below 1: lora4j is faster), from the better median of each side over ")
                 .append(rounds).append(" interleaved rounds (3 warm-up calls, then the median of the calls within a ")
-                .append(budget).append(" s budget); in brackets the range of the per-round ratios. PASS/MISS against issue 10's ")
-                .append("targets: forward, unmerged forward and steps <= 1.10 (64 x 64 steps <= 2.0), merge FAST <= 1.25 and ")
-                .append("EXACT <= 2.0 times PyTorch's `W.addmm_(B, A)`; a merge is timed as one merge plus one unmerge on both ")
-                .append("sides. float32, in = out = d, bias, alpha = 2r.\n\n");
+                .append(budget).append(" s budget); in brackets the range of the per-round ratios. Issue 10's ")
+                .append("targets: forward, merged and unmerged forward and both steps <= 1.0 (PyTorch's speed or better, at every ")
+                .append("shape), merge FAST <= 1.0 and EXACT <= 2.0 times PyTorch's `W.addmm_(B, A)` pair; a merge is timed as one ")
+                .append("merge plus one unmerge on both sides. PASS: every round and the better medians meet the target; MISS ")
+                .append("(by how much): none does; within noise: the rounds disagree. float32, in = out = d, bias, alpha = 2r.\n\n");
         md.append("Run: `SideBySide ").append(args).append("`\n\n");
         for (String e : env) {
             md.append("- ").append(e).append('\n');
@@ -64,8 +89,10 @@ final class Report {
         }
         md.append(" unmerged / merged (lora4j) |\n|---|");
         md.append("---:|".repeat(COLUMNS.size() + 1)).append('\n');
-        int pass = 0;
-        int miss = 0;
+        Map<Verdict, Integer> count = new java.util.EnumMap<>(Verdict.class);
+        for (Verdict v : Verdict.values()) {
+            count.put(v, 0);
+        }
         for (int[] s : shapes(results)) {
             md.append("| ").append(s[0]).append(", ").append(s[1]).append(", ").append(s[2]).append(" |");
             for (Column c : COLUMNS) {
@@ -75,23 +102,24 @@ final class Report {
                     continue;
                 }
                 double[] q = ratio.get();
-                boolean ok = q[0] <= limit(c, s[0]);
-                pass += ok ? 1 : 0;
-                miss += ok ? 0 : 1;
-                md.append(String.format(Locale.ROOT, " %.2f (%.2f–%.2f) %s |", q[0], q[1], q[2], ok ? "PASS" : "**MISS**"));
+                double limit = limit(c.java());
+                Verdict v = verdict(q[0], q[1], q[2], limit);
+                count.merge(v, 1, Integer::sum);
+                md.append(String.format(Locale.ROOT, " %.2f (%.2f–%.2f) %s |", q[0], q[1], q[2], label(v, q[0], limit)));
             }
             Optional<double[]> um = ratio(results, s, "unmerged", "lora4j", "merged", "lora4j");
             if (um.isPresent() && s[0] == 4096 && s[1] == 8) {
-                boolean ok = um.get()[0] <= 1.05;
-                pass += ok ? 1 : 0;
-                miss += ok ? 0 : 1;
-                md.append(String.format(Locale.ROOT, " %.3f %s |", um.get()[0], ok ? "PASS" : "**MISS**"));
+                double[] q = um.get();
+                Verdict v = verdict(q[0], q[1], q[2], 1.05);
+                count.merge(v, 1, Integer::sum);
+                md.append(String.format(Locale.ROOT, " %.3f %s |", q[0], label(v, q[0], 1.05)));
             } else {
                 md.append(um.map(q -> String.format(Locale.ROOT, " %.3f |", q[0])).orElse(" |"));
             }
             md.append('\n');
         }
-        md.append("\n").append(pass).append(" PASS, ").append(miss).append(" MISS.\n\n");
+        md.append("\n").append(count.get(Verdict.PASS)).append(" PASS, ").append(count.get(Verdict.MISS)).append(" MISS, ")
+                .append(count.get(Verdict.NOISE)).append(" within noise.\n\n");
         md.append("## Medians in ms (better round), [p25, p75] of that round's calls\n\n| d, r, n | target | lora4j | PyTorch |\n|---|---|---:|---:|\n");
         for (int[] s : shapes(results)) {
             for (String target : List.of("plain", "merged", "unmerged", "step", "step_nodx", "merge_fast", "merge_exact",
