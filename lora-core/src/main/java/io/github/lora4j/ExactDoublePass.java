@@ -62,6 +62,11 @@ final class ExactDoublePass extends ExactMerge.Pass {
     }
 
     @Override
+    long factorBytes() {
+        return 8L * rank * ((long) rows + cols);
+    }
+
+    @Override
     ExactMerge.Rows rowBuffers() {
         return new Buffers(tileLength);
     }

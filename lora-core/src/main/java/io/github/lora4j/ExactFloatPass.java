@@ -62,6 +62,11 @@ final class ExactFloatPass extends ExactMerge.Pass {
     }
 
     @Override
+    long factorBytes() {
+        return 4L * rank * ((long) rows + cols);
+    }
+
+    @Override
     ExactMerge.Rows rowBuffers() {
         return new Buffers(tileLength);
     }

@@ -30,8 +30,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * the JIT vectorises), then {@code m = w + d} and {@code m − d}, then a vectorised {@link Arrays#mismatch} scan for
  * the elements whose round trip misses. Every loop indexes all its arrays from 0: the JIT of JDK 17 does not
  * vectorise loops whose arrays are read at different offsets.
- * Memory: the factors as Java arrays ({@code r·(in + out)} elements), a few row buffers per thread, and 12 bytes
- * per remembered element (int index, raw bits), trimmed after the merge.
+ * Memory: the factors as Java arrays ({@code r·(in + out)} elements), kept until the unmerge, a few row buffers
+ * per thread during a pass, and 12 bytes per remembered element (int index, raw bits), trimmed after the merge.
  */
 final class ExactMerge {
 
@@ -72,19 +72,27 @@ final class ExactMerge {
             throw new IllegalArgumentException("exact merge supports W of up to 2^31 - 9 elements, got " + w.length());
         }
         MergeRecord record = new MergeRecord(route());
-        Failure failure = pass(w, inOut, a, b, s, record.route() == MergeRecord.Route.JAVA_FMA).merge(record);
+        Pass pass = pass(w, inOut, a, b, s, record.route() == MergeRecord.Route.JAVA_FMA);
+        Failure failure = pass.merge(record);
         if (failure != null) {
             throw new IllegalStateException("merge would make W[" + failure.row() + ", " + failure.col()
                     + "] non-finite: W = " + failure.w() + ", s·(B·A) = " + failure.d() + " (out of " + w.rows() + "×"
                     + w.columns() + "); W left unchanged");
         }
         record.trim();
+        record.keep(pass);
         return record;
     }
 
-    /** Reverses {@link #merge}: after it, {@code W} is bitwise what it was before the merge. */
+    /**
+     * Reverses {@link #merge}: after it, {@code W} is bitwise what it was before the merge. It runs on the merge's own
+     * copy of the factors and scale, not on {@code a}, {@code b} and {@code s} as they are now, so that it computes
+     * the very same Δ (the arguments serve a record that kept no pass).
+     */
     static void unmerge(INDArray w, boolean inOut, INDArray a, INDArray b, double s, MergeRecord record) {
-        pass(w, inOut, a, b, s, record.route() == MergeRecord.Route.JAVA_FMA).unmerge(record);
+        Pass pass = record.pass() != null ? record.pass()
+                : pass(w, inOut, a, b, s, record.route() == MergeRecord.Route.JAVA_FMA);
+        pass.unmerge(record);
     }
 
     private static Pass pass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean fma) {
@@ -163,6 +171,9 @@ final class ExactMerge {
                 tileLength[t] = Math.min(TILE, cols - t * TILE);
             }
         }
+
+        /** Heap bytes of the factor copy: {@code r·(rows + cols)} elements. */
+        abstract long factorBytes();
 
         int at(long row, int col) {
             return (int) (base + row * rowStride + col * colStride);

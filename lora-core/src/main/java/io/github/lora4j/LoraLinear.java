@@ -553,7 +553,10 @@ public final class LoraLinear {
         return lock.shared(() -> merge.current() == null ? null : merge.current().mode());
     }
 
-    /** @return bytes the current exact merge keeps for a bit-exact unmerge (the remembered elements); else 0 */
+    /**
+     * @return bytes the current exact merge keeps for a bit-exact unmerge (the remembered elements and its copy of A
+     *         and B); else 0
+     */
     public long exactMergeBytes() {
         return lock.shared(merge::exactBytes);
     }

@@ -3,8 +3,9 @@ package io.github.lora4j;
 import java.util.Arrays;
 
 /**
- * What an EXACT merge keeps for its unmerge: how it computed Δ, and the elements whose round trip
- * {@code fl(fl(w + d) − d)} is not {@code w}, as linear index and original bits, sorted by index.
+ * What an EXACT merge keeps for its unmerge: how it computed Δ, its own copy of the factors (so that the unmerge
+ * computes the very same Δ even if someone wrote into A, B or the scale in between), and the elements whose round
+ * trip {@code fl(fl(w + d) − d)} is not {@code w}, as linear index and original bits, sorted by index.
  */
 final class MergeRecord {
 
@@ -21,9 +22,21 @@ final class MergeRecord {
     private long[] bits = new long[16];
     private int size;
     private final Route route;
+    /** The merge's pass with its copy of the factors and the scale, for the unmerge; null until kept. */
+    private ExactMerge.Pass pass;
 
     MergeRecord(Route route) {
         this.route = route;
+    }
+
+    /** Keeps the merge's pass (its factor copy) for the unmerge. */
+    void keep(ExactMerge.Pass mergePass) {
+        this.pass = mergePass;
+    }
+
+    /** The merge's pass, or null. */
+    ExactMerge.Pass pass() {
+        return pass;
     }
 
     Route route() {
@@ -84,8 +97,11 @@ final class MergeRecord {
         return size;
     }
 
-    /** Heap bytes of the remembered elements (12 per element: int index, raw bits; capacity included). */
+    /**
+     * Heap bytes kept for the unmerge: 12 per remembered element (int index, raw bits; capacity included) plus the
+     * factor copy, {@code r·(in + out)} elements.
+     */
     long bytes() {
-        return 12L * index.length;
+        return 12L * index.length + (pass == null ? 0 : pass.factorBytes());
     }
 }

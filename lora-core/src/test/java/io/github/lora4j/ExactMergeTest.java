@@ -33,7 +33,10 @@ class ExactMergeTest {
             l.unmerge();
         }
         assertBitwiseEquals(original, w, "W after 1,000 exact merge/unmerge cycles");
-        assertTrue(maxRecord <= wBytes / 4, "bookkeeping " + maxRecord + " B must stay well below W's " + wBytes + " B");
+        // The record of inexact elements stays well below W; the merge also keeps its copy of A and B (r·(in + out)).
+        long factors = 4L * 8 * (in + out);
+        assertTrue(maxRecord <= wBytes / 4 + factors,
+                "bookkeeping " + maxRecord + " B must stay well below W's " + wBytes + " B plus the factors' " + factors);
     }
 
     /** The worst case (update as large as W) still restores W; the record then holds most elements. */
@@ -43,7 +46,8 @@ class ExactMergeTest {
         INDArray original = l.weight().dup();
         for (int i = 0; i < 100; i++) {
             l.merge();
-            assertTrue(l.exactMergeBytes() <= 12L * 96 * 80, "at most 12 B per element of W (the record is trimmed)");
+            assertTrue(l.exactMergeBytes() <= 12L * 96 * 80 + 4L * 8 * (96 + 80),
+                    "at most 12 B per element of W (the record is trimmed) and the copy of A and B");
             l.unmerge();
         }
         assertBitwiseEquals(original, l.weight(), "W after 100 exact cycles with a large update");
@@ -119,5 +123,31 @@ class ExactMergeTest {
         l.merge();
         l.unmerge();
         assertBitwiseEquals(original, w, "W after exact cycle at scale 2^" + log2Ratio);
+    }
+
+    /**
+     * The unmerge computes Δ from the merge's own copy of the factors and scale: W comes back bitwise even when A, B
+     * and s are not what they were at the merge (the layer refuses such changes while merged; this is the pass's own
+     * guarantee, one level down).
+     */
+    @Property(tries = 30)
+    void theUnmergeUsesTheMergesFactorsNotTheirCurrentValues(@ForAll boolean doublePrecision, @ForAll boolean inOut,
+                                                             @ForAll @IntRange(min = 1, max = 1500) int cols,
+                                                             @ForAll @IntRange(min = 1, max = 30) int rows,
+                                                             @ForAll @IntRange(min = 1, max = 9) int rank,
+                                                             @ForAll long seed) {
+        DataType type = doublePrecision ? DataType.DOUBLE : DataType.FLOAT;
+        int r = Math.min(rank, Math.min(rows, cols));
+        long in = inOut ? rows : cols;
+        long out = inOut ? cols : rows;
+        INDArray w = gaussian(type, seed, 1.0, rows, cols);
+        INDArray a = gaussian(type, seed + 1, 0.5, r, in);
+        INDArray b = gaussian(type, seed + 2, 0.5, out, r);
+        INDArray original = w.dup();
+        MergeRecord record = ExactMerge.merge(w, inOut, a, b, 1.5);
+        a.addi(0.25);
+        b.muli(-2);
+        ExactMerge.unmerge(w, inOut, a, b, 3.0, record);
+        assertBitwiseEquals(original, w, "W after an exact cycle whose A, B and s changed in between");
     }
 }
