@@ -6,8 +6,9 @@
 #   lora-benchmarks/side-by-side.sh [OUT_DIR] [SideBySide options...]
 #
 # OUT_DIR defaults to lora-benchmarks/results/<date>-side-by-side; the PASSIVE run goes to OUT_DIR/omp-passive.
-# OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed for both sides (SideBySide removes them for PyTorch anyway):
-# each OpenBLAS then picks its own kernel, as on a user's machine. Set LORA4J_KEEP_OPENBLAS_ENV=1 to keep them.
+# OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE stay as they are for lora4j (SideBySide removes them for PyTorch's own
+# OpenBLAS): on a CPU newer than nd4j's OpenBLAS 0.3.19 (Zen 5 here) its detection falls back to an old kernel
+# (Barcelona, SSE2) unless OPENBLAS_CORETYPE names one. The report records both.
 # Build the jar first: mvn -B -q -DskipTests -pl lora-benchmarks -am package
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +21,5 @@ if [ ! -f "$jar" ]; then
   echo "missing $jar: run  mvn -B -q -DskipTests -pl lora-benchmarks -am package  first" >&2
   exit 2
 fi
-strip=(-u OMP_WAIT_POLICY)
-if [ -z "${LORA4J_KEEP_OPENBLAS_ENV:-}" ]; then
-  strip+=(-u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE)
-fi
-env "${strip[@]}" java -Xmx4g -cp "$jar" io.github.lora4j.benchmarks.sidebyside.SideBySide --out "$out" "$@"
-env "${strip[@]}" OMP_WAIT_POLICY=PASSIVE java -Xmx4g -cp "$jar" io.github.lora4j.benchmarks.sidebyside.SideBySide --out "$out/omp-passive" "$@"
+env -u OMP_WAIT_POLICY java -Xmx4g -cp "$jar" io.github.lora4j.benchmarks.sidebyside.SideBySide --out "$out" "$@"
+OMP_WAIT_POLICY=PASSIVE java -Xmx4g -cp "$jar" io.github.lora4j.benchmarks.sidebyside.SideBySide --out "$out/omp-passive" "$@"
