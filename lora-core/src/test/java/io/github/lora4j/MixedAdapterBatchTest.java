@@ -63,7 +63,11 @@ class MixedAdapterBatchTest {
             for (int i = 0; i < n; i++) {
                 if (java.util.Objects.equals(per[i], name)) {
                     double err = TestData.normwiseRelativeError(mixed.getRow(i), expected.getRow(i));
-                    assertTrue(err <= (type == DataType.FLOAT ? 1e-6 : 1e-14), "row " + i + " (" + name + "): " + err);
+                    // The batch and the single forward may sum in other orders (a group of one or two rows goes
+                    // through gemv, larger ones through gemm): allow the dot products' rounding, 2·(in + r)·eps.
+                    double eps = type == DataType.FLOAT ? Math.ulp(1f) : Math.ulp(1.0);
+                    double bound = 2 * (in + 8) * eps;
+                    assertTrue(err <= bound, "row " + i + " (" + name + "): " + err + " > " + bound);
                 }
             }
         }
