@@ -86,13 +86,10 @@ final class ExactMerge {
 
     /**
      * Reverses {@link #merge}: after it, {@code W} is bitwise what it was before the merge. It runs on the merge's own
-     * copy of the factors and scale, not on {@code a}, {@code b} and {@code s} as they are now, so that it computes
-     * the very same Δ (the arguments serve a record that kept no pass).
+     * pass, with its copy of the factors and the scale, so it computes the very same Δ whatever A, B and s are now.
      */
-    static void unmerge(INDArray w, boolean inOut, INDArray a, INDArray b, double s, MergeRecord record) {
-        Pass pass = record.pass() != null ? record.pass()
-                : pass(w, inOut, a, b, s, record.route() == MergeRecord.Route.JAVA_FMA);
-        pass.unmerge(record);
+    static void unmerge(MergeRecord record) {
+        record.pass().unmerge(record);
     }
 
     private static Pass pass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean fma) {

@@ -118,7 +118,7 @@ final class Merge {
         LoraAdapter adapter = merged.adapter();
         double s = adapter.scaling();
         if (merged.record() != null) {
-            ExactMerge.unmerge(weight, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), s, merged.record());
+            ExactMerge.unmerge(merged.record());
         } else {
             deltaInto(weight, layout, adapter, -s);
         }

@@ -22,7 +22,7 @@ final class MergeRecord {
     private long[] bits = new long[16];
     private int size;
     private final Route route;
-    /** The merge's pass with its copy of the factors and the scale, for the unmerge; null until kept. */
+    /** The merge's pass with its copy of the factors and the scale, for the unmerge; set when the merge succeeded. */
     private ExactMerge.Pass pass;
 
     MergeRecord(Route route) {
@@ -34,7 +34,7 @@ final class MergeRecord {
         this.pass = mergePass;
     }
 
-    /** The merge's pass, or null. */
+    /** The merge's pass. */
     ExactMerge.Pass pass() {
         return pass;
     }
