@@ -19,7 +19,11 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * patches exactly those. No BLAS call takes part, so the result does not depend on the BLAS, its threads or the
  * backend. (Δ by gemm blocks into a scratch, with the round trip checked in Java, was tried again: OpenBLAS's
  * threads keep spinning on the cores for a while after each call, so the Java pass that must follow each block ran
- * on one core, and a merge + unmerge pair at 4096², r = 8 took 29–33 ms against 16–20 ms for this pass.)
+ * on one core, and a merge + unmerge pair at 4096², r = 8 took 29–33 ms against 16–20 ms for this pass. Tiles small
+ * enough that OpenBLAS runs each call on the calling thread and wakes none of its workers, {@code M·N·K ≤ 2^18},
+ * one stream of tiles per pass thread, were measured too: Δ alone, before any element work, cost 0.6–8.8× this
+ * whole pass, 755 against 86–98 ms at 4096², r = 64, where the cap leaves one row per call; see
+ * lora-benchmarks/results/2026-12-03-side-by-side-zen4.)
  *
  * <p>With {@link WeightLayout#IN_OUT} the same holds for {@code W^T += Δ^T}: row {@code j} of W is
  * {@code Σ_k A[k, j]·B[:, k]}.
