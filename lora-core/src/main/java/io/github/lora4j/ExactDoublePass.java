@@ -48,10 +48,13 @@ final class ExactDoublePass extends ExactMerge.Pass {
     private static final class Buffers extends ExactMerge.Rows {
         final double[][] row;
         final double[][] merged;
-        final double[] acc = new double[ExactMerge.TILE];
-        final double[] back = new double[ExactMerge.TILE];
+        final double[] acc;
+        final double[] back;
 
         Buffers(int[] tileLength) {
+            super(tileLength);
+            acc = new double[width];
+            back = new double[width];
             row = new double[tileLength.length][];
             merged = new double[tileLength.length][];
             for (int t = 0; t < tileLength.length; t++) {

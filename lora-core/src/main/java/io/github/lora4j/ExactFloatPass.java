@@ -48,10 +48,13 @@ final class ExactFloatPass extends ExactMerge.Pass {
     private static final class Buffers extends ExactMerge.Rows {
         final float[][] row;
         final float[][] merged;
-        final float[] acc = new float[ExactMerge.TILE];
-        final float[] back = new float[ExactMerge.TILE];
+        final float[] acc;
+        final float[] back;
 
         Buffers(int[] tileLength) {
+            super(tileLength);
+            acc = new float[width];
+            back = new float[width];
             row = new float[tileLength.length][];
             merged = new float[tileLength.length][];
             for (int t = 0; t < tileLength.length; t++) {

@@ -249,8 +249,15 @@ final class ExactMerge {
 
     /** One thread's buffers; the typed passes add W's row by tile, a tile's Δ and its round trip. */
     abstract static class Rows {
+        /** The widest tile's length, {@code min(TILE, cols)}: a narrow W gets buffers of its own width. */
+        final int width;
         /** Positions of the round-trip misses in a tile. */
-        final int[] pos = new int[TILE];
+        final int[] pos;
+
+        Rows(int[] tileLength) {
+            width = tileLength.length == 0 ? 0 : tileLength[0];
+            pos = new int[width];
+        }
     }
 
     private interface ChunkTask {
