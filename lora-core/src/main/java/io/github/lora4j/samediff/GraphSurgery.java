@@ -3,7 +3,9 @@ package io.github.lora4j.samediff;
 import io.github.lora4j.WeightLayout;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Set;
 import org.nd4j.autodiff.functions.DifferentialFunction;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -159,6 +161,52 @@ final class GraphSurgery {
         }
         if (!loss.equals(sd.getLossVariables())) {
             sd.setLossVariables(loss.toArray(new String[0]));
+        }
+    }
+
+    /**
+     * Checks, without changing anything, that {@link #remove} of every {@code inserted} and {@link #removeVariable}
+     * of every name in {@code variables} would go through: each inserted variable still exists with the op that
+     * produces it, and nothing but those LoRA ops reads a variable that is about to go, nor is one a loss variable.
+     * (The readers of a use's output are redirected to the op's own output, so anything may read those.)
+     *
+     * @throws IllegalStateException naming the variable and its foreign reader; the graph is unchanged then
+     */
+    static void checkRemovable(SameDiff sd, String weight, List<Inserted> inserted, List<String> variables) {
+        Set<String> loraOps = new HashSet<>();
+        List<String> going = new ArrayList<>();
+        for (Inserted names : inserted) {
+            for (String v : List.of(names.base(), names.use().output(), names.delta(), names.up(), names.u())) {
+                Variable var = sd.getVariables().get(v);
+                if (var == null || var.getOutputOfOp() == null || !sd.getOps().containsKey(var.getOutputOfOp())) {
+                    throw new IllegalStateException("cannot take the adapter of '" + weight + "' out of the graph:"
+                            + " its variable '" + v + "' or the op producing it is gone; nothing was changed");
+                }
+                if (!v.equals(names.base())) {
+                    loraOps.add(var.getOutputOfOp());
+                }
+            }
+            going.addAll(List.of(names.delta(), names.up(), names.u()));
+        }
+        going.addAll(variables);
+        List<String> loss = sd.getLossVariables();
+        for (String v : going) {
+            Variable var = sd.getVariables().get(v);
+            if (var == null) {
+                throw new IllegalStateException("cannot take the adapter of '" + weight + "' out of the graph: its"
+                        + " variable '" + v + "' is gone; nothing was changed");
+            }
+            for (String reader : var.getInputsForOp() == null ? List.<String>of() : var.getInputsForOp()) {
+                if (!loraOps.contains(reader)) {
+                    throw new IllegalStateException("cannot take the adapter of '" + weight + "' out of the graph:"
+                            + " op '" + reader + "' reads its variable '" + v + "', which would be removed (remove"
+                            + " that op first); nothing was changed");
+                }
+            }
+            if (loss != null && loss.contains(v)) {
+                throw new IllegalStateException("cannot take the adapter of '" + weight + "' out of the graph: its"
+                        + " variable '" + v + "' is a loss variable; nothing was changed");
+            }
         }
     }
 

@@ -570,9 +570,20 @@ public final class LoraSameDiff {
         sd.getArrForVarName(scaling.name()).assign(c.scaling());
     }
 
-    /** Takes the LoRA ops and variables out; W keeps what it holds. */
-    void unload() {
+    /**
+     * Checks that {@link #unload()} would go through, changing nothing.
+     *
+     * @throws IllegalStateException after unload, or if an op outside the LoRA path reads one of its variables (or
+     *                               one is a loss variable, or was removed by hand)
+     */
+    void checkUnloadable() {
         requireLoaded();
+        GraphSurgery.checkRemovable(sd, weightName, inserted, List.of(loraA.name(), loraB.name(), scaling.name()));
+    }
+
+    /** Takes the LoRA ops and variables out; W keeps what it holds. Call {@link #checkUnloadable()} first. */
+    void unload() {
+        checkUnloadable();
         if (merged != null) {
             merged = null;               // W keeps the merged values; the record is no longer needed
             thaw(sd, List.of(loraA, loraB), parkedUpdaters);

@@ -208,10 +208,12 @@ public final class LoraSameDiffModel {
      * This model is unusable afterwards.
      *
      * @return the graph
-     * @throws IllegalStateException if already unloaded
+     * @throws IllegalStateException if already unloaded, or if an op added after apply reads a LoRA variable (an
+     *                               adapter's {@code A}, {@code B}, scaling or an intermediate of its path), one is a
+     *                               loss variable, or one was removed by hand; nothing is changed then
      */
     public SameDiff unload() {
-        requireLoaded();
+        checkUnloadable();
         for (LoraSameDiff a : adapted.values()) {
             a.unload();
         }
@@ -231,12 +233,27 @@ public final class LoraSameDiffModel {
      * {@code W + s·B·A} in the adapted weights and no LoRA ops.
      *
      * @return the graph
-     * @throws IllegalStateException if already unloaded, or a merge fails (then nothing is changed)
+     * @throws IllegalStateException if already unloaded, as {@link #unload()} (checked before anything is merged), or
+     *                               if a merge fails; nothing is changed then
      */
     public SameDiff mergeAndUnload() {
-        requireLoaded();
+        checkUnloadable();
         mergeAll(adapted.values().stream().filter(a -> !a.isMerged()).toList());
         return unload();
+    }
+
+    /** Checks, changing nothing, that {@link #unload()} would go through for every adapter and frozen variable. */
+    private void checkUnloadable() {
+        requireLoaded();
+        for (LoraSameDiff a : adapted.values()) {
+            a.checkUnloadable();
+        }
+        for (String f : frozen) {
+            if (!sd.hasVariable(f)) {
+                throw new IllegalStateException("cannot unload: variable '" + f + "', which apply froze, is no longer"
+                        + " in the graph; nothing was changed");
+            }
+        }
     }
 
     /**

@@ -26,7 +26,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * State checks of the SameDiff adapters: after unload every accessor of the removed LoRA variables refuses with the
  * same clear {@link IllegalStateException}; a failed model-wide merge rethrows the adapter's own exception and keeps
- * any rollback failure as suppressed.
+ * any rollback failure as suppressed; unload refuses, changing nothing, while an op outside the LoRA path reads one of
+ * the variables it would remove.
  */
 class LoraSameDiffStateChecksTest {
 
@@ -76,6 +77,66 @@ class LoraSameDiffStateChecksTest {
         assertBitwiseEquals(w1, sd.getArrForVarName(weight(1)), "fc1's W was never changed");
         assertThrows(IllegalStateException.class, lora::mergeAndUnload);
         assertFalse(lora.isUnloaded(), "a failed mergeAndUnload unloads nothing");
+    }
+
+    /** Which LoRA variable a user op reads in {@link #anOpReadingALoraVariableStopsUnloadBeforeAnythingChanges}. */
+    enum Read { A, B, SCALING, INTERMEDIATE }
+
+    private static String loraVariable(SameDiff sd, LoraSameDiff a, Read read) {
+        return switch (read) {
+            case A -> a.loraA().name();
+            case B -> a.loraB().name();
+            case SCALING -> a.scalingVariable().name();
+            // u = x·Aᵀ (or A·x): the output of the op that reads A
+            case INTERMEDIATE -> sd.getOps().get(sd.getVariables().get(a.loraA().name()).getInputsForOp().get(0))
+                    .getOutputsOfOp().get(0);
+        };
+    }
+
+    @ParameterizedTest
+    @EnumSource(Read.class)
+    void anOpReadingALoraVariableStopsUnloadBeforeAnythingChanges(Read read) {
+        for (Kind kind : Kind.values()) {
+            SameDiff sd = Graphs.build(kind, DataType.DOUBLE, 30);
+            LoraSameDiffModel lora = adaptBoth(sd, 31);
+            lora.adapter(weight(0)).merge();        // a merged adapter too: unload must not unmerge-and-fail halfway
+            String v = loraVariable(sd, lora.adapter(weight(1)), read);
+            sd.getVariable(v).mul("probe", 2.0);
+            String op = sd.getVariables().get("probe").getOutputOfOp();
+            Graphs.Snapshot before = Graphs.snapshot(sd);
+
+            IllegalStateException e = assertThrows(IllegalStateException.class, lora::unload, kind + " " + read);
+            assertTrue(e.getMessage().contains("op '" + op + "'") && e.getMessage().contains("'" + v + "'")
+                    && e.getMessage().contains("nothing was changed"), e.getMessage());
+            assertEquals(before, Graphs.snapshot(sd), kind + " " + read + ": unload changed the graph");
+            assertFalse(lora.isUnloaded());
+
+            IllegalStateException m = assertThrows(IllegalStateException.class, lora::mergeAndUnload);
+            assertEquals(e.getMessage(), m.getMessage(), "mergeAndUnload checks before it merges");
+            assertEquals(before, Graphs.snapshot(sd), kind + " " + read + ": mergeAndUnload changed the graph");
+            assertFalse(lora.adapter(weight(1)).isMerged(), "fc1 was not merged");
+            assertTrue(lora.adapter(weight(0)).isMerged(), "fc0 is still merged");
+
+            // Once the user's op is gone, unload goes through.
+            sd.getOps().remove(op);
+            sd.getVariables().get(v).getInputsForOp().remove(op);
+            sd.getVariables().remove("probe");
+            lora.unload();
+            assertTrue(lora.isUnloaded());
+        }
+    }
+
+    @Test
+    void aLoraVariableUsedAsALossStopsUnload() {
+        SameDiff sd = Graphs.build(Kind.MMUL, DataType.DOUBLE, 32);
+        LoraSameDiffModel lora = adaptBoth(sd, 33);
+        String b = loraVariable(sd, lora.adapter(weight(0)), Read.INTERMEDIATE);
+        sd.addLossVariable(b);
+        Graphs.Snapshot before = Graphs.snapshot(sd);
+        IllegalStateException e = assertThrows(IllegalStateException.class, lora::unload);
+        assertTrue(e.getMessage().contains("'" + b + "' is a loss variable"), e.getMessage());
+        assertEquals(before, Graphs.snapshot(sd));
+        assertFalse(lora.isUnloaded());
     }
 
     /** A merge step that records what it did, failing for the names in {@code failMerge} / {@code failUnmerge}. */
