@@ -1,20 +1,18 @@
 package io.github.lora4j.io;
 
+import io.github.lora4j.Lora4j;
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
-import java.io.IOException;
-import java.io.InputStream;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import java.util.Properties;
 import java.util.TreeMap;
 import java.util.TreeSet;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -149,7 +147,7 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         LoraConfig origin = s.provenance != null ? s.provenance : f;
         Map<String, String> metadata = new LinkedHashMap<>();
         metadata.put("format", "pt");
-        metadata.put("lora4j.version", version());
+        metadata.put("lora4j.version", Lora4j.version());
         metadata.put("lora4j.init", origin.init().name());
         metadata.put("lora4j.seed", Long.toString(origin.seed()));
         metadata.put("lora4j.layout", (layout == null ? WeightLayout.OUT_IN : layout).name());
@@ -188,21 +186,6 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
             throw new IllegalArgumentException(what + ": expected finite values, found NaN or infinity; nothing was "
                     + "written (a file with them would not load)");
         }
-    }
-
-    /** lora4j's version from the jar's Maven metadata, or {@code "dev"} when run from classes. */
-    static String version() {
-        try (InputStream in = SavePlan.class.getResourceAsStream(
-                "/META-INF/maven/io.github.lora4j/lora-core/pom.properties")) {
-            if (in != null) {
-                Properties p = new Properties();
-                p.load(in);
-                return p.getProperty("version", "dev");
-            }
-        } catch (IOException e) {
-            // fall through: provenance is best effort
-        }
-        return "dev";
     }
 
     /**

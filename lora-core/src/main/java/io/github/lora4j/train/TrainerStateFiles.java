@@ -1,5 +1,6 @@
 package io.github.lora4j.train;
 
+import io.github.lora4j.Lora4j;
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.io.AdapterFormatException;
@@ -21,7 +22,6 @@ import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Properties;
 import java.util.Set;
 import java.util.UUID;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -85,7 +85,7 @@ final class TrainerStateFiles {
         ObjectNode root = JSON.createObjectNode();
         root.put("format", FORMAT);
         root.put("format_version", FORMAT_VERSION);
-        root.put("lora4j_version", version());
+        root.put("lora4j_version", Lora4j.version());
         root.put("save_id", saveId);
         try {
             root.set("updater", JSON.valueToTree(s.updater()));
@@ -507,21 +507,5 @@ final class TrainerStateFiles {
 
     private static String dtypeName(DataType type) {
         return type == DataType.DOUBLE ? "F64" : "F32";
-    }
-
-    /** lora4j's version from the jar's Maven descriptor, or "unknown" (e.g. running from classes). */
-    static String version() {
-        try (InputStream in = TrainerStateFiles.class.getResourceAsStream(
-                "/META-INF/maven/io.github.lora4j/lora-core/pom.properties")) {
-            if (in != null) {
-                Properties p = new Properties();
-                p.load(in);
-                return p.getProperty("version", "unknown");
-            }
-        } catch (IOException e) {
-            // fall through: the version is informative only
-        }
-        String v = TrainerStateFiles.class.getPackage().getImplementationVersion();
-        return v == null ? "unknown" : v;
     }
 }

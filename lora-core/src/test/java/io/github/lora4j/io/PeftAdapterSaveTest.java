@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import io.github.lora4j.Lora4j;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
 import io.github.lora4j.LoraLinear;
@@ -140,7 +141,8 @@ class PeftAdapterSaveTest {
         assertEquals("GAUSSIAN", a.metadata().get("lora4j.init"));
         assertEquals("1234", a.metadata().get("lora4j.seed"));
         assertEquals("IN_OUT", a.metadata().get("lora4j.layout"));
-        assertFalse(a.metadata().get("lora4j.version").isBlank());
+        assertEquals(Lora4j.version(), a.metadata().get("lora4j.version"));
+        assertTrue(Lora4j.version().matches("dev|\\d+\\.\\d+\\.\\d+.*"), Lora4j.version());
         assertEquals("gpt2", a.config().baseModelNameOrPath().orElseThrow());
         assertTrue(a.config().fanInFanOut());
     }
