@@ -36,6 +36,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * vectorise loops whose arrays are read at different offsets.
  * Memory: the factors as Java arrays ({@code r·(in + out)} elements), kept until the unmerge, a few row buffers
  * per thread during a pass, and 12 bytes per remembered element (int index, raw bits), trimmed after the merge.
+ *
+ * <p>W narrower than a tile is merged by hidden copies of the pass classes, one per width class
+ * ({@link NarrowPasses}): the JIT sizes a loop for the trip counts it profiled first, so without them a 64-column W
+ * merged after a 4096-column one ran its tile loops mostly scalar (a 64 × 64 pair: 26–33 against 14 µs).
  */
 final class ExactMerge {
 
@@ -97,6 +101,10 @@ final class ExactMerge {
     }
 
     private static Pass pass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean fma) {
+        Pass narrow = NarrowPasses.pass(w, inOut, a, b, s, fma);     // a copy of its own for W narrower than a tile
+        if (narrow != null) {
+            return narrow;
+        }
         return w.dataType() == DataType.DOUBLE ? new ExactDoublePass(w, inOut, a, b, s, fma)
                 : new ExactFloatPass(w, inOut, a, b, s, fma);
     }
