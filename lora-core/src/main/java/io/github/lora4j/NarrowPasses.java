@@ -16,11 +16,12 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * <p>Why: C2 compiles each tile loop of a pass once, unrolling its vectorised main loop for the trip counts it
  * profiled first. After merges at 4096², the loops are unrolled for 1024-element tiles, and a 64-element row then
  * runs mostly in their scalar pre- and post-loops: a 64 × 64, r = 8 merge + unmerge pair measured 26–33 µs instead of
- * 13.7–14.0 µs on JDK 17 (25.6 against 14.4 µs on JDK 25), and 26 µs after merges at 768 columns; after merges at
- * 128 columns it was unaffected. {@code -XX:LoopMaxUnroll} only slows the narrow case further
- * (lora-benchmarks/results/2026-12-03-side-by-side-zen4-b). Profiles belong to a class's methods, so a class of its
- * own per width class ({@code < 128}, {@code < 512}, {@code < 1024} columns; wider W uses the regular classes, whose
- * rows are whole tiles but for the last) keeps each one's loops compiled for its widths, whatever ran first.
+ * 13.7–14.0 µs on JDK 17 (25.6 against 14.4 µs on JDK 25). {@code -XX:LoopMaxUnroll} only slows the narrow case
+ * further (lora-benchmarks/results/2026-12-03-side-by-side-zen4-b). Profiles belong to a class's methods, so a class
+ * of its own keeps a width's loops compiled for it, whatever ran first. One copy for every narrow W is not enough:
+ * shared with 768-column W, the 64 × 64 pair took 26 µs again; shared with 256 columns 15 µs, with 128 none extra.
+ * Hence a copy per width class, {@code < 128}, {@code < 512} and {@code < 1024} columns; wider W uses the regular
+ * classes, whose rows are whole tiles but for the last.
  *
  * <p>The copies are the same bytecode, so they compute the same bits (tests compare them with the regular classes).
  * If a class file cannot be read or defined (a runtime without class files, say), merges use the regular classes:
