@@ -1,7 +1,6 @@
 package io.github.lora4j;
 
 import static io.github.lora4j.TestData.assertBitwiseEquals;
-import static io.github.lora4j.TestData.gaussian;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import net.jqwik.api.ForAll;
@@ -18,6 +17,16 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  */
 class ExactMergeDeltaRoutesTest {
 
+    /** A layer over W {@code [rows, cols]} in its layout, with alpha = 3r and a large random adapter. */
+    private static LoraLinear layer(boolean doublePrecision, boolean inOut, int rows, int cols, int rank, long seed) {
+        TestData.MergeCase c = TestData.MergeCase.of(doublePrecision ? DataType.DOUBLE : DataType.FLOAT, inOut, rows,
+                cols, rank, seed, 1.0, 0.7);
+        LoraLinear l = LoraLinear.wrap(c.w(), null, LoraConfig.builder().rank(c.r()).alpha(3 * c.r()).build(),
+                inOut ? WeightLayout.IN_OUT : WeightLayout.OUT_IN);
+        l.setAdapterWeights("default", c.a(), c.b());
+        return l;
+    }
+
     @AfterProperty
     void restoreRoute() {
         ExactMerge.forceMulAdd(false);
@@ -28,16 +37,9 @@ class ExactMergeDeltaRoutesTest {
             @ForAll boolean doublePrecision, @ForAll boolean inOut, @ForAll boolean mulAddAtMerge,
             @ForAll @IntRange(min = 1, max = 2100) int cols, @ForAll @IntRange(min = 1, max = 40) int rows,
             @ForAll @IntRange(min = 1, max = 13) int rank, @ForAll long seed) {
-        DataType type = doublePrecision ? DataType.DOUBLE : DataType.FLOAT;
-        WeightLayout layout = inOut ? WeightLayout.IN_OUT : WeightLayout.OUT_IN;
-        int r = Math.min(rank, Math.min(rows, cols));
-        // W [rows, cols] in its layout: out = rows for OUT_IN, in = rows for IN_OUT.
-        long in = inOut ? rows : cols;
-        long out = inOut ? cols : rows;
-        INDArray w = gaussian(type, seed, 1.0, rows, cols);
-        LoraLinear l = LoraLinear.wrap(w, null, LoraConfig.builder().rank(r).alpha(3 * r).build(), layout);
         // A large update (|sΔ| near |W|) leaves many elements whose round trip misses, so the record matters.
-        l.setAdapterWeights("default", gaussian(type, seed + 1, 1.0, r, in), gaussian(type, seed + 2, 0.7, out, r));
+        LoraLinear l = layer(doublePrecision, inOut, rows, cols, rank, seed);
+        INDArray w = l.weight();
         INDArray original = w.dup();
         ExactMerge.forceMulAdd(mulAddAtMerge);
         l.merge(MergeMode.EXACT);
@@ -56,14 +58,8 @@ class ExactMergeDeltaRoutesTest {
             @ForAll boolean doublePrecision, @ForAll boolean inOut,
             @ForAll @IntRange(min = 1, max = 300) int cols, @ForAll @IntRange(min = 1, max = 40) int rows,
             @ForAll @IntRange(min = 1, max = 13) int rank, @ForAll long seed) {
-        DataType type = doublePrecision ? DataType.DOUBLE : DataType.FLOAT;
-        int r = Math.min(rank, Math.min(rows, cols));
-        long in = inOut ? rows : cols;
-        long out = inOut ? cols : rows;
-        INDArray w = gaussian(type, seed, 1.0, rows, cols);
-        LoraLinear l = LoraLinear.wrap(w, null, LoraConfig.builder().rank(r).alpha(3 * r).build(),
-                inOut ? WeightLayout.IN_OUT : WeightLayout.OUT_IN);
-        l.setAdapterWeights("default", gaussian(type, seed + 1, 1.0, r, in), gaussian(type, seed + 2, 0.7, out, r));
+        LoraLinear l = layer(doublePrecision, inOut, rows, cols, rank, seed);
+        INDArray w = l.weight();
         INDArray original = w.dup();
         INDArray copy = l.mergedWeight();
         assertBitwiseEquals(original, w, "mergedWeight() leaves W alone");

@@ -42,14 +42,13 @@ class ExactMergeNarrowCopiesTest {
             @ForAll @IntRange(min = 0, max = 2) int widthClass,
             @ForAll @IntRange(min = 1, max = 1100) int cols, @ForAll @IntRange(min = 1, max = 24) int rows,
             @ForAll @IntRange(min = 1, max = 13) int rank, @ForAll long seed) throws Throwable {
-        DataType type = doublePrecision ? DataType.DOUBLE : DataType.FLOAT;
-        int r = Math.min(rank, Math.min(rows, cols));
-        long in = inOut ? rows : cols;
-        long out = inOut ? cols : rows;
-        INDArray w = gaussian(type, seed, 1.0, rows, cols);
-        INDArray a = gaussian(type, seed + 1, 1.0, r, in);
-        INDArray b = gaussian(type, seed + 2, 0.7, out, r);     // |sΔ| near |W|: many round trips miss
-        double s = 3.0 / r;
+        // |sΔ| near |W|: many round trips miss, so the records have entries to compare.
+        TestData.MergeCase c = TestData.MergeCase.of(doublePrecision ? DataType.DOUBLE : DataType.FLOAT, inOut, rows,
+                cols, rank, seed, 1.0, 0.7);
+        INDArray w = c.w();
+        INDArray a = c.a();
+        INDArray b = c.b();
+        double s = 3.0 / c.r();
         INDArray original = w.dup();
         INDArray wCopy = w.dup();
 

@@ -136,13 +136,11 @@ class ExactMergeTest {
                                                              @ForAll @IntRange(min = 1, max = 30) int rows,
                                                              @ForAll @IntRange(min = 1, max = 9) int rank,
                                                              @ForAll long seed) {
-        DataType type = doublePrecision ? DataType.DOUBLE : DataType.FLOAT;
-        int r = Math.min(rank, Math.min(rows, cols));
-        long in = inOut ? rows : cols;
-        long out = inOut ? cols : rows;
-        INDArray w = gaussian(type, seed, 1.0, rows, cols);
-        INDArray a = gaussian(type, seed + 1, 0.5, r, in);
-        INDArray b = gaussian(type, seed + 2, 0.5, out, r);
+        TestData.MergeCase c = TestData.MergeCase.of(doublePrecision ? DataType.DOUBLE : DataType.FLOAT, inOut, rows,
+                cols, rank, seed, 0.5, 0.5);
+        INDArray w = c.w();
+        INDArray a = c.a();
+        INDArray b = c.b();
         INDArray original = w.dup();
         MergeRecord record = ExactMerge.merge(w, inOut, a, b, 1.5);
         a.addi(0.25);

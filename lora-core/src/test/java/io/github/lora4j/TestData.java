@@ -27,6 +27,24 @@ public final class TestData {
         return Nd4j.createFromArray(v).castTo(type).reshape('c', shape);
     }
 
+    /**
+     * An exact-merge case: W {@code [rows, cols]} in its layout (for {@code inOut} that is {@code [in, out]}, so
+     * {@code in = rows}; otherwise {@code out = rows}), A {@code [r, in]} and B {@code [out, r]}, all Gaussian from
+     * {@code seed}, {@code seed + 1}, {@code seed + 2}, with {@code r = min(rank, rows, cols)}.
+     */
+    public record MergeCase(INDArray w, INDArray a, INDArray b, int r) {
+
+        /** The case for these sizes; A and B with standard deviations {@code scaleA}, {@code scaleB}. */
+        public static MergeCase of(DataType type, boolean inOut, int rows, int cols, int rank, long seed,
+                                   double scaleA, double scaleB) {
+            int r = Math.min(rank, Math.min(rows, cols));
+            long in = inOut ? rows : cols;
+            long out = inOut ? cols : rows;
+            return new MergeCase(gaussian(type, seed, 1.0, rows, cols), gaussian(type, seed + 1, scaleA, r, in),
+                    gaussian(type, seed + 2, scaleB, out, r), r);
+        }
+    }
+
     /** A layer with random W and bias, whose default adapter has random (non-zero) A and B. */
     public static LoraLinear trainedLayer(DataType type, long seed, int in, int out, LoraConfig config, boolean bias) {
         INDArray w = gaussian(type, seed, 0.5, out, in);
