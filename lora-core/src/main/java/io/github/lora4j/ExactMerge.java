@@ -39,7 +39,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  *
  * <p>W narrower than a tile is merged by hidden copies of the pass classes, one per width class
  * ({@link NarrowPasses}): the JIT sizes a loop for the trip counts it profiled first, so without them a 64-column W
- * merged after a 4096-column one ran its tile loops mostly scalar (a 64 × 64 pair: 26–33 against 14 µs).
+ * merged after a 4096-column one ran its tile loops mostly scalar (a 64 × 64 pair: 26–37 against 14 µs).
  */
 final class ExactMerge {
 

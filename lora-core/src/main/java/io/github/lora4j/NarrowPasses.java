@@ -15,7 +15,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  *
  * <p>Why: C2 compiles each tile loop of a pass once, unrolling its vectorised main loop for the trip counts it
  * profiled first. After merges at 4096², the loops are unrolled for 1024-element tiles, and a 64-element row then
- * runs mostly in their scalar pre- and post-loops: a 64 × 64, r = 8 merge + unmerge pair measured 26–33 µs instead of
+ * runs mostly in their scalar pre- and post-loops: a 64 × 64, r = 8 merge + unmerge pair measured 26–37 µs instead of
  * 13.7–14.0 µs on JDK 17 (25.6 against 14.4 µs on JDK 25). {@code -XX:LoopMaxUnroll} only slows the narrow case
  * further (lora-benchmarks/results/2026-12-03-side-by-side-zen4-b). Profiles belong to a class's methods, so a class
  * of its own keeps a width's loops compiled for it, whatever ran first. One copy for every narrow W is not enough:
