@@ -581,9 +581,12 @@ public final class LoraSameDiff {
         GraphSurgery.checkRemovable(sd, weightName, inserted, List.of(loraA.name(), loraB.name(), scaling.name()));
     }
 
-    /** Takes the LoRA ops and variables out; W keeps what it holds. Call {@link #checkUnloadable()} first. */
+    /**
+     * Takes the LoRA ops and variables out; W keeps what it holds. The model calls {@link #checkUnloadable()} for
+     * every adapter first, so that no adapter is unloaded when another could not be.
+     */
     void unload() {
-        checkUnloadable();
+        requireLoaded();
         if (merged != null) {
             merged = null;               // W keeps the merged values; the record is no longer needed
             thaw(sd, List.of(loraA, loraB), parkedUpdaters);

@@ -214,6 +214,11 @@ public final class LoraSameDiffModel {
      */
     public SameDiff unload() {
         checkUnloadable();
+        return unloadChecked();
+    }
+
+    /** {@link #unload()} once {@link #checkUnloadable()} has passed. */
+    private SameDiff unloadChecked() {
         for (LoraSameDiff a : adapted.values()) {
             a.unload();
         }
@@ -239,7 +244,7 @@ public final class LoraSameDiffModel {
     public SameDiff mergeAndUnload() {
         checkUnloadable();
         mergeAll(adapted.values().stream().filter(a -> !a.isMerged()).toList());
-        return unload();
+        return unloadChecked();          // merging changes no graph structure, so the check still holds
     }
 
     /** Checks, changing nothing, that {@link #unload()} would go through for every adapter and frozen variable. */
