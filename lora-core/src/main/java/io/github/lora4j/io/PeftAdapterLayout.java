@@ -167,7 +167,8 @@ public final class PeftAdapterLayout {
                               Map<String, Map<String, long[]>> full, Map<String, long[]> baseCopies,
                               Map<String, String[]> roles) {
         this.config = config;
-        this.metadata = Map.copyOf(metadata);
+        // A linked copy, in file order: Map.copyOf degrades to quadratic time on many short keys (issue 29).
+        this.metadata = Collections.unmodifiableMap(new LinkedHashMap<>(metadata));
         this.lora = Collections.unmodifiableMap(lora);
         this.full = Collections.unmodifiableMap(full);
         this.baseCopies = Collections.unmodifiableMap(baseCopies);

@@ -118,7 +118,7 @@ class CorruptAdapterFilesTest {
 
     @Test
     void headerThatIsNotJson() {
-        headerFails("{\"a\": [1, 2", new byte[0], "header is not valid JSON");
+        headerFails("{\"a\": {\"dtype\": \"F32\", \"shape\": [1, 2", new byte[0], "header is not valid JSON");
     }
 
     @Test
