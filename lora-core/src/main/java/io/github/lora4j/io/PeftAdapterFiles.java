@@ -55,10 +55,12 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * to temporary files in the target directory, then renames each over its target ({@code ATOMIC_MOVE}) and
  * fsyncs the directory. If the second rename fails, the old model file is put back, so the pair stays consistent;
  * only a crash of the process between the two renames (one system call) can still pair new weights with the old
- * config. New files get the mode the umask gives (usually 0644); a replaced file keeps its mode. Temporary files
- * have fixed names ({@code .adapter_model.safetensors.lora4j-tmp}, ...), so a killed save leaves at most those, and
- * the next save reuses them. Saves to one directory are serialised within a JVM; do not save to one directory from
- * two processes at once.
+ * config. New files get the mode the umask gives (usually 0644); a replaced file keeps its mode. Saves into one
+ * directory run one at a time, within a JVM and across processes, also when the directory is reached through a
+ * symbolic link or a bind mount: a second save waits for the first (an OS file lock on
+ * {@value SafeFiles#LOCK_FILE}, which stays in the directory). Each save's temporary files have names of their own
+ * ({@code .adapter_model.safetensors.<random>.lora4j-tmp}, ...); what a killed save leaves is removed by the next
+ * save. The details are in {@link SafeFiles}, which {@code LoraTrainer.saveState} shares.
  */
 public final class PeftAdapterFiles {
 
@@ -312,7 +314,11 @@ public final class PeftAdapterFiles {
             Objects.requireNonNull(adapterName, "adapterName must not be null");
             Safetensors.Dtype dtype = Safetensors.Dtype.of(fileType);
             SavePlan p = SavePlan.of(this, adapterName);
-            SafeFiles.writeFiles(dir, p.config().toJson(), p.tensors(), p.metadata(), dtype, ops);
+            Map<String, SafeFiles.Content> files = new LinkedHashMap<>();
+            // Model first, config last: a crash between the renames pairs new weights with the old config at worst.
+            files.put(MODEL_FILE, ch -> Safetensors.write(ch, p.tensors(), p.metadata(), dtype));
+            files.put(CONFIG_FILE, SafeFiles.bytes(p.config().toJson()));
+            SafeFiles.write(dir, files, ops);
         }
     }
 

@@ -521,7 +521,7 @@ class CorruptAdapterFilesTest {
         assertMessage(e, "expected a regular file or nothing");
         assertArrayEquals(before, Files.readAllBytes(dir.resolve(PeftAdapterFiles.MODEL_FILE)));
         try (Stream<Path> s = Files.list(dir)) { // no temporary file left behind
-            assertEquals(List.of(PeftAdapterFiles.CONFIG_FILE, PeftAdapterFiles.MODEL_FILE),
+            assertEquals(List.of(SafeFiles.LOCK_FILE, PeftAdapterFiles.CONFIG_FILE, PeftAdapterFiles.MODEL_FILE),
                     s.map(p -> p.getFileName().toString()).sorted().collect(Collectors.toList()));
         }
     }

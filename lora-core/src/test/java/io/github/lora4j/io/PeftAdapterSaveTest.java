@@ -58,7 +58,9 @@ class PeftAdapterSaveTest {
     void aFailedSecondRenameIntoAnEmptyDirectoryLeavesNoModelFile() throws IOException {
         assertThrows(IOException.class, () -> PeftAdapterFiles.saver().linears(IoTestData.model(DataType.FLOAT, 1))
                 .save(tmp, "default", CONFIG_RENAME_FAILS));
-        assertEquals(Map.of(), IoTestData.files(tmp));
+        // Only the (empty) lock file of the save stays.
+        assertEquals(Set.of(SafeFiles.LOCK_FILE), IoTestData.files(tmp).keySet());
+        assertEquals(0, IoTestData.files(tmp).get(SafeFiles.LOCK_FILE).length);
     }
 
     @Test
@@ -118,15 +120,19 @@ class PeftAdapterSaveTest {
 
     @Test
     void temporaryFilesOfKilledSavesAreCleanedUpByTheNextSave() throws IOException {
-        // What a save killed midway leaves: this version's fixed names and the random names of earlier versions.
-        for (String stale : List.of(".adapter_model.safetensors.lora4j-tmp", ".adapter_config.json.lora4j-tmp",
+        // What a save killed midway leaves: this version's names, 0.2 snapshots' fixed names and the random names of
+        // earlier versions.
+        for (String stale : List.of(".adapter_model.safetensors.9f3c0a11b2d4e6f8.lora4j-tmp",
+                ".adapter_config.json.9f3c0a11b2d4e6f8.lora4j-tmp", ".adapter_model.safetensors.9f3c0a11b2d4e6f8.lora4j-old",
+                ".adapter_model.safetensors.lora4j-tmp", ".adapter_config.json.lora4j-tmp",
                 ".adapter_model.safetensors.lora4j-old", ".adapter_model.safetensors.5163902417.tmp",
                 ".adapter_config.json.77.tmp")) {
             Files.writeString(tmp.resolve(stale), "half-written");
         }
         Files.writeString(tmp.resolve("README.md"), "not ours");
         PeftAdapterFiles.save(tmp, IoTestData.model(DataType.FLOAT, 1), "default");
-        assertEquals(Set.of(PeftAdapterFiles.MODEL_FILE, PeftAdapterFiles.CONFIG_FILE, "README.md"), IoTestData.files(tmp).keySet());
+        assertEquals(Set.of(PeftAdapterFiles.MODEL_FILE, PeftAdapterFiles.CONFIG_FILE, "README.md", SafeFiles.LOCK_FILE),
+                IoTestData.files(tmp).keySet());
         assertEquals(List.of(Q, V), PeftAdapterFiles.read(tmp).modules());
     }
 
