@@ -245,9 +245,13 @@ public final class SafeFiles {
                 }
             } catch (IOException | RuntimeException restore) {
                 cause.addSuppressed(restore);
+                Path kept = backups.get(j);
+                backups.set(j, null); // kept, not deleted: it is the only copy of the old file
                 throw new IOException("replacing " + targets.get(failed) + " failed and the old " + names.get(j)
                         + " could not be put back: " + dir + " now holds new " + names.subList(0, j + 1)
-                        + " beside old " + names.subList(j + 1, names.size()) + "; save again", cause);
+                        + " beside old " + names.subList(j + 1, names.size()) + "; save again"
+                        + (kept == null ? "" : " (the old " + names.get(j) + " is kept as " + kept
+                        + " until the next save into the directory)"), cause);
             }
         }
         syncDirectory(dir);
