@@ -55,6 +55,34 @@ class PeftAdapterSaveTest {
     }
 
     @Test
+    void whenPuttingTheOldModelBackFailsTooTheMessageSaysSoAndTheOldFileIsKept() throws IOException {
+        PeftAdapterFiles.save(tmp, IoTestData.model(DataType.FLOAT, 1), "default");
+        byte[] oldModel = Files.readAllBytes(tmp.resolve(PeftAdapterFiles.MODEL_FILE));
+        PeftAdapterFiles.FileOps alsoRestoreFails = (from, to) -> {
+            if (from.getFileName().toString().endsWith(SafeFiles.BACKUP_SUFFIX)) {
+                throw new IOException("simulated failure of the put-back");
+            }
+            CONFIG_RENAME_FAILS.move(from, to);
+        };
+        IOException e = assertThrows(IOException.class, () -> PeftAdapterFiles.saver()
+                .linears(IoTestData.model(DataType.FLOAT, 2)).save(tmp, "default", alsoRestoreFails));
+        assertTrue(e.getMessage().contains("could not be put back") && e.getMessage().contains("save again"),
+                e.getMessage());
+        assertEquals("simulated failure of the second rename", e.getCause().getMessage());
+        List<Path> kept;
+        try (java.util.stream.Stream<Path> s = Files.list(tmp)) {
+            kept = s.filter(p -> p.getFileName().toString().endsWith(SafeFiles.BACKUP_SUFFIX)).collect(
+                    java.util.stream.Collectors.toList());
+        }
+        assertEquals(1, kept.size(), "the backup is kept: it is the only copy of the old model file");
+        assertTrue(e.getMessage().contains(kept.get(0).toString()), e.getMessage());
+        org.junit.jupiter.api.Assertions.assertArrayEquals(oldModel, Files.readAllBytes(kept.get(0)));
+        PeftAdapterFiles.save(tmp, IoTestData.model(DataType.FLOAT, 3), "default");
+        assertEquals(Set.of(PeftAdapterFiles.MODEL_FILE, PeftAdapterFiles.CONFIG_FILE, SafeFiles.LOCK_FILE),
+                IoTestData.files(tmp).keySet(), "the next save removes it");
+    }
+
+    @Test
     void aFailedSecondRenameIntoAnEmptyDirectoryLeavesNoModelFile() throws IOException {
         assertThrows(IOException.class, () -> PeftAdapterFiles.saver().linears(IoTestData.model(DataType.FLOAT, 1))
                 .save(tmp, "default", CONFIG_RENAME_FAILS));
