@@ -431,6 +431,16 @@ public final class LoraConv2d {
     }
 
     /**
+     * PEFT's {@code merge_and_unload} for this layer: merges the active adapter (exact way) unless one is merged, then
+     * keeps the update in the kernel for good and deletes every adapter; see {@link LoraLinear#mergeAndUnload()}.
+     *
+     * @throws IllegalStateException as {@link #merge(MergeMode)}, if the merge is refused; nothing is changed then
+     */
+    public void mergeAndUnload() {
+        delegate.mergeAndUnload();
+    }
+
+    /**
      * Whether an adapter is merged into the kernel.
      *
      * @return true between a successful {@link #merge()} and {@link #unmerge()}

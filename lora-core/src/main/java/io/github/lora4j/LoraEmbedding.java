@@ -541,6 +541,16 @@ public final class LoraEmbedding {
     }
 
     /**
+     * PEFT's {@code merge_and_unload} for this table: merges the active adapter (exact way) unless one is merged, then
+     * keeps the update in the table for good and deletes every adapter; see {@link LoraLinear#mergeAndUnload()}.
+     *
+     * @throws IllegalStateException as {@link #merge(MergeMode)}, if the merge is refused; nothing is changed then
+     */
+    public void mergeAndUnload() {
+        change(() -> delegate.mergeAndUnload());
+    }
+
+    /**
      * Whether an adapter is merged into the table.
      *
      * @return true between a successful {@link #merge()} and {@link #unmerge()}

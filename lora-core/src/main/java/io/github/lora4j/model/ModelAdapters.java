@@ -262,17 +262,22 @@ final class ModelAdapters {
         if (!all.isEmpty() && !all.stream().allMatch(TargetedModule::isMerged)) {
             merge(model, MergeMode.EXACT);
         }
-        // Merged and checked finite: rebuilding plain modules over the same arrays cannot fail from here on.
+        // Merged and checked finite: rebuilding plain modules over the same arrays cannot fail from here on. Each
+        // dropped wrapper unloads too (it keeps the update, forgets the merge and its adapters), so that it gives
+        // W's memory back and can never unmerge out of the plain model's weights.
         for (TargetedModule m : all) {
             if (m.linear() != null) {
                 LoraLinear l = m.linear();
+                l.mergeAndUnload();
                 LoraLinear plain = LoraLinear.base(l.weight(), l.bias(), l.layout());
                 model.modules.put(m.path(), l.isTraining() ? plain.train() : plain);
             } else if (m.embedding() != null) {
+                m.embedding().mergeAndUnload();
                 LoraEmbedding plain = LoraEmbedding.base(m.embedding().table());
                 model.embeddings.put(m.path(), m.embedding().isTraining() ? plain.train() : plain);
             } else {
                 LoraConv2d c = m.conv();
+                c.mergeAndUnload();
                 model.convs.put(m.path(), LoraConv2d.base(c.weight(), c.bias() == null ? null
                         : c.bias().reshape(c.outChannels()), c.stride(), c.padding()));
             }

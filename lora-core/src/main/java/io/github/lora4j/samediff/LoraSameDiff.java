@@ -588,7 +588,8 @@ public final class LoraSameDiff {
     void unload() {
         requireLoaded();
         if (merged != null) {
-            merged = null;               // W keeps the merged values; the record is no longer needed
+            merged.mergeAndUnload();     // W keeps the merged values; the record and W's merge claim are given back
+            merged = null;
             thaw(sd, List.of(loraA, loraB), parkedUpdaters);
         }
         sd.convertToConstants(List.of(loraA, loraB));        // drops their optimizer state
