@@ -1,5 +1,6 @@
 package io.github.lora4j.model;
 
+import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
@@ -366,25 +367,20 @@ final class ModelAdapters {
         Objects.requireNonNull(name, "adapter name must not be null");
         TargetedModule.requireApplied(model);
         List<TargetedModule> all = TargetedModule.all(model);
+        // Every check before any change: setting a scale drops that module's pending training forward, so a refusal
+        // found half-way (and rolled back) would still have dropped the forwards of the modules before it.
         for (TargetedModule m : all) {
             requireKnownUnmerged(m, name, "changing the scale of");
-        }
-        List<TargetedModule> done = new ArrayList<>();
-        List<Double> before = new ArrayList<>();
-        for (TargetedModule m : all) {
-            double old = m.adapter(name).scale();
+            LoraAdapter adapter = m.adapter(name);
             try {
-                m.setAdapterScale(name, scale);
-            } catch (RuntimeException ex) {
-                // Each old scale was accepted before, so setting it again cannot fail and gives the same scaling.
-                for (int i = done.size() - 1; i >= 0; i--) {
-                    done.get(i).setAdapterScale(name, before.get(i));
-                }
-                throw new IllegalArgumentException("module '" + m.path() + "' (" + m.kind() + "): " + ex.getMessage()
-                        + "; no module's scale was changed", ex);
+                adapter.config().scaling(scale, adapter.a().dataType());
+            } catch (IllegalArgumentException ex) {
+                throw new IllegalArgumentException("module '" + m.path() + "' (" + m.kind() + "): scale of adapter '"
+                        + name + "': " + ex.getMessage() + "; no module's scale was changed", ex);
             }
-            done.add(m);
-            before.add(old);
+        }
+        for (TargetedModule m : all) {
+            m.setAdapterScale(name, scale);          // checked above with the layers' own rule: cannot fail
         }
     }
 
