@@ -413,7 +413,7 @@ public final class LoraConv2d {
         long output = product(rows, out);
         long elements = unfolded > Long.MAX_VALUE - output ? Long.MAX_VALUE : unfolded + output;
         long bytes = product(2, elements, dataType().width());
-        long physical = physicalMemory();
+        long physical = Machine.MEMORY;
         if (rows > Integer.MAX_VALUE || cols > Integer.MAX_VALUE || (physical > 0 && bytes > physical)) {
             throw new IllegalArgumentException("input " + Arrays.toString(x.shape()) + " with padding "
                     + Arrays.toString(padding) + " and stride " + Arrays.toString(stride) + " gives an output of "
@@ -437,12 +437,16 @@ public final class LoraConv2d {
         return p;
     }
 
-    /** The machine's physical memory in bytes, or 0 where JavaCPP cannot tell. */
-    private static long physicalMemory() {
-        try {
-            return org.bytedeco.javacpp.Pointer.totalPhysicalBytes();
-        } catch (LinkageError e) {
-            return 0;
+    /** The machine's physical memory in bytes (0 where JavaCPP cannot tell), read once: a native call. */
+    private static final class Machine {
+        static final long MEMORY = physicalMemory();
+
+        private static long physicalMemory() {
+            try {
+                return org.bytedeco.javacpp.Pointer.totalPhysicalBytes();
+            } catch (LinkageError e) {
+                return 0;
+            }
         }
     }
 

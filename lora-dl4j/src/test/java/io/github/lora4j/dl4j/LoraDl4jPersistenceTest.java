@@ -47,8 +47,13 @@ class LoraDl4jPersistenceTest {
     @TempDir
     Path tmp;
 
+    /** The network {@link #trainedLora()} starts from: LoRA on layer0 and layer2, not trained. */
+    private static MultiLayerNetwork untrainedLora() {
+        return LoraDl4j.apply(Nets.mln(DataType.FLOAT, new Adam(0.01), 7), CONFIG, "layer0", "layer2");
+    }
+
     private static MultiLayerNetwork trainedLora() {
-        MultiLayerNetwork lora = LoraDl4j.apply(Nets.mln(DataType.FLOAT, new Adam(0.01), 7), CONFIG, "layer0", "layer2");
+        MultiLayerNetwork lora = untrainedLora();
         lora.fit(Nets.task(DataType.FLOAT, 5, 6, 64));
         return lora;
     }
@@ -122,7 +127,7 @@ class LoraDl4jPersistenceTest {
         assertBitwise(lora.getLayer(0).paramTable().get("loraA"), file.a("layer0"), "lora_A of layer0 [r, nIn]");
         assertBitwise(lora.getLayer(2).paramTable().get("loraB"), file.b("layer2"), "lora_B of layer2 [nOut, r]");
 
-        MultiLayerNetwork fresh = LoraDl4j.apply(Nets.mln(DataType.FLOAT, new Adam(0.01), 7), CONFIG, "layer0", "layer2");
+        MultiLayerNetwork fresh = untrainedLora();
         PeftAdapterConfig cfg = LoraDl4j.loadAdapter(fresh, dir);
 
         assertEquals(4.0, cfg.loraAlpha());
@@ -162,6 +167,14 @@ class LoraDl4jPersistenceTest {
         Files.writeString(file, after);
     }
 
+    /** {@code lora}'s adapter saved to {@code tmp/name}, its config text rewritten by {@code edit}. */
+    private Path savedWithConfig(MultiLayerNetwork lora, String name, UnaryOperator<String> edit) throws IOException {
+        Path dir = tmp.resolve(name);
+        LoraDl4j.saveAdapter(lora, dir);
+        editText(dir.resolve(PeftAdapterFiles.CONFIG_FILE), edit);
+        return dir;
+    }
+
     /** Overwrites element {@code index} of F32 tensor {@code key} in a safetensors file with {@code value}. */
     private static void pokeFloat(Path model, String key, int index, float value) throws IOException {
         byte[] bytes = Files.readAllBytes(model);
@@ -184,8 +197,7 @@ class LoraDl4jPersistenceTest {
             Path dir = tmp.resolve("bad" + k);
             LoraDl4j.saveAdapter(lora, dir);
             pokeFloat(dir.resolve(PeftAdapterFiles.MODEL_FILE), "base_model.model.layer2.lora_B.weight", k, bad[k]);
-            MultiLayerNetwork fresh = LoraDl4j.apply(Nets.mln(DataType.FLOAT, new Adam(0.01), 7), CONFIG, "layer0",
-                    "layer2");
+            MultiLayerNetwork fresh = untrainedLora();
             INDArray before = fresh.params().dup();
             AdapterFormatException e = assertThrows(AdapterFormatException.class, () -> LoraDl4j.loadAdapter(fresh, dir));
             assertTrue(e.getMessage().contains("module 'layer2' lora_B") && e.getMessage().contains("NaN or infinity"),
@@ -198,11 +210,9 @@ class LoraDl4jPersistenceTest {
     @Test
     void loadAdapterGivesEachLayerItsAlphaFromAlphaPattern() throws IOException {
         MultiLayerNetwork lora = trainedLora();
-        Path dir = tmp.resolve("pattern");
-        LoraDl4j.saveAdapter(lora, dir);
-        editText(dir.resolve(PeftAdapterFiles.CONFIG_FILE),
+        Path dir = savedWithConfig(lora, "pattern",
                 t -> t.replaceFirst("\"alpha_pattern\"\\s*:\\s*\\{\\s*\\}", "\"alpha_pattern\":{\"layer0\":16}"));
-        MultiLayerNetwork fresh = LoraDl4j.apply(Nets.mln(DataType.FLOAT, new Adam(0.01), 7), CONFIG, "layer0", "layer2");
+        MultiLayerNetwork fresh = untrainedLora();
 
         PeftAdapterConfig cfg = LoraDl4j.loadAdapter(fresh, dir);
 
@@ -225,9 +235,7 @@ class LoraDl4jPersistenceTest {
         MultiLayerNetwork restored = ModelSerializer.restoreMultiLayerNetwork(zip, false);
         assertBitwise(fresh.output(x), restored.output(x), "outputs after a ModelSerializer round trip");
         // a pattern whose scaling overflows FLOAT is refused by module, nothing changed
-        Path huge = tmp.resolve("huge");
-        LoraDl4j.saveAdapter(lora, huge);
-        editText(huge.resolve(PeftAdapterFiles.CONFIG_FILE),
+        Path huge = savedWithConfig(lora, "huge",
                 t -> t.replaceFirst("\"alpha_pattern\"\\s*:\\s*\\{\\s*\\}", "\"alpha_pattern\":{\"layer2\":1e39}"));
         INDArray before = fresh.params().dup();
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> LoraDl4j.loadAdapter(fresh, huge));
@@ -240,11 +248,9 @@ class LoraDl4jPersistenceTest {
     @Test
     void loadAdapterRefusesModulesToSaveByNameAndChangesNothing() throws IOException {
         MultiLayerNetwork lora = trainedLora();
-        Path dir = tmp.resolve("mts");
-        LoraDl4j.saveAdapter(lora, dir);
-        editText(dir.resolve(PeftAdapterFiles.CONFIG_FILE),
+        Path dir = savedWithConfig(lora, "mts",
                 t -> t.replaceFirst("\"modules_to_save\"\\s*:\\s*null", "\"modules_to_save\":[\"classifier\"]"));
-        MultiLayerNetwork fresh = LoraDl4j.apply(Nets.mln(DataType.FLOAT, new Adam(0.01), 7), CONFIG, "layer0", "layer2");
+        MultiLayerNetwork fresh = untrainedLora();
         INDArray before = fresh.params().dup();
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> LoraDl4j.loadAdapter(fresh, dir));
         assertTrue(e.getMessage().contains("modules_to_save [classifier]") && e.getMessage().contains("replaces no layer"),
