@@ -109,16 +109,7 @@ public final class LoraAdapter {
      */
     static double scaledScaling(LoraConfig config, double scale, DataType type,
                                 String name) {
-        double alpha = scale * config.alpha();
-        double s = config.rsLora() ? alpha / Math.sqrt(config.rank()) : alpha / config.rank();
-        double max = type == DataType.DOUBLE ? Double.MAX_VALUE : Float.MAX_VALUE;
-        if (!Double.isFinite(scale) || !(Math.abs(s) <= max)) {
-            throw new IllegalArgumentException("scale of adapter '" + name + "': expected a finite value giving a "
-                    + "scaling s = scale·alpha / " + (config.rsLora() ? "sqrt(r)" : "r") + " finite in " + type
-                    + ", got scale = " + scale + " (alpha = " + config.alpha() + ", r = " + config.rank() + ", s = "
-                    + s + ")");
-        }
-        return s;
+        return config.scaling(scale, type, "scale of adapter '" + name + "'");
     }
 
     /** Sets the run-time scale; the caller checked it with {@link #scaledScaling} and holds the layer's lock. */

@@ -121,6 +121,10 @@ public final class LoraSameDiff {
      *                                  mmul / linear, its input has another data type, the rank is above
      *                                  {@code min(in, out)}, or a new variable's name is taken; the graph is then
      *                                  unchanged
+     * @throws IllegalStateException    if the graph already has lora4j adapters (from an earlier apply, also one saved
+     *                                  with the graph, or from {@link #linear}): a second apply would freeze them and
+     *                                  could adapt their own A and B; apply every target in one call, or unload the
+     *                                  first adapters before; the graph is then unchanged
      */
     public static LoraSameDiffModel apply(SameDiff sd, LoraConfig config, String... weightNames) {
         Objects.requireNonNull(weightNames, "weightNames must not be null");
@@ -137,6 +141,8 @@ public final class LoraSameDiff {
      * @return the adapted weights
      * @throws IllegalArgumentException as {@link #apply(SameDiff, LoraConfig, String...)}, with "matches nothing" for
      *                                  the regex; the graph is then unchanged
+     * @throws IllegalStateException    as {@link #apply(SameDiff, LoraConfig, String...)}, for a graph that already has
+     *                                  adapters
      * @throws NullPointerException     if an argument is {@code null}
      */
     public static LoraSameDiffModel apply(SameDiff sd, LoraConfig config, Pattern weightRegex) {
@@ -213,7 +219,7 @@ public final class LoraSameDiff {
          * @return the adapted weights, by weight variable name
          * @throws IllegalArgumentException as there, or for a {@link #keepTrainable} name that is not a trainable
          *                                  variable; the graph is then unchanged
-         * @throws IllegalStateException    if no targets were given
+         * @throws IllegalStateException    if no targets were given, or the graph already has adapters (as there)
          */
         public LoraSameDiffModel apply(SameDiff sd) {
             Objects.requireNonNull(sd, "sd must not be null");
@@ -588,7 +594,8 @@ public final class LoraSameDiff {
     void unload() {
         requireLoaded();
         if (merged != null) {
-            merged = null;               // W keeps the merged values; the record is no longer needed
+            merged.mergeAndUnload();     // W keeps the merged values; the record and W's merge claim are given back
+            merged = null;
             thaw(sd, List.of(loraA, loraB), parkedUpdaters);
         }
         sd.convertToConstants(List.of(loraA, loraB));        // drops their optimizer state

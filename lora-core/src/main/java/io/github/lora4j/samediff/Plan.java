@@ -34,6 +34,9 @@ final class Plan {
                   String a, String b, String scaling, List<GraphSurgery.Inserted> inserted) {
     }
 
+    /** The suffix of an adapter's {@code A} variable: {@code <module>/lora_A}. */
+    private static final String A_SUFFIX = "/lora_A";
+
     private final SameDiff sd;
     private final List<Target> targets;
     private final List<String> frozen;
@@ -102,6 +105,7 @@ final class Plan {
      */
     static Plan forTargets(SameDiff sd, LoraConfig config, List<String> names, Pattern regex, List<String> keep) {
         requireNoDropout(config);
+        refuseExistingAdapters(sd);
         Predicate<String> matches;
         String what;
         if (regex != null) {
@@ -160,6 +164,35 @@ final class Plan {
             }
         }
         return new Plan(sd, targets, frozen);
+    }
+
+    /**
+     * Refuses a graph that already holds lora4j adapters (an earlier {@link LoraSameDiff#apply}, also one saved with
+     * the graph, or {@link LoraSameDiff#linear}): a second apply would freeze their {@code A} and {@code B} (every
+     * trainable variable it does not keep), could put LoRA on them, and would leave the first adapters' unload a
+     * graph it does not know.
+     *
+     * @throws IllegalStateException naming the adapted modules; the graph is unchanged
+     */
+    static void refuseExistingAdapters(SameDiff sd) {
+        TreeSet<String> modules = new TreeSet<>();
+        for (String v : sd.getVariables().keySet()) {
+            if (v.endsWith(A_SUFFIX)) {
+                String m = v.substring(0, v.length() - A_SUFFIX.length());
+                if (sd.hasVariable(m + "/lora_B") && sd.hasVariable(m + "/lora_scaling")) {
+                    modules.add(m);
+                }
+            }
+        }
+        if (!modules.isEmpty()) {
+            String first = modules.first();
+            throw new IllegalStateException("the graph already has LoRA adapters on " + modules + " (variables "
+                    + first + "/lora_A, " + first + "/lora_B, " + first + "/lora_scaling, ...: from an earlier "
+                    + "LoraSameDiff.apply or LoraSameDiff.linear); a second apply would freeze their A and B, could "
+                    + "adapt them, and would break the first adapters' unload. Expected a graph without adapters: "
+                    + "apply every target in one call, or unload() / mergeAndUnload() the first adapters before; "
+                    + "the graph is unchanged");
+        }
     }
 
     /**

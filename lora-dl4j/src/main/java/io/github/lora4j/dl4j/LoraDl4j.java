@@ -4,27 +4,33 @@ import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_A_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_B_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.WEIGHT_KEY;
 
+import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
 import io.github.lora4j.io.PeftAdapter;
 import io.github.lora4j.io.PeftAdapterConfig;
 import io.github.lora4j.io.PeftAdapterFiles;
+import io.github.lora4j.io.PeftAdapterLayout;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Set;
 import java.util.TreeSet;
 import java.util.function.Predicate;
 import java.util.regex.Pattern;
 import org.deeplearning4j.nn.api.Model;
+import org.deeplearning4j.nn.api.OptimizationAlgorithm;
 import org.deeplearning4j.nn.conf.ComputationGraphConfiguration;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.graph.FrozenVertex;
 import org.deeplearning4j.nn.conf.graph.GraphVertex;
 import org.deeplearning4j.nn.conf.graph.LayerVertex;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
@@ -34,6 +40,7 @@ import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.FeedForwardLayer;
 import org.deeplearning4j.nn.conf.layers.Layer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.conf.layers.misc.FrozenLayer;
 import org.deeplearning4j.nn.conf.layers.misc.FrozenLayerWithBackprop;
 import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
@@ -62,6 +69,10 @@ import org.nd4j.linalg.learning.config.NoOp;
  *   <li>every other layer with parameters is frozen: dense and output layers become LoRA layers without adapter
  *       (their backward computes {@code dL/dx} only), other layers are wrapped in DL4J's
  *       {@link FrozenLayerWithBackprop} with a NoOp updater;</li>
+ *   <li>layers frozen already stay as they are: a {@link FrozenLayerWithBackprop}, and TransferLearning's
+ *       {@link FrozenLayer} (and, in a graph, {@link FrozenVertex}) below every adapted layer. Those pass no gradient,
+ *       so one above an adapted layer is frozen the lora4j way instead (a vertex without parameters is unwrapped),
+ *       and a targeted frozen layer is adapted; {@link #mergeAndUnload} gives the wrappers back;</li>
  *   <li>the updater therefore holds state for {@code loraA} and {@code loraB} alone:
  *       {@code updater.stateSize(Σ r·(nIn + nOut))} elements.</li>
  * </ul>
@@ -70,7 +81,15 @@ import org.nd4j.linalg.learning.config.NoOp;
  * <h2>Targets</h2>
  * Layer names (a name matches a layer whose name equals it or ends with {@code "." + name}, PEFT's rule), layer
  * indices of a {@link MultiLayerNetwork} ({@code "0"}), or a {@link Pattern} that must match the whole name. Every
- * name must match a layer, and every matched layer must be a {@code DenseLayer} or {@code OutputLayer}.
+ * name must match a layer, and every matched layer must be a {@code DenseLayer} or {@code OutputLayer} (inside a
+ * frozen wrapper or not). Adapters are keyed by layer name (the PEFT module paths), so two targeted layers may not
+ * share one.
+ *
+ * <h2>Training</h2>
+ * With DL4J's default {@code STOCHASTIC_GRADIENT_DESCENT} and any updater. The line-search solvers
+ * ({@code LINE_GRADIENT_DESCENT}, {@code CONJUGATE_GRADIENT}, {@code LBFGS}) are refused by {@code apply}: they step
+ * the network's whole parameter vector along their own search direction and write it back past the per-parameter
+ * updater, the NoOp that keeps {@code W} and {@code b} frozen, so nothing would keep {@code W} bitwise unchanged.
  *
  * <h2>Threading</h2>
  * As DL4J networks themselves: one thread at a time. {@link #merge} and {@link #unmerge} change {@code W} in place
@@ -94,8 +113,11 @@ public final class LoraDl4j {
      * @param config  the adapter configuration (dropout must be 0: the layer's own dropout acts on its input)
      * @param targets at least one layer name or index
      * @return a new, initialised network
-     * @throws IllegalArgumentException for a target naming no layer, a targeted layer without a linear weight, an
-     *                                  unsupported data type, or a rank above {@code min(nIn, nOut)}
+     * @throws IllegalArgumentException for a target naming no layer, a targeted layer without a linear weight, two
+     *                                  targeted layers with one name, an unsupported data type, a rank above
+     *                                  {@code min(nIn, nOut)}, a scaling that is not finite in the network's data
+     *                                  type, a line-search {@code optimizationAlgo}, or a frozen layer lora4j cannot
+     *                                  pass gradients through (a BatchNormalization above an adapted layer)
      * @throws IllegalStateException    if {@code net} is not initialised or already has LoRA layers
      */
     public static MultiLayerNetwork apply(MultiLayerNetwork net, LoraConfig config, String... targets) {
@@ -126,8 +148,8 @@ public final class LoraDl4j {
      * @param config  the adapter configuration (dropout 0)
      * @param targets at least one vertex name
      * @return a new, initialised graph
-     * @throws IllegalArgumentException for a target naming no layer vertex, a targeted layer without a linear weight,
-     *                                  an unsupported data type, or a rank above {@code min(nIn, nOut)}
+     * @throws IllegalArgumentException for a target naming no layer vertex, or as
+     *                                  {@link #apply(MultiLayerNetwork, LoraConfig, String...)}
      * @throws IllegalStateException    if {@code graph} is not initialised or already has LoRA layers
      */
     public static ComputationGraph apply(ComputationGraph graph, LoraConfig config, String... targets) {
@@ -152,8 +174,16 @@ public final class LoraDl4j {
 
     private static MultiLayerNetwork apply(MultiLayerNetwork net, LoraConfig config, List<Slot> targeted) {
         MultiLayerConfiguration conf = net.getLayerWiseConfigurations();
-        checkNetwork(net.getLayers() != null, conf.getDataType(), slots(net));
-        Map<Integer, Layer> replaced = plan(slots(net), targeted, config);
+        List<Slot> slots = slots(net);
+        checkNetwork(net.getLayers() != null, conf.getDataType(), slots);
+        for (Slot s : slots) {
+            checkOptimizer(conf.getConf(s.index()), "layer " + s);
+        }
+        // A TransferLearning FrozenLayer does not backpropagate: one above an adapted layer must pass gradients.
+        int lowest = targeted.stream().mapToInt(Slot::index).min().orElse(Integer.MAX_VALUE);
+        Set<Integer> passGradients = new HashSet<>();
+        slots.stream().filter(s -> s.index() > lowest).forEach(s -> passGradients.add(s.index()));
+        Map<Integer, Layer> replaced = plan(slots, targeted, config, passGradients);
         MultiLayerConfiguration c = conf.clone();
         c.setIterationCount(0);
         c.setEpochCount(0);
@@ -168,13 +198,37 @@ public final class LoraDl4j {
 
     private static ComputationGraph apply(ComputationGraph graph, LoraConfig config, List<Slot> targeted) {
         ComputationGraphConfiguration conf = graph.getConfiguration();
-        checkNetwork(graph.getLayers() != null, conf.getDataType(), slots(graph));
         List<Slot> slots = slots(graph);
-        Map<Integer, Layer> replaced = plan(slots, targeted, config);
+        checkNetwork(graph.getLayers() != null, conf.getDataType(), slots);
+        checkOptimizer(conf.getDefaultConfiguration(), "the graph's default configuration");
+        for (Slot s : slots) {
+            checkOptimizer(layerConf(conf, s.name()), "layer " + s);
+        }
+        // TransferLearning's FrozenLayer and FrozenVertex do not backpropagate: one downstream of an adapted layer
+        // must pass gradients to it.
+        Set<String> targetNames = new HashSet<>();
+        targeted.forEach(s -> targetNames.add(s.name()));
+        Set<Integer> passGradients = new HashSet<>();
+        slots.stream().filter(s -> downstreamOf(conf, s.name(), targetNames)).forEach(s -> passGradients.add(s.index()));
+        List<String> frozenVertices = new ArrayList<>();
+        for (Map.Entry<String, GraphVertex> e : conf.getVertices().entrySet()) {
+            if (e.getValue() instanceof FrozenVertex && downstreamOf(conf, e.getKey(), targetNames)) {
+                if (((FrozenVertex) e.getValue()).getUnderlying().numParams(true) > 0) {
+                    throw new IllegalArgumentException("vertex '" + e.getKey() + "' is a FrozenVertex with parameters "
+                            + "downstream of an adapted layer: it passes no gradient to it, and unwrapping it would "
+                            + "unfreeze its parameters; expected adapted layers downstream of frozen vertices only");
+                }
+                frozenVertices.add(e.getKey());
+            }
+        }
+        Map<Integer, Layer> replaced = plan(slots, targeted, config, passGradients);
         ComputationGraphConfiguration c = conf.clone();
         c.setIterationCount(0);
         c.setEpochCount(0);
         replaced.forEach((i, layer) -> layerConf(c, slots.get(i).name()).setLayer(layer));
+        for (String v : frozenVertices) {       // a vertex without parameters: unwrapped, it freezes nothing
+            c.getVertices().put(v, ((FrozenVertex) c.getVertices().get(v)).getUnderlying());
+        }
         ComputationGraph out = new ComputationGraph(c);
         out.init();
         for (Slot s : slots) {
@@ -183,10 +237,32 @@ public final class LoraDl4j {
         return out;
     }
 
-    /** The new configuration of every layer that changes, by slot index; validates everything first. */
-    private static Map<Integer, Layer> plan(List<Slot> slots, List<Slot> targeted, LoraConfig config) {
+    /** Whether vertex {@code name} of {@code conf} reads, directly or through other vertices, one of {@code sources}. */
+    private static boolean downstreamOf(ComputationGraphConfiguration conf, String name, Set<String> sources) {
+        Set<String> seen = new HashSet<>();
+        List<String> todo = new ArrayList<>(conf.getVertexInputs().getOrDefault(name, List.of()));
+        while (!todo.isEmpty()) {
+            String v = todo.remove(todo.size() - 1);
+            if (sources.contains(v)) {
+                return true;
+            }
+            if (seen.add(v)) {
+                todo.addAll(conf.getVertexInputs().getOrDefault(v, List.of()));
+            }
+        }
+        return false;
+    }
+
+    /**
+     * The new configuration of every layer that changes, by slot index; validates everything first. An untargeted
+     * frozen layer stays as it is, unless it is a TransferLearning {@link FrozenLayer} in {@code passGradients} (above
+     * an adapted layer, to which it would pass no gradient): that one is frozen the lora4j way instead.
+     */
+    private static Map<Integer, Layer> plan(List<Slot> slots, List<Slot> targeted, LoraConfig config,
+                                            Set<Integer> passGradients) {
         Objects.requireNonNull(config, "config must not be null");
         LoraSettings settings = LoraSettings.of(config);
+        refuseSharedNames(targeted);
         for (Slot s : targeted) {
             requireLinear(s);
             FeedForwardLayer ff = (FeedForwardLayer) s.layer();
@@ -196,13 +272,18 @@ public final class LoraDl4j {
                         + s + " (nIn " + ff.getNIn() + ", nOut " + ff.getNOut() + "), got " + config.rank());
             }
         }
-        java.util.Set<Integer> targetIndices = new java.util.HashSet<>();
+        Set<Integer> targetIndices = new HashSet<>();
         targeted.forEach(s -> targetIndices.add(s.index()));
         Map<Integer, Layer> out = new LinkedHashMap<>();
         for (Slot s : slots) {
             boolean target = targetIndices.contains(s.index());
+            boolean keepFrozen = s.original() instanceof FrozenLayerWithBackprop
+                    || (s.original() instanceof FrozenLayer && !passGradients.contains(s.index()));
+            if (!target && keepFrozen) {
+                continue;
+            }
             if (target || (isLinear(s.layer()) && linearProblem(s.layer()) == null)) {
-                out.put(s.index(), loraLayer(s.layer(), target ? settings : null));
+                out.put(s.index(), loraLayer(s, target ? settings : null));
             } else if (s.layer().initializer().numParams(s.layer()) > 0) {
                 out.put(s.index(), frozen(s));
             }
@@ -210,25 +291,66 @@ public final class LoraDl4j {
         return out;
     }
 
-    private static Layer loraLayer(Layer base, LoraSettings settings) {
-        return base instanceof OutputLayer ? new LoraOutputLayer((OutputLayer) base, settings)
-                : new LoraDenseLayer((DenseLayer) base, settings);
+    /**
+     * The LoRA form of the layer in {@code s} (inside a frozen wrapper, if any); it remembers the configuration as the
+     * network had it (the wrapper too), which {@link #mergeAndUnload} gives back.
+     */
+    private static Layer loraLayer(Slot s, LoraSettings settings) {
+        LoraLayerConf lora = s.layer() instanceof OutputLayer ? new LoraOutputLayer((OutputLayer) s.layer(), settings)
+                : new LoraDenseLayer((DenseLayer) s.layer(), settings);
+        if (s.original() != s.layer()) {
+            lora.getState().setBase(s.original().clone());
+        }
+        return (Layer) lora;
+    }
+
+    /**
+     * Refuses two targeted layers with one name: lora4j keys the adapters of a network by layer name (the PEFT module
+     * paths of {@link #saveAdapter}, {@link #loadAdapter}), so the second would be lost or overwritten.
+     */
+    private static void refuseSharedNames(List<Slot> targeted) {
+        Map<String, Slot> byName = new LinkedHashMap<>();
+        for (Slot s : targeted) {
+            Slot other = byName.putIfAbsent(s.name(), s);
+            if (other != null) {
+                throw new IllegalArgumentException("layers " + other + " and " + s + " share the name '" + s.name()
+                        + "'; lora4j keys adapters by layer name (the module paths of saveAdapter and loadAdapter), "
+                        + "so each adapted layer needs its own. Expected distinct names: name the layers (.name(...)) "
+                        + "or target one of them; the network is unchanged");
+            }
+        }
+    }
+
+    /**
+     * Refuses DL4J's line-search solvers: they move the network's whole flat parameter vector along their own search
+     * direction and write it back with {@code setParams}, bypassing the per-parameter NoOp updater that keeps
+     * {@code W} and {@code b} frozen, so nothing would hold {@code W} bitwise unchanged (a {@code 0·∞} in a search
+     * direction, or {@code −0.0 + 0.0}, changes it).
+     */
+    private static void checkOptimizer(NeuralNetConfiguration conf, String where) {
+        OptimizationAlgorithm algo = conf.getOptimizationAlgo();
+        if (algo != null && algo != OptimizationAlgorithm.STOCHASTIC_GRADIENT_DESCENT) {
+            throw new IllegalArgumentException(where + " is configured with optimizationAlgo " + algo + "; lora-dl4j "
+                    + "trains with STOCHASTIC_GRADIENT_DESCENT (DL4J's default) only: the line-search solvers "
+                    + "(LINE_GRADIENT_DESCENT, CONJUGATE_GRADIENT, LBFGS) step the whole parameter vector, frozen W "
+                    + "and b included, past the updater that keeps them frozen. Expected the default optimizationAlgo; "
+                    + "the network is unchanged");
+        }
     }
 
     /** An untargeted layer with parameters: DL4J's FrozenLayerWithBackprop, its updater NoOp (no state). */
     private static Layer frozen(Slot s) {
-        if (s.layer() instanceof FrozenLayerWithBackprop) {
-            return s.layer();
-        }
+        String where = s.original() == s.layer() ? ""
+                : " inside TransferLearning's FrozenLayer, above an adapted layer to which it must pass gradients";
         if (s.layer() instanceof BaseOutputLayer || !(s.layer() instanceof BaseLayer)) {
             throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " ("
-                    + s.layer().getClass().getSimpleName() + "): expected a DenseLayer or OutputLayer, or a "
+                    + s.layer().getClass().getSimpleName() + where + "): expected a DenseLayer or OutputLayer, or a "
                     + "non-output layer DL4J's FrozenLayerWithBackprop can wrap; target it or remove it");
         }
         if (s.layer() instanceof BatchNormalization) {
             // FrozenLayerWithBackprop runs it in inference mode, but its backprop needs training-mode statistics.
-            throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " (BatchNormalization): DL4J's "
-                    + "FrozenLayerWithBackprop cannot backpropagate through it; expected layers without it");
+            throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " (BatchNormalization" + where
+                    + "): DL4J's FrozenLayerWithBackprop cannot backpropagate through it; expected layers without it");
         }
         BaseLayer inner = (BaseLayer) s.layer().clone();
         inner.setIUpdater(new NoOp());
@@ -294,9 +416,10 @@ public final class LoraDl4j {
 
     /**
      * One layer of a network: its index (MultiLayerNetwork) or position among the graph's layer vertices, its name,
-     * its configuration, and whether it may be targeted by index.
+     * its configuration ({@code layer}: inside a frozen wrapper, if any; {@code original}: as the network has it), and
+     * whether it may be targeted by index.
      */
-    private record Slot(int index, String name, Layer layer, boolean byIndex) {
+    private record Slot(int index, String name, Layer layer, Layer original, boolean byIndex) {
         @Override
         public String toString() {
             return "'" + name + "'" + (byIndex ? " (index " + index + ")" : "");
@@ -308,7 +431,8 @@ public final class LoraDl4j {
         MultiLayerConfiguration conf = net.getLayerWiseConfigurations();
         for (int i = 0; i < conf.getConfs().size(); i++) {
             Layer l = conf.getConf(i).getLayer();
-            out.add(new Slot(i, l.getLayerName() == null ? String.valueOf(i) : l.getLayerName(), l, true));
+            out.add(new Slot(i, l.getLayerName() == null ? String.valueOf(i) : l.getLayerName(), unwrapFrozen(l), l,
+                    true));
         }
         return out;
     }
@@ -317,11 +441,25 @@ public final class LoraDl4j {
         List<Slot> out = new ArrayList<>();
         for (Map.Entry<String, GraphVertex> e : graph.getConfiguration().getVertices().entrySet()) {
             if (e.getValue() instanceof LayerVertex) {
-                out.add(new Slot(out.size(), e.getKey(), ((LayerVertex) e.getValue()).getLayerConf().getLayer(),
-                        false));
+                Layer l = ((LayerVertex) e.getValue()).getLayerConf().getLayer();
+                out.add(new Slot(out.size(), e.getKey(), unwrapFrozen(l), l, false));
             }
         }
         return out;
+    }
+
+    /** The layer inside DL4J's frozen wrappers (TransferLearning's FrozenLayer, FrozenLayerWithBackprop), or {@code l}. */
+    private static Layer unwrapFrozen(Layer l) {
+        Layer inner = l;
+        while (true) {
+            if (inner instanceof FrozenLayer) {
+                inner = ((FrozenLayer) inner).getLayer();
+            } else if (inner instanceof FrozenLayerWithBackprop) {
+                inner = ((FrozenLayerWithBackprop) inner).getUnderlying();
+            } else {
+                return inner;
+            }
+        }
     }
 
     private static NeuralNetConfiguration layerConf(ComputationGraphConfiguration c, String name) {
@@ -386,12 +524,21 @@ public final class LoraDl4j {
                 + net.getClass().getName());
     }
 
-    /** The LoRA layers with an adapter, by layer name, in network order. */
+    /**
+     * The LoRA layers with an adapter, by layer name, in network order; refuses two with one name (a network not made
+     * by {@link #apply}, which refuses them), on which every call here would act on one of the two only.
+     */
     private static Map<String, LoraLayer> adapted(Model net) {
         Map<String, LoraLayer> out = new LinkedHashMap<>();
         for (org.deeplearning4j.nn.api.Layer l : layers(net)) {
             if (l instanceof LoraLayer && ((LoraLayer) l).ops().hasAdapter()) {
-                out.put(l.conf().getLayer().getLayerName(), (LoraLayer) l);
+                LoraLayer other = out.putIfAbsent(l.conf().getLayer().getLayerName(), (LoraLayer) l);
+                if (other != null) {
+                    throw new IllegalArgumentException("LoRA layers " + other.describe() + " and "
+                            + ((LoraLayer) l).describe() + " share the name '" + l.conf().getLayer().getLayerName()
+                            + "'; lora4j keys adapters by layer name, so it would act on one of them only. Expected "
+                            + "a network whose adapted layers have distinct names (LoraDl4j.apply refuses others)");
+                }
             }
         }
         if (out.isEmpty()) {
@@ -406,7 +553,7 @@ public final class LoraDl4j {
      *
      * @param net a network made by {@link #apply}
      * @return the number of trainable parameters
-     * @throws IllegalArgumentException for a network without LoRA layers
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name
      */
     public static long trainableParameterCount(Model net) {
         long n = 0;
@@ -421,7 +568,7 @@ public final class LoraDl4j {
      *
      * @param net a network made by {@link #apply}
      * @return true while merged
-     * @throws IllegalArgumentException for a network without LoRA layers
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name
      */
     public static boolean isMerged(Model net) {
         return adapted(net).values().iterator().next().loraConf().merged();
@@ -435,7 +582,7 @@ public final class LoraDl4j {
      * {@link #unmerge}. All or nothing.
      *
      * @param net a network made by {@link #apply}; its {@code W} views are modified
-     * @throws IllegalArgumentException for a network without LoRA layers
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name
      * @throws IllegalStateException    if already merged, or an adapter holds NaN or infinity ({@code W} unchanged)
      */
     public static void merge(Model net) {
@@ -460,7 +607,7 @@ public final class LoraDl4j {
      * (for a network restored merged from a file, by subtraction, exact up to an ulp per element).
      *
      * @param net a merged network made by {@link #apply}; its {@code W} views are modified
-     * @throws IllegalArgumentException for a network without LoRA layers
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name
      * @throws IllegalStateException    if not merged
      */
     public static void unmerge(Model net) {
@@ -488,7 +635,7 @@ public final class LoraDl4j {
      *
      * @param net a network made by {@link #apply}, merged or not
      * @return a new, initialised network without lora4j classes
-     * @throws IllegalArgumentException for a network without LoRA layers
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name
      */
     public static MultiLayerNetwork mergeAndUnload(MultiLayerNetwork net) {
         adapted(net);
@@ -552,7 +699,7 @@ public final class LoraDl4j {
      *
      * @param net a network made by {@link #apply}; not changed
      * @param dir the directory (created if absent)
-     * @throws IllegalArgumentException for a network without LoRA layers
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name
      * @throws IOException              if writing fails; existing files are then left as they were
      */
     public static void saveAdapter(Model net, Path dir) throws IOException {
@@ -568,55 +715,73 @@ public final class LoraDl4j {
     }
 
     /**
-     * Replaces the adapters of {@code net} by the PEFT adapter in {@code dir}, whose modules must be exactly the
-     * network's LoRA layers (by name), with their rank, alpha and rsLoRA and shapes {@code A [r, nIn]},
-     * {@code B [nOut, r]}. All or nothing: everything is checked before any parameter changes.
+     * Replaces the adapters of {@code net} by the PEFT adapter in {@code dir}, with {@link PeftAdapterFiles#load}'s
+     * checks and semantics: the file's modules must be exactly the network's LoRA layers (by name), each with the
+     * layer's rank and shapes {@code A [r, nIn]}, {@code B [nOut, r]}; its values must be finite (in the network's
+     * data type too); each layer takes the file's {@code lora_alpha} (or its {@code alpha_pattern} entry) and
+     * {@code use_rslora}, which its configuration then keeps (saved with the network). Refused by name: a file with
+     * {@code modules_to_save} or trained biases (whole layers, which lora-dl4j does not replace) and LoRA for layers the
+     * network lacks or of another kind (embedding, conv). The file's {@code lora_dropout} is a training setting that
+     * lora-dl4j layers do not have (they use the layer's own {@code dropOut}); it is not applied. All or nothing:
+     * everything is read and checked before any parameter or setting changes.
      *
-     * @param net a network made by {@link #apply}; only its {@code loraA}/{@code loraB} change
+     * @param net a network made by {@link #apply}; only its {@code loraA}/{@code loraB} and its LoRA layers' alpha and
+     *            rsLoRA settings change
      * @param dir a directory holding {@value PeftAdapterFiles#MODEL_FILE} and {@value PeftAdapterFiles#CONFIG_FILE}
      * @return the file's configuration
-     * @throws IllegalArgumentException if the file does not fit the network (message: module, expected, actual)
+     * @throws IllegalArgumentException if the file does not fit the network (message: module, expected, actual), or
+     *                                  holds something lora-dl4j cannot honour (named)
      * @throws IllegalStateException    while merged
-     * @throws io.github.lora4j.io.AdapterFormatException for a corrupt or unsupported file
+     * @throws io.github.lora4j.io.AdapterFormatException for a corrupt or unsupported file, or NaN or infinity in it
      * @throws IOException              if reading fails
      */
     public static PeftAdapterConfig loadAdapter(Model net, Path dir) throws IOException {
         Map<String, LoraLayer> layers = adapted(net);
         requireMerged(layers, false);
-        PeftAdapter file = PeftAdapterFiles.read(dir);
-        PeftAdapterConfig fc = file.config();
-        if (!new TreeSet<>(file.modules()).equals(new TreeSet<>(layers.keySet()))) {
-            throw new IllegalArgumentException("expected an adapter for the LoRA layers " + new TreeSet<>(layers.keySet())
-                    + ", got one for " + file.modules());
-        }
-        Map<String, INDArray[]> prepared = new LinkedHashMap<>();
+        // lora-core's loader does the reading and checking, into stand-in layers over the frozen W (referenced: adding
+        // an adapter to them writes no W); the network changes only once every module has passed.
+        Map<String, LoraLinear> modules = new LinkedHashMap<>();
         for (Map.Entry<String, LoraLayer> e : layers.entrySet()) {
-            LoraConfig lc = e.getValue().loraConf().loraConfig();
-            if (fc.r() != lc.rank() || Double.compare(fc.loraAlpha(), lc.alpha()) != 0 || fc.useRslora() != lc.rsLora()) {
-                throw new IllegalArgumentException("layer '" + e.getKey() + "': expected r " + lc.rank() + ", alpha "
-                        + lc.alpha() + ", rsLoRA " + lc.rsLora() + " (the layer's), got r " + fc.r() + ", alpha "
-                        + fc.loraAlpha() + ", rsLoRA " + fc.useRslora() + " in " + dir);
-            }
+            modules.put(e.getKey(), LoraLinear.base(e.getValue().paramTable().get(WEIGHT_KEY), null, WeightLayout.IN_OUT));
+        }
+        PeftAdapter file = PeftAdapterFiles.load(dir, modules, Map.of(), Map.of(), LoraLinear.DEFAULT_ADAPTER,
+                layout -> checkFitsLayers(layout, layers, dir));
+        for (Map.Entry<String, LoraLayer> e : layers.entrySet()) {
+            LoraAdapter loaded = modules.get(e.getKey()).adapter(LoraLinear.DEFAULT_ADAPTER);
             Map<String, INDArray> p = e.getValue().paramTable();
-            INDArray a = file.a(e.getKey());
-            INDArray b = file.b(e.getKey());
-            checkShape(e.getKey() + " lora_A", p.get(LORA_A_KEY), a);
-            checkShape(e.getKey() + " lora_B", p.get(LORA_B_KEY), b);
-            DataType t = p.get(LORA_A_KEY).dataType();
-            prepared.put(e.getKey(), new INDArray[] {a.castTo(t), b.castTo(t)});
+            p.get(LORA_A_KEY).assign(loaded.a());
+            p.get(LORA_B_KEY).assign(loaded.b());
+            LoraSettings settings = e.getValue().loraConf().lora();
+            settings.setAlpha(loaded.config().alpha());
+            settings.setRsLora(loaded.config().rsLora());
+            e.getValue().ops().settingsChanged();
         }
-        for (Map.Entry<String, INDArray[]> e : prepared.entrySet()) {
-            Map<String, INDArray> p = layers.get(e.getKey()).paramTable();
-            p.get(LORA_A_KEY).assign(e.getValue()[0]);
-            p.get(LORA_B_KEY).assign(e.getValue()[1]);
-        }
-        return fc;
+        return file.config();
     }
 
-    private static void checkShape(String what, INDArray expected, INDArray actual) {
-        if (!Arrays.equals(expected.shape(), actual.shape())) {
-            throw new IllegalArgumentException(what + ": expected shape " + Arrays.toString(expected.shape())
-                    + ", got " + Arrays.toString(actual.shape()));
+    /**
+     * What {@link #loadAdapter} checks beyond lora-core's loader, on the file's header before any tensor is read: no
+     * whole-layer tensors, every LoRA layer of the network covered, each with the layer's rank.
+     */
+    private static void checkFitsLayers(PeftAdapterLayout layout, Map<String, LoraLayer> layers, Path dir) {
+        if (!layout.fullTensors().isEmpty() || !layout.config().modulesToSave().isEmpty()) {
+            throw new IllegalArgumentException("the adapter in " + dir + " holds whole layers (modules_to_save "
+                    + layout.config().modulesToSave() + ", full tensors for " + layout.fullTensors().keySet()
+                    + "), which lora-dl4j cannot load: it replaces no layer of a network. Expected LoRA tensors only");
+        }
+        TreeSet<String> missing = new TreeSet<>(layers.keySet());
+        missing.removeAll(layout.loraModules().keySet());
+        if (!missing.isEmpty()) {
+            throw new IllegalArgumentException("expected an adapter for the LoRA layers " + new TreeSet<>(layers.keySet())
+                    + ", got one for " + layout.loraModules().keySet() + " (missing " + missing + ") in " + dir);
+        }
+        for (Map.Entry<String, LoraLayer> e : layers.entrySet()) {
+            int rank = e.getValue().loraConf().lora().getRank();
+            int fileRank = layout.loraModules().get(e.getKey()).rank();
+            if (fileRank != rank) {
+                throw new IllegalArgumentException("layer '" + e.getKey() + "': expected r " + rank + " (the layer's "
+                        + "loraA/loraB shapes), got r " + fileRank + " in " + dir);
+            }
         }
     }
 }

@@ -30,9 +30,10 @@ public interface LoraLayerConf {
     boolean hasBias();
 
     /**
-     * The DL4J layer configuration this layer replaces.
+     * The DL4J layer configuration this layer replaces, as the network had it.
      *
-     * @return the replaced {@code DenseLayer} or {@code OutputLayer} configuration, as the state holds it (not a copy)
+     * @return the replaced {@code DenseLayer} or {@code OutputLayer} configuration (or TransferLearning's frozen wrapper
+     *         around one), as the state holds it (not a copy)
      */
     default Layer base() {
         return getState().getBase();

@@ -33,12 +33,17 @@ import org.nd4j.linalg.factory.Nd4j;
 final class LoraOps {
 
     private final LoraLayerConf conf;
-    private final double scaling;
+    private double scaling;
     /** The lora-core layer holding the exact-merge record while merged in this process; null otherwise. */
     private LoraLinear mergedHere;
 
     LoraOps(LoraLayerConf conf) {
         this.conf = conf;
+        settingsChanged();
+    }
+
+    /** Takes the scaling from the configuration again, after {@link LoraDl4j#loadAdapter} changed its alpha. */
+    void settingsChanged() {
         this.scaling = conf.lora() == null ? 0 : conf.loraConfig().scaling();
     }
 
@@ -118,7 +123,14 @@ final class LoraOps {
             LoraConfig cfg = conf.loraConfig().toBuilder().init(LoraInit.ZERO).build();
             linear.addAdapter(LoraLinear.DEFAULT_ADAPTER, cfg);
             linear.setActiveAdapter(LoraLinear.DEFAULT_ADAPTER);
-            linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, params.get(LORA_A_KEY), params.get(LORA_B_KEY));
+            try {
+                linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, params.get(LORA_A_KEY), params.get(LORA_B_KEY));
+            } catch (IllegalArgumentException e) {
+                // NaN or infinity in loraA/loraB is the network's state, not a bad argument: LoraDl4j.merge documents
+                // IllegalStateException, as LoraLinear.merge throws for a non-finite adapter
+                throw new IllegalStateException("cannot merge layer " + layerId + ": " + e.getMessage()
+                        + " (diverged training?); W left unchanged", e);
+            }
             linear.merge(MergeMode.EXACT);
             mergedHere = linear;
         }
