@@ -2,7 +2,6 @@ package io.github.lora4j.benchmarks.probes;
 
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.MergeMode;
-import io.github.lora4j.WeightLayout;
 import io.github.lora4j.benchmarks.Fixtures;
 import java.io.PrintStream;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -47,12 +46,10 @@ public final class PlainProbe {
         int r = Probes.positive("PlainProbe", args, 1, "r", 8);
         int n = Probes.positive("PlainProbe", args, 2, "n", 512);
         int reps = Probes.positive("PlainProbe", args, 3, "reps", 8);
-        long seed = d * 1000L + r * 10L + n;
-        INDArray b = Fixtures.uniform(seed + 1, 1.0 / Math.sqrt(d), d);
-        INDArray x = Fixtures.gaussian(seed + 2, n, d);
-        LoraLinear plain = LoraLinear.base(Fixtures.weight(d, seed), b, WeightLayout.OUT_IN);
-        LoraLinear layer = LoraLinear.wrap(Fixtures.weight(d, seed), b, Fixtures.config(r));
-        Fixtures.addRealisticAdapter(layer, LoraLinear.DEFAULT_ADAPTER, seed + 4);
+        Fixtures.GridCell cell = Fixtures.gridCell(d, r, n);       // the side-by-side grid's arrays
+        INDArray x = cell.x();
+        LoraLinear plain = cell.plain();
+        LoraLinear layer = cell.layer();
         layer.merge(MergeMode.FAST);
         INDArray y = Nd4j.createUninitialized(x.dataType(), n, d);
         for (int round = 0; round < 3; round++) {

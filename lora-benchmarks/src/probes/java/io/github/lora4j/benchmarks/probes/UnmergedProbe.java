@@ -50,13 +50,10 @@ public final class UnmergedProbe {
         int r = Probes.positive("UnmergedProbe", args, 1, "r", 8);
         int n = Probes.positive("UnmergedProbe", args, 2, "n", 512);
         int reps = Probes.positive("UnmergedProbe", args, 3, "reps", 10);
-        long seed = d * 1000L + r * 10L + n;
-        INDArray b = Fixtures.uniform(seed + 1, 1.0 / Math.sqrt(d), d);
-        INDArray x = Fixtures.gaussian(seed + 2, n, d);
-        LoraLinear unmerged = LoraLinear.wrap(Fixtures.weight(d, seed), b, Fixtures.config(r));
-        Fixtures.addRealisticAdapter(unmerged, LoraLinear.DEFAULT_ADAPTER, seed + 4);
-        LoraLinear merged = LoraLinear.wrap(Fixtures.weight(d, seed), b, Fixtures.config(r));
-        Fixtures.addRealisticAdapter(merged, LoraLinear.DEFAULT_ADAPTER, seed + 4);
+        Fixtures.GridCell cell = Fixtures.gridCell(d, r, n);       // the side-by-side grid's arrays
+        INDArray x = cell.x();
+        LoraLinear unmerged = cell.layer();
+        LoraLinear merged = cell.layer();
         merged.merge(MergeMode.FAST);
         INDArray y = Nd4j.createUninitialized(x.dataType(), n, d);
         for (int round = 0; round < 3; round++) {
