@@ -130,13 +130,16 @@ class VisualizerTest {
     void resultsFoldersAreReadReportFirstAndMissingOnesGiveNothing() throws IOException {
         Path results = dir.resolve("results");
         put(results, "a-run", "report.json", report());
-        // b-raw: a bare JMH array beside a report of another shape that must be ignored (report.json first)
+        // beside its report, a raw result that must not be read: report.json comes first
+        put(results, "a-run", "jmh-result.json", report(null, 4096, 9000, 4000, 9000, 4000));
+        // b-raw: a bare JMH array alone, of another shape (so that the newer run does not replace it)
         put(results, "b-raw", "jmh-result.json", report(null, 1024, 41, 40, 130, 128));
         Files.createDirectories(results.resolve("c-empty"));
         List<Visualizer.Overhead> read = Visualizer.readOverheads(results);
         assertEquals(List.of("lora-benchmarks/results/a-run/report.json", "lora-benchmarks/results/a-run/report.json",
                 "lora-benchmarks/results/b-raw/jmh-result.json", "lora-benchmarks/results/b-raw/jmh-result.json"),
                 read.stream().map(Visualizer.Overhead::source).toList());
+        assertEquals(4100.0 / 4050.0, read.get(0).ratio(), 1e-12, "a-run's report, not its raw result");
         assertEquals("", read.get(2).profile(), "a bare JMH array names no profile");
         assertEquals(List.of(), Visualizer.readOverheads(dir.resolve("no-such-folder")));
     }
