@@ -10,8 +10,11 @@ per-round ratios:
   dora_fwd    PEFT's DoraLinearLayer.forward: norm of W + s B A (B @ A formed, [d, d]), c = m / norm,
               y = result + (c - 1) (result - b) + c s B(A(x))                 under no_grad (PEFT recomputes the
               norm every forward unless ENABLE_DORA_CACHING)
+  dora_ba_fwd the same formula with lora_weight = B @ A ([d, d], the obvious way; PEFT builds it from an identity
+              matrix instead, B(A(eye)), so that FSDP works, which costs a [d, d] x [d, r] product more)
   lora_step   forward with autograd, y.backward(g), grads zeroed (x needs a gradient, as DoraProbe's backward(g))
-  dora_step   the same for DoRA (m, A, B trainable)
+  dora_step   the same for DoRA (m, A, B trainable), PEFT's formula
+  dora_ba_step  the same with B @ A
 """
 import argparse
 import statistics
@@ -49,10 +52,13 @@ def main():
         def lora(x):
             return F.linear(x, W, b) + F.linear(F.linear(x, A), B) * s
 
-        def dora(x):
+        def dora(x, peft=True):
             result = F.linear(x, W, b)
-            eye = torch.eye(d, dtype=x.dtype)
-            lora_weight = F.linear(F.linear(eye, A), B).T
+            if peft:
+                eye = torch.eye(d, dtype=x.dtype)
+                lora_weight = F.linear(F.linear(eye, A), B).T
+            else:
+                lora_weight = B @ A
             norm = torch.linalg.norm(W + s * lora_weight.detach(), dim=1).detach()
             c = (m / norm).view(1, -1)
             return result + ((c - 1) * (result - b) + c * F.linear(F.linear(x, A), B) * s)
@@ -75,8 +81,11 @@ def main():
                         t.grad = None
                 return run
 
-            variants = [("lora_fwd", fwd(lora)), ("dora_fwd", fwd(dora)), ("lora_step", step(lora)),
-                        ("dora_step", step(dora))]
+            def dora_ba(x):
+                return dora(x, peft=False)
+
+            variants = [("lora_fwd", fwd(lora)), ("dora_fwd", fwd(dora)), ("dora_ba_fwd", fwd(dora_ba)),
+                        ("lora_step", step(lora)), ("dora_step", step(dora)), ("dora_ba_step", step(dora_ba))]
             for _, f in variants * 2:
                 f()
             times = {k: [] for k, _ in variants}
@@ -91,8 +100,9 @@ def main():
                 rounds += 1
             print("\nd = %d, n = %d: %d interleaved rounds; us, median [25th - 75th percentile]" % (d, n, rounds))
             for name, _ in variants:
-                print("  %-10s %12.1f  [%.1f - %.1f]" % ((name,) + quartiles(times[name])))
-            for a, bb in (("dora_fwd", "lora_fwd"), ("dora_step", "lora_step")):
+                print("  %-12s %12.1f  [%.1f - %.1f]" % ((name,) + quartiles(times[name])))
+            for a, bb in (("dora_fwd", "lora_fwd"), ("dora_ba_fwd", "lora_fwd"), ("dora_step", "lora_step"),
+                          ("dora_ba_step", "lora_step")):
                 ratios = [u / v for u, v in zip(times[a], times[bb])]
                 print("    %s / %s %7.3f  [%.3f - %.3f]" % ((a, bb) + quartiles(ratios)))
 
