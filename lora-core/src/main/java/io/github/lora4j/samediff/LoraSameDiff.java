@@ -63,7 +63,9 @@ import org.nd4j.linalg.learning.GradientUpdater;
  * copy.
  *
  * <p>Dropout on the LoRA path is not supported (a config with dropout is refused), since SameDiff's dropout is not
- * switched off at inference the way {@link LoraLinear#eval()} does. Not thread-safe: change the graph from one
+ * switched off at inference the way {@link LoraLinear#eval()} does. DoRA ({@link LoraConfig#useDora()}) is refused
+ * too, by {@code apply}, {@code linear} and {@link LoraSameDiffModel#load} alike: the graph path carries {@code A} and
+ * {@code B}, not DoRA's magnitude and its norm; DoRA trains in {@link LoraLinear} and {@code LoraModel}. Not thread-safe: change the graph from one
  * thread, while nothing else runs it.
  */
 public final class LoraSameDiff {
@@ -288,6 +290,7 @@ public final class LoraSameDiff {
                     + " \"op:1\" as output 1 of op \"op\"), got '" + name + "'");
         }
         Plan.requireNoDropout(config);
+        Plan.refuseDora(config);
         // Validates W, b and the rank exactly as the eager layer does.
         LoraLinear eager = LoraLinear.wrap(w, b, config, layout);
         if (x.dataType() != eager.dataType()) {

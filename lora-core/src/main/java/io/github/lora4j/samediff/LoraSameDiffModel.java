@@ -303,7 +303,8 @@ public final class LoraSameDiffModel {
      *
      * @param dir the directory holding the PEFT files; not {@code null}
      * @return the file's configuration
-     * @throws IllegalArgumentException if the modules or the rank differ, or as {@link PeftAdapterFiles#load}
+     * @throws IllegalArgumentException if the modules or the rank differ, the file is DoRA (not supported here), or
+     *                                  as {@link PeftAdapterFiles#load}
      * @throws IllegalStateException    while merged or after unload
      * @throws io.github.lora4j.io.AdapterFormatException for a corrupt or unsupported file
      * @throws IOException              if reading fails
@@ -323,6 +324,11 @@ public final class LoraSameDiffModel {
             modules.put(a.name(), LoraLinear.base(a.weightArray(), null, a.layout()));
         }
         PeftAdapterConfig cfg = PeftAdapterFiles.load(dir, modules, LoraLinear.DEFAULT_ADAPTER);
+        if (cfg.useDora()) {
+            throw new IllegalArgumentException("the adapter in " + dir + " is DoRA (use_dora: true), which the SameDiff "
+                    + "path does not carry (no magnitude in the graph); load it into a LoraModel or LoraLinear; "
+                    + "nothing was loaded");
+        }
         List<String> missing = new ArrayList<>();
         for (Map.Entry<String, LoraLinear> e : modules.entrySet()) {
             if (!e.getValue().adapterNames().contains(LoraLinear.DEFAULT_ADAPTER)) {

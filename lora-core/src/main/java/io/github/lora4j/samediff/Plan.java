@@ -63,6 +63,18 @@ final class Plan {
         }
     }
 
+    /**
+     * Refuses DoRA ({@link LoraConfig#useDora()}): the graph path inserts {@code s·(x·Aᵀ)·Bᵀ} only; DoRA's magnitude
+     * and its per-step norm {@code ‖W + s·B·A‖} are not built into the graph.
+     */
+    static void refuseDora(LoraConfig config) {
+        if (config.useDora()) {
+            throw new IllegalArgumentException("DoRA (useDora = true) is not supported in the SameDiff path: the graph "
+                    + "carries A and B only, not DoRA's magnitude and its norm ‖W + s·B·A‖; expected useDora = false. "
+                    + "Train DoRA with LoraLinear or LoraModel; the graph is unchanged");
+        }
+    }
+
     /** The module name of a weight variable: without a trailing {@code "/weight"} or {@code ".weight"}. */
     static String moduleOf(String weight) {
         for (String suffix : List.of("/weight", ".weight")) {
@@ -202,6 +214,7 @@ final class Plan {
      */
     static Target target(SameDiff sd, String weight, LoraConfig config, Set<String> planned) {
         requireNoDropout(config);
+        refuseDora(config);
         Variable v = sd.getVariables().get(weight);
         SDVariable var = v.getVariable();
         INDArray w = var.getArr();
