@@ -36,6 +36,8 @@ final class Dora {
     private final double[] weightRowSquares;
     /** {@code ‖W_j + s(BA)_j‖} of the current A, B, s; null until computed, dropped by {@link #invalidate()}. */
     private volatile double[] norms;
+    /** {@code m / norms}, for {@link #norms} and the current m; null until computed, dropped with them. */
+    private volatile double[] factors;
 
     private Dora(INDArray magnitude, double[] weightRowSquares) {
         this.magnitude = magnitude;
@@ -79,6 +81,7 @@ final class Dora {
     /** Drops the cached norms: A, B, m or the scale changed. Called under the layer's exclusive lock. */
     void invalidate() {
         norms = null;
+        factors = null;
     }
 
     /**
@@ -105,13 +108,21 @@ final class Dora {
     }
 
     /**
-     * The DoRA factors {@code c_j = m_j / ‖W_j + s(BA)_j‖} (PEFT's {@code mag_norm_scale}), in double.
+     * The DoRA factors {@code c_j = m_j / ‖W_j + s(BA)_j‖} (PEFT's {@code mag_norm_scale}), in double, for norms
+     * {@code norms} from {@link #norms}; kept with them (m changes only where they are dropped). Never written once
+     * returned.
      */
     double[] factors(double[] norms) {
-        double[] m = Kernels.readDoubles(magnitude);
-        double[] c = new double[m.length];
-        for (int j = 0; j < c.length; j++) {
-            c[j] = m[j] / norms[j];
+        double[] c = factors;
+        if (c == null || this.norms != norms) {
+            double[] m = Kernels.readDoubles(magnitude);
+            c = new double[m.length];
+            for (int j = 0; j < c.length; j++) {
+                c[j] = m[j] / norms[j];
+            }
+            if (this.norms == norms) {
+                factors = c;
+            }
         }
         return c;
     }
