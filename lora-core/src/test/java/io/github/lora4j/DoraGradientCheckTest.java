@@ -1,9 +1,7 @@
 package io.github.lora4j;
 
 import static io.github.lora4j.TestData.gaussian;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.util.function.DoubleSupplier;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
 import net.jqwik.api.constraints.IntRange;
@@ -50,10 +48,10 @@ class DoraGradientCheckTest {
         LoraAdapter ad = l.adapter("default");
         double[] norms0 = ad.dora().norms(w, layout, ad).clone();
 
-        check("dL/dm", m, ad.gradMagnitude(), () -> p.loss(a, bb, m, x));
-        check("dL/dx", x, dx, () -> p.loss(a, bb, m, x));
-        check("dL/dA", a, ad.gradA(), () -> p.lossHoldingFactors(a, bb, m, norms0));
-        check("dL/dB", bb, ad.gradB(), () -> p.lossHoldingFactors(a, bb, m, norms0));
+        GradientCheckTest.checkAgainstDifferences("dL/dm", m, ad.gradMagnitude(), () -> p.loss(a, bb, m, x));
+        GradientCheckTest.checkAgainstDifferences("dL/dx", x, dx, () -> p.loss(a, bb, m, x));
+        GradientCheckTest.checkAgainstDifferences("dL/dA", a, ad.gradA(), () -> p.lossHoldingFactors(a, bb, m, norms0));
+        GradientCheckTest.checkAgainstDifferences("dL/dB", bb, ad.gradB(), () -> p.lossHoldingFactors(a, bb, m, norms0));
     }
 
     /** One case's arrays; each loss builds a fresh training layer (the first dropout mask of its seed). */
@@ -81,22 +79,6 @@ class DoraGradientCheckTest {
             }
             l.setAdapterWeights("default", a, b, Nd4j.createFromArray(held));
             return l.forward(x).mul(g).sumNumber().doubleValue();
-        }
-    }
-
-    private static void check(String what, INDArray param, INDArray analytic, DoubleSupplier loss) {
-        INDArray flat = param.reshape(param.length());
-        INDArray an = analytic.dup('c').reshape(analytic.length());
-        for (long i = 0; i < flat.length(); i++) {
-            double v = flat.getDouble(i);
-            flat.putScalar(i, v + EPS);
-            double up = loss.getAsDouble();
-            flat.putScalar(i, v - EPS);
-            double down = loss.getAsDouble();
-            flat.putScalar(i, v);
-            double numeric = (up - down) / (2 * EPS);
-            double err = Math.abs(numeric - an.getDouble(i)) / Math.max(1.0, Math.abs(numeric));
-            assertTrue(err < 1e-7, what + "[" + i + "]: analytic " + an.getDouble(i) + ", numeric " + numeric);
         }
     }
 }

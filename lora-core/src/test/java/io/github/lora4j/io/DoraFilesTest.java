@@ -111,18 +111,18 @@ class DoraFilesTest {
         LoraModel.Builder b = LoraModel.builder();
         for (String p : List.of(Q, V)) {
             JsonNode m = expected.get("modules").get(p);
-            b.linear(p, matrix(m.get("W")), vector(m.get("b")));
+            b.linear(p, OracleAdapterFilesTest.matrix(m.get("W")), vector(m.get("b")));
         }
         LoraModel model = b.build();
         PeftAdapterConfig cfg = model.load(dir, "peft");
         assertTrue(cfg.useDora());
         assertEquals(List.of("q_proj", "v_proj"), model.targetModules());
-        INDArray x = matrix(expected.get("x"));
+        INDArray x = OracleAdapterFilesTest.matrix(expected.get("x"));
         for (String p : List.of(Q, V)) {
             JsonNode m = expected.get("modules").get(p);
             assertBitwiseEquals(vector(m.get("magnitude")), model.module(p).adapter("peft").magnitude(), p + " m");
             INDArray y = model.forward(p, x);
-            double err = io.github.lora4j.TestData.maxRelativeError(y, matrix(m.get("y")), 1e-3);
+            double err = io.github.lora4j.TestData.maxRelativeError(y, OracleAdapterFilesTest.matrix(m.get("y")), 1e-3);
             assertTrue(err < 2e-6, p + ": float32 forward vs PEFT's formula in float64, relative error " + err);
         }
     }
@@ -232,17 +232,6 @@ class DoraFilesTest {
         assertEquals(List.of(), m.module("q").adapterNames(), "nothing applied");
         LoraEmbedding emb = m.embedding("embed");
         assertEquals(List.of(), emb.adapterNames());
-    }
-
-    private static INDArray matrix(JsonNode rows) {
-        float[][] m = new float[rows.size()][];
-        for (int i = 0; i < m.length; i++) {
-            m[i] = new float[rows.get(i).size()];
-            for (int j = 0; j < m[i].length; j++) {
-                m[i][j] = (float) rows.get(i).get(j).doubleValue();
-            }
-        }
-        return Nd4j.createFromArray(m);
     }
 
     private static INDArray vector(JsonNode values) {

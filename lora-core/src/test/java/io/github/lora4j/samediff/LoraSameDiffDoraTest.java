@@ -54,14 +54,6 @@ class LoraSameDiffDoraTest {
                 .assign(m.mul(gaussian(m.dataType(), seed + 7, 0.2, m.shape()).add(1)));
     }
 
-    /** A LoraLinear over a copy of the graph's W with the graph's A, B and m. */
-    static LoraLinear eagerOf(SameDiff sd, LoraSameDiff a, String biasName) {
-        INDArray b = sd.getArrForVarName(biasName).dup().reshape(-1);
-        LoraLinear eager = LoraLinear.wrap(sd.getArrForVarName(a.weightName()).dup('c'), b, a.config(), a.layout());
-        eager.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB(), a.currentMagnitude());
-        return eager;
-    }
-
     @ParameterizedTest
     @EnumSource(Kind.class)
     void outputsAndGradientsEqualLoraLinearsDora(Kind kind) {
@@ -72,7 +64,7 @@ class LoraSameDiffDoraTest {
         INDArray x = gaussian(DataType.DOUBLE, 2, 1, N, IN);
         INDArray g = gaussian(DataType.DOUBLE, 3, 1, N, HIDDEN);
 
-        LoraLinear eager = eagerOf(sd, fc0, "fc0/bias").train();
+        LoraLinear eager = LoraSameDiffApplyTest.eagerOf(sd, fc0, "fc0/bias").train();
         INDArray yEager = eager.forward(x);
         eager.backward(g);
         double dy = maxAbsDiff(output(sd, x, "fc0"), yEager);
@@ -136,7 +128,7 @@ class LoraSameDiffDoraTest {
         randomDora(sd, lora.adapter(weight(1)), 33);
         INDArray x = gaussian(DataType.DOUBLE, 35, 1, N, IN);
         INDArray w0 = sd.getArrForVarName(weight(0)).dup();
-        LoraLinear eager = eagerOf(sd, lora.adapter(weight(0)), "fc0/bias");
+        LoraLinear eager = LoraSameDiffApplyTest.eagerOf(sd, lora.adapter(weight(0)), "fc0/bias");
         INDArray unmerged = output(sd, x, "fc1");
 
         lora.merge();

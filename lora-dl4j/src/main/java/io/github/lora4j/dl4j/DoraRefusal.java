@@ -5,10 +5,10 @@ import io.github.lora4j.io.PeftAdapterLayout;
 import java.nio.file.Path;
 
 /**
- * DoRA ({@link LoraConfig#useDora()}, PEFT's {@code use_dora}) is refused by name in lora-dl4j: its layers carry
- * {@code loraA} and {@code loraB} as DL4J parameters, not DoRA's magnitude vector, so taking a DoRA config or file as
- * plain LoRA would silently compute another model. DoRA trains in lora-core's {@code LoraLinear} and
- * {@code LoraModel}.
+ * DoRA ({@link LoraConfig#useDora()}, PEFT's {@code use_dora}) is refused by name in lora-dl4j, not yet implemented:
+ * its layers carry {@code loraA} and {@code loraB} as DL4J parameters, not DoRA's magnitude vector, so taking a DoRA
+ * config or file as plain LoRA would silently compute another model. DoRA trains in lora-core's {@code LoraLinear},
+ * {@code LoraModel} and SameDiff path (docs/dora.md).
  */
 final class DoraRefusal {
 
