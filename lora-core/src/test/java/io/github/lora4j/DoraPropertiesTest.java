@@ -221,4 +221,20 @@ class DoraPropertiesTest {
             assertEquals(direct, norms[j], 1e-13 * scale, "row " + j + " (cancelling to " + left + " of W)");
         }
     }
+
+    @Property(tries = 20)
+    void mergeAndUnloadKeepsTheDoraOutputInAPlainLayer(@ForAll("types") DataType type,
+                                                       @ForAll("layouts") WeightLayout layout,
+                                                       @ForAll @IntRange(min = 1, max = 20) int in,
+                                                       @ForAll @IntRange(min = 1, max = 20) int out, @ForAll long seed) {
+        LoraLinear l = layer(type, layout, seed, in, out, 3, true, 0.3);
+        INDArray x = gaussian(type, seed + 9, 1.0, 3, in);
+        INDArray expectedW = l.mergedWeight();
+        INDArray dora = l.forward(x);
+        l.mergeAndUnload();
+        assertEquals(java.util.List.of(), l.adapterNames(), "the adapters are gone");
+        assertBitwiseEquals(expectedW, l.weight(), "W keeps c ⊙ (W + s·B·A)");
+        double err = TestData.normwiseRelativeError(l.forward(x), dora);
+        assertTrue(err <= (type == DataType.DOUBLE ? 1e-12 : 1e-4), "plain layer vs DoRA output: " + err);
+    }
 }
