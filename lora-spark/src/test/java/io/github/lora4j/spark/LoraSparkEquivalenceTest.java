@@ -1,0 +1,118 @@
+package io.github.lora4j.spark;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import io.github.lora4j.spark.Equivalence.Recorder;
+import java.util.List;
+import java.util.Map;
+import org.apache.spark.api.java.JavaSparkContext;
+import org.deeplearning4j.datasets.iterator.ExistingDataSetIterator;
+import org.deeplearning4j.nn.graph.ComputationGraph;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.junit.jupiter.api.Test;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.dataset.DataSet;
+import org.nd4j.linalg.dataset.api.MultiDataSet;
+import org.nd4j.linalg.learning.config.Adam;
+import org.nd4j.linalg.learning.config.IUpdater;
+import org.nd4j.linalg.learning.config.Nesterovs;
+import org.nd4j.linalg.schedule.ExponentialSchedule;
+import org.nd4j.linalg.schedule.MapSchedule;
+import org.nd4j.linalg.schedule.ScheduleType;
+
+/**
+ * LoraSpark.fit equals DL4J's own {@code fit} on the global batches of the documented semantics (step t: every
+ * partition's rows [t·b, (t+1)·b), concatenated in partition order), in double, within 1e-10 relative; W and b
+ * bitwise unchanged.
+ */
+class LoraSparkEquivalenceTest {
+
+    private final JavaSparkContext sc = SparkTests.sc();
+
+    /** Adam whose learning rate follows the iteration count: wrong counting shows. */
+    static IUpdater adamByIteration() {
+        return new Adam(new MapSchedule(ScheduleType.ITERATION, Map.of(0, 0.05, 2, 0.03, 5, 0.01)));
+    }
+
+    /** Adam whose learning rate follows the epoch count. */
+    static IUpdater adamByEpoch() {
+        return new Adam(new ExponentialSchedule(ScheduleType.EPOCH, 0.05, 0.5));
+    }
+
+    @Test
+    void multiLayerNetworkTwoUnevenPartitionsSeveralEpochs() {
+        // partition 0: 8 rows in DataSets of 3, 1, 4; partition 1: 4 rows in two of 2. b = 3: steps of 6, 4, 2 rows.
+        double err = fitBoth(adamByIteration(), new int[][] {{3, 1, 4}, {2, 2}}, 3, 3, false);
+        System.out.println("MultiLayerNetwork, local[2], 2 partitions, 3 epochs: max relative error " + err);
+    }
+
+    @Test
+    void multiLayerNetworkThreePartitionsEpochSchedule() {
+        // 5, 3 and 9 rows; b = 2: 5 steps per epoch, partition 1 out after step 1, partition 0 after step 2.
+        double err = fitBoth(adamByEpoch(), new int[][] {{5}, {1, 1, 1}, {7, 2}}, 2, 2, false);
+        System.out.println("MultiLayerNetwork, local[2], 3 partitions, 2 epochs: max relative error " + err);
+    }
+
+    @Test
+    void regularisationAndGradientClippingApplyOnceOnTheDriver() {
+        // L2 on A and B and ClipL2PerLayer (threshold low enough to clip) act on the summed gradient, once.
+        double err = fitBoth(new Nesterovs(0.1, 0.9), new int[][] {{4, 4}, {6}, {3}}, 3, 2, true);
+        System.out.println("MultiLayerNetwork with L2 and ClipL2PerLayer: max relative error " + err);
+    }
+
+    @Test
+    void computationGraphThreeUnevenPartitions() {
+        int[][] sizes = {{2, 3}, {6}, {1}};
+        int b = 2;
+        int epochs = 2;
+        ComputationGraph spark = TestData.loraGraph(DataType.DOUBLE, adamByIteration());
+        ComputationGraph local = TestData.loraGraph(DataType.DOUBLE, adamByIteration());
+        assertArrayEquals(Equivalence.bits(local.params()), Equivalence.bits(spark.params()), "same start");
+        Map<String, double[]> before = Equivalence.snapshot(spark.getLayers());
+        Recorder sparkEvents = new Recorder();
+        Recorder localEvents = new Recorder();
+        spark.setListeners(sparkEvents);
+        local.setListeners(localEvents);
+
+        List<List<MultiDataSet>> parts = TestData.graphPartitions(DataType.DOUBLE, sizes);
+        SparkFitReport report = LoraSpark.fit(sc, spark, TestData.rdd(sc, parts), b, epochs);
+        List<MultiDataSet> global = TestData.globalGraphBatches(parts, b);
+        local.fit(new ListMultiDataSetIterator(global), epochs);
+
+        assertEquals(epochs * global.size(), report.stepCount());
+        assertEquals(local.getIterationCount(), spark.getIterationCount());
+        assertEquals(local.getEpochCount(), spark.getEpochCount());
+        double err = Equivalence.assertMatches(spark.getLayers(), local.getLayers(), before, sparkEvents,
+                localEvents, spark.getUpdater().getStateViewArray(), local.getUpdater().getStateViewArray(), report);
+        System.out.println("ComputationGraph, local[2], 3 partitions, 2 epochs: max relative error " + err);
+    }
+
+    /** Trains the same LoRA network with LoraSpark and with fit on the global batches, and compares. */
+    double fitBoth(IUpdater updater, int[][] sizes, int b, int epochs, boolean regularised) {
+        MultiLayerNetwork spark = regularised ? TestData.loraMlnRegularised(DataType.DOUBLE, updater)
+                : TestData.loraMln(DataType.DOUBLE, updater);
+        MultiLayerNetwork local = regularised ? TestData.loraMlnRegularised(DataType.DOUBLE, updater.clone())
+                : TestData.loraMln(DataType.DOUBLE, updater.clone());
+        assertArrayEquals(Equivalence.bits(local.params()), Equivalence.bits(spark.params()), "same start");
+        Map<String, double[]> before = Equivalence.snapshot(spark.getLayers());
+        Recorder sparkEvents = new Recorder();
+        Recorder localEvents = new Recorder();
+        spark.setListeners(sparkEvents);
+        local.setListeners(localEvents);
+
+        List<List<DataSet>> parts = TestData.partitions(DataType.DOUBLE, sizes);
+        SparkFitReport report = LoraSpark.fit(sc, spark, TestData.rdd(sc, parts), b, epochs);
+        List<DataSet> global = TestData.globalBatches(parts, b);
+        local.fit(new ExistingDataSetIterator(global), epochs);
+
+        assertEquals(epochs * global.size(), report.stepCount());
+        assertEquals(epochs * global.stream().mapToLong(DataSet::numExamples).sum(), report.examples());
+        assertEquals(sizes.length, report.partitions());
+        assertEquals(local.getIterationCount(), spark.getIterationCount());
+        assertEquals(local.getEpochCount(), spark.getEpochCount());
+        assertEquals(local.score(), spark.score(), Math.abs(local.score()) * Equivalence.TOLERANCE);
+        return Equivalence.assertMatches(spark.getLayers(), local.getLayers(), before, sparkEvents, localEvents,
+                spark.getUpdater().getStateViewArray(), local.getUpdater().getStateViewArray(), report);
+    }
+}
