@@ -186,8 +186,9 @@ public final class LoraSpark {
                 if (!key.equals(LORA_A_KEY) && !key.equals(LORA_B_KEY) && u != null && !(u instanceof NoOp)) {
                     throw new IllegalArgumentException("parameter '" + key + "' of layer '"
                             + l.conf().getLayer().getLayerName() + "' has updater " + u + ": expected only loraA and "
-                            + "loraB to be trained (LoraSpark moves only the adapters); apply LoRA with "
-                            + "LoraDl4j.apply, which freezes everything else");
+                            + "loraB to be trained (LoraSpark sends only the adapters to the workers each step, so any "
+                            + "other parameter the updater changed, even by weight decay alone, would go stale on "
+                            + "them); keep the NoOp updater LoraDl4j.apply gives every other parameter");
                 }
             }
         }

@@ -90,6 +90,7 @@ final class Equivalence {
     static double assertMatches(Layer[] spark, Layer[] local, Map<String, double[]> before, Recorder sparkEvents,
             Recorder localEvents, INDArray sparkUpdater, INDArray localUpdater, SparkFitReport report) {
         double worst = 0;
+        boolean trained = false;  // (A moves only once B ≠ 0: after one step only B may have)
         Map<String, double[]> s = snapshot(spark);
         Map<String, double[]> l = snapshot(local);
         for (Map.Entry<String, double[]> e : s.entrySet()) {
@@ -97,14 +98,14 @@ final class Equivalence {
             if (key.equals(LoraParamInitializer.LORA_A_KEY) || key.equals(LoraParamInitializer.LORA_B_KEY)) {
                 double err = relativeError(e.getValue(), l.get(e.getKey()));
                 assertTrue(err <= TOLERANCE, e.getKey() + ": relative error " + err + " > " + TOLERANCE);
-                assertTrue(relativeError(e.getValue(), before.get(e.getKey())) > 1e-6,
-                        e.getKey() + " did not train");
+                trained |= relativeError(e.getValue(), before.get(e.getKey())) > 1e-6;
                 worst = Math.max(worst, err);
             } else {
                 assertArrayEquals(before.get(e.getKey()), e.getValue(), e.getKey() + " changed; expected it bitwise "
                         + "unchanged");
             }
         }
+        assertTrue(trained, "no adapter trained");
         double updErr = relativeError(bits(sparkUpdater), bits(localUpdater));
         assertTrue(updErr <= TOLERANCE, "updater state: relative error " + updErr);
         worst = Math.max(worst, updErr);

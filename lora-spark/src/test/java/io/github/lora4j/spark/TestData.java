@@ -165,6 +165,9 @@ final class TestData {
         List<INDArray[]> f = new ArrayList<>();
         List<INDArray[]> l = new ArrayList<>();
         for (List<DataSet> p : parts) {
+            if (p.isEmpty()) {
+                continue;  // an empty partition contributes nothing
+            }
             f.add(new INDArray[] {concat(p.stream().map(DataSet::getFeatures).toList())});
             l.add(new INDArray[] {concat(p.stream().map(DataSet::getLabels).toList())});
         }
@@ -179,6 +182,9 @@ final class TestData {
         List<INDArray[]> f = new ArrayList<>();
         List<INDArray[]> l = new ArrayList<>();
         for (List<MultiDataSet> p : parts) {
+            if (p.isEmpty()) {
+                continue;
+            }
             int nf = p.get(0).getFeatures().length;
             int nl = p.get(0).getLabels().length;
             INDArray[] pf = new INDArray[nf];
