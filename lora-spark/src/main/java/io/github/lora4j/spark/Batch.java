@@ -1,5 +1,7 @@
 package io.github.lora4j.spark;
 
+import com.esotericsoftware.kryo.DefaultSerializer;
+import com.esotericsoftware.kryo.serializers.JavaSerializer;
 import java.io.Serializable;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
@@ -12,7 +14,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * @param labels       one array per network output, {@code [rows, ...]}
  * @param featureMasks one mask per input, or null when the data has none
  * @param labelMasks   one mask per output, or null when the data has none
+ *
+ * <p>Java-serialised under Kryo too: Kryo 4's field serialiser (Spark's) cannot build records.
  */
+@DefaultSerializer(JavaSerializer.class)
 record Batch(int rows, HeapArray[] features, HeapArray[] labels, HeapArray[] featureMasks, HeapArray[] labelMasks)
         implements Serializable {
 

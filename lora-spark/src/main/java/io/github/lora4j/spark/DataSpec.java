@@ -1,5 +1,7 @@
 package io.github.lora4j.spark;
 
+import com.esotericsoftware.kryo.DefaultSerializer;
+import com.esotericsoftware.kryo.serializers.JavaSerializer;
 import io.github.lora4j.dl4j.LoraLayerConf;
 import java.io.Serializable;
 import java.util.Arrays;
@@ -31,7 +33,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * @param labelWidths   per output: as {@code featureWidths}, from a dense output layer's {@code nOut}
  * @param labelWhat     per output: where the width comes from
  * @param type          the network's data type, into which every array is cast
+ *
+ * <p>Java-serialised under Kryo too: Kryo 4's field serialiser (Spark's) cannot build records.
  */
+@DefaultSerializer(JavaSerializer.class)
 record DataSpec(String container, long[] featureWidths, String[] featureWhat, long[] labelWidths, String[] labelWhat,
         DataType type) implements Serializable {
 
@@ -120,6 +125,7 @@ record DataSpec(String container, long[] featureWidths, String[] featureWhat, lo
             if (a == null) {
                 throw new IllegalArgumentException(where + ": " + name + " is null; expected an array of rows");
             }
+            requireIntact(where, name, a);
             if (a.rank() < 1 || a.isEmpty()) {
                 throw new IllegalArgumentException(where + ": expected " + name + " of at least one row, got shape "
                         + Arrays.toString(a.shape()));
@@ -142,6 +148,22 @@ record DataSpec(String container, long[] featureWidths, String[] featureWhat, lo
         return rows;
     }
 
+    /**
+     * An array whose shape is gone arrived through a serialiser that cannot carry ND4J arrays: Kryo without
+     * {@link LoraKryoRegistrator}.
+     */
+    static void requireIntact(String where, String name, INDArray a) {
+        try {
+            a.shape();
+            a.data().length();
+        } catch (NullPointerException e) {
+            throw new IllegalArgumentException(where + ": " + name + " arrived without its shape or data: it was "
+                    + "serialised by Kryo (spark.serializer), which cannot carry ND4J arrays by itself; expected "
+                    + "spark.kryo.registrator=" + LoraKryoRegistrator.class.getName() + " (or Spark's default "
+                    + "JavaSerializer)", e);
+        }
+    }
+
     private static void checkMasks(String where, String what, INDArray[] masks, int count, long rows) {
         if (masks == null) {
             return;
@@ -151,6 +173,9 @@ record DataSpec(String container, long[] featureWidths, String[] featureWhat, lo
                     + masks.length);
         }
         for (INDArray m : masks) {
+            if (m != null) {
+                requireIntact(where, what, m);
+            }
             if (m != null && (m.rank() < 1 || m.size(0) != rows)) {
                 throw new IllegalArgumentException(where + ": expected a " + what + " of " + rows + " rows, got shape "
                         + Arrays.toString(m.shape()));

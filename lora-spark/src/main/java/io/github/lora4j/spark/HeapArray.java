@@ -1,5 +1,7 @@
 package io.github.lora4j.spark;
 
+import com.esotericsoftware.kryo.DefaultSerializer;
+import com.esotericsoftware.kryo.serializers.JavaSerializer;
 import java.io.Serializable;
 import java.util.Arrays;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -11,7 +13,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  *
  * @param shape the shape, rank ≥ 1; {@code shape[0]} is the number of rows
  * @param data  {@code Π shape} elements
+ *
+ * <p>Java-serialised under Kryo too: Kryo 4's field serialiser (Spark's) cannot build records.
  */
+@DefaultSerializer(JavaSerializer.class)
 record HeapArray(long[] shape, FlatVector data) implements Serializable {
 
     static HeapArray of(INDArray arr, DataType type) {

@@ -1,5 +1,7 @@
 package io.github.lora4j.spark;
 
+import com.esotericsoftware.kryo.DefaultSerializer;
+import com.esotericsoftware.kryo.serializers.JavaSerializer;
 import java.io.Serializable;
 import java.nio.charset.StandardCharsets;
 import java.util.UUID;
@@ -14,7 +16,10 @@ import java.util.UUID;
  * @param json       the configuration's {@code toJson()}
  * @param paramShape shape of the flat parameter vector ({@code [1, numParams]})
  * @param params     the parameters in the network's data type
+ *
+ * <p>Java-serialised under Kryo too: Kryo 4's field serialiser (Spark's) cannot build records.
  */
+@DefaultSerializer(JavaSerializer.class)
 record NetworkPayload(String id, NetworkAccess.Kind kind, String json, long[] paramShape, FlatVector params)
         implements Serializable {
 

@@ -1,5 +1,7 @@
 package io.github.lora4j.spark;
 
+import com.esotericsoftware.kryo.DefaultSerializer;
+import com.esotericsoftware.kryo.serializers.JavaSerializer;
 import java.io.Serializable;
 import java.util.List;
 
@@ -11,6 +13,9 @@ import java.util.List;
  * @param partition the partition's index
  * @param batches   the batches in step order; the last may be shorter
  * @param rows      all rows of the partition
+ *
+ * <p>Java-serialised under Kryo too: Kryo 4's field serialiser (Spark's) cannot build records.
  */
+@DefaultSerializer(JavaSerializer.class)
 record PartitionBatches(int partition, List<Batch> batches, long rows) implements Serializable {
 }

@@ -15,10 +15,13 @@ import java.util.List;
  *                               fine-tuning would move the base ones, {@code networkParameters - trainableParameters})
  * @param elementBytes           4 (FLOAT) or 8 (DOUBLE)
  * @param networkBroadcastBytes  the network broadcast once per fit: parameters and JSON configuration
+ * @param inputReshuffled        whether the input's partitions carried their rows (a parallelised collection) and
+ *                               were therefore shuffled once, in place, so that no step ships them again
  * @param steps                  one entry per completed step, in order
  */
 public record SparkFitReport(int epochs, int partitions, int batchSizePerWorker, long trainableParameters,
-        long networkParameters, int elementBytes, long networkBroadcastBytes, List<StepStats> steps) {
+        long networkParameters, int elementBytes, long networkBroadcastBytes, boolean inputReshuffled,
+        List<StepStats> steps) {
 
     /**
      * Copies {@code steps}.
@@ -30,6 +33,7 @@ public record SparkFitReport(int epochs, int partitions, int batchSizePerWorker,
      * @param networkParameters     all parameters
      * @param elementBytes          bytes per element
      * @param networkBroadcastBytes bytes of the network broadcast
+     * @param inputReshuffled       whether the input was shuffled once, in place
      * @param steps                 the steps
      */
     public SparkFitReport {

@@ -1,5 +1,7 @@
 package io.github.lora4j.spark;
 
+import com.esotericsoftware.kryo.DefaultSerializer;
+import com.esotericsoftware.kryo.serializers.JavaSerializer;
 import java.io.Serializable;
 
 /**
@@ -10,6 +12,9 @@ import java.io.Serializable;
  * @param iteration the network's iteration count before the step
  * @param epoch     the network's epoch count
  * @param adapter   {@code Σ r·(nIn + nOut)} values
+ *
+ * <p>Java-serialised under Kryo too: Kryo 4's field serialiser (Spark's) cannot build records.
  */
+@DefaultSerializer(JavaSerializer.class)
 record StepInput(int step, int iteration, int epoch, FlatVector adapter) implements Serializable {
 }

@@ -2,9 +2,12 @@ package io.github.lora4j.spark;
 
 import java.util.ArrayList;
 import java.util.List;
+import org.apache.spark.Partition;
+import org.apache.spark.SparkEnv;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.apache.spark.broadcast.Broadcast;
+import org.apache.spark.serializer.SerializerInstance;
 import org.apache.spark.storage.StorageLevel;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.updater.BaseMultiLayerUpdater;
@@ -15,6 +18,8 @@ import org.deeplearning4j.optimize.solvers.BaseOptimizer;
 import org.deeplearning4j.optimize.solvers.StochasticGradientDescent;
 import org.deeplearning4j.optimize.stepfunctions.StepFunctions;
 import org.nd4j.linalg.api.ndarray.INDArray;
+import scala.Tuple2;
+import scala.reflect.ClassTag$;
 
 /**
  * The driver's side of {@link LoraSpark#fit}: prepares the data once, broadcasts the network once, then per step
@@ -38,7 +43,11 @@ final class SyncTrainer {
     private final int epochs;
     private final AdapterLayout layout;
     private final List<StepStats> steps = new ArrayList<>();
+    /** Largest serialised partition object left as it is (a file split, a range, an index: tens of bytes). */
+    static final int LIGHT_PARTITION_BYTES = 64 << 10;
+
     private int partitions;
+    private boolean inputReshuffled;
     private long networkBroadcastBytes;
     private final long networkParameters;
 
@@ -56,8 +65,17 @@ final class SyncTrainer {
     SparkFitReport fit(JavaRDD<?> data) {
         partitions = data.getNumPartitions();
         JavaRDD<PartitionBatches> prepared = ((JavaRDD<Object>) data)
-                .mapPartitionsWithIndex(new Tasks.Prepare(spec, batchSize), true)
-                .persist(StorageLevel.MEMORY_AND_DISK());
+                .mapPartitionsWithIndex(new Tasks.Prepare(spec, batchSize), true);
+        inputReshuffled = partitionsCarryRows(data);
+        if (inputReshuffled) {
+            // Every task ships its partition object; here that object holds the rows (a parallelised collection),
+            // and every step would send them again. One shuffle that keeps each partition's rows in place gives
+            // the persisted batches partitions of a few bytes, and keeps the lineage (a lost executor's rows are
+            // recomputed, not lost).
+            prepared = prepared.mapToPair(pb -> new Tuple2<>(pb.partition(), pb))
+                    .partitionBy(new IndexPartitioner(partitions)).values();
+        }
+        prepared = prepared.persist(StorageLevel.MEMORY_AND_DISK());
         prepared.setName("lora4j: rows in batches of " + batchSize);
         Broadcast<NetworkPayload> network = null;
         String payloadId = null;
@@ -84,6 +102,20 @@ final class SyncTrainer {
         } finally {
             cleanUp(prepared, network, payloadId);
         }
+    }
+
+    /**
+     * Whether the data's partition objects, which Spark serialises into every task, hold more than
+     * {@value #LIGHT_PARTITION_BYTES} bytes: the rows themselves, as a parallelised collection's do.
+     */
+    private static boolean partitionsCarryRows(JavaRDD<?> data) {
+        SerializerInstance ser = SparkEnv.get().closureSerializer().newInstance();
+        for (Partition p : data.rdd().partitions()) {
+            if (ser.serialize(p, ClassTag$.MODULE$.apply(Partition.class)).remaining() > LIGHT_PARTITION_BYTES) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Runs the preparation (checking every element) and returns the steps of an epoch: the most batches of any partition. */
@@ -193,7 +225,7 @@ final class SyncTrainer {
 
     private SparkFitReport report() {
         return new SparkFitReport(epochs, partitions, batchSize, layout.length(), networkParameters,
-                FlatVector.elementBytes(layout.dataType()), networkBroadcastBytes, steps);
+                FlatVector.elementBytes(layout.dataType()), networkBroadcastBytes, inputReshuffled, steps);
     }
 
     private static void destroy(Broadcast<?> b) {

@@ -72,7 +72,7 @@ class LoraSparkTrafficTest {
         // One 4096 × 4096 layer with bias, r = 8: 65,536 adapter parameters against 16,781,312 base ones.
         long adapter = 8L * (4096 + 4096);
         long base = 4096L * 4096 + 4096;
-        SparkFitReport r = new SparkFitReport(1, 2, 32, adapter, base + adapter, 4, 0, List.of());
+        SparkFitReport r = new SparkFitReport(1, 2, 32, adapter, base + adapter, 4, 0, false, List.of());
         assertEquals(262_144, r.bytesBroadcastPerStep());
         assertEquals(67_125_248, r.fullFineTuneBytesPerStep());
         assertEquals(0.0039, r.trafficRatio(), 0.00005);
@@ -104,6 +104,33 @@ class LoraSparkTrafficTest {
 
     private static long size(ByteBuffer b) {
         return b.remaining();
+    }
+
+    @Test
+    void rowsOfAParallelisedCollectionAreShuffledInPlaceOnceNotShippedEveryStep() {
+        // 2 partitions of 1,500 rows (108 KB each with labels): their partition objects carry the rows
+        List<List<org.nd4j.linalg.dataset.DataSet>> big = TestData.partitions(DataType.DOUBLE,
+                new int[][] {{700, 800}, {1500}});
+        MultiLayerNetwork spark = TestData.loraMln(DataType.DOUBLE, LoraSparkEquivalenceTest.adamByIteration());
+        MultiLayerNetwork local = TestData.loraMln(DataType.DOUBLE, LoraSparkEquivalenceTest.adamByIteration());
+        SparkFitReport r = LoraSpark.fit(sc, spark, TestData.rdd(sc, big), 500, 1);
+        assertTrue(r.inputReshuffled(), "a parallelised collection's rows would travel with every task");
+        // the shuffle keeps every row in its partition: still fit on the same global batches
+        local.fit(new org.deeplearning4j.datasets.iterator.ExistingDataSetIterator(TestData.globalBatches(big, 500)));
+        for (int i : new int[] {0, 2}) {
+            for (String key : new String[] {"loraA", "loraB"}) {
+                double err = Equivalence.relativeError(Equivalence.bits(spark.getLayer(i).getParam(key)),
+                        Equivalence.bits(local.getLayer(i).getParam(key)));
+                assertTrue(err <= Equivalence.TOLERANCE, i + " " + key + ": " + err);
+            }
+        }
+
+        // rows made on the executors (as read from files): partitions of a few bytes, nothing to shuffle
+        MultiLayerNetwork other = TestData.loraMln(DataType.DOUBLE, new Sgd(0.1));
+        SparkFitReport light = LoraSpark.fit(sc, other, sc.parallelize(List.of(0, 1), 2)
+                .map(p -> TestData.rows(DataType.DOUBLE, p, 1500)), 500, 1);
+        assertTrue(!light.inputReshuffled());
+        assertEquals(3, light.stepCount());
     }
 
     @Test
