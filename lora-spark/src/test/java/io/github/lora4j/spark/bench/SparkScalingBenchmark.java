@@ -64,6 +64,7 @@ public final class SparkScalingBenchmark {
         int preparationStage = -1;
         long tasks;
         double run;
+        double cpu;
         double deserialize;
         double resultSerialization;
         double schedulerDelay;
@@ -84,6 +85,7 @@ public final class SparkScalingBenchmark {
             TaskInfo info = end.taskInfo();
             tasks++;
             run += m.executorRunTime();
+            cpu += m.executorCpuTime() / 1e6;
             deserialize += m.executorDeserializeTime();
             resultSerialization += m.resultSerializationTime();
             gc += m.jvmGCTime();
@@ -95,7 +97,7 @@ public final class SparkScalingBenchmark {
         synchronized void reset() {
             tasks = 0;
             preparationStage = -1;
-            run = deserialize = resultSerialization = schedulerDelay = gc = 0;
+            run = cpu = deserialize = resultSerialization = schedulerDelay = gc = 0;
         }
     }
 
@@ -187,6 +189,7 @@ public final class SparkScalingBenchmark {
             m.put("  driver: update (Adam) and bookkeeping", med(r, StepStats::updateNanos));
             synchronized (times) {
                 m.put("per task: run time", times.run / times.tasks);
+                m.put("per task: CPU time (run time well above it: the task waited for a core)", times.cpu / times.tasks);
                 m.put("per task: deserialisation", times.deserialize / times.tasks);
                 m.put("per task: result serialisation", times.resultSerialization / times.tasks);
                 m.put("per task: scheduler delay", times.schedulerDelay / times.tasks);
@@ -258,8 +261,9 @@ public final class SparkScalingBenchmark {
             double eff = r1.perStep().get("step (wall)") / (2 * r2.perStep().get("step (wall)"));
             ratio.add(eff);
             System.out.printf(Locale.ROOT, "round %d: local[1] %.1f ms/step, local[2] %.1f ms/step, efficiency %.2f, "
-                    + "fit on the driver %.1f ms/step%n", round + 1, r1.perStep().get("step (wall)"),
-                    r2.perStep().get("step (wall)"), eff, fit.get(round));
+                    + "fit on the driver %.1f ms/step; load average %.2f%n", round + 1, r1.perStep().get("step (wall)"),
+                    r2.perStep().get("step (wall)"), eff, fit.get(round),
+                    java.lang.management.ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage());
         }
         System.out.println();
         System.out.println("| per step, ms (median, min–max over rounds) | local[1] | local[2] |");
