@@ -28,9 +28,6 @@ mvn -B -q -Pspark-job -DskipTests -pl lora-examples -am package
 APP_JAR=$ROOT/lora-examples/target/lora-examples-spark-job.jar
 echo "   $(ls "$SPARK_HOME/jars" | wc -l) Spark jars; application jar $(du -h "$APP_JAR" | cut -f1)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-MASTER_PORT=$(free_port)
-MASTER_URL=spark://127.0.0.1:$MASTER_PORT
 PIDS=()
 stop_cluster() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -47,14 +44,16 @@ wait_for() {
   echo "timed out waiting for $3; log:"; cat "$1"; exit 1
 }
 
-echo "== master $MASTER_URL and two workers (1 core, 2 GiB each)"
+# Port 0 everywhere: Spark picks free ports, so a run never collides with another cluster on the machine.
 java -cp "$SPARK_HOME/jars/*" -Xmx512m $OPENS org.apache.spark.deploy.master.Master \
-  --host 127.0.0.1 --port "$MASTER_PORT" --webui-port "$(free_port)" > "$WORK/logs/master.log" 2>&1 &
+  --host 127.0.0.1 --port 0 --webui-port 0 > "$WORK/logs/master.log" 2>&1 &
 PIDS+=($!)
 wait_for "$WORK/logs/master.log" "I have been elected leader" "the master"
+MASTER_URL=$(grep -o 'Starting Spark master at spark://[0-9.:]*' "$WORK/logs/master.log" | sed 's/.* at //')
+echo "== master $MASTER_URL and two workers (1 core, 2 GiB each)"
 for w in 1 2; do
   java -cp "$SPARK_HOME/jars/*" -Xmx512m $OPENS org.apache.spark.deploy.worker.Worker \
-    --host 127.0.0.1 --cores 1 --memory 2g --work-dir "$WORK/worker$w" --webui-port "$(free_port)" \
+    --host 127.0.0.1 --cores 1 --memory 2g --work-dir "$WORK/worker$w" --port 0 --webui-port 0 \
     "$MASTER_URL" > "$WORK/logs/worker$w.log" 2>&1 &
   PIDS+=($!)
 done
