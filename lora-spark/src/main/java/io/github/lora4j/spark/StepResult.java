@@ -5,7 +5,7 @@ import java.io.Serializable;
 /**
  * The sum of what tasks return for one step: the gradient of A and B summed over rows (DL4J's backward pass gives
  * the sum; the driver's updater divides by the rows, as {@code fit} does), the rows, and the loss summed over rows.
- * Merging two results adds them; {@link #EMPTY} (no rows, no gradient) is the identity. A result is built fresh by
+ * Merging two results adds them; {@link #empty()} (no rows, no gradient) is the identity. A result is built fresh by
  * each task and merged in place: nothing else holds it.
  */
 final class StepResult implements Serializable {
