@@ -15,20 +15,12 @@ import org.apache.spark.SparkConf;
 import org.apache.spark.api.java.JavaRDD;
 import org.apache.spark.api.java.JavaSparkContext;
 import org.deeplearning4j.datasets.iterator.utilty.ListDataSetIterator;
-import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
-import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
-import org.deeplearning4j.nn.conf.layers.DenseLayer;
-import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
-import org.deeplearning4j.nn.weights.WeightInit;
-import org.nd4j.linalg.activations.Activation;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.factory.Nd4j;
 import org.nd4j.linalg.indexing.NDArrayIndex;
-import org.nd4j.linalg.learning.config.Adam;
-import org.nd4j.linalg.lossfunctions.LossFunctions;
 
 /**
  * Example 6: {@link Dl4jFineTune}'s LoRA fine-tuning, on Apache Spark. The base network ({@code 16 → 64 → 64 → 8})
@@ -108,22 +100,6 @@ public final class SparkFineTune {
                          boolean frozenUnchanged, double verifyError) {
     }
 
-    /** The base network of {@link Dl4jFineTune}, in {@code type}. */
-    static MultiLayerNetwork baseNetwork(Dl4jFineTune.Config c, DataType type) {
-        FineTuneDemo.Config d = c.data();
-        MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder()
-                .seed(d.seed()).dataType(type).updater(new Adam(c.lr())).weightInit(WeightInit.RELU)
-                .list()
-                .layer(new DenseLayer.Builder().nIn(d.inputDim()).nOut(d.hidden()).activation(Activation.RELU).build())
-                .layer(new DenseLayer.Builder().nIn(d.hidden()).nOut(d.hidden()).activation(Activation.RELU).build())
-                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nIn(d.hidden()).nOut(d.classes())
-                        .activation(Activation.SOFTMAX).build())
-                .build();
-        MultiLayerNetwork net = new MultiLayerNetwork(conf);
-        net.init();
-        return net;
-    }
-
     private static DataSet dataSet(FineTuneDemo.Config d, double[][] centres, int n, long seed, boolean rotate,
             DataType type) {
         FineTuneDemo.Data s = FineTuneDemo.sample(d, centres, n, seed, rotate);
@@ -141,7 +117,7 @@ public final class SparkFineTune {
         DataSet testB = dataSet(d, centres, d.test(), d.seed() + 4, true, type);
 
         // Task A on the driver: the pre-trained base network a user would start from.
-        MultiLayerNetwork base = baseNetwork(c.model(), type);
+        MultiLayerNetwork base = Dl4jFineTune.baseNetwork(c.model(), type);
         base.fit(new ListDataSetIterator<>(trainA.asList(), d.batch()), d.epochsA());
         double accA = base.evaluate(new ListDataSetIterator<>(testA.asList(), 500)).accuracy();
         double accBBefore = base.evaluate(new ListDataSetIterator<>(testB.asList(), 500)).accuracy();

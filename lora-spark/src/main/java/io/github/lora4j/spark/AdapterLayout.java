@@ -85,41 +85,47 @@ final class AdapterLayout {
         return (long) length * FlatVector.elementBytes(type);
     }
 
-    /** A copy of every A and B. */
-    FlatVector readParams() {
-        FlatVector out = FlatVector.zeros(type, length);
-        int off = 0;
+    /** The A and B views (or their gradients' views), in layout order: layer by layer, A then B. */
+    private List<INDArray> views(boolean gradients) {
+        List<INDArray> out = new ArrayList<>(2 * slots.size());
         for (Slot s : slots) {
-            out.copyFrom(s.a(), off);
-            off += (int) s.a().length();
-            out.copyFrom(s.b(), off);
-            off += (int) s.b().length();
+            out.add(gradients ? s.gradA() : s.a());
+            out.add(gradients ? s.gradB() : s.b());
         }
         return out;
+    }
+
+    private FlatVector read(boolean gradients) {
+        FlatVector out = FlatVector.zeros(type, length);
+        int off = 0;
+        for (INDArray v : views(gradients)) {
+            out.copyFrom(v, off);
+            off += (int) v.length();
+        }
+        return out;
+    }
+
+    private void write(boolean gradients, FlatVector values) {
+        int off = 0;
+        for (INDArray v : views(gradients)) {
+            values.copyTo(v, off);
+            off += (int) v.length();
+        }
+    }
+
+    /** A copy of every A and B. */
+    FlatVector readParams() {
+        return read(false);
     }
 
     /** Assigns every A and B from {@code values} (as {@link #readParams} lays them out). */
     void writeParams(FlatVector values) {
-        int off = 0;
-        for (Slot s : slots) {
-            values.copyTo(s.a(), off);
-            off += (int) s.a().length();
-            values.copyTo(s.b(), off);
-            off += (int) s.b().length();
-        }
+        write(false, values);
     }
 
     /** A copy of the gradients of every A and B, as the last backward pass left them. */
     FlatVector readGradients() {
-        FlatVector out = FlatVector.zeros(type, length);
-        int off = 0;
-        for (Slot s : slots) {
-            out.copyFrom(s.gradA(), off);
-            off += (int) s.gradA().length();
-            out.copyFrom(s.gradB(), off);
-            off += (int) s.gradB().length();
-        }
-        return out;
+        return read(true);
     }
 
     /**
@@ -132,13 +138,9 @@ final class AdapterLayout {
      * @return the gradient to hand to the updater
      */
     Gradient writeGradients(FlatVector values, INDArray flattened) {
+        write(true, values);
         Gradient g = new DefaultGradient(flattened);
-        int off = 0;
         for (Slot s : slots) {
-            values.copyTo(s.gradA(), off);
-            off += (int) s.gradA().length();
-            values.copyTo(s.gradB(), off);
-            off += (int) s.gradB().length();
             g.setGradientFor(s.keyPrefix() + "_" + LORA_A_KEY, s.gradA());
             g.setGradientFor(s.keyPrefix() + "_" + LORA_B_KEY, s.gradB());
         }

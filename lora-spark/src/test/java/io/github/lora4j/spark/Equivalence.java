@@ -54,6 +54,50 @@ final class Equivalence {
         }
     }
 
+    /**
+     * Two identical LoRA networks, one for LoraSpark and one for DL4J's fit, each with a {@link Recorder}, and the
+     * parameters they start from.
+     */
+    static final class Twins<N extends Model> {
+        final N spark;
+        final N local;
+        final Map<String, double[]> before;
+        final Recorder sparkEvents = new Recorder();
+        final Recorder localEvents = new Recorder();
+
+        Twins(java.util.function.Supplier<N> make) {
+            spark = make.get();
+            local = make.get();
+            assertArrayEquals(bits(local.params()), bits(spark.params()), "same start");
+            before = snapshot(layers(spark));
+            spark.setListeners(sparkEvents);
+            local.setListeners(localEvents);
+        }
+
+        /** {@link #assertMatches} of the two, after both have trained; returns the largest relative error. */
+        double assertMatch(SparkFitReport report) {
+            assertEquals(counts(local), counts(spark), "iteration and epoch counts");
+            return assertMatches(layers(spark), layers(local), before, sparkEvents, localEvents, updaterState(spark),
+                    updaterState(local), report);
+        }
+
+        private static String counts(Model m) {
+            return m instanceof MultiLayerNetwork n ? n.getIterationCount() + "/" + n.getEpochCount()
+                    : ((ComputationGraph) m).getIterationCount() + "/" + ((ComputationGraph) m).getEpochCount();
+        }
+    }
+
+    static Layer[] layers(Model m) {
+        return m instanceof MultiLayerNetwork n ? n.getLayers() : ((ComputationGraph) m).getLayers();
+    }
+
+    /** The updater state, or the parameters for an updater without state (SGD): compared either way. */
+    static INDArray updaterState(Model m) {
+        INDArray state = m instanceof MultiLayerNetwork n ? n.getUpdater().getStateViewArray()
+                : ((ComputationGraph) m).getUpdater().getStateViewArray();
+        return state != null ? state : m.params();
+    }
+
     /** Bitwise copies of every parameter, by layer name and key. */
     static Map<String, double[]> snapshot(Layer[] layers) {
         Map<String, double[]> out = new LinkedHashMap<>();

@@ -1,11 +1,8 @@
 package io.github.lora4j.spark;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
-import static org.junit.jupiter.api.Assertions.assertEquals;
 
-import io.github.lora4j.spark.Equivalence.Recorder;
+import io.github.lora4j.spark.Equivalence.Twins;
 import java.util.List;
-import java.util.Map;
 import net.jqwik.api.Assume;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
@@ -16,7 +13,6 @@ import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.dataset.DataSet;
-import org.nd4j.linalg.learning.config.Adam;
 import org.nd4j.linalg.learning.config.IUpdater;
 import org.nd4j.linalg.learning.config.Sgd;
 
@@ -36,27 +32,13 @@ class LoraSparkEquivalenceProperties {
         int[][] sizes = layout.stream().map(p -> p.stream().mapToInt(Integer::intValue).toArray())
                 .toArray(int[][]::new);
         IUpdater updater = adam ? LoraSparkEquivalenceTest.adamByIteration() : new Sgd(0.05);
-        MultiLayerNetwork spark = net(updater, miniBatch);
-        MultiLayerNetwork local = net(updater.clone(), miniBatch);
-        assertArrayEquals(Equivalence.bits(local.params()), Equivalence.bits(spark.params()));
-        Map<String, double[]> before = Equivalence.snapshot(spark.getLayers());
-        Recorder sparkEvents = new Recorder();
-        Recorder localEvents = new Recorder();
-        spark.setListeners(sparkEvents);
-        local.setListeners(localEvents);
+        Twins<MultiLayerNetwork> t = new Twins<>(() -> net(updater.clone(), miniBatch));
 
         List<List<DataSet>> parts = TestData.partitions(DataType.DOUBLE, sizes);
-        SparkFitReport report = LoraSpark.fit(SparkTests.sc(), spark, TestData.rdd(SparkTests.sc(), parts), b,
+        SparkFitReport report = LoraSpark.fit(SparkTests.sc(), t.spark, TestData.rdd(SparkTests.sc(), parts), b,
                 epochs);
-        List<DataSet> global = TestData.globalBatches(parts, b);
-        local.fit(new ExistingDataSetIterator(global), epochs);
-
-        assertEquals(local.getIterationCount(), spark.getIterationCount());
-        Equivalence.assertMatches(spark.getLayers(), local.getLayers(), before, sparkEvents, localEvents,
-                spark.getUpdater().getStateViewArray() == null ? spark.params() : spark.getUpdater()
-                        .getStateViewArray(),
-                local.getUpdater().getStateViewArray() == null ? local.params() : local.getUpdater()
-                        .getStateViewArray(), report);
+        t.local.fit(new ExistingDataSetIterator(TestData.globalBatches(parts, b)), epochs);
+        t.assertMatch(report);
     }
 
     private static MultiLayerNetwork net(IUpdater updater, boolean miniBatch) {

@@ -3,7 +3,7 @@ package io.github.lora4j.spark;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
-import io.github.lora4j.spark.Equivalence.Recorder;
+import io.github.lora4j.spark.Equivalence.Twins;
 import java.util.List;
 import java.util.Map;
 import org.apache.spark.api.java.JavaSparkContext;
@@ -66,25 +66,15 @@ class LoraSparkEquivalenceTest {
         int[][] sizes = {{2, 3}, {6}, {1}};
         int b = 2;
         int epochs = 2;
-        ComputationGraph spark = TestData.loraGraph(DataType.DOUBLE, adamByIteration());
-        ComputationGraph local = TestData.loraGraph(DataType.DOUBLE, adamByIteration());
-        assertArrayEquals(Equivalence.bits(local.params()), Equivalence.bits(spark.params()), "same start");
-        Map<String, double[]> before = Equivalence.snapshot(spark.getLayers());
-        Recorder sparkEvents = new Recorder();
-        Recorder localEvents = new Recorder();
-        spark.setListeners(sparkEvents);
-        local.setListeners(localEvents);
+        Twins<ComputationGraph> t = new Twins<>(() -> TestData.loraGraph(DataType.DOUBLE, adamByIteration()));
 
         List<List<MultiDataSet>> parts = TestData.graphPartitions(DataType.DOUBLE, sizes);
-        SparkFitReport report = LoraSpark.fit(sc, spark, TestData.rdd(sc, parts), b, epochs);
+        SparkFitReport report = LoraSpark.fit(sc, t.spark, TestData.rdd(sc, parts), b, epochs);
         List<MultiDataSet> global = TestData.globalGraphBatches(parts, b);
-        local.fit(new ListMultiDataSetIterator(global), epochs);
+        t.local.fit(new ListMultiDataSetIterator(global), epochs);
 
         assertEquals(epochs * global.size(), report.stepCount());
-        assertEquals(local.getIterationCount(), spark.getIterationCount());
-        assertEquals(local.getEpochCount(), spark.getEpochCount());
-        double err = Equivalence.assertMatches(spark.getLayers(), local.getLayers(), before, sparkEvents,
-                localEvents, spark.getUpdater().getStateViewArray(), local.getUpdater().getStateViewArray(), report);
+        double err = t.assertMatch(report);
         System.out.println("ComputationGraph, local[2], 3 partitions, 2 epochs: max relative error " + err);
     }
 
@@ -112,29 +102,19 @@ class LoraSparkEquivalenceTest {
 
     /** Trains the same LoRA network with LoraSpark and with fit on the global batches, and compares. */
     double fitBoth(IUpdater updater, int[][] sizes, int b, int epochs, boolean regularised) {
-        MultiLayerNetwork spark = regularised ? TestData.loraMlnRegularised(DataType.DOUBLE, updater)
-                : TestData.loraMln(DataType.DOUBLE, updater);
-        MultiLayerNetwork local = regularised ? TestData.loraMlnRegularised(DataType.DOUBLE, updater.clone())
-                : TestData.loraMln(DataType.DOUBLE, updater.clone());
-        assertArrayEquals(Equivalence.bits(local.params()), Equivalence.bits(spark.params()), "same start");
-        Map<String, double[]> before = Equivalence.snapshot(spark.getLayers());
-        Recorder sparkEvents = new Recorder();
-        Recorder localEvents = new Recorder();
-        spark.setListeners(sparkEvents);
-        local.setListeners(localEvents);
+        Twins<MultiLayerNetwork> t = new Twins<>(() -> regularised
+                ? TestData.loraMlnRegularised(DataType.DOUBLE, updater.clone())
+                : TestData.loraMln(DataType.DOUBLE, updater.clone()));
 
         List<List<DataSet>> parts = TestData.partitions(DataType.DOUBLE, sizes);
-        SparkFitReport report = LoraSpark.fit(sc, spark, TestData.rdd(sc, parts), b, epochs);
+        SparkFitReport report = LoraSpark.fit(sc, t.spark, TestData.rdd(sc, parts), b, epochs);
         List<DataSet> global = TestData.globalBatches(parts, b);
-        local.fit(new ExistingDataSetIterator(global), epochs);
+        t.local.fit(new ExistingDataSetIterator(global), epochs);
 
         assertEquals(epochs * global.size(), report.stepCount());
         assertEquals(epochs * global.stream().mapToLong(DataSet::numExamples).sum(), report.examples());
         assertEquals(sizes.length, report.partitions());
-        assertEquals(local.getIterationCount(), spark.getIterationCount());
-        assertEquals(local.getEpochCount(), spark.getEpochCount());
-        assertEquals(local.score(), spark.score(), Math.abs(local.score()) * Equivalence.TOLERANCE);
-        return Equivalence.assertMatches(spark.getLayers(), local.getLayers(), before, sparkEvents, localEvents,
-                spark.getUpdater().getStateViewArray(), local.getUpdater().getStateViewArray(), report);
+        assertEquals(t.local.score(), t.spark.score(), Math.abs(t.local.score()) * Equivalence.TOLERANCE);
+        return t.assertMatch(report);
     }
 }
