@@ -172,7 +172,14 @@ final class SyncTrainer {
                     + "adapters of " + layout.layerNames() + "); lower the learning rate or check the data; "
                     + stateNote(), null, report());
         }
-        double score = update(sum, adapter, iteration, epoch);
+        double score;
+        try {
+            score = update(sum, adapter, iteration, epoch);
+        } catch (RuntimeException e) {
+            throw new SparkFitException("step " + t + " of epoch " + epoch + " (iteration " + iteration
+                    + "): the driver's update failed: " + rootMessage(e) + "; it was rolled back, and "
+                    + stateNote(), e, report());
+        }
         net.setScore(score);
         for (TrainingListener l : net.listeners()) {
             l.iterationDone(net.model(), iteration, epoch);

@@ -112,6 +112,33 @@ class LoraSparkFaultTest {
     }
 
     @Test
+    void anUpdateThatFailsOnTheDriverIsRolledBack() {
+        // Adam fails in the driver's update of iteration 2, after changing its state and the gradient.
+        int b = 2;
+        List<List<DataSet>> parts = TestData.partitions(DataType.DOUBLE, new int[][] {{4, 4}, {6}});
+        MultiLayerNetwork net = TestData.loraMln(DataType.DOUBLE, new FailingAdam(0.02, 2));
+        SparkFitException e = assertThrows(SparkFitException.class,
+                () -> LoraSpark.fit(sc, net, TestData.rdd(sc, parts), b, 1));
+        assertTrue(e.getMessage().startsWith("step 2 of epoch 0 (iteration 2): the driver's update failed: "
+                + "java.lang.IllegalStateException: FailingAdam: failing at iteration 2"), e.getMessage());
+        assertEquals(2, e.report().stepCount());
+        assertEquals(2, net.getIterationCount());
+
+        MultiLayerNetwork local = TestData.loraMln(DataType.DOUBLE, new org.nd4j.linalg.learning.config.Adam(0.02));
+        local.fit(new ExistingDataSetIterator(TestData.globalBatches(parts, b).subList(0, 2)));
+        for (int i : new int[] {0, 2}) {
+            for (String key : new String[] {"loraA", "loraB"}) {
+                double err = Equivalence.relativeError(Equivalence.bits(net.getLayer(i).getParam(key)),
+                        Equivalence.bits(local.getLayer(i).getParam(key)));
+                assertTrue(err <= Equivalence.TOLERANCE, i + " " + key + ": " + err);
+            }
+        }
+        double err = Equivalence.relativeError(Equivalence.bits(net.getUpdater().getStateViewArray()),
+                Equivalence.bits(local.getUpdater().getStateViewArray()));
+        assertTrue(err <= Equivalence.TOLERANCE, "updater state: " + err);
+    }
+
+    @Test
     void aFailureBeforeTheFirstStepChangesNothing() {
         MultiLayerNetwork net = failingNet(false);
         NetworkState before = NetworkState.of(net);
