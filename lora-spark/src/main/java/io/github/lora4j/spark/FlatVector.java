@@ -158,8 +158,4 @@ final class FlatVector implements Serializable {
     double get(int i) {
         return d != null ? d[i] : f[i];
     }
-
-    FlatVector copy() {
-        return d != null ? new FlatVector(null, d.clone()) : new FlatVector(f.clone(), null);
-    }
 }

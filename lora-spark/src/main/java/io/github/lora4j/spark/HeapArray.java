@@ -43,9 +43,4 @@ record HeapArray(long[] shape, FlatVector data) implements Serializable {
     INDArray toNd4j() {
         return data.toArray(shape);
     }
-
-    /** Bytes of the elements. */
-    long bytes() {
-        return data.bytes();
-    }
 }

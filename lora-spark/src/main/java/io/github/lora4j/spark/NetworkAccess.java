@@ -1,7 +1,6 @@
 package io.github.lora4j.spark;
 
 import java.util.Collection;
-import java.util.List;
 import java.util.Objects;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.api.Model;
@@ -93,8 +92,6 @@ abstract sealed class NetworkAccess {
 
     abstract void setScore(double score);
 
-    abstract double score();
-
     abstract double regularizationScore();
 
     /** Whether the output layers divide their score by the minibatch size ({@code miniBatch(true)}, the default). */
@@ -105,10 +102,6 @@ abstract sealed class NetworkAccess {
     abstract void initGradientsView();
 
     abstract INDArray params();
-
-    abstract int numInputs();
-
-    abstract int numOutputs();
 
     /** Sets inputs, labels and masks (null entries or arrays for none). */
     abstract void setData(INDArray[] features, INDArray[] labels, INDArray[] featureMasks, INDArray[] labelMasks);
@@ -129,16 +122,55 @@ abstract sealed class NetworkAccess {
             this.net = net;
         }
 
-        @Override Kind kind() { return Kind.MULTI_LAYER; }
-        @Override Model model() { return net; }
-        @Override Layer[] layers() { return net.getLayers(); }
-        @Override String gradientKeyPrefix(int index, Layer layer) { return String.valueOf(index); }
-        @Override String json() { return net.getLayerWiseConfigurations().toJson(); }
-        @Override NeuralNetConfiguration defaultConf() { return net.conf(); }
-        @Override BackpropType backpropType() { return net.getLayerWiseConfigurations().getBackpropType(); }
-        @Override DataType dataType() { return net.getLayerWiseConfigurations().getDataType(); }
-        @Override int iteration() { return net.getIterationCount(); }
-        @Override int epoch() { return net.getEpochCount(); }
+        @Override
+        Kind kind() {
+            return Kind.MULTI_LAYER;
+        }
+
+        @Override
+        Model model() {
+            return net;
+        }
+
+        @Override
+        Layer[] layers() {
+            return net.getLayers();
+        }
+
+        @Override
+        String gradientKeyPrefix(int index, Layer layer) {
+            return String.valueOf(index);
+        }
+
+        @Override
+        String json() {
+            return net.getLayerWiseConfigurations().toJson();
+        }
+
+        @Override
+        NeuralNetConfiguration defaultConf() {
+            return net.conf();
+        }
+
+        @Override
+        BackpropType backpropType() {
+            return net.getLayerWiseConfigurations().getBackpropType();
+        }
+
+        @Override
+        DataType dataType() {
+            return net.getLayerWiseConfigurations().getDataType();
+        }
+
+        @Override
+        int iteration() {
+            return net.getIterationCount();
+        }
+
+        @Override
+        int epoch() {
+            return net.getEpochCount();
+        }
 
         @Override
         void setCounts(int iteration, int epoch) {
@@ -146,20 +178,45 @@ abstract sealed class NetworkAccess {
             net.setEpochCount(epoch);
         }
 
-        @Override void incrementEpoch() { net.incrementEpochCount(); }
-        @Override BaseMultiLayerUpdater<?> updater() { return (BaseMultiLayerUpdater<?>) net.getUpdater(true); }
+        @Override
+        void incrementEpoch() {
+            net.incrementEpochCount();
+        }
+
+        @Override
+        BaseMultiLayerUpdater<?> updater() {
+            return (BaseMultiLayerUpdater<?>) net.getUpdater(true);
+        }
 
         @Override
         INDArray updaterStateIfPresent() {
             return net.getUpdater(false) == null ? null : net.getUpdater(false).getStateViewArray();
         }
 
-        @Override Collection<TrainingListener> listeners() { return net.getListeners(); }
-        @Override void setScore(double score) { net.setScore(score); }
-        @Override double score() { return net.score(); }
-        @Override double regularizationScore() { return net.calcRegularizationScore(true); }
-        @Override boolean miniBatch() { return net.getOutputLayer().conf().isMiniBatch(); }
-        @Override void applyConstraints(int iteration, int epoch) { net.applyConstraints(iteration, epoch); }
+        @Override
+        Collection<TrainingListener> listeners() {
+            return net.getListeners();
+        }
+
+        @Override
+        void setScore(double score) {
+            net.setScore(score);
+        }
+
+        @Override
+        double regularizationScore() {
+            return net.calcRegularizationScore(true);
+        }
+
+        @Override
+        boolean miniBatch() {
+            return net.getOutputLayer().conf().isMiniBatch();
+        }
+
+        @Override
+        void applyConstraints(int iteration, int epoch) {
+            net.applyConstraints(iteration, epoch);
+        }
 
         @Override
         void initGradientsView() {
@@ -168,9 +225,10 @@ abstract sealed class NetworkAccess {
             }
         }
 
-        @Override INDArray params() { return net.params(); }
-        @Override int numInputs() { return 1; }
-        @Override int numOutputs() { return 1; }
+        @Override
+        INDArray params() {
+            return net.params();
+        }
 
         @Override
         void setData(INDArray[] features, INDArray[] labels, INDArray[] featureMasks, INDArray[] labelMasks) {
@@ -192,7 +250,10 @@ abstract sealed class NetworkAccess {
             net.clear();
         }
 
-        @Override INDArray[] output(INDArray[] inputs) { return new INDArray[] {net.output(inputs[0], false)}; }
+        @Override
+        INDArray[] output(INDArray[] inputs) {
+            return new INDArray[] {net.output(inputs[0], false)};
+        }
     }
 
     static final class Graph extends NetworkAccess {
@@ -202,16 +263,55 @@ abstract sealed class NetworkAccess {
             this.graph = graph;
         }
 
-        @Override Kind kind() { return Kind.GRAPH; }
-        @Override Model model() { return graph; }
-        @Override Layer[] layers() { return graph.getLayers(); }
-        @Override String gradientKeyPrefix(int index, Layer layer) { return layer.conf().getLayer().getLayerName(); }
-        @Override String json() { return graph.getConfiguration().toJson(); }
-        @Override NeuralNetConfiguration defaultConf() { return graph.conf(); }
-        @Override BackpropType backpropType() { return graph.getConfiguration().getBackpropType(); }
-        @Override DataType dataType() { return graph.getConfiguration().getDataType(); }
-        @Override int iteration() { return graph.getIterationCount(); }
-        @Override int epoch() { return graph.getEpochCount(); }
+        @Override
+        Kind kind() {
+            return Kind.GRAPH;
+        }
+
+        @Override
+        Model model() {
+            return graph;
+        }
+
+        @Override
+        Layer[] layers() {
+            return graph.getLayers();
+        }
+
+        @Override
+        String gradientKeyPrefix(int index, Layer layer) {
+            return layer.conf().getLayer().getLayerName();
+        }
+
+        @Override
+        String json() {
+            return graph.getConfiguration().toJson();
+        }
+
+        @Override
+        NeuralNetConfiguration defaultConf() {
+            return graph.conf();
+        }
+
+        @Override
+        BackpropType backpropType() {
+            return graph.getConfiguration().getBackpropType();
+        }
+
+        @Override
+        DataType dataType() {
+            return graph.getConfiguration().getDataType();
+        }
+
+        @Override
+        int iteration() {
+            return graph.getIterationCount();
+        }
+
+        @Override
+        int epoch() {
+            return graph.getEpochCount();
+        }
 
         @Override
         void setCounts(int iteration, int epoch) {
@@ -219,20 +319,45 @@ abstract sealed class NetworkAccess {
             graph.getConfiguration().setEpochCount(epoch);
         }
 
-        @Override void incrementEpoch() { graph.incrementEpochCount(); }
-        @Override BaseMultiLayerUpdater<?> updater() { return graph.getUpdater(true); }
+        @Override
+        void incrementEpoch() {
+            graph.incrementEpochCount();
+        }
+
+        @Override
+        BaseMultiLayerUpdater<?> updater() {
+            return graph.getUpdater(true);
+        }
 
         @Override
         INDArray updaterStateIfPresent() {
             return graph.getUpdater(false) == null ? null : graph.getUpdater(false).getStateViewArray();
         }
 
-        @Override Collection<TrainingListener> listeners() { return graph.getListeners(); }
-        @Override void setScore(double score) { graph.setScore(score); }
-        @Override double score() { return graph.score(); }
-        @Override double regularizationScore() { return graph.calcRegularizationScore(true); }
-        @Override boolean miniBatch() { return graph.getOutputLayer(0).conf().isMiniBatch(); }
-        @Override void applyConstraints(int iteration, int epoch) { graph.applyConstraints(iteration, epoch); }
+        @Override
+        Collection<TrainingListener> listeners() {
+            return graph.getListeners();
+        }
+
+        @Override
+        void setScore(double score) {
+            graph.setScore(score);
+        }
+
+        @Override
+        double regularizationScore() {
+            return graph.calcRegularizationScore(true);
+        }
+
+        @Override
+        boolean miniBatch() {
+            return graph.getOutputLayer(0).conf().isMiniBatch();
+        }
+
+        @Override
+        void applyConstraints(int iteration, int epoch) {
+            graph.applyConstraints(iteration, epoch);
+        }
 
         @Override
         void initGradientsView() {
@@ -241,9 +366,10 @@ abstract sealed class NetworkAccess {
             }
         }
 
-        @Override INDArray params() { return graph.params(); }
-        @Override int numInputs() { return graph.getNumInputArrays(); }
-        @Override int numOutputs() { return graph.getNumOutputArrays(); }
+        @Override
+        INDArray params() {
+            return graph.params();
+        }
 
         @Override
         void setData(INDArray[] features, INDArray[] labels, INDArray[] featureMasks, INDArray[] labelMasks) {
@@ -264,11 +390,9 @@ abstract sealed class NetworkAccess {
             graph.clear();
         }
 
-        @Override INDArray[] output(INDArray[] inputs) { return graph.output(false, inputs); }
-    }
-
-    /** The names of the network's layers, for messages. */
-    List<String> layerNames() {
-        return java.util.Arrays.stream(layers()).map(l -> l.conf().getLayer().getLayerName()).toList();
+        @Override
+        INDArray[] output(INDArray[] inputs) {
+            return graph.output(false, inputs);
+        }
     }
 }

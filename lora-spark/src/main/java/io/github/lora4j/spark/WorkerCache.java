@@ -78,12 +78,4 @@ final class WorkerCache {
     static long builds() {
         return BUILDS.get();
     }
-
-    /** Networks pooled for payload {@code id} in this JVM. */
-    static int pooled(String id) {
-        synchronized (POOLS) {
-            Deque<Entry> pool = POOLS.get(id);
-            return pool == null ? 0 : pool.size();
-        }
-    }
 }
