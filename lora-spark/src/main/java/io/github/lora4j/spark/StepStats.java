@@ -15,7 +15,8 @@ package io.github.lora4j.spark;
  * @param wallNanos       the whole step on the driver, from broadcast to updated network
  * @param broadcastNanos  creating the step's broadcast on the driver
  * @param jobNanos        the Spark job (scheduling, shipping, the tasks, aggregation), as the driver waits for it
- * @param computeNanos    the longest time one task spent in the network's forward and backward pass
+ * @param computeNanos    the longest time one task spent computing its gradient: setting A and B, copying its rows
+ *                        into ND4J, the network's forward and backward pass, copying the gradient out
  * @param updateNanos     the driver's update: the network's updater (normalisation, regularisation, e.g. Adam) and
  *                        the parameter step
  */
