@@ -16,6 +16,7 @@ import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -35,11 +36,23 @@ import org.deeplearning4j.nn.conf.graph.GraphVertex;
 import org.deeplearning4j.nn.conf.graph.LayerVertex;
 import org.deeplearning4j.nn.conf.layers.BaseLayer;
 import org.deeplearning4j.nn.conf.layers.BaseOutputLayer;
+import org.deeplearning4j.nn.conf.layers.BasePretrainNetwork;
 import org.deeplearning4j.nn.conf.layers.BatchNormalization;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.FeedForwardLayer;
 import org.deeplearning4j.nn.conf.layers.Layer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
+import org.deeplearning4j.nn.conf.layers.BaseRecurrentLayer;
+import org.deeplearning4j.nn.conf.layers.ConvolutionLayer;
+import org.deeplearning4j.nn.conf.layers.EmbeddingLayer;
+import org.deeplearning4j.nn.conf.layers.EmbeddingSequenceLayer;
+import org.deeplearning4j.nn.conf.layers.LocallyConnected1D;
+import org.deeplearning4j.nn.conf.layers.LocallyConnected2D;
+import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
+import org.deeplearning4j.nn.conf.layers.recurrent.Bidirectional;
+import org.deeplearning4j.nn.conf.layers.samediff.AbstractSameDiffLayer;
+import org.deeplearning4j.nn.conf.layers.samediff.SameDiffOutputLayer;
+import org.deeplearning4j.nn.conf.layers.wrapper.BaseWrapperLayer;
 import org.deeplearning4j.nn.conf.layers.misc.FrozenLayer;
 import org.deeplearning4j.nn.conf.layers.misc.FrozenLayerWithBackprop;
 import org.deeplearning4j.nn.graph.ComputationGraph;
@@ -110,7 +123,8 @@ public final class LoraDl4j {
      * A copy of {@code net} with LoRA on the layers named by {@code targets} (names or indices).
      *
      * @param net     an initialised network of data type FLOAT or DOUBLE; not changed
-     * @param config  the adapter configuration (dropout must be 0: the layer's own dropout acts on its input)
+     * @param config  the adapter configuration; its dropout acts on the LoRA path's input in training, after the
+     *                layer's own {@code dropOut}
      * @param targets at least one layer name or index
      * @return a new, initialised network
      * @throws IllegalArgumentException for a target naming no layer, a targeted layer without a linear weight, two
@@ -129,7 +143,7 @@ public final class LoraDl4j {
      * {@link #apply(MultiLayerNetwork, LoraConfig, String...)} on the layers whose whole name matches {@code regex}.
      *
      * @param net    an initialised network of data type FLOAT or DOUBLE; not changed
-     * @param config the adapter configuration (dropout 0)
+     * @param config the adapter configuration
      * @param regex  must match a whole layer name ({@code Matcher.matches})
      * @return a new, initialised network
      * @throws IllegalArgumentException if the regex matches no layer, or as the other {@code apply}
@@ -145,7 +159,7 @@ public final class LoraDl4j {
      * {@link #apply(MultiLayerNetwork, LoraConfig, String...)}.
      *
      * @param graph   an initialised graph of data type FLOAT or DOUBLE; not changed
-     * @param config  the adapter configuration (dropout 0)
+     * @param config  the adapter configuration
      * @param targets at least one vertex name
      * @return a new, initialised graph
      * @throws IllegalArgumentException for a target naming no layer vertex, or as
@@ -161,7 +175,7 @@ public final class LoraDl4j {
      * {@link #apply(ComputationGraph, LoraConfig, String...)} on the vertices whose whole name matches {@code regex}.
      *
      * @param graph  an initialised graph of data type FLOAT or DOUBLE; not changed
-     * @param config the adapter configuration (dropout 0)
+     * @param config the adapter configuration
      * @param regex  must match a whole vertex name
      * @return a new, initialised graph
      * @throws IllegalArgumentException if the regex matches no layer vertex, or as the other {@code apply}
@@ -276,19 +290,120 @@ public final class LoraDl4j {
         targeted.forEach(s -> targetIndices.add(s.index()));
         Map<Integer, Layer> out = new LinkedHashMap<>();
         for (Slot s : slots) {
-            boolean target = targetIndices.contains(s.index());
-            boolean keepFrozen = s.original() instanceof FrozenLayerWithBackprop
-                    || (s.original() instanceof FrozenLayer && !passGradients.contains(s.index()));
-            if (!target && keepFrozen) {
+            if (targetIndices.contains(s.index())) {
+                out.put(s.index(), loraLayer(s, settings));
                 continue;
             }
-            if (target || (isLinear(s.layer()) && linearProblem(s.layer()) == null)) {
-                out.put(s.index(), loraLayer(s, target ? settings : null));
-            } else if (s.layer().initializer().numParams(s.layer()) > 0) {
-                out.put(s.index(), frozen(s));
+            Layer replacement = untargeted(s, passGradients.contains(s.index()));
+            if (replacement != null) {
+                out.put(s.index(), replacement);
             }
         }
         return out;
+    }
+
+    /**
+     * What an untargeted layer becomes, or null if it stays as it is. Frozen, always: a dense or output layer becomes a
+     * LoRA layer without adapter, a BatchNormalization a {@link FrozenBatchNormalization}, another layer with
+     * parameters DL4J's {@link FrozenLayerWithBackprop} over a copy whose updaters are NoOp and whose regularization,
+     * dropout and weight noise are off; a layer without parameters passes through unchanged. A layer frozen already
+     * stays as it is, unless it sits above an adapted layer ({@code passGradients}) and would pass it no (or a wrong)
+     * gradient: a TransferLearning {@link FrozenLayer}, or a frozen BatchNormalization.
+     *
+     * @throws IllegalArgumentException for a layer lora4j cannot freeze, by name and reason
+     */
+    private static Layer untargeted(Slot s, boolean passGradients) {
+        Layer inner = s.layer();
+        boolean wrapped = s.original() != inner;
+        if (wrapped && (!passGradients || (s.original() instanceof FrozenLayerWithBackprop
+                && !(inner instanceof BatchNormalization)))) {
+            return null;                  // frozen already, and passes what it must
+        }
+        if (isLinear(inner) && linearProblem(inner) == null) {
+            return loraLayer(s, null);
+        }
+        if (inner.initializer().numParams(inner) == 0) {
+            return wrapped ? inner.clone() : null;      // unwrapped: a FrozenLayer passes no gradient
+        }
+        if (inner instanceof BatchNormalization) {
+            return new FrozenBatchNormalization((BatchNormalization) inner, s.original());
+        }
+        String refusal = freezeRefusal(inner);
+        if (refusal != null) {
+            throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " ("
+                    + inner.getClass().getSimpleName() + (wrapped ? " inside " + s.original().getClass().getSimpleName()
+                    + ", above an adapted layer to which it must pass gradients" : "") + "): " + refusal
+                    + "; target it if it is a DenseLayer, OutputLayer or RnnOutputLayer, or remove it. The network is "
+                    + "unchanged");
+        }
+        Layer copy = inner.clone();
+        freeze(copy);
+        FrozenLayerWithBackprop frozen = new FrozenLayerWithBackprop(copy);
+        frozen.setLayerName(inner.getLayerName());          // the wrapper has none of its own: keep the layer's
+        return frozen;
+    }
+
+    /**
+     * Why DL4J's {@link FrozenLayerWithBackprop} cannot freeze {@code layer} (with parameters, not dense or output),
+     * or null if it can.
+     */
+    private static String freezeRefusal(Layer layer) {
+        if (layer instanceof BaseOutputLayer || layer instanceof SameDiffOutputLayer) {
+            return "an output layer with parameters that is not a plain OutputLayer or RnnOutputLayer; DL4J's "
+                    + "FrozenLayerWithBackprop is no output layer, and left as it is its parameters would train";
+        }
+        if (layer instanceof BasePretrainNetwork) {
+            return "a pretraining layer: DL4J's FrozenLayerWithBackprop sizes its parameters without the pretraining "
+                    + "ones (visible bias, decoder), so it cannot wrap it";
+        }
+        if (!canFreeze(layer)) {
+            return "lora4j cannot switch off the updater and regularization of its parameters (it knows DL4J's "
+                    + "BaseLayer, SameDiff layers, wrappers and Bidirectional), so fit() could change them";
+        }
+        return null;
+    }
+
+    private static boolean canFreeze(Layer layer) {
+        if (layer instanceof BaseLayer || layer instanceof AbstractSameDiffLayer) {
+            return true;
+        }
+        if (layer instanceof BaseWrapperLayer) {
+            return canFreeze(((BaseWrapperLayer) layer).getUnderlying());
+        }
+        if (layer instanceof Bidirectional) {
+            return canFreeze(((Bidirectional) layer).getFwd()) && canFreeze(((Bidirectional) layer).getBwd());
+        }
+        return false;
+    }
+
+    /**
+     * Switches off, in place, what could change a frozen layer's parameters in {@code fit()} although its gradient
+     * view stays zero (DL4J's updater reads the inner layer's settings): updaters become NoOp (no state), regularization
+     * (L1, L2, weight decay) goes; and what would make its backward differ from its inference-mode forward (DL4J's
+     * FrozenLayerWithBackprop runs the layer in inference mode, but some layers recompute the forward in training
+     * mode in backprop): input dropout and weight noise go.
+     */
+    private static void freeze(Layer layer) {
+        layer.setIDropout(null);
+        if (layer instanceof BaseLayer) {
+            BaseLayer b = (BaseLayer) layer;
+            b.setIUpdater(new NoOp());
+            b.setBiasUpdater(new NoOp());
+            b.setRegularization(Collections.emptyList());
+            b.setRegularizationBias(Collections.emptyList());
+            b.setWeightNoise(null);
+        } else if (layer instanceof AbstractSameDiffLayer) {
+            AbstractSameDiffLayer d = (AbstractSameDiffLayer) layer;
+            d.setUpdater(new NoOp());
+            d.setBiasUpdater(new NoOp());
+            d.setRegularization(Collections.emptyList());
+            d.setRegularizationBias(Collections.emptyList());
+        } else if (layer instanceof BaseWrapperLayer) {
+            freeze(((BaseWrapperLayer) layer).getUnderlying());
+        } else if (layer instanceof Bidirectional) {
+            freeze(((Bidirectional) layer).getFwd());
+            freeze(((Bidirectional) layer).getBwd());
+        }
     }
 
     /**
@@ -296,8 +411,14 @@ public final class LoraDl4j {
      * network had it (the wrapper too), which {@link #mergeAndUnload} gives back.
      */
     private static Layer loraLayer(Slot s, LoraSettings settings) {
-        LoraLayerConf lora = s.layer() instanceof OutputLayer ? new LoraOutputLayer((OutputLayer) s.layer(), settings)
-                : new LoraDenseLayer((DenseLayer) s.layer(), settings);
+        LoraLayerConf lora;
+        if (s.layer() instanceof OutputLayer) {
+            lora = new LoraOutputLayer((OutputLayer) s.layer(), settings);
+        } else if (s.layer() instanceof RnnOutputLayer) {
+            lora = new LoraRnnOutputLayer((RnnOutputLayer) s.layer(), settings);
+        } else {
+            lora = new LoraDenseLayer((DenseLayer) s.layer(), settings);
+        }
         if (s.original() != s.layer()) {
             lora.getState().setBase(s.original().clone());
         }
@@ -338,28 +459,10 @@ public final class LoraDl4j {
         }
     }
 
-    /** An untargeted layer with parameters: DL4J's FrozenLayerWithBackprop, its updater NoOp (no state). */
-    private static Layer frozen(Slot s) {
-        String where = s.original() == s.layer() ? ""
-                : " inside TransferLearning's FrozenLayer, above an adapted layer to which it must pass gradients";
-        if (s.layer() instanceof BaseOutputLayer || !(s.layer() instanceof BaseLayer)) {
-            throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " ("
-                    + s.layer().getClass().getSimpleName() + where + "): expected a DenseLayer or OutputLayer, or a "
-                    + "non-output layer DL4J's FrozenLayerWithBackprop can wrap; target it or remove it");
-        }
-        if (s.layer() instanceof BatchNormalization) {
-            // FrozenLayerWithBackprop runs it in inference mode, but its backprop needs training-mode statistics.
-            throw new IllegalArgumentException("cannot freeze untargeted layer " + s + " (BatchNormalization" + where
-                    + "): DL4J's FrozenLayerWithBackprop cannot backpropagate through it; expected layers without it");
-        }
-        BaseLayer inner = (BaseLayer) s.layer().clone();
-        inner.setIUpdater(new NoOp());
-        inner.setBiasUpdater(new NoOp());
-        return new FrozenLayerWithBackprop(inner);
-    }
-
+    /** The layer types that carry LoRA: one linear map {@code x W + b} (per row, or per time step). */
     private static boolean isLinear(Layer layer) {
-        return layer.getClass() == DenseLayer.class || layer.getClass() == OutputLayer.class;
+        return layer.getClass() == DenseLayer.class || layer.getClass() == OutputLayer.class
+                || layer.getClass() == RnnOutputLayer.class;
     }
 
     /** Why a DenseLayer/OutputLayer cannot become a LoRA layer, or null. */
@@ -382,13 +485,42 @@ public final class LoraDl4j {
         }
         if (!isLinear(s.layer())) {
             throw new IllegalArgumentException("layer " + s + " is a " + s.layer().getClass().getSimpleName()
-                    + ": expected a DenseLayer or OutputLayer (a layer with a linear weight W [nIn, nOut])");
+                    + ": expected a DenseLayer, OutputLayer or RnnOutputLayer (one linear map x W + b, W [nIn, nOut]); "
+                    + targetRefusal(s.layer()) + ". The network is unchanged");
         }
         String problem = linearProblem(s.layer());
         if (problem != null) {
             throw new IllegalArgumentException("layer " + s + " has " + problem
-                    + ": expected a plain DenseLayer or OutputLayer, which a LoRA layer with frozen W reproduces");
+                    + ": expected a plain DenseLayer, OutputLayer or RnnOutputLayer, which a LoRA layer with frozen W "
+                    + "reproduces");
         }
+    }
+
+    /** Why a layer of another type carries no LoRA in lora-dl4j. */
+    private static String targetRefusal(Layer layer) {
+        if (layer instanceof ConvolutionLayer || layer instanceof LocallyConnected1D
+                || layer instanceof LocallyConnected2D) {
+            return "a convolution's weight is a kernel, not one linear map (lora-core's LoraConv2d adapts conv2d "
+                    + "weights; lora-dl4j does not adapt DL4J's convolution layers)";
+        }
+        if (layer instanceof BaseRecurrentLayer || layer instanceof Bidirectional) {
+            return "a recurrent layer's input weight stacks its gates' (or the recurrence's) maps, so no single "
+                    + "linear map x W + b takes its place";
+        }
+        if (layer instanceof EmbeddingLayer || layer instanceof EmbeddingSequenceLayer) {
+            return "an embedding is a lookup (lora-core's LoraEmbedding adapts embeddings; lora-dl4j does not adapt "
+                    + "DL4J's embedding layers)";
+        }
+        if (layer instanceof BaseOutputLayer) {
+            return "this output layer adds to the linear map (parameters or loss terms of its own)";
+        }
+        if (layer instanceof AbstractSameDiffLayer) {
+            return "a SameDiff-defined layer keeps its weights in its own graph";
+        }
+        if (layer instanceof BaseWrapperLayer) {
+            return "a wrapper: lora-dl4j adapts the three layer types unwrapped only";
+        }
+        return "it has no such weight";
     }
 
     private static void checkNetwork(boolean initialised, DataType type, List<Slot> slots) {
@@ -677,6 +809,8 @@ public final class LoraDl4j {
     private static void unloadConf(NeuralNetConfiguration c) {
         if (c.getLayer() instanceof LoraLayerConf) {
             c.setLayer(((LoraLayerConf) c.getLayer()).base().clone());
+        } else if (c.getLayer() instanceof FrozenBatchNormalization) {
+            c.setLayer(((FrozenBatchNormalization) c.getLayer()).getBase().clone());
         }
     }
 
@@ -718,15 +852,14 @@ public final class LoraDl4j {
      * Replaces the adapters of {@code net} by the PEFT adapter in {@code dir}, with {@link PeftAdapterFiles#load}'s
      * checks and semantics: the file's modules must be exactly the network's LoRA layers (by name), each with the
      * layer's rank and shapes {@code A [r, nIn]}, {@code B [nOut, r]}; its values must be finite (in the network's
-     * data type too); each layer takes the file's {@code lora_alpha} (or its {@code alpha_pattern} entry) and
-     * {@code use_rslora}, which its configuration then keeps (saved with the network). Refused by name: a file with
-     * {@code modules_to_save} or trained biases (whole layers, which lora-dl4j does not replace) and LoRA for layers the
-     * network lacks or of another kind (embedding, conv). The file's {@code lora_dropout} is a training setting that
-     * lora-dl4j layers do not have (they use the layer's own {@code dropOut}); it is not applied. All or nothing:
-     * everything is read and checked before any parameter or setting changes.
+     * data type too); each layer takes the file's {@code lora_alpha} (or its {@code alpha_pattern} entry),
+     * {@code lora_dropout} and {@code use_rslora}, which its configuration then keeps (saved with the network; the
+     * dropout acts in the next {@code fit()}). Refused by name: a file with {@code modules_to_save} or trained biases
+     * (whole layers, which lora-dl4j does not replace) and LoRA for layers the network lacks or of another kind
+     * (embedding, conv). All or nothing: everything is read and checked before any parameter or setting changes.
      *
-     * @param net a network made by {@link #apply}; only its {@code loraA}/{@code loraB} and its LoRA layers' alpha and
-     *            rsLoRA settings change
+     * @param net a network made by {@link #apply}; only its {@code loraA}/{@code loraB} and its LoRA layers' alpha,
+     *            dropout and rsLoRA settings change
      * @param dir a directory holding {@value PeftAdapterFiles#MODEL_FILE} and {@value PeftAdapterFiles#CONFIG_FILE}
      * @return the file's configuration
      * @throws IllegalArgumentException if the file does not fit the network (message: module, expected, actual), or
@@ -754,6 +887,7 @@ public final class LoraDl4j {
             LoraSettings settings = e.getValue().loraConf().lora();
             settings.setAlpha(loaded.config().alpha());
             settings.setRsLora(loaded.config().rsLora());
+            settings.setDropout(loaded.config().dropout());
             e.getValue().ops().settingsChanged();
         }
         return file.config();

@@ -4,7 +4,6 @@ import static io.github.lora4j.dl4j.Bits.assertBitwise;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
-import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.github.lora4j.LoraConfig;
@@ -12,7 +11,6 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
-import org.deeplearning4j.nn.conf.layers.BatchNormalization;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.graph.ComputationGraph;
@@ -115,19 +113,5 @@ class LoraDl4jGraphTest {
         });
         assertEquals(new Adam().stateSize(2 * (Nets.IN + 8)), lora.getUpdater().getStateViewArray().length(),
                 "updater state of layer0's loraA and loraB only");
-    }
-
-    @Test
-    void anUntargetedBatchNormalizationIsRefused() {
-        MultiLayerNetwork base = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().list()
-                .layer(new DenseLayer.Builder().nIn(Nets.IN).nOut(8).build())
-                .layer(new BatchNormalization.Builder().nOut(8).build())
-                .layer(new OutputLayer.Builder().nIn(8).nOut(Nets.CLASSES).build()).build());
-        base.init();
-        INDArray params = base.params().dup();
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> LoraDl4j.apply(base, CONFIG, "layer0"));
-        assertTrue(e.getMessage().contains("(BatchNormalization)"), e.getMessage());
-        assertBitwise(params, base.params(), "parameters after a refused apply");
     }
 }
