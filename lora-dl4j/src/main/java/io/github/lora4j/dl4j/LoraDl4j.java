@@ -20,6 +20,7 @@ import java.util.Collections;
 import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
@@ -62,12 +63,14 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.learning.config.NoOp;
 
 /**
- * LoRA for DL4J networks: turns the {@code DenseLayer}s and {@code OutputLayer}s of a {@link MultiLayerNetwork} or
- * {@link ComputationGraph} into LoRA layers that the network's own {@code fit()} trains.
+ * LoRA for DL4J networks: turns the {@code DenseLayer}s, {@code OutputLayer}s and {@code RnnOutputLayer}s of a
+ * {@link MultiLayerNetwork} or {@link ComputationGraph} into LoRA layers that the network's own {@code fit()} trains.
+ * The guide is {@code docs/dl4j.md}.
  *
  * <pre>{@code
  * MultiLayerNetwork lora = LoraDl4j.apply(net, LoraConfig.builder().rank(4).alpha(8).build(), "layer0", "layer1");
  * lora.fit(trainIterator);                       // trains loraA and loraB only; W and b stay bitwise unchanged
+ * System.out.print(LoraDl4j.summary(lora));      // not lora.summary(): see "Parameter counts"
  * LoraDl4j.saveAdapter(lora, dir);               // PEFT files, module paths = layer names
  * MultiLayerNetwork plain = LoraDl4j.mergeAndUnload(lora);   // DL4J's own layers, W + s·(B A)ᵀ
  * }</pre>
@@ -75,17 +78,24 @@ import org.nd4j.linalg.learning.config.NoOp;
  * <h2>What apply builds</h2>
  * A new network (the given one is not changed, parameters and updater state included) in which
  * <ul>
- *   <li>each targeted layer is a {@link LoraDenseLayer} / {@link LoraOutputLayer} with the same activation, loss,
- *       input dropout and updater, frozen {@code W [nIn, nOut]} and {@code b [nOut]}, and trainable
- *       {@code loraA [r, nIn]} and {@code loraB [nOut, r]} ({@code loraB = 0}, so its output equals the given
- *       network's bit for bit);</li>
+ *   <li>each targeted layer is a {@link LoraDenseLayer} / {@link LoraOutputLayer} / {@link LoraRnnOutputLayer} with
+ *       the same activation, loss, input dropout, updater (and, for the last, data format and masks), frozen
+ *       {@code W [nIn, nOut]} and {@code b [nOut]}, and trainable {@code loraA [r, nIn]} and {@code loraB [nOut, r]}
+ *       ({@code loraB = 0}, so its output equals the given network's bit for bit);</li>
  *   <li>every other layer with parameters is frozen: dense and output layers become LoRA layers without adapter
- *       (their backward computes {@code dL/dx} only), other layers are wrapped in DL4J's
- *       {@link FrozenLayerWithBackprop} with a NoOp updater;</li>
+ *       (their backward computes {@code dL/dx} only); a {@code BatchNormalization} becomes a
+ *       {@link FrozenBatchNormalization} (inference mode, statistics unchanged); other layers (convolutions,
+ *       recurrent layers, embeddings, SameDiff layers such as {@code SelfAttentionLayer}, wrappers) are wrapped in
+ *       DL4J's {@link FrozenLayerWithBackprop} over a copy with NoOp updaters and without regularization, input
+ *       dropout or weight noise; layers without parameters stay as they are. Their parameters stay bitwise unchanged
+ *       through {@code fit()}. Refused, by name and reason: output layers with parameters other than these three
+ *       (e.g. {@code CenterLossOutputLayer}), pretraining layers ({@code AutoEncoder},
+ *       {@code VariationalAutoencoder}), and layer kinds lora4j cannot freeze; docs/dl4j.md has the table;</li>
  *   <li>layers frozen already stay as they are: a {@link FrozenLayerWithBackprop}, and TransferLearning's
- *       {@link FrozenLayer} (and, in a graph, {@link FrozenVertex}) below every adapted layer. Those pass no gradient,
- *       so one above an adapted layer is frozen the lora4j way instead (a vertex without parameters is unwrapped),
- *       and a targeted frozen layer is adapted; {@link #mergeAndUnload} gives the wrappers back;</li>
+ *       {@link FrozenLayer} (and, in a graph, {@link FrozenVertex}) below every adapted layer. Those pass no gradient
+ *       (or, around a BatchNormalization, a wrong one), so one above an adapted layer is frozen the lora4j way instead
+ *       (a layer or vertex without parameters is unwrapped), and a targeted frozen layer is adapted;
+ *       {@link #mergeAndUnload} gives the wrappers back;</li>
  *   <li>the updater therefore holds state for {@code loraA} and {@code loraB} alone:
  *       {@code updater.stateSize(Σ r·(nIn + nOut))} elements.</li>
  * </ul>
@@ -94,15 +104,30 @@ import org.nd4j.linalg.learning.config.NoOp;
  * <h2>Targets</h2>
  * Layer names (a name matches a layer whose name equals it or ends with {@code "." + name}, PEFT's rule), layer
  * indices of a {@link MultiLayerNetwork} ({@code "0"}), or a {@link Pattern} that must match the whole name. Every
- * name must match a layer, and every matched layer must be a {@code DenseLayer} or {@code OutputLayer} (inside a
- * frozen wrapper or not). Adapters are keyed by layer name (the PEFT module paths), so two targeted layers may not
- * share one.
+ * name must match a layer, and every matched layer must be a {@code DenseLayer}, {@code OutputLayer} or
+ * {@code RnnOutputLayer} (inside a frozen wrapper or not); a {@code DenseLayer} inside a recurrent network (DL4J's
+ * {@code RnnToFeedForwardPreProcessor} folds the time steps) carries LoRA like any. Other types are refused with the
+ * reason (an LSTM's input weight stacks its four gates, a convolution's is a kernel, ...). Adapters are keyed by layer
+ * name (the PEFT module paths), so two targeted layers may not share one.
  *
  * <h2>Training</h2>
  * With DL4J's default {@code STOCHASTIC_GRADIENT_DESCENT} and any updater. The line-search solvers
  * ({@code LINE_GRADIENT_DESCENT}, {@code CONJUGATE_GRADIENT}, {@code LBFGS}) are refused by {@code apply}: they step
  * the network's whole parameter vector along their own search direction and write it back past the per-parameter
  * updater, the NoOp that keeps {@code W} and {@code b} frozen, so nothing would keep {@code W} bitwise unchanged.
+ *
+ * <p>A configuration's {@link LoraConfig#dropout() dropout} acts as PEFT's {@code lora_dropout}: in training only,
+ * the LoRA path computes {@code B(A(dropout(x)))} while the base path sees {@code x} (after the layer's own
+ * {@code dropOut}); one mask per input, shared by DL4J's forward, backward and score, drawn as lora-core's
+ * {@code LoraLinear} draws it for the layer's configuration ({@link io.github.lora4j.DropoutStream}), so training
+ * repeats bit for bit.
+ *
+ * <h2>Parameter counts</h2>
+ * DL4J's {@code summary()} counts a layer's parameters as frozen only when the layer is TransferLearning's
+ * {@code FrozenLayer}; a LoRA layer holds frozen {@code W}, {@code b} beside trainable {@code loraA}, {@code loraB},
+ * and the other frozen layers must pass gradients, so on a LoRA network it says every parameter is trainable and 0 are
+ * frozen. Use {@link #summary}, {@link #trainableParametersReport}, {@link #trainableParameterCount} and
+ * {@link #totalParameterCount} instead.
  *
  * <h2>Threading</h2>
  * As DL4J networks themselves: one thread at a time. {@link #merge} and {@link #unmerge} change {@code W} in place
@@ -696,6 +721,95 @@ public final class LoraDl4j {
     }
 
     /**
+     * All parameters of the network: frozen and trainable, as DL4J's {@code numParams()} counts them.
+     *
+     * @param net a network made by {@link #apply}
+     * @return the length of the network's parameter vector
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name
+     */
+    public static long totalParameterCount(Model net) {
+        adapted(net);
+        return net.numParams();
+    }
+
+    /**
+     * PEFT's {@code print_trainable_parameters} line for the network, the counts DL4J's {@code summary()} cannot give
+     * (see {@link #summary}).
+     *
+     * @param net a network made by {@link #apply}
+     * @return e.g. {@code "trainable params: 1,216 || all params: 8,808 || trainable%: 13.8056"}
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name
+     */
+    public static String trainableParametersReport(Model net) {
+        long trainable = trainableParameterCount(net);
+        long all = net.numParams();
+        return String.format(Locale.ROOT, "trainable params: %,d || all params: %,d || trainable%%: %.4f", trainable,
+                all, 100.0 * trainable / all);
+    }
+
+    /**
+     * A per-layer table of what trains and what is frozen, and how, ending with
+     * {@link #trainableParametersReport}'s line. Use it instead of DL4J's {@code summary()} on a LoRA network: DL4J
+     * counts a layer's parameters as frozen only when the layer is TransferLearning's {@code FrozenLayer} (which
+     * passes no gradient), so on a LoRA network it reports every parameter trainable and 0 frozen, although only
+     * {@code loraA} and {@code loraB} train (frozen {@code W} and {@code b} inside a LoRA layer, and layers in
+     * {@code FrozenLayerWithBackprop} or {@link FrozenBatchNormalization}, are invisible to it).
+     *
+     * @param net a network made by {@link #apply}
+     * @return a multi-line table: layer name, DL4J layer class, parameters, trainable parameters, how it is frozen
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name
+     */
+    public static String summary(Model net) {
+        adapted(net);
+        List<String[]> rows = new ArrayList<>();
+        rows.add(new String[] {"layer", "type", "params", "trainable", "frozen how"});
+        long trainable = 0;
+        for (org.deeplearning4j.nn.api.Layer l : layers(net)) {
+            String name = l.conf().getLayer().getLayerName();
+            long params = l.numParams();
+            long train = 0;
+            String how;
+            if (l instanceof LoraLayer && ((LoraLayer) l).ops().hasAdapter()) {
+                train = LoraParamInitializer.trainableParams((Layer) ((LoraLayer) l).loraConf());
+                how = "LoRA r=" + ((LoraLayer) l).loraConf().lora().getRank() + ": loraA, loraB train; W, b frozen";
+            } else if (l instanceof LoraLayer) {
+                how = "frozen: LoRA layer without adapter";
+            } else if (l instanceof FrozenBatchNormalizationImpl) {
+                how = "frozen: statistics and scale, inference mode";
+            } else if (l instanceof org.deeplearning4j.nn.layers.FrozenLayerWithBackprop) {
+                how = "frozen: FrozenLayerWithBackprop("
+                        + ((org.deeplearning4j.nn.layers.FrozenLayerWithBackprop) l).getInsideLayer().getClass()
+                        .getSimpleName() + ")";
+            } else if (l instanceof org.deeplearning4j.nn.layers.FrozenLayer) {
+                how = "frozen: FrozenLayer(" + ((org.deeplearning4j.nn.layers.FrozenLayer) l).getInsideLayer()
+                        .getClass().getSimpleName() + ")";
+            } else if (params == 0) {
+                how = "no parameters";
+            } else {
+                train = params;
+                how = "trainable (not frozen by lora4j)";
+            }
+            trainable += train;
+            rows.add(new String[] {name == null ? String.valueOf(l.getIndex()) : name, l.getClass().getSimpleName(),
+                    String.format(Locale.ROOT, "%,d", params), String.format(Locale.ROOT, "%,d", train), how});
+        }
+        int[] width = new int[5];
+        for (String[] r : rows) {
+            for (int i = 0; i < r.length; i++) {
+                width[i] = Math.max(width[i], r[i].length());
+            }
+        }
+        StringBuilder out = new StringBuilder();
+        for (String[] r : rows) {
+            out.append(String.format(Locale.ROOT, "%-" + width[0] + "s  %-" + width[1] + "s  %" + width[2] + "s  %"
+                    + width[3] + "s  %s%n", (Object[]) r));
+        }
+        long all = net.numParams();
+        return out.append(String.format(Locale.ROOT, "trainable params: %,d || all params: %,d || trainable%%: %.4f%n",
+                trainable, all, 100.0 * trainable / all)).toString();
+    }
+
+    /**
      * Whether the LoRA layers of {@code net} are merged (they are merged and unmerged together).
      *
      * @param net a network made by {@link #apply}
@@ -826,10 +940,12 @@ public final class LoraDl4j {
     // ---------------------------------------------------------------- PEFT files
 
     /**
-     * Saves the adapters as PEFT files ({@code adapter_model.safetensors}, F32, and {@code adapter_config.json}) in
-     * {@code dir}, with module paths = layer names ({@code base_model.model.<layer name>.lora_A.weight}
-     * {@code [r, nIn]}, {@code ...lora_B.weight} {@code [nOut, r]}) and {@code fan_in_fan_out = true} (DL4J stores
-     * {@code W [nIn, nOut]}). Atomic, as {@link PeftAdapterFiles#save}.
+     * Saves the adapters as PEFT files ({@code adapter_model.safetensors} and {@code adapter_config.json}) in
+     * {@code dir}, in the network's precision: F64 for a DOUBLE network, F32 for a FLOAT one, so that
+     * {@link #loadAdapter} gives back the same bits (PEFT and safetensors read both). Module paths are layer names
+     * ({@code base_model.model.<layer name>.lora_A.weight} {@code [r, nIn]}, {@code ...lora_B.weight}
+     * {@code [nOut, r]}), {@code fan_in_fan_out = true} (DL4J stores {@code W [nIn, nOut]}), and the config holds each
+     * layer's rank, alpha, dropout and rsLoRA flag. Atomic, as {@link PeftAdapterFiles#save}.
      *
      * @param net a network made by {@link #apply}; not changed
      * @param dir the directory (created if absent)
@@ -837,15 +953,33 @@ public final class LoraDl4j {
      * @throws IOException              if writing fails; existing files are then left as they were
      */
     public static void saveAdapter(Model net, Path dir) throws IOException {
+        saveAdapter(net, dir, null);
+    }
+
+    /**
+     * {@link #saveAdapter(Model, Path)} in a chosen file type: {@code FLOAT} (F32, PEFT's usual; a DOUBLE network's
+     * adapter then reloads rounded to float), {@code DOUBLE} (F64), {@code HALF} (F16) or {@code BFLOAT16} (BF16);
+     * narrowing rounds to nearest even.
+     *
+     * @param net      a network made by {@link #apply}; not changed
+     * @param dir      the directory (created if absent)
+     * @param fileType the tensors' type in the file, or null for the network's own
+     * @throws IllegalArgumentException for a network without LoRA layers, or with two of one name, or a file type
+     *                                  other than those four
+     * @throws IOException              if writing fails; existing files are then left as they were
+     */
+    public static void saveAdapter(Model net, Path dir, DataType fileType) throws IOException {
         Map<String, LoraLinear> modules = new LinkedHashMap<>();
+        DataType type = fileType;
         for (Map.Entry<String, LoraLayer> e : adapted(net).entrySet()) {
             Map<String, INDArray> p = e.getValue().paramTable();
             LoraLinear linear = LoraLinear.base(p.get(WEIGHT_KEY), null, WeightLayout.IN_OUT);
             linear.addAdapter(LoraLinear.DEFAULT_ADAPTER, e.getValue().loraConf().loraConfig());
             linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, p.get(LORA_A_KEY), p.get(LORA_B_KEY));
             modules.put(e.getKey(), linear);
+            type = type == null ? p.get(LORA_A_KEY).dataType() : type;
         }
-        PeftAdapterFiles.save(dir, modules, LoraLinear.DEFAULT_ADAPTER);
+        PeftAdapterFiles.save(dir, modules, LoraLinear.DEFAULT_ADAPTER, type);
     }
 
     /**
