@@ -153,6 +153,32 @@ class LoraDl4jTransferLearningTest {
                 lora.getLayer(0).params(), "frozen layer0 W and b");
     }
 
+    /** A TransferLearning FrozenLayer without parameters above an adapted layer blocked its gradient: unwrapped now. */
+    @Test
+    void aFrozenLayerWithoutParametersAboveAnAdaptedLayerIsUnwrapped() {
+        MultiLayerNetwork base = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(3)
+                .updater(new Adam(0.01)).list()
+                .layer(new DenseLayer.Builder().nIn(Nets.IN).nOut(8).activation(Activation.IDENTITY).build())
+                .layer(new org.deeplearning4j.nn.conf.layers.ActivationLayer.Builder().activation(Activation.TANH)
+                        .build())
+                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nIn(8).nOut(Nets.CLASSES)
+                        .activation(Activation.SOFTMAX).build())
+                .build());
+        base.init();
+        MultiLayerNetwork tl = new TransferLearning.Builder(base).setFeatureExtractor(1).build();
+        assertInstanceOf(FrozenLayer.class, tl.getLayerWiseConfigurations().getConf(1).getLayer());
+
+        MultiLayerNetwork lora = LoraDl4j.apply(tl, CONFIG, "layer0");
+
+        assertInstanceOf(org.deeplearning4j.nn.conf.layers.ActivationLayer.class,
+                lora.getLayerWiseConfigurations().getConf(1).getLayer(), "unwrapped");
+        assertBitwise(tl.output(DATA.getFeatures()), lora.output(DATA.getFeatures()), "output at init");
+        lora.fit(DATA);
+        lora.fit(DATA);
+        assertNotEquals(0.0, lora.getLayer(0).getParam("loraB").amaxNumber().doubleValue(),
+                "layer0's adapter gets a gradient through the activation layer");
+    }
+
     @Test
     void aGraphWithAFrozenFeatureExtractorIsAdaptedAndAFrozenVertexAboveAnAdaptedLayerPassesGradients() {
         ComputationGraph base = Nets.graph(DataType.FLOAT, new Adam(0.02), 4);
