@@ -2,7 +2,6 @@ package io.github.lora4j;
 
 import java.util.Arrays;
 import java.util.Objects;
-import java.util.SplittableRandom;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -29,7 +28,7 @@ public final class LoraAdapter {
     private final INDArray gradB;
     /** DoRA's magnitude and norms, or null for plain LoRA. */
     private final Dora dora;
-    private SplittableRandom dropoutRng;
+    private DropoutStream dropoutStream;
     /** Run-time strength (PEFT's {@code set_scale}); 1 unless {@link LoraLinear#setAdapterScale} changed it. */
     private volatile double scale = 1.0;
     /** {@code scale·alpha / r} (or {@code / sqrt(r)}), computed once per change so every path reads one field. */
@@ -215,14 +214,14 @@ public final class LoraAdapter {
     }
 
     /**
-     * The dropout mask stream, created on first use and seeded from the config; drawn in Java (see {@link Dropout})
-     * so that masks are the same on every backend and no ND4J random op runs on the hot path.
+     * The dropout mask stream, created on first use from the config ({@link DropoutStream}'s rule): masks drawn in
+     * Java, the same on every backend and host, with no ND4J random op on the hot path.
      */
-    SplittableRandom dropoutRng() {
-        if (dropoutRng == null) {
-            dropoutRng = new SplittableRandom(config.seed() ^ 0x5DEECE66DL);
+    DropoutStream dropoutStream() {
+        if (dropoutStream == null) {
+            dropoutStream = DropoutStream.of(config);
         }
-        return dropoutRng;
+        return dropoutStream;
     }
 
     @Override

@@ -34,8 +34,8 @@ final class Plan {
      * {@code ‖W_j‖²} (null otherwise).
      */
     record Target(String weight, String module, WeightLayout layout, LoraConfig config, INDArray initialA, long out,
-                  String a, String b, String scaling, List<GraphSurgery.Inserted> inserted, INDArray initialMagnitude,
-                  double[] weightSquares) {
+                  String a, String b, String scaling, List<GraphSurgery.Inserted> inserted,
+                  List<GraphSurgery.DropoutPath> dropouts, INDArray initialMagnitude, double[] weightSquares) {
     }
 
     /** The suffix of an adapter's {@code A} variable: {@code <module>/lora_A}. */
@@ -58,13 +58,6 @@ final class Plan {
     /** Trainable variables that {@link #execute()} turns into constants (targeted weights among them). */
     List<String> frozen() {
         return frozen;
-    }
-
-    static void requireNoDropout(LoraConfig config) {
-        if (config.dropout() != 0) {
-            throw new IllegalArgumentException("LoRA dropout is not supported in the SameDiff path: expected dropout 0,"
-                    + " got " + config.dropout());
-        }
     }
 
     /**
@@ -106,12 +99,43 @@ final class Plan {
     static List<String> namesFor(String module, int uses) {
         List<String> n = new ArrayList<>(List.of(module + "/lora_A", module + "/lora_B", module + "/lora_scaling"));
         for (int k = 0; k < uses; k++) {
-            String sfx = k == 0 ? "" : "_" + k;
             for (String part : List.of("/lora_base", "/lora_u", "/lora_up", "/lora_delta")) {
-                n.add(module + part + sfx);
+                n.add(module + part + suffix(k));
             }
         }
         return n;
+    }
+
+    /** The suffix of the names of a module's {@code k}-th adapted op: none, then {@code _1}, {@code _2}, ... */
+    static String suffix(int k) {
+        return k == 0 ? "" : "_" + k;
+    }
+
+    /** The names a module's LoRA dropout adds: each use's {@link GraphSurgery.DropoutPath}. */
+    static List<GraphSurgery.DropoutPath> dropoutPaths(String module, int uses) {
+        List<GraphSurgery.DropoutPath> paths = new ArrayList<>();
+        for (int k = 0; k < uses; k++) {
+            paths.add(GraphSurgery.DropoutPath.of(module, suffix(k)));
+        }
+        return paths;
+    }
+
+    /**
+     * Checks that the names of a module's LoRA dropout are free in {@code sd} (and in {@code planned}, to which they are
+     * added).
+     *
+     * @throws IllegalArgumentException naming the first name taken
+     */
+    static void requireDropoutNamesFree(SameDiff sd, String module, List<GraphSurgery.DropoutPath> paths,
+            Set<String> planned) {
+        List<String> names = new ArrayList<>();
+        paths.forEach(d -> names.addAll(d.names()));
+        for (String n : names) {
+            if (sd.hasVariable(n) || sd.getOps().containsKey(n) || !planned.add(n)) {
+                throw new IllegalArgumentException("variable '" + n + "' (for the LoRA dropout of '" + module
+                        + "') already exists in this SameDiff graph, as a variable or an op name; the graph is unchanged");
+            }
+        }
     }
 
     /**
@@ -120,7 +144,6 @@ final class Plan {
      * @throws IllegalArgumentException for anything {@link LoraSameDiff#apply} refuses
      */
     static Plan forTargets(SameDiff sd, LoraConfig config, List<String> names, Pattern regex, List<String> keep) {
-        requireNoDropout(config);
         refuseExistingAdapters(sd);
         Predicate<String> matches;
         String what;
@@ -217,7 +240,6 @@ final class Plan {
      * to which they are added).
      */
     static Target target(SameDiff sd, String weight, LoraConfig config, Set<String> planned) {
-        requireNoDropout(config);
         requireDoraWithoutDropout(config);
         Variable v = sd.getVariables().get(weight);
         SDVariable var = v.getVariable();
@@ -270,6 +292,10 @@ final class Plan {
                         + "') already exists in this SameDiff graph, as a variable or an op name; the graph is unchanged");
             }
         }
+        List<GraphSurgery.DropoutPath> dropouts = config.dropout() > 0 ? dropoutPaths(module, uses.size()) : List.of();
+        if (!dropouts.isEmpty()) {
+            requireDropoutNamesFree(sd, module, dropouts, planned);
+        }
         for (GraphSurgery.Use use : uses) {
             if (use.op().equals(use.output()) && GraphSurgery.hasControlDependencies(sd, use.op())) {
                 throw new IllegalArgumentException("op '" + use.op() + "' that reads weight '" + weight
@@ -285,7 +311,7 @@ final class Plan {
         INDArray m0 = config.useDora() ? eager.adapter(LoraLinear.DEFAULT_ADAPTER).magnitude().dup() : null;
         double[] squares = config.useDora() ? rowSquares(w, layout) : null;
         return new Target(weight, module, layout, config, eager.loraA(LoraLinear.DEFAULT_ADAPTER), eager.outFeatures(),
-                names.get(0), names.get(1), names.get(2), inserted, m0, squares);
+                names.get(0), names.get(1), names.get(2), inserted, dropouts, m0, squares);
     }
 
     /** {@code ‖W_j‖²} per output feature, in double (a row of {@code [out, in]}, a column of {@code [in, out]}). */
@@ -321,6 +347,9 @@ final class Plan {
             SDVariable s = sd.constant(t.scaling(), Nd4j.scalar(type, t.config().scaling()));
             for (GraphSurgery.Inserted ins : t.inserted()) {
                 GraphSurgery.insert(sd, ins, a, b, s);
+            }
+            for (int k = 0; k < t.dropouts().size(); k++) {
+                GraphSurgery.insertDropout(sd, t.inserted().get(k), t.dropouts().get(k));
             }
             adapters.add(a);
             adapters.add(b);

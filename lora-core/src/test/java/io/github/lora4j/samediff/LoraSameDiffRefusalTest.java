@@ -82,14 +82,17 @@ class LoraSameDiffRefusalTest {
     }
 
     @Test
-    void aRankAboveMinInOutDropoutATakenNameAndABadKeepTrainableAreRefused() {
+    void aRankAboveMinInOutATakenNameAndABadKeepTrainableAreRefused() {
         SameDiff sd = Graphs.build(Kind.MMUL, DataType.DOUBLE, 8);
         refused(sd, g -> LoraSameDiff.apply(g, CFG.toBuilder().rank(6).build(), "fc1"), "'fc1/weight'", "rank");
-        refused(sd, g -> LoraSameDiff.apply(g, CFG.toBuilder().dropout(0.1).build(), "fc1"), "expected dropout 0");
         refused(sd, g -> LoraSameDiff.builder(CFG).targets("fc0").keepTrainable("fc0/weight").apply(g), "targeted weight");
         refused(sd, g -> LoraSameDiff.builder(CFG).targets("fc0").keepTrainable("nope").apply(g), "no such variable");
         sd.var("fc1/lora_A", gaussian(DataType.DOUBLE, 1, 1, 2, 2));     // a user's variable named like lora4j's
         refused(sd, g -> LoraSameDiff.apply(g, CFG, "fc1/weight"), "'fc1/lora_A'", "already exists");
+        SameDiff other = Graphs.build(Kind.MMUL, DataType.DOUBLE, 8);
+        other.constant("fc1/lora_dropped", gaussian(DataType.DOUBLE, 1, 1, 1));      // taken by the user
+        refused(other, g -> LoraSameDiff.apply(g, CFG.toBuilder().dropout(0.1).build(), "fc1"),
+                "'fc1/lora_dropped'", "LoRA dropout", "already exists");
     }
 
     /** Runs {@code apply} on {@code sd}, expects the refusal of a graph with adapters, and an unchanged graph. */

@@ -18,7 +18,11 @@ import org.nd4j.linalg.learning.config.IUpdater;
 import org.nd4j.linalg.learning.config.NoOp;
 import org.nd4j.linalg.learning.regularization.Regularization;
 
-/** What {@link LoraDenseLayer} and {@link LoraOutputLayer} share: copying the base layer, freezing, wiring. */
+/**
+ * What the LoRA layer configurations ({@link LoraDenseLayer}, {@link LoraOutputLayer}, {@link LoraRnnOutputLayer})
+ * share: copying the base layer, freezing, wiring. Each of the three overrides DL4J's methods with one line calling here;
+ * they cannot share a superclass, as each extends its base layer's DL4J class.
+ */
 final class LayerConfs {
 
     private LayerConfs() {

@@ -36,7 +36,7 @@ public final class LoraLayerState implements Serializable {
     /**
      * The replaced DL4J layer configuration.
      *
-     * @return the {@code DenseLayer} or {@code OutputLayer} configuration held here (not a copy)
+     * @return the {@code DenseLayer}, {@code OutputLayer} or {@code RnnOutputLayer} configuration held here (not a copy)
      */
     public Layer getBase() {
         return base;

@@ -11,6 +11,7 @@ import io.github.lora4j.LoraConfig;
 import java.io.File;
 import java.io.IOException;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Map;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.graph.FrozenVertex;
@@ -104,8 +105,13 @@ class LoraDl4jTransferLearningTest {
         assertTrue(lora.output(DATA.getFeatures()).equalsWithEps(plain.output(DATA.getFeatures()), 1e-5));
     }
 
+    /**
+     * Issue 30 item 6: a TransferLearning-frozen BatchNormalization above an adapted layer was refused (DL4J's frozen
+     * wrappers pass it no gradient, or a wrong one); it now becomes a {@link FrozenBatchNormalization}, which passes
+     * the gradient of its inference-mode map and keeps its statistics. One below every adapted layer is kept as it is.
+     */
     @Test
-    void aFrozenBatchNormalizationAboveAnAdaptedLayerIsRefusedByNameAndOneBelowIsKept() {
+    void aFrozenBatchNormalizationAboveAnAdaptedLayerPassesGradientsAndOneBelowIsKept() {
         MultiLayerNetwork base = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(3)
                 .updater(new Adam(0.01)).list()
                 .layer(new DenseLayer.Builder().nIn(Nets.IN).nOut(8).activation(Activation.TANH).build())
@@ -118,11 +124,26 @@ class LoraDl4jTransferLearningTest {
         base.fit(DATA);
         MultiLayerNetwork tl = new TransferLearning.Builder(base).setFeatureExtractor(1).build();
         INDArray params = tl.params().dup();
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> LoraDl4j.apply(tl, CONFIG, "layer0"));
-        assertTrue(e.getMessage().contains("'layer1' (index 1)") && e.getMessage().contains("BatchNormalization")
-                && e.getMessage().contains("TransferLearning's FrozenLayer"), e.getMessage());
-        assertBitwise(params, tl.params(), "parameters after a refused apply");
+
+        MultiLayerNetwork deep = LoraDl4j.apply(tl, CONFIG, "layer0");
+        assertInstanceOf(FrozenBatchNormalization.class, deep.getLayerWiseConfigurations().getConf(1).getLayer());
+        assertBitwise(tl.output(DATA.getFeatures()), deep.output(DATA.getFeatures()), "output at init");
+        Map<String, INDArray> before = LoraDl4jTest.params(deep);
+        deep.fit(DATA);
+        deep.fit(DATA);
+        assertNotEquals(0.0, deep.getLayer(0).getParam("loraB").amaxNumber().doubleValue(),
+                "layer0's adapter gets a gradient through the frozen BatchNormalization");
+        Map<String, INDArray> after = LoraDl4jTest.params(deep);
+        assertEquals(List.of("1_gamma", "1_beta", "1_mean", "1_log10stdev"),
+                before.keySet().stream().filter(k -> k.startsWith("1_")).toList(), "the BatchNormalization's parameters");
+        before.forEach((k, v) -> {
+            if (!k.endsWith("_loraA") && !k.endsWith("_loraB")) {
+                assertBitwise(v, after.get(k), k + " after fit");
+            }
+        });
+        MultiLayerNetwork plain = LoraDl4j.mergeAndUnload(deep);
+        assertEquals(tl.getLayerWiseConfigurations().getConf(1).getLayer(),
+                plain.getLayerWiseConfigurations().getConf(1).getLayer(), "mergeAndUnload gives the FrozenLayer back");
 
         MultiLayerNetwork lora = LoraDl4j.apply(tl, CONFIG, "layer2", "layer3");
         assertInstanceOf(FrozenLayer.class, lora.getLayerWiseConfigurations().getConf(1).getLayer());
@@ -130,6 +151,32 @@ class LoraDl4jTransferLearningTest {
         lora.fit(DATA);
         assertBitwise(params.get(org.nd4j.linalg.indexing.NDArrayIndex.interval(0, Nets.IN * 8 + 8)),
                 lora.getLayer(0).params(), "frozen layer0 W and b");
+    }
+
+    /** A TransferLearning FrozenLayer without parameters above an adapted layer blocked its gradient: unwrapped now. */
+    @Test
+    void aFrozenLayerWithoutParametersAboveAnAdaptedLayerIsUnwrapped() {
+        MultiLayerNetwork base = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(3)
+                .updater(new Adam(0.01)).list()
+                .layer(new DenseLayer.Builder().nIn(Nets.IN).nOut(8).activation(Activation.IDENTITY).build())
+                .layer(new org.deeplearning4j.nn.conf.layers.ActivationLayer.Builder().activation(Activation.TANH)
+                        .build())
+                .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nIn(8).nOut(Nets.CLASSES)
+                        .activation(Activation.SOFTMAX).build())
+                .build());
+        base.init();
+        MultiLayerNetwork tl = new TransferLearning.Builder(base).setFeatureExtractor(1).build();
+        assertInstanceOf(FrozenLayer.class, tl.getLayerWiseConfigurations().getConf(1).getLayer());
+
+        MultiLayerNetwork lora = LoraDl4j.apply(tl, CONFIG, "layer0");
+
+        assertInstanceOf(org.deeplearning4j.nn.conf.layers.ActivationLayer.class,
+                lora.getLayerWiseConfigurations().getConf(1).getLayer(), "unwrapped");
+        assertBitwise(tl.output(DATA.getFeatures()), lora.output(DATA.getFeatures()), "output at init");
+        lora.fit(DATA);
+        lora.fit(DATA);
+        assertNotEquals(0.0, lora.getLayer(0).getParam("loraB").amaxNumber().doubleValue(),
+                "layer0's adapter gets a gradient through the activation layer");
     }
 
     @Test
