@@ -70,12 +70,12 @@ public final class LoraEmbedding {
      * Wraps a table {@code [num_embeddings, dim]} and adds adapter {@value LoraLinear#DEFAULT_ADAPTER} (active).
      *
      * @param table  {@code [num_embeddings, dim]}, FLOAT or DOUBLE, finite; referenced, not copied
-     * @param config the adapter's configuration; {@code r <= min(num_embeddings, dim)}
+     * @param config the adapter's configuration; any {@code r >= 1} (above {@code min(num_embeddings, dim)} too, as in PEFT)
      * @return a new layer in eval mode whose active adapter {@value LoraLinear#DEFAULT_ADAPTER} is initialised as
      *         the class comment says (so its output is the plain lookup until {@code A} is trained)
      * @throws NullPointerException     if {@code table} or {@code config} is null
      * @throws IllegalArgumentException if the table is not a non-empty FLOAT or DOUBLE matrix of finite values, the
-     *                                  rank exceeds {@code min(num_embeddings, dim)}, or the scaling is not a finite
+     *                                  rank is below 1, or the scaling is not a finite
      *                                  value of the table's type; the message names expected and actual
      */
     public static LoraEmbedding wrap(INDArray table, LoraConfig config) {
@@ -166,8 +166,8 @@ public final class LoraEmbedding {
      * @param name   the new adapter's name: not blank, not {@value LoraLinear#BASE_MODEL}, not already used
      * @param config its configuration, kept as given ({@link LoraAdapter#config()}); its dropout is ignored
      * @throws NullPointerException     if {@code name} or {@code config} is null
-     * @throws IllegalArgumentException if the name is blank, reserved or taken, the rank exceeds
-     *                                  {@code min(num_embeddings, dim)}, the scaling is not a finite value of the
+     * @throws IllegalArgumentException if the name is blank, reserved or taken, the rank is below
+     *                                  1, the scaling is not a finite value of the
      *                                  table's type, or the config asks for DoRA (not supported on embeddings)
      */
     public void addAdapter(String name, LoraConfig config) {

@@ -444,7 +444,7 @@ public final class PeftAdapterFiles {
      * @throws IllegalArgumentException if the file does not fit the model: a module missing or of another kind (conv
      *                                  LoRA always here: pass conv layers to the six-argument load), full tensors
      *                                  ({@code modules_to_save}: use {@code LoraModel}), a shape that does not match
-     *                                  the layer, a rank above {@code min(in, out)}, a scaling or value that is not
+     *                                  the layer, a scaling or value that is not
      *                                  finite in the layer's type, or an adapter name that is invalid or taken; the
      *                                  message names module, expected and actual
      * @throws IOException              if reading fails otherwise; no layer was changed then

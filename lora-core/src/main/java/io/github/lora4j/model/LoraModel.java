@@ -198,7 +198,7 @@ public final class LoraModel {
      * @param targetNames module names (PEFT's {@code target_modules} list), none blank
      * @return this model
      * @throws IllegalArgumentException if nothing matches (the message lists the available modules), a name is
-     *                                  blank, the rank exceeds {@code min(in, out)} of a matched module, or a
+     *                                  blank, or a
      *                                  matched module is a modules_to_save copy; nothing is changed then
      * @throws IllegalStateException    if LoRA was already applied (use {@link #addAdapter} for more adapters)
      */
@@ -224,12 +224,13 @@ public final class LoraModel {
 
     /**
      * Adds adapter {@code name} to every targeted module, not active (see {@link #setActiveAdapter}); module
-     * {@code path} gets {@code config.forModule(path)}. All or nothing: the rank is checked against every module first.
+     * {@code path} gets {@code config.forModule(path)}. All or nothing: the name is checked on every module first. Any
+     * rank {@code >= 1} is accepted, also above a module's {@code min(in, out)} (as in PEFT).
      *
      * @param name   the new adapter's name
      * @param config its configuration, the seed mixed per module
      * @throws IllegalStateException    before {@link #applyLora}
-     * @throws IllegalArgumentException for a taken or blank name, or a rank above a module's {@code min(in, out)}
+     * @throws IllegalArgumentException for a taken or blank name
      */
     public void addAdapter(String name, LoraConfig config) {
         ModelAdapters.addAdapter(this, name, config);
