@@ -62,7 +62,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * Bad arguments throw {@link IllegalArgumentException}, calls in the wrong state
  * {@link IllegalStateException}; each names what was expected and what came, and leaves the layer as it was.
  */
-public final class LoraLinear {
+public final class LoraLinear implements LoraTrainable {
 
     /** Name of the adapter that {@link #wrap} adds. */
     public static final String DEFAULT_ADAPTER = "default";

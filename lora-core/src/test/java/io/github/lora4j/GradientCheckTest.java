@@ -12,9 +12,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * Analytic gradients against central finite differences of {@code L = sum(y ⊙ g)} in double precision.
  * L is linear in each of A, B and x separately, so the central difference has no truncation error; the
- * tolerance covers rounding only.
+ * tolerance covers rounding only. {@link #checkAgainstDifferences} is public for the other packages' gradient checks.
  */
-class GradientCheckTest {
+public class GradientCheckTest {
 
     private static final double EPS = 1e-6;
 
@@ -48,7 +48,7 @@ class GradientCheckTest {
         return l.forward(x).mul(g).sumNumber().doubleValue();
     }
 
-    static void checkAgainstDifferences(String what, INDArray param, INDArray analytic,
+    public static void checkAgainstDifferences(String what, INDArray param, INDArray analytic,
                                                 java.util.function.DoubleSupplier loss) {
         INDArray flat = param.reshape(param.length());
         INDArray an = analytic.dup('c').reshape(analytic.length());
