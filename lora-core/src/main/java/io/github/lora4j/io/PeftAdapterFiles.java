@@ -140,6 +140,7 @@ public final class PeftAdapterFiles {
         Map<String, LoraConv2d> convs = Collections.emptyMap();
         Map<String, Map<String, INDArray>> modulesToSave = Collections.emptyMap();
         String baseModel;
+        String taskType;
         List<String> targets;
         String targetRegex;
         DataType fileType = DataType.FLOAT;
@@ -225,6 +226,20 @@ public final class PeftAdapterFiles {
          */
         public Saver baseModelNameOrPath(String nameOrPath) {
             this.baseModel = nameOrPath;
+            return this;
+        }
+
+        /**
+         * {@code task_type}, usually one of PEFT's {@link PeftAdapterConfig#TASK_TYPES} (e.g. {@code "CAUSAL_LM"},
+         * which PEFT's {@code AutoPeftModelForCausalLM} requires), or null (the default) to write null. Written as
+         * given, so that a value read from a file saves back unchanged;
+         * {@link io.github.lora4j.model.LoraModel#setTaskType} is the checked setter.
+         *
+         * @param taskType the task type, or {@code null}
+         * @return this saver
+         */
+        public Saver taskType(String taskType) {
+            this.taskType = taskType;
             return this;
         }
 

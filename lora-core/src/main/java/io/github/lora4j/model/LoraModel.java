@@ -85,6 +85,7 @@ public final class LoraModel {
     String targetRegex;
     LoraConfig appliedConfig;
     String baseModelNameOrPath;
+    String taskType;
 
     LoraModel(ModuleSet set) {
         this.order = new ArrayList<>(set.order);
@@ -185,6 +186,31 @@ public final class LoraModel {
     /** {@return the {@code base_model_name_or_path} {@link #save} writes, or null} */
     public String baseModelNameOrPath() {
         return baseModelNameOrPath;
+    }
+
+    /**
+     * {@return this model} Sets the {@code task_type} that {@link #save} writes for every adapter: one of PEFT's
+     * {@link PeftAdapterConfig#TASK_TYPES} ({@code "CAUSAL_LM"} for PEFT's
+     * {@code AutoPeftModelForCausalLM}, {@code "SEQ_CLS"} for {@code AutoPeftModelForSequenceClassification}, ...), or
+     * null to write null (PEFT's plain {@code PeftModel}). {@link #load} of a model without LoRA takes the file's
+     * value, whatever string it is, so a file saves back as it came.
+     *
+     * @param taskType one of PEFT's task types, or null
+     * @throws IllegalArgumentException for any other string (a typo such as {@code "CASUAL_LM"} would make PEFT
+     *                                  refuse the folder); the model is unchanged then
+     */
+    public LoraModel setTaskType(String taskType) {
+        if (taskType != null && !PeftAdapterConfig.TASK_TYPES.contains(taskType)) {
+            throw new IllegalArgumentException("task_type: expected null or one of PEFT's TaskType values "
+                    + PeftAdapterConfig.TASK_TYPES + ", got '" + taskType + "'");
+        }
+        this.taskType = taskType;
+        return this;
+    }
+
+    /** {@return the {@code task_type} {@link #save} writes, or null} */
+    public String taskType() {
+        return taskType;
     }
 
     /**

@@ -38,7 +38,7 @@ final class ModelFiles {
         model.savedEmbeddings.forEach((p, m) -> full.put(p, Map.of("weight", m[1].table())));
         PeftAdapterFiles.Saver saver = PeftAdapterFiles.saver().linears(model.loraModules()).embeddings(model.loraEmbeddings())
                 .convs(model.loraConvs())
-                .modulesToSave(full).baseModelNameOrPath(model.baseModelNameOrPath);
+                .modulesToSave(full).baseModelNameOrPath(model.baseModelNameOrPath).taskType(model.taskType);
         if (model.targetRegex != null) {
             saver.targetModulesRegex(model.targetRegex);
         } else if (!model.targetModules.isEmpty()) {
@@ -122,6 +122,7 @@ final class ModelFiles {
                 model.targetModules.addAll(cfg.targetModules());
             }
             model.baseModelNameOrPath = cfg.baseModelNameOrPath().orElse(model.baseModelNameOrPath);
+            model.taskType = cfg.taskType().orElse(model.taskType);
         }
         return cfg;
     }
