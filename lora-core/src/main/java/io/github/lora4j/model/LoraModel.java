@@ -559,6 +559,54 @@ public final class LoraModel {
     }
 
     /**
+     * Saves every adapter of the model into {@code dir} as PEFT's {@code save_pretrained} does with several adapters
+     * ({@link PeftAdapterFiles.Saver#saveAll}): adapter {@value #DEFAULT_ADAPTER} at the top of {@code dir}, each
+     * other adapter in the subfolder {@code dir/<name>}, each written as {@link #save(Path, String)} writes one (its own
+     * rank, alpha, DoRA magnitude; the model's targets, base model name and task type). {@link #load(Path)} reads
+     * the folder back; PEFT reads it with {@code PeftModel.from_pretrained(base, dir)} plus
+     * {@code load_adapter(dir + "/" + name, adapter_name=name)} for the others.
+     *
+     * <p>All or nothing: every adapter is checked and written to a staging folder first; if anything fails, the model
+     * is unchanged and {@code dir} holds what it held before.
+     *
+     * @param dir the folder, created if absent
+     * @throws IllegalStateException    before {@link #applyLora}
+     * @throws IllegalArgumentException if an adapter name cannot be a folder name ({@code "../x"}, an absolute path,
+     *                                  a name with {@code '/'}, {@code '\'}, {@code ':'} or a leading {@code '.'}),
+     *                                  the model has modules_to_save copies and several adapters (PEFT keeps a copy
+     *                                  per adapter, lora4j one for all), or as {@link #save(Path, String)}; nothing is
+     *                                  written then
+     * @throws IOException              if writing fails; {@code dir} is then as it was
+     */
+    public void save(Path dir) throws IOException {
+        ModelFiles.saveAll(this, dir);
+    }
+
+    /**
+     * Loads every adapter of a folder in PEFT's several-adapter layout ({@link #save(Path)}): the adapter at the top
+     * of {@code dir} as {@value #DEFAULT_ADAPTER} (the active one on a model without LoRA), then each subfolder that
+     * holds an adapter, by name, under its folder's name, each as {@link #load(Path, String)} loads one. To see what
+     * is there without loading, use {@link PeftAdapterFiles#adapterFolders}; to load one adapter of the folder, pass
+     * its folder to {@link #load(Path, String)}.
+     *
+     * <p>All or nothing: every folder is read and checked before the model changes; if a later adapter still does
+     * not fit the model, the adapters this call loaded are removed again and the model is as it was.
+     *
+     * @param dir the folder
+     * @return the adapters loaded, in the order loaded: {@value #DEFAULT_ADAPTER} first (if present), then by name
+     * @throws IllegalArgumentException if the folder holds no adapter, a name is already the model's, an adapter does
+     *                                  not fit the model (as {@link #load(Path, String)}), adapters cover different
+     *                                  modules, or the folder holds several adapters and one carries
+     *                                  modules_to_save (lora4j keeps one copy for all adapters)
+     * @throws AdapterFormatException   for a corrupt, hostile or unsupported file or folder (see
+     *                                  {@link PeftAdapterFiles#adapterFolders})
+     * @throws IOException              if reading fails
+     */
+    public List<String> load(Path dir) throws IOException {
+        return ModelFiles.loadAll(this, dir);
+    }
+
+    /**
      * Loads the PEFT adapter in {@code dir} as adapter {@code adapterName} ({@link PeftAdapterFiles#load(Path, Map,
      * Map, String)}): linear, embedding and Conv2d LoRA into their modules, each with its own rank and alpha; full
      * tensors (modules_to_save, trained biases) as copies ({@link #setModuleToSave}); {@code base_model_name_or_path}
