@@ -1,6 +1,9 @@
 package io.github.lora4j.io;
 
 import com.fasterxml.jackson.core.JacksonException;
+import com.fasterxml.jackson.core.JsonFactory;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonToken;
 import com.fasterxml.jackson.core.StreamReadFeature;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -64,6 +67,18 @@ public final class PeftAdapterConfig {
      */
     public static final List<String> TASK_TYPES = List.of("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS",
             "QUESTION_ANS", "FEATURE_EXTRACTION");
+
+    /**
+     * Most entries {@code rank_pattern} or {@code alpha_pattern} may hold, {@value}. Each key is a regular expression
+     * compiled and kept (about 1–2 KB), and each module path is matched against the keys in file order, so the cost
+     * grows with the count; real files hold one key per module whose rank differs (hundreds to a few thousand). A
+     * config of 940,000 keys (8 MiB) ran a 256 MiB heap out of memory; it is now refused after a streaming count,
+     * before any tree or pattern is built.
+     */
+    public static final int MAX_PATTERN_ENTRIES = 16_384;
+
+    /** Counts pattern entries without building a tree (and without the mapper's duplicate-key set). */
+    private static final JsonFactory COUNTER = new JsonFactory();
 
     private static final Set<String> BIAS_VALUES = Set.of("none", "all", "lora_only");
 
@@ -429,8 +444,10 @@ public final class PeftAdapterConfig {
     /** Parses {@code adapter_config.json}; {@code what} names it in messages. */
     static PeftAdapterConfig parse(byte[] json, String what) throws AdapterFormatException {
         JsonNode root;
+        String text = Safetensors.decodeUtf8(ByteBuffer.wrap(json), what);
+        checkPatternSizes(text, what);
         try {
-            root = JSON.readTree(Safetensors.decodeUtf8(ByteBuffer.wrap(json), what));
+            root = JSON.readTree(text);
         } catch (JacksonException e) {
             throw new AdapterFormatException(what + ": not valid JSON (duplicate keys included): "
                     + e.getOriginalMessage(), e);
@@ -508,6 +525,43 @@ public final class PeftAdapterConfig {
         return new PeftAdapterConfig(r, alpha, dropout, targets, regex, rslora, dora, fanInFanOut, bias, rankPattern,
                 alphaPattern, modulesToSave, base == null || base.isNull() ? null : base.textValue(),
                 task == null || task.isNull() ? null : task.textValue(), (ObjectNode) root);
+    }
+
+    /**
+     * Refuses a {@code rank_pattern} or {@code alpha_pattern} of more than {@link #MAX_PATTERN_ENTRIES} entries, counted
+     * by streaming the top-level object: memory stays at one token. Malformed JSON is left to the tree parser, whose
+     * message names the problem.
+     */
+    private static void checkPatternSizes(String json, String what) throws AdapterFormatException {
+        try (JsonParser p = COUNTER.createParser(json)) {
+            if (p.nextToken() != JsonToken.START_OBJECT) {
+                return;
+            }
+            while (p.nextToken() == JsonToken.FIELD_NAME) {
+                String key = p.currentName();
+                JsonToken value = p.nextToken();
+                if ((key.equals("rank_pattern") || key.equals("alpha_pattern")) && value == JsonToken.START_OBJECT) {
+                    long entries = 0;
+                    while (p.nextToken() == JsonToken.FIELD_NAME) {
+                        entries++;
+                        p.nextToken();
+                        p.skipChildren();
+                    }
+                    if (entries > MAX_PATTERN_ENTRIES) {
+                        throw new AdapterFormatException(what + ": " + key + " holds " + entries + " entries; expected at "
+                                + "most " + MAX_PATTERN_ENTRIES + " (one per module whose rank or alpha differs)");
+                    }
+                } else {
+                    p.skipChildren();
+                }
+            }
+        } catch (JacksonException e) {
+            // Not valid JSON: readTree refuses it with the parser's own message.
+        } catch (AdapterFormatException e) {
+            throw e;
+        } catch (IOException e) {
+            throw new IllegalStateException("reading a JSON string failed", e);
+        }
     }
 
     /** The keys that would change the model if ignored; each refusal names the key and what PEFT would do. */
