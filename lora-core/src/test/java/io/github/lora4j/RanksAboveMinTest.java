@@ -127,11 +127,15 @@ class RanksAboveMinTest {
     @Test
     void savingsAreNegativeAboveTheBreakEvenRank() {
         // 5 -> 1 at r = 8 (the lora_emb_conv1d case): A [8, 5] and B [1, 8] hold 48 values for a 5-value weight.
+        // docs/peft-parity.md: ranks
+        INDArray w = Nd4j.rand(DataType.FLOAT, 1, 5);                    // W [out, in] = [1, 5]
+        LoraLinear layer = LoraLinear.wrap(w, null, LoraConfig.builder().rank(8).alpha(8).build());  // r = 8 > 1
+        long trained = layer.trainableParameterCount();                  // 8·(5 + 1) = 48, for a W of 5 values
+        double savings = LoraMath.savings(1, 5, 8);                      // 1 − 48/5 = −8.6: negative, honestly
+        // end
+        assertEquals(48, trained);
         assertEquals(48, LoraMath.loraParameters(1, 5, 8));
-        assertEquals(1 - 48.0 / 5, LoraMath.savings(1, 5, 8), 1e-15);
-        assertTrue(LoraMath.savings(1, 5, 8) < 0);
+        assertEquals(1 - 48.0 / 5, savings, 1e-15);
         assertEquals(0, LoraMath.maxRankForSavings(1, 5, 0.0), "no rank of a 5 -> 1 layer saves anything");
-        LoraLinear l = LoraLinear.wrap(Nd4j.zeros(DataType.FLOAT, 1, 5), null, LoraConfig.builder().rank(8).build());
-        assertEquals(LoraMath.loraParameters(1, 5, 8), l.trainableParameterCount());
     }
 }

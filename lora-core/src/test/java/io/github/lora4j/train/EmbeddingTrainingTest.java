@@ -71,25 +71,33 @@ class EmbeddingTrainingTest {
 
     @Test
     void anSgdStepMovesTheEmbeddingAdapterByItsFiniteDifferenceGradientAndLeavesTheTable() {
-        LoraModel m = model(DataType.DOUBLE);
-        LoraTrainer t = LoraTrainer.builder().updater(new Sgd(0.1)).build(m);
-        LoraEmbedding tok = m.embedding("tok");
-        assertEquals(List.of("tok", "head"), t.layerNames(), "model order: the embedding first");
-        assertEquals(List.of(tok, m.module("head")), t.layers());
+        LoraModel model = model(DataType.DOUBLE);
+        LoraEmbedding tok = model.embedding("tok");
         INDArray table = tok.table().dup();
         LoraAdapter ad = tok.adapter("default");
         INDArray a0 = ad.a().dup();
         INDArray b0 = ad.b().dup();
-
-        forwardBackward(m, 0);
+        INDArray ids = ids();
+        INDArray g = g(model, 0);
+        // The gradients of this step, checked against finite differences of L = sum(y ⊙ g) first
+        forwardBackward(model, 0);
         INDArray gradA = ad.gradA().dup();
         INDArray gradB = ad.gradB().dup();
-        m.eval();
-        GradientCheckTest.checkAgainstDifferences("tok dL/dA", ad.a(), gradA, () -> loss(m, 0));
-        GradientCheckTest.checkAgainstDifferences("tok dL/dB", ad.b(), gradB, () -> loss(m, 0));
+        model.eval();
+        GradientCheckTest.checkAgainstDifferences("tok dL/dA", ad.a(), gradA, () -> loss(model, 0));
+        GradientCheckTest.checkAgainstDifferences("tok dL/dB", ad.b(), gradB, () -> loss(model, 0));
         assertTrue(gradA.getColumn(5).norm2Number().doubleValue() == 0, "token 5 was not looked up: no gradient");
+        model.zeroGrad();
 
-        t.step();
+        // docs/peft-parity.md: embedding-training
+        LoraTrainer trainer = LoraTrainer.builder().updater(new Sgd(0.1)).build(model);  // tok and head
+        model.train();
+        model.forward("head", model.forward("tok", ids));                     // ids -> embedding -> linear
+        model.embedding("tok").backward(model.module("head").backward(g));    // fills tok's gradA and gradB
+        trainer.step();                                                       // steps tok's A, B too; T unchanged
+        // end
+        assertEquals(List.of("tok", "head"), trainer.layerNames(), "model order: the embedding first");
+        assertEquals(List.of(tok, model.module("head")), trainer.layers());
         // Sgd: A' = A − lr·dL/dA, B' likewise, bit for bit as the update is one multiply and one subtraction
         assertBitwiseEquals(a0.sub(gradA.mul(0.1)), ad.a(), "tok A after one Sgd step");
         assertBitwiseEquals(b0.sub(gradB.mul(0.1)), ad.b(), "tok B after one Sgd step");
