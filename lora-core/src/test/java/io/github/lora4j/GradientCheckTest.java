@@ -28,9 +28,11 @@ public class GradientCheckTest {
         INDArray w = inOut ? gaussian(DataType.DOUBLE, seed, 1, in, out) : gaussian(DataType.DOUBLE, seed, 1, out, in);
         LoraLinear l = LoraLinear.wrap(w, gaussian(DataType.DOUBLE, seed + 1, 1, out), cfg, layout);
         l.setAdapterWeights("default", gaussian(DataType.DOUBLE, seed + 2, 1, r, in), gaussian(DataType.DOUBLE, seed + 3, 1, out, r));
-        INDArray x = gaussian(DataType.DOUBLE, seed + 4, 1, n, in);
-        INDArray g = gaussian(DataType.DOUBLE, seed + 5, 1, n, out);
+        checkLayer(l, gaussian(DataType.DOUBLE, seed + 4, 1, n, in), gaussian(DataType.DOUBLE, seed + 5, 1, n, out));
+    }
 
+    /** The active adapter's dL/dA, dL/dB and dL/dx for {@code L = sum(y ⊙ g)} against central differences. */
+    static void checkLayer(LoraLinear l, INDArray x, INDArray g) {
         l.train();
         l.forward(x);
         INDArray dx = l.backward(g);

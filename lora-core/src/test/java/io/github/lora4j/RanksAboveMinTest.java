@@ -78,18 +78,7 @@ class RanksAboveMinTest {
                                           @ForAll @IntRange(min = 1, max = 4) int extra, @ForAll boolean inOut,
                                           @ForAll long seed) {
         LoraLinear l = wide(DataType.DOUBLE, seed, in, out, extra, inOut);
-        INDArray x = gaussian(DataType.DOUBLE, seed + 4, 1, 2, in);
-        INDArray g = gaussian(DataType.DOUBLE, seed + 5, 1, 2, out);
-        l.train();
-        l.forward(x);
-        INDArray dx = l.backward(g);
-        LoraAdapter ad = l.adapter("default");
-        INDArray gradA = ad.gradA().dup();
-        INDArray gradB = ad.gradB().dup();
-        l.eval();
-        GradientCheckTest.checkAgainstDifferences("dL/dA", ad.a(), gradA, () -> l.forward(x).mul(g).sumNumber().doubleValue());
-        GradientCheckTest.checkAgainstDifferences("dL/dB", ad.b(), gradB, () -> l.forward(x).mul(g).sumNumber().doubleValue());
-        GradientCheckTest.checkAgainstDifferences("dL/dx", x, dx, () -> l.forward(x).mul(g).sumNumber().doubleValue());
+        GradientCheckTest.checkLayer(l, gaussian(DataType.DOUBLE, seed + 4, 1, 2, in), gaussian(DataType.DOUBLE, seed + 5, 1, 2, out));
     }
 
     @Property(tries = 30)

@@ -12,8 +12,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
-import java.util.TreeMap;
-import java.util.stream.Stream;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -51,19 +49,8 @@ class AdapterFoldersFailureTest {
         return m;
     }
 
-    /** Every file and folder under {@code dir}, lock files aside, with its bytes. */
     private static Map<String, String> tree(Path dir) throws IOException {
-        Map<String, String> out = new TreeMap<>();
-        try (Stream<Path> walk = Files.walk(dir)) {
-            for (Path p : walk.toList()) {
-                if (Files.isRegularFile(p) && !p.getFileName().toString().equals(SafeFiles.LOCK_FILE)) {
-                    out.put(dir.relativize(p).toString(), java.util.Base64.getEncoder().encodeToString(Files.readAllBytes(p)));
-                } else if (Files.isDirectory(p)) {
-                    out.put(dir.relativize(p) + "/", "");
-                }
-            }
-        }
-        return out;
+        return io.github.lora4j.TestData.fileTree(dir);
     }
 
     @Test

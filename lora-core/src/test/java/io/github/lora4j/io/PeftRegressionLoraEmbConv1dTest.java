@@ -91,19 +91,27 @@ class PeftRegressionLoraEmbConv1dTest {
         return out;
     }
 
-    @Test
-    void loraOverTheSeededBaseGivesPeftsOutputWithinAllclose() throws Exception {
-        LoraModel model = LoraModel.builder()
+    /** The seeded base: emb [100, 5] and conv1d's W stored [in, out] = [5, 1] with its bias, FLOAT as in PyTorch. */
+    private static LoraModel base() {
+        return LoraModel.builder()
                 .embedding("emb", array("emb_weight", DataType.FLOAT))
                 .linearInOut("conv1d", array("conv1d_weight_in_out", DataType.FLOAT), array("conv1d_bias", DataType.FLOAT))
                 .build();
+    }
+
+    private static INDArray ids() {
+        return Nd4j.createFromArray(new ObjectMapper().convertValue(fixture.get("ids"), long[].class)).reshape(9, 10);
+    }
+
+    @Test
+    void loraOverTheSeededBaseGivesPeftsOutputWithinAllclose() throws Exception {
+        LoraModel model = base();
         PeftAdapterConfig config = model.load(adapter(), "default");
         assertEquals(8, model.embedding("emb").adapter("default").rank(), "r = 8 on a 100 × 5 table");
         assertEquals(8, model.module("conv1d").adapter("default").rank(), "r = 8 on a 5 → 1 layer");
         assertEquals(List.of("conv1d", "emb"), config.targetModules().stream().sorted().toList());
 
-        INDArray ids = Nd4j.createFromArray(new ObjectMapper().convertValue(fixture.get("ids"), long[].class)).reshape(9, 10);
-        INDArray e = model.forward("emb", ids);                        // [9, 10, 5]
+        INDArray e = model.forward("emb", ids());                      // [9, 10, 5]
         INDArray c = model.forward("conv1d", e);                       // [9, 10, 1]
         double embFraction = fractionOfAllclose(e, array("emb_output", DataType.DOUBLE));
         double convFraction = fractionOfAllclose(c, array("conv1d_output", DataType.DOUBLE));
@@ -118,12 +126,8 @@ class PeftRegressionLoraEmbConv1dTest {
     @Test
     void withoutTheAdapterTheOutputIsFarFromPefts() throws Exception {
         // The fixture is sensitive to the adapter: the base model alone misses PEFT's output by many tolerances.
-        LoraModel model = LoraModel.builder()
-                .embedding("emb", array("emb_weight", DataType.FLOAT))
-                .linearInOut("conv1d", array("conv1d_weight_in_out", DataType.FLOAT), array("conv1d_bias", DataType.FLOAT))
-                .build();
-        INDArray ids = Nd4j.createFromArray(new ObjectMapper().convertValue(fixture.get("ids"), long[].class)).reshape(9, 10);
-        INDArray c = model.forward("conv1d", model.forward("emb", ids));
+        LoraModel model = base();
+        INDArray c = model.forward("conv1d", model.forward("emb", ids()));
         double fraction = fractionOfAllclose(tail(c), array("output", DataType.DOUBLE));
         assertTrue(fraction > 10, "base model alone: " + fraction + " tolerances off");
     }
