@@ -74,6 +74,7 @@ class EmbeddingTrainingTest {
         LoraModel model = model(DataType.DOUBLE);
         LoraEmbedding tok = model.embedding("tok");
         INDArray table = tok.table().dup();
+        INDArray headW = model.module("head").weight().dup();
         LoraAdapter ad = tok.adapter("default");
         INDArray a0 = ad.a().dup();
         INDArray b0 = ad.b().dup();
@@ -103,6 +104,9 @@ class EmbeddingTrainingTest {
         assertBitwiseEquals(b0.sub(gradB.mul(0.1)), ad.b(), "tok B after one Sgd step");
         assertEquals(0.0, ad.gradA().norm2Number().doubleValue(), "gradients zeroed by the step");
         assertBitwiseEquals(table, tok.table(), "the table after a step");
+        assertBitwiseEquals(headW, model.module("head").weight(), "head's W after a step");
+        assertTrue(model.module("head").adapter("default").gradA().norm2Number().doubleValue() == 0,
+                "head was stepped too (its gradients zeroed)");
     }
 
     @Test
