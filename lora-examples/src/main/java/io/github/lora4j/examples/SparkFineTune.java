@@ -124,9 +124,12 @@ public final class SparkFineTune {
 
         LoraConfig lora = LoraConfig.builder().rank(c.model().rank()).alpha(c.model().alpha()).seed(d.seed()).build();
         String[] targets = {"layer0", "layer1", "layer2"};
+        // docs/spark.md: apply
         MultiLayerNetwork adapted = LoraDl4j.apply(base, lora, targets);
+        // end
         MultiLayerNetwork twin = c.verify() ? LoraDl4j.apply(base, lora, targets) : null;
 
+        // docs/spark.md: fit
         // Task B as an RDD: DataSets of 10 rows each, spread over the partitions (rows are what count).
         JavaRDD<DataSet> train = sc.parallelize(trainB.batchBy(10), c.partitions()).cache();
         SparkFitReport report = LoraSpark.fit(sc, adapted, train, c.batchPerWorker(), d.epochsB());
@@ -135,6 +138,7 @@ public final class SparkFineTune {
         JavaRDD<INDArray> features = sc.parallelize(testB.batchBy(100).stream().map(DataSet::getFeatures).toList(),
                 c.partitions());
         List<INDArray> outputs = LoraSpark.output(sc, adapted, features).collect();
+        // end
         double accBAfter = accuracy(outputs, testB.getLabels());
 
         boolean frozen = true;
