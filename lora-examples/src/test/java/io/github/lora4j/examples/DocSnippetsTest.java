@@ -256,7 +256,24 @@ class DocSnippetsTest {
     }
 
     @Test
-    void theCheckerSeesAMissingRegionAndAStaleRegion() {
+    void ciRunsTheReadmesTwoSetupCommands() throws IOException {
+        Path root = root();
+        List<String> ci = Files.readAllLines(root.resolve(".ci/run")).stream().map(String::trim).toList();
+        Pattern row = Pattern.compile("\\| (Run all tests|Run the main example)[^|]*\\| `([^`]+)` \\|");
+        int found = 0;
+        for (String line : read(root.resolve("README.md"))) {
+            Matcher m = row.matcher(line);
+            if (m.find()) {
+                found++;
+                assertTrue(ci.contains(m.group(2)), "README's '" + m.group(1) + "' command `" + m.group(2)
+                        + "` is not a line of .ci/run: keep them in step");
+            }
+        }
+        assertEquals(2, found, "README's set-up table must have 'Run all tests' and 'Run the main example' rows");
+    }
+
+    @Test
+    void regionsAndBlocksAreParsedAndCompareWhitespaceNormalised() {
         Path src = Path.of("X.java");
         List<Region> rs = regions(src, List.of("  // docs/a.md: one", "    int a = 1;", "  // end"));
         assertEquals(1, rs.size());
