@@ -122,6 +122,11 @@ final class ModelAdapters {
             checkAddable(e.getKey(), e.getValue().inChannels() * k[0] * k[1], e.getValue().outChannels(),
                     e.getValue().adapterNames(), name, config);
         }
+        if (config.useDora() && (!targetEmb.isEmpty() || !targetConv.isEmpty())) {
+            throw new IllegalArgumentException("DoRA (useDora = true) is supported on linear modules only; the targets "
+                    + "include embeddings " + targetEmb.keySet() + " and conv2d modules " + targetConv.keySet()
+                    + "; target linear modules only, or use plain LoRA");
+        }
         List<Runnable> undo = new ArrayList<>();
         try {
             for (Map.Entry<String, LoraLinear> e : target.entrySet()) {

@@ -82,10 +82,11 @@ final class StateArrays {
             }
         }
         if (bad >= 0) {
-            long cols = param.size(1);
-            throw new IllegalStateException(layer + ", adapter '" + adapter + "': the step would make " + what + "["
-                    + bad / cols + ", " + bad % cols + "] = " + p + " − " + s + " non-finite in "
-                    + param.dataType() + " (updater " + updater + "); expected finite new values of A and B. "
+            long cols = param.rank() == 1 ? 0 : param.size(1);
+            String element = cols == 0 ? "[" + bad + "]" : "[" + bad / cols + ", " + bad % cols + "]";
+            throw new IllegalStateException(layer + ", adapter '" + adapter + "': the step would make " + what + element
+                    + " = " + p + " − " + s + " non-finite in " + param.dataType() + " (updater " + updater
+                    + "); expected finite new values of A and B (and of DoRA's magnitude). "
                     + "Step refused: A, B, gradients, optimizer state and the iteration count are unchanged");
         }
     }

@@ -301,6 +301,7 @@ public final class LoraDl4j {
                                             Set<Integer> passGradients) {
         Objects.requireNonNull(config, "config must not be null");
         LoraSettings settings = LoraSettings.of(config);
+        DoraRefusal.refuse(config);
         refuseSharedNames(targeted);
         for (Slot s : targeted) {
             requireLinear(s);
@@ -1032,6 +1033,7 @@ public final class LoraDl4j {
      * whole-layer tensors, every LoRA layer of the network covered, each with the layer's rank.
      */
     private static void checkFitsLayers(PeftAdapterLayout layout, Map<String, LoraLayer> layers, Path dir) {
+        DoraRefusal.refuse(layout, dir);
         if (!layout.fullTensors().isEmpty() || !layout.config().modulesToSave().isEmpty()) {
             throw new IllegalArgumentException("the adapter in " + dir + " holds whole layers (modules_to_save "
                     + layout.config().modulesToSave() + ", full tensors for " + layout.fullTensors().keySet()

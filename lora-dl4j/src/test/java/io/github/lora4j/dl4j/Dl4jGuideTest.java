@@ -29,8 +29,7 @@ import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
 
 /**
  * The Java snippets of docs/dl4j.md, run: each region between {@code // docs/dl4j.md: <name>} and {@code // end} is
- * one of the guide's code blocks; lora-examples' {@code DocSnippetsTest} checks that the guide shows them as they are
- * here.
+ * one of the guide's code blocks, shown as it is here (lora-examples' {@code DocSnippetsTest} checks that).
  */
 class Dl4jGuideTest {
 

@@ -124,12 +124,11 @@ public final class SparkFineTune {
 
         LoraConfig lora = LoraConfig.builder().rank(c.model().rank()).alpha(c.model().alpha()).seed(d.seed()).build();
         String[] targets = {"layer0", "layer1", "layer2"};
-        // docs/spark.md: apply
-        MultiLayerNetwork adapted = LoraDl4j.apply(base, lora, targets);
-        // end
-        MultiLayerNetwork twin = c.verify() ? LoraDl4j.apply(base, lora, targets) : null;
+        MultiLayerNetwork twin = c.verify() ? LoraDl4j.apply(base, lora, targets) : null;   // for --verify
 
-        // docs/spark.md: fit
+        // docs/spark.md: train
+        MultiLayerNetwork adapted = LoraDl4j.apply(base, lora, targets);
+
         // Task B as an RDD: DataSets of 10 rows each, spread over the partitions (rows are what count).
         JavaRDD<DataSet> train = sc.parallelize(trainB.batchBy(10), c.partitions()).cache();
         SparkFitReport report = LoraSpark.fit(sc, adapted, train, c.batchPerWorker(), d.epochsB());
