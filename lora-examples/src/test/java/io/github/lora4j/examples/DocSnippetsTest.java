@@ -306,6 +306,25 @@ class DocSnippetsTest {
         assertEquals(List.of(), problems);
     }
 
+    /** CI runs the README's two set-up commands, as written there: a change to one must reach the other. */
+    @Test
+    void ciRunsTheReadmesTwoCommands() {
+        Path root = root();
+        List<String> ci = read(root.resolve(".ci/run")).lines().map(String::trim).toList();
+        Pattern row = Pattern.compile("\\| (Run all tests|Run the main example)[^|]*\\| `([^`]+)` \\|");
+        List<String> found = new ArrayList<>();
+        for (String line : read(root.resolve("README.md")).lines().toList()) {
+            Matcher m = row.matcher(line);
+            if (m.find()) {
+                found.add(m.group(1));
+                assertTrue(ci.contains(m.group(2)), "README's '" + m.group(1) + "' command `" + m.group(2)
+                        + "` is no line of .ci/run: keep the two in step");
+            }
+        }
+        assertEquals(List.of("Run the main example", "Run all tests"), found,
+                "README's set-up table must hold both rows, example first");
+    }
+
     /** The checker itself: a block that differs from its region by one token is caught. */
     @Test
     void theCheckerSeesAOneTokenDifference() {
