@@ -10,9 +10,12 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
- * The one seam through which every numeric call of the layer passes (forward, backward, zeroGrad, merge/unmerge,
- * the mixed batch): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
- * {@code CommonOps_DDRM} are the models.
+ * The seam through which the numeric calls of {@link LoraLinear}'s hot paths pass (forward, backward, zeroGrad, the
+ * mixed batch's products): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
+ * {@code CommonOps_DDRM} are the models. {@link LoraConv2d} computes through a {@code LoraLinear} and so through this
+ * class. Not every numeric call does: the EXACT merge's {@code Δ} is a Java pass of its own ({@code ExactFloatPass},
+ * {@code ExactDoublePass}), and {@link LoraEmbedding}'s row gathers and thin products are still ND4J ops
+ * ({@code Nd4j.pullRows}, {@code Nd4j.gemm}).
  *
  * <h2>Two routes</h2>
  * <ul>
