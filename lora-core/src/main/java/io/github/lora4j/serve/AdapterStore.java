@@ -23,6 +23,7 @@ import java.util.OptionalLong;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.Consumer;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
@@ -51,7 +52,7 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  *   <li>The first batch that names an adapter <em>sizes</em> it: reads {@code adapter_config.json} and the
  *   safetensors header (not the tensors) and checks them against the model with {@code PeftAdapterFiles.load}'s own
  *   rules, plus the store's: no full tensors ({@code modules_to_save}), every LoRA module of the model covered, and a
- *   size within the budget. A refusal here loads nothing.</li>
+ *   size within the budget. An adapter refused here never reaches the model.</li>
  *   <li>Loading reads the tensors ({@link io.github.lora4j.io.PeftAdapterFiles#load}: all or nothing, non-finite
  *   values refused). A resident adapter is not read again, so a file changed on disk takes effect only after an
  *   eviction; re-register the name to serve a new version.</li>
@@ -76,9 +77,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  *
  * <h2>Failures</h2>
  * An adapter that cannot be served (not registered, a missing or corrupt file, a shape that does not fit, larger
- * than the budget) fails the batch that names it with an {@link AdapterStoreException} listing every such adapter,
- * its cause and the rows that named it; the batch then holds nothing, adapters it loaded stay resident for the next
- * batch, and no other batch or adapter is disturbed. A failed load is not remembered: the next batch that names the
+ * than the budget) fails the batch that names it with an {@link AdapterStoreException}. Every adapter of the batch is
+ * tried, so the exception lists all that cannot be served, each with its cause, and the rows that named them; the
+ * batch then holds nothing, the adapters that did load stay resident for the next batch, and no other batch or
+ * adapter is disturbed. A failed load is not remembered: the next batch that names the
  * adapter tries again (a file may be fixed meanwhile), but batches waiting for the same load share its failure.
  *
  * <h2>Unregistering and closing</h2>
@@ -128,6 +130,8 @@ public final class AdapterStore implements AutoCloseable {
     /** Open batches per thread that opened them. */
     private final Map<Thread, Integer> holders = new HashMap<>();
     private boolean closed;
+    /** Runs before a load reads its files, room reserved; tests hold a load here so that batches meet it. */
+    volatile Consumer<String> beforeLoad = name -> { };
     private long batches;
     private long hits;
     private long misses;
@@ -358,21 +362,14 @@ public final class AdapterStore implements AutoCloseable {
         } finally {
             lock.unlock();
         }
-        if (!failures.isEmpty()) {
-            throw failed(rows, failures, rowCounts.size());
-        }
+        // Every adapter is tried, so one exception lists all that cannot be served; the others load meanwhile.
         sizeUnknown(entries, failures);
-        if (!failures.isEmpty()) {
-            throw failed(rows, failures, rowCounts.size());
-        }
+        entries.removeIf(e -> failures.containsKey(e.name));
         Batch batch = new Batch(rows, entries);
         List<StoreEntry> mine = admit(batch, rowCounts, failures);
-        if (!failures.isEmpty()) {
-            throw failed(rows, failures, rowCounts.size());
-        }
         boolean ok = false;
         try {
-            loadAll(entries, mine, failures);
+            loadAll(batch.entries, mine, failures);
             for (Exception f : failures.values()) {
                 if (f instanceof WaitRefused w) {
                     throw w;                        // the thread's wait, not the adapter: no AdapterStoreException
@@ -381,7 +378,7 @@ public final class AdapterStore implements AutoCloseable {
             ok = failures.isEmpty();
         } finally {
             if (!ok) {
-                release(entries, null);
+                release(batch.entries, null);
             }
         }
         if (!failures.isEmpty()) {
@@ -483,22 +480,22 @@ public final class AdapterStore implements AutoCloseable {
                 while (true) {
                     requireOpen();
                     long need = 0;
-                    for (StoreEntry e : batch.entries) {
-                        if (e.retired) {
-                            failures.put(e.name, notRegistered(e.name));
-                        } else if (e.size < 0) {
-                            failures.put(e.name, new SizeChanged("adapter '" + e.name + "' (" + e.dir + ") changed "
-                                    + "on disk while the batch was opening; it is sized again when next asked for"));
-                        } else if (e.size > budget) {
-                            failures.put(e.name, new IllegalArgumentException(String.format(Locale.ROOT, "adapter "
-                                    + "'%s' (%s) needs %,d bytes resident (A and B of %d modules), more than the "
-                                    + "store's whole budget of %,d bytes; raise the budget", e.name, e.dir, e.size,
-                                    model.loraModules().size(), budget)));
+                    for (Iterator<StoreEntry> it = batch.entries.iterator(); it.hasNext(); ) {
+                        StoreEntry e = it.next();
+                        Exception refused = e.retired ? notRegistered(e.name)
+                                : e.size < 0 ? new SizeChanged("adapter '" + e.name + "' (" + e.dir + ") changed on "
+                                + "disk while the batch was opening; it is sized again when next asked for")
+                                : e.size > budget ? new IllegalArgumentException(String.format(Locale.ROOT, "adapter "
+                                + "'%s' (%s) needs %,d bytes resident (A and B of %d modules), more than the store's "
+                                + "whole budget of %,d bytes; raise the budget", e.name, e.dir, e.size,
+                                model.loraModules().size(), budget))
+                                : null;
+                        if (refused != null) {
+                            failures.put(e.name, refused);
+                            it.remove();
+                        } else {
+                            need += e.size;
                         }
-                        need += e.size;
-                    }
-                    if (!failures.isEmpty()) {
-                        return List.of();
                     }
                     if (need > budget) {
                         throw new IllegalArgumentException(String.format(Locale.ROOT, "the batch names %d distinct "
@@ -685,6 +682,7 @@ public final class AdapterStore implements AutoCloseable {
             try {
                 reserveRoom(e);
                 reservedRoom = true;
+                beforeLoad.accept(e.name);
                 StoreFiles.load(model, e.name, e.dir, e.reservedBytes);
             } catch (IOException | RuntimeException ex) {
                 failure = ex;
@@ -883,12 +881,14 @@ public final class AdapterStore implements AutoCloseable {
 
     private static AdapterStoreException failed(String[] rows, Map<String, Exception> failures, int distinct) {
         List<Integer> failedRows = new ArrayList<>();
+        Map<String, Exception> inRowOrder = new LinkedHashMap<>();
         for (int i = 0; i < rows.length; i++) {
             if (rows[i] != null && failures.containsKey(rows[i])) {
                 failedRows.add(i);
+                inRowOrder.put(rows[i], failures.get(rows[i]));
             }
         }
-        return new AdapterStoreException(failures, failedRows.stream().mapToInt(Integer::intValue).toArray(),
+        return new AdapterStoreException(inRowOrder, failedRows.stream().mapToInt(Integer::intValue).toArray(),
                 distinct);
     }
 
