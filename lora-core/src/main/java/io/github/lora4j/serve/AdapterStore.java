@@ -247,7 +247,11 @@ public final class AdapterStore implements AutoCloseable {
         }
     }
 
-    /** {@return whether {@code name} is registered} */
+    /**
+     * {@return whether {@code name} is registered}
+     *
+     * @param name an adapter name
+     */
     public boolean isRegistered(String name) {
         lock.lock();
         try {

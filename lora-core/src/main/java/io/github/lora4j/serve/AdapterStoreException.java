@@ -16,6 +16,7 @@ public final class AdapterStoreException extends Exception {
     private static final long serialVersionUID = 1L;
 
     private final transient Map<String, Exception> failures;
+    /** The indices of the rows that named a failed adapter, ascending. */
     private final int[] failedRows;
 
     AdapterStoreException(Map<String, Exception> failures, int[] failedRows, int distinctAdapters) {
