@@ -22,6 +22,14 @@ import org.nd4j.linalg.factory.Nd4j;
  * layer.merge();                            // W += s·B·A, for inference at base cost
  * }</pre>
  *
+ * <h2>DoRA</h2>
+ * An adapter made with {@link LoraConfig#useDora() useDora} is PEFT's DoRA: it also has a trainable magnitude
+ * {@code m [out]} ({@link LoraAdapter#magnitude()}), initialised to the row norms of {@code W}, and the layer computes
+ * {@code y = (m / ‖W + s·B·A‖_row) ⊙ (x (W + s·B·A)^T) + b}, the norm a constant in backward, as PEFT does (see
+ * {@code DoraPath} for the dropout case and the gradients, docs/dora.md for the whole story). Merging folds
+ * {@code W' = (m / ‖W + s·B·A‖_row) ⊙ (W + s·B·A)} into W, exactly reversibly; mixed-adapter batches refuse DoRA
+ * adapters, as PEFT does.
+ *
  * <h2>Who may change what</h2>
  * {@code W} and {@code b} are referenced, not copied. Nothing in lora4j writes them except {@link #merge()} /
  * {@link #unmerge()}, which change {@code W} in place and say so; training never touches them, and no gradient
@@ -171,7 +179,10 @@ public final class LoraLinear {
         return bias;
     }
 
-    /** @return the parameters that training updates: {@code r·(in + out)} of the active adapter, 0 with none active */
+    /**
+     * @return the parameters that training updates: {@code r·(in + out)} of the active adapter ({@code + out} for a
+     *         DoRA magnitude), 0 with none active
+     */
     public long trainableParameterCount() {
         return lock.shared(() -> adapters.active() == null ? 0L : adapters.get(adapters.active()).parameterCount());
     }
@@ -192,12 +203,21 @@ public final class LoraLinear {
      * @param name   the new adapter's name: not blank, not taken, not {@value #BASE_MODEL}
      * @param config its rank, alpha, init and dropout
      * @throws IllegalArgumentException if the name is blank or taken, the rank exceeds {@code min(in, out)}, or the
-     *                                  scaling {@code s} is not a finite value of the layer's data type
+     *                                  scaling {@code s} is not a finite value of the layer's data type; for DoRA, if a
+     *                                  row of {@code W} is zero (its direction is undefined)
+     * @throws IllegalStateException    for DoRA, while an adapter is merged (the magnitude starts from the unmerged W)
      */
     public void addAdapter(String name, LoraConfig config) {
         Checks.checkNewAdapter(name, config, in, out, dataType);
         INDArray[] ab = AdapterSet.initialWeights(config, in, out, dataType);
-        lock.exclusive(() -> adapters.put(name, config, ab[0], ab[1]));
+        lock.exclusive(() -> {
+            Dora dora = null;
+            if (config.useDora()) {
+                merge.refuseWhileMerged("adding a DoRA adapter (its magnitude starts from the unmerged W)");
+                dora = Dora.create(weight, layout, ab[0], ab[1], config.scaling());   // m = ‖W + s·B·A‖_row
+            }
+            adapters.put(name, config, ab[0], ab[1], dora);
+        });
     }
 
     /**
@@ -319,7 +339,25 @@ public final class LoraLinear {
      * @throws IllegalStateException    if that adapter is merged into {@code W}
      */
     public void setAdapterWeights(String name, INDArray a, INDArray b) {
-        lock.exclusive(() -> adapters.setWeights(name, a, b, dataType, merge, cache));
+        lock.exclusive(() -> adapters.setWeights(name, a, b, null, dataType, merge, cache));
+    }
+
+    /**
+     * {@link #setAdapterWeights(String, INDArray, INDArray)} for a DoRA adapter, with its magnitude too: all three
+     * are checked before any is copied.
+     *
+     * @param name      a DoRA adapter of this layer
+     * @param a         the new {@code A [r, in]} of the layer's data type; copied, not referenced
+     * @param b         the new {@code B [out, r]} of the layer's data type; copied, not referenced
+     * @param magnitude the new magnitude {@code m [out]} (PEFT's {@code lora_magnitude_vector}) of the layer's data
+     *                  type; copied, not referenced
+     * @throws IllegalArgumentException for an unknown name, a plain LoRA adapter, a wrong shape or data type, or a
+     *                                  NaN/infinite value
+     * @throws IllegalStateException    if that adapter is merged into {@code W}
+     */
+    public void setAdapterWeights(String name, INDArray a, INDArray b, INDArray magnitude) {
+        Objects.requireNonNull(magnitude, "magnitude must not be null");
+        lock.exclusive(() -> adapters.setWeights(name, a, b, magnitude, dataType, merge, cache));
     }
 
     /**
@@ -387,11 +425,9 @@ public final class LoraLinear {
                 return Nd4j.create(dataType, outputShape);
             }
             INDArray y = Nd4j.createUninitialized(dataType, n, out);
-            baseProduct(x, y);                                                      // y = x W^T + b       [n, out]
             LoraAdapter adapter = pathAdapter();
             LoraPath.Scratch scratch = adapter == null ? null : cache.take();
-            LoraPath path = adapter == null ? null
-                    : LoraPath.forward(adapter, x, y, train, scratch);              // y += s·(dropout(x) A^T) B^T
+            LoraPath path = adaptedProduct(adapter, x, y, train, scratch);
             cache.keep(train, path, scratch, input.shape(), outputShape);
             return flat ? y : y.reshape('c', outputShape);
         });
@@ -418,12 +454,9 @@ public final class LoraLinear {
             if (input.rows() == 0) {
                 return output;
             }
-            baseProduct(input, output);                                             // y = x W^T + b
             LoraAdapter adapter = pathAdapter();
-            if (adapter != null) {
-                LoraPath.Scratch scratch = cache.take();
-                cache.keep(false, LoraPath.forward(adapter, input, output, false, scratch), scratch, null, null);
-            }
+            LoraPath.Scratch scratch = adapter == null ? null : cache.take();
+            cache.keep(false, adaptedProduct(adapter, input, output, false, scratch), scratch, null, null);
             return output;
         });
     }
@@ -448,6 +481,7 @@ public final class LoraLinear {
         return lock.shared(() -> {
             Checks.refuseIf(training, "mixed-adapter batches are for inference; call eval() first");
             merge.refuseWhileMerged("a mixed-adapter batch");
+            Checks.refuseDoraRows(adapterPerRow, adapters);
             LoraPath.Scratch scratch = cache.take();
             INDArray y = mixedBatch.forward(input, adapterPerRow, adapters, this::baseProduct, scratch, out);
             cache.give(scratch);
@@ -488,7 +522,8 @@ public final class LoraLinear {
             INDArray g = Kernels.fold(gradOutput, out);
             INDArray dx = inputGradient ? Nd4j.createUninitialized(dataType, g.rows(), in) : null;
             if (dx != null) {
-                Kernels.gemm(g, weight, dx, false, layout == WeightLayout.IN_OUT, 1.0, 0.0);  // dx = g W   [n, in]
+                INDArray gw = c.path() == null ? g : c.path().gradientThroughW(g);   // g (DoRA: g ⊙ m/‖W+sBA‖)
+                Kernels.gemm(gw, weight, dx, false, layout == WeightLayout.IN_OUT, 1.0, 0.0);  // dx = g W   [n, in]
             }
             if (c.path() != null) {
                 c.path().backward(g, dx);    // gB = g B; dB += s g^T u; dA += s gB^T x; dx += s gB A
@@ -500,7 +535,12 @@ public final class LoraLinear {
 
     /** Clears the accumulated gradients of every adapter. */
     public void zeroGrad() {
-        lock.exclusive(() -> adapters.all().forEach(a -> Kernels.zero(a.gradA(), a.gradB())));
+        lock.exclusive(() -> adapters.all().forEach(a -> {
+            Kernels.zero(a.gradA(), a.gradB());
+            if (a.isDora()) {
+                Kernels.zero(a.gradMagnitude());
+            }
+        }));
     }
 
     /**
@@ -616,6 +656,16 @@ public final class LoraLinear {
     /** y = x W^T (+ b), written into y. */
     private void baseProduct(INDArray x, INDArray y) {
         Kernels.linear(x, weight, layout == WeightLayout.OUT_IN, bias, y);
+    }
+
+    /** The base product and {@code adapter}'s path (none for null) into {@code y}; what backward needs, or null. */
+    private LoraPath adaptedProduct(LoraAdapter adapter, INDArray x, INDArray y, boolean train, LoraPath.Scratch scratch) {
+        if (adapter != null && adapter.isDora()) {
+            return DoraPath.forward(adapter, x, y, weight, layout, bias, train, scratch);  // y = c⊙(x Wᵀ + s·x Aᵀ Bᵀ) + b
+        }
+        baseProduct(x, y);                                                          // y = x W^T + b       [n, out]
+        return adapter == null ? null
+                : LoraPath.forward(adapter, x, y, train, scratch);                  // y += s·(dropout(x) A^T) B^T
     }
 
     /** The adapter whose path forward adds: the effective adapter, unless its update is already inside W. */

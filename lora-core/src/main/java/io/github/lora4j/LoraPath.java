@@ -10,18 +10,18 @@ import org.nd4j.linalg.factory.Nd4j;
  * forward (the dropped-out input, its mask, {@code u = x A^T} and the dropout factor), with {@code W} never involved.
  *
  * <p>Backward (W frozen): {@code gB = g B}, {@code dB = s·g^T u}, {@code dA = s·gB^T x}, {@code dx += s·gB A}.
- * The intermediates live in a {@link Scratch} reused from call to call.
+ * The intermediates live in a {@link Scratch} reused from call to call. A DoRA adapter's path is a {@link DoraPath}.
  */
-final class LoraPath {
+class LoraPath {
 
-    private final LoraAdapter adapter;
-    private final INDArray xLora;
-    private final boolean[] kept;
-    private final INDArray u;
-    private final double xScale;
-    private final Scratch scratch;
+    final LoraAdapter adapter;
+    final INDArray xLora;
+    final boolean[] kept;
+    final INDArray u;
+    final double xScale;
+    final Scratch scratch;
 
-    private LoraPath(LoraAdapter adapter, INDArray xLora, boolean[] kept, INDArray u, double xScale, Scratch scratch) {
+    LoraPath(LoraAdapter adapter, INDArray xLora, boolean[] kept, INDArray u, double xScale, Scratch scratch) {
         this.adapter = adapter;
         this.xLora = xLora;
         this.kept = kept;
@@ -54,6 +54,14 @@ final class LoraPath {
         return new LoraPath(adapter, xLora, kept, u, xScale, scratch);
     }
 
+    /**
+     * The gradient that reaches the input through {@code W}'s gemm, {@code dx = (this) W}, before {@link #backward}
+     * adds the adapter's part: {@code g} itself for LoRA.
+     */
+    INDArray gradientThroughW(INDArray g) {
+        return g;
+    }
+
     /** Adds {@code dL/dA}, {@code dL/dB} into the adapter's gradients and, when {@code dx} is given, {@code s·gB A} into it. */
     void backward(INDArray g, INDArray dx) {
         double s = adapter.scaling();
@@ -84,8 +92,12 @@ final class LoraPath {
         static final int U = 0;
         static final int GB = 1;
         static final int DROPPED = 2;
+        /** DoRA: {@code q [n, out]}, the output before its column scale (kept for {@code dL/dm}). */
+        static final int Q = 3;
+        /** DoRA: {@code [n, out]}, the LoRA term with dropout, then {@code g ⊙ c}. */
+        static final int OUT2 = 4;
 
-        private final INDArray[] arrays = new INDArray[3];
+        private final INDArray[] arrays = new INDArray[5];
 
         /** The {@code [rows, cols]} c-order array of {@code slot}; contents undefined. */
         INDArray array(int slot, DataType type, long rows, long cols) {
