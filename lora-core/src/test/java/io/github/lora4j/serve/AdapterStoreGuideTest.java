@@ -8,13 +8,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.io.AdapterFormatException;
 import io.github.lora4j.model.LoraModel;
-import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.api.buffer.DataType;
@@ -22,8 +19,8 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
  * The Java snippets of docs/adapter-store.md, run: each region between {@code // docs/adapter-store.md: <name>} and
- * {@code // end} is one of the guide's code blocks, and {@link #everyJavaBlockOfTheGuideIsARegionOfThisFile} checks
- * that the guide shows them as they are here.
+ * {@code // end} is one of the guide's code blocks; lora-examples' {@code DocSnippetsTest} checks that the guide shows
+ * them as they are here.
  */
 class AdapterStoreGuideTest {
 
@@ -96,70 +93,6 @@ class AdapterStoreGuideTest {
             AdapterStoreException again = org.junit.jupiter.api.Assertions.assertThrows(AdapterStoreException.class,
                     () -> store.batch(new String[] {"broken"}));
             assertInstanceOf(AdapterFormatException.class, again.failures().get("broken"));
-        }
-    }
-
-    // ---------------------------------------------------------------- the check
-
-    private static final String MARK = "// docs/adapter-store.md: ";
-
-    /** The regions of this file, by name, with the region's common indentation removed. */
-    static Map<String, String> regions(List<String> lines) {
-        Map<String, String> out = new LinkedHashMap<>();
-        String name = null;
-        List<String> body = new ArrayList<>();
-        for (String line : lines) {
-            String t = line.trim();
-            if (t.startsWith(MARK)) {
-                name = t.substring(MARK.length());
-                body.clear();
-            } else if (name != null && t.equals("// end")) {
-                out.put(name, dedent(body));
-                name = null;
-            } else if (name != null) {
-                body.add(line);
-            }
-        }
-        return out;
-    }
-
-    /** The guide's ```java blocks, dedented. */
-    static List<String> javaBlocks(List<String> lines) {
-        List<String> out = new ArrayList<>();
-        List<String> body = null;
-        for (String line : lines) {
-            if (body == null && line.trim().equals("```java")) {
-                body = new ArrayList<>();
-            } else if (body != null && line.trim().equals("```")) {
-                out.add(dedent(body));
-                body = null;
-            } else if (body != null) {
-                body.add(line);
-            }
-        }
-        return out;
-    }
-
-    private static String dedent(List<String> lines) {
-        int indent = lines.stream().filter(l -> !l.isBlank()).mapToInt(l -> l.length() - l.stripLeading().length())
-                .min().orElse(0);
-        StringBuilder b = new StringBuilder();
-        for (String l : lines) {
-            b.append(l.isBlank() ? "" : l.substring(indent)).append('\n');
-        }
-        return b.toString();
-    }
-
-    @Test
-    void everyJavaBlockOfTheGuideIsARegionOfThisFile() throws IOException {
-        Map<String, String> regions = regions(Files.readAllLines(
-                Path.of("src", "test", "java", "io", "github", "lora4j", "serve", "AdapterStoreGuideTest.java")));
-        List<String> blocks = javaBlocks(Files.readAllLines(Path.of("..", "docs", "adapter-store.md")));
-        assertEquals(2, regions.size(), "regions " + regions.keySet());
-        assertEquals(regions.size(), blocks.size(), "the guide has one Java block per region");
-        for (String block : blocks) {
-            assertTrue(regions.containsValue(block), "docs/adapter-store.md shows a Java block that is no region of "
-                    + "AdapterStoreGuideTest (copy it from there):\n" + block);
         }
     }
 }

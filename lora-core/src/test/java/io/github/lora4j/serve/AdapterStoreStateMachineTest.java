@@ -64,7 +64,7 @@ class AdapterStoreStateMachineTest {
     private static final long BUDGET = 5 * F.bytes(1);
     private static final ConcurrentLinkedQueue<Path> DIRS = new ConcurrentLinkedQueue<>();
 
-    @Property(tries = 120)
+    @Property(tries = 60)
     void randomCallSequencesMatchTheReferenceModel(@ForAll("chains") ActionChain<Harness> chain) {
         chain.run().closeAll();
     }
