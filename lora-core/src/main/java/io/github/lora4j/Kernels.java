@@ -2,6 +2,7 @@ package io.github.lora4j;
 
 import java.nio.DoubleBuffer;
 import java.nio.FloatBuffer;
+import java.util.Arrays;
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.Pointer;
@@ -129,6 +130,114 @@ final class Kernels {
             } else {
                 a.assign(0);
             }
+        }
+    }
+
+    // ---------------------------------------------------------------- blocks (mixed batches)
+
+    /**
+     * A row-major matrix inside an array's memory, for the mixed batch's gathered products: {@code rows × cols},
+     * element {@code (i, j)} at {@code offset + i·ld + j} of {@code array}'s buffer (from its first element). The
+     * array must be FLOAT or DOUBLE and its elements must lie densely in row-major order ({@link #rowMajorContiguous}),
+     * which {@link #of} checks; a block only names a region, it copies nothing and allocates nothing on the direct
+     * route.
+     *
+     * @param array  the array whose memory holds the matrix
+     * @param offset element offset of {@code (0, 0)} from the array's first element
+     * @param rows   rows of the matrix
+     * @param cols   columns of the matrix
+     * @param ld     elements between the starts of two rows, at least {@code cols}
+     */
+    record Block(INDArray array, long offset, int rows, int cols, int ld) {
+
+        /** The whole of a 2-D row-major contiguous array, {@code [rows, cols]}. */
+        static Block of(INDArray a) {
+            if (a.rank() != 2 || !rowMajorContiguous(a)) {
+                throw new IllegalArgumentException("a block needs a 2-D row-major contiguous array, got "
+                        + Arrays.toString(a.shape()) + " with strides " + Arrays.toString(a.stride()));
+            }
+            return new Block(a, 0, Math.toIntExact(a.rows()), Math.toIntExact(a.columns()),
+                    Math.toIntExact(Math.max(1, a.columns())));
+        }
+
+        /** A dense {@code [rows, cols]} matrix (leading dimension {@code cols}) from element {@code offset} of {@code a}. */
+        static Block dense(INDArray a, long offset, int rows, int cols) {
+            return new Block(a, offset, rows, cols, Math.max(1, cols));
+        }
+
+        /** Rows {@code [first, first + count)} of this matrix. */
+        Block rows(int first, int count) {
+            return new Block(array, offset + (long) first * ld, count, cols, ld);
+        }
+
+        /** The matrix as an ND4J view (the fallback route's operand); shares the memory. */
+        INDArray view() {
+            return Nd4j.create(array.data(), new long[] {rows, cols}, new long[] {ld, 1}, offset, 'c');
+        }
+    }
+
+    /**
+     * {@code c = alpha·op(a)·op(b) + beta·c} on blocks: {@code op(a) [m, k]}, {@code op(b) [k, n]}, {@code c [m, n]}
+     * (shapes as the blocks say; all of one data type). Direct: one cblas call on the host pointers at the blocks'
+     * offsets (gemv for one output row or column), no ND4J object; fallback: {@code Nd4j.gemm} on views.
+     */
+    static void gemm(Block a, boolean transA, Block b, boolean transB, Block c, double alpha, double beta) {
+        int k = transA ? a.rows() : a.cols();
+        if ((transA ? a.cols() : a.rows()) != c.rows() || (transB ? b.rows() : b.cols()) != c.cols()
+                || (transB ? b.cols() : b.rows()) != k) {
+            throw new IllegalArgumentException("block gemm: op(a) " + (transA ? a.cols() : a.rows()) + "×" + k
+                    + ", op(b) " + (transB ? b.cols() : b.rows()) + "×" + (transB ? b.rows() : b.cols()) + ", c "
+                    + c.rows() + "×" + c.cols());
+        }
+        if (c.rows() == 0 || c.cols() == 0) {
+            return;
+        }
+        if (direct()) {
+            OpenBlas.gemm(a, transA, b, transB, c, alpha, beta);
+            return;
+        }
+        INDArray cv = c.view();
+        if (c.rows() == 1 || c.ld() == c.cols()) {
+            Nd4j.gemm(a.view(), b.view(), cv, transA, transB, alpha, beta);
+        } else {
+            // ND4J writes only into contiguous outputs.
+            INDArray t = cv.dup('c');
+            Nd4j.gemm(a.view(), b.view(), t, transA, transB, alpha, beta);
+            cv.assign(t);
+        }
+    }
+
+    /**
+     * Row {@code j} of {@code dst} becomes row {@code rows[j]} of {@code src} (same width and type; {@code dst} has
+     * at least {@code rows.length} rows). Direct: one BLAS copy per row; fallback: an ND4J row copy.
+     */
+    static void gatherRows(Block src, int[] rows, Block dst) {
+        for (int j = 0; j < rows.length; j++) {
+            copyRow(src, rows[j], dst, j, false);
+        }
+    }
+
+    /** Row {@code rows[j]} of {@code dst} becomes row {@code j} of {@code src}: the inverse of {@link #gatherRows}. */
+    static void scatterRows(Block src, int[] rows, Block dst) {
+        for (int j = 0; j < rows.length; j++) {
+            copyRow(src, j, dst, rows[j], false);
+        }
+    }
+
+    /** Row {@code rows[j]} of {@code dst} gets row {@code j} of {@code src} added: {@code dst_{rows[j]} += src_j}. */
+    static void addRows(Block src, int[] rows, Block dst) {
+        for (int j = 0; j < rows.length; j++) {
+            copyRow(src, j, dst, rows[j], true);
+        }
+    }
+
+    private static void copyRow(Block src, int from, Block dst, int to, boolean add) {
+        if (direct()) {
+            OpenBlas.copyRow(src, from, dst, to, add);
+        } else if (add) {
+            dst.rows(to, 1).view().addi(src.rows(from, 1).view());
+        } else {
+            dst.rows(to, 1).view().assign(src.rows(from, 1).view());
         }
     }
 
@@ -360,6 +469,50 @@ final class Kernels {
             // A column-major operand is the row-major transpose: flip its flag.
             int ta = transA != (la[0] == 1) ? TRANS : NO_TRANS;
             int tb = transB != (lb[0] == 1) ? TRANS : NO_TRANS;
+            product(t, ta, tb, (int) m, (int) n, (int) k, alpha, a.data().addressPointer(), 0, (int) la[1],
+                    b.data().addressPointer(), 0, (int) lb[1], beta, c.data().addressPointer(), 0, ldc);
+            return true;
+        }
+
+        /** {@link Kernels#gemm(Block, boolean, Block, boolean, Block, double, double)} through cblas. */
+        static void gemm(Block a, boolean transA, Block b, boolean transB, Block c, double alpha, double beta) {
+            product(c.array().dataType(), transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, c.rows(), c.cols(),
+                    transA ? a.rows() : a.cols(), alpha, a.array().data().addressPointer(), a.offset(), a.ld(),
+                    b.array().data().addressPointer(), b.offset(), b.ld(), beta, c.array().data().addressPointer(),
+                    c.offset(), c.ld());
+        }
+
+        /** {@code dst[to, :] = src[from, :]} ({@code +=} when {@code add}): one cblas copy or axpy. */
+        static void copyRow(Block src, int from, Block dst, int to, boolean add) {
+            int n = src.cols();
+            long s = src.offset() + (long) from * src.ld();
+            long d = dst.offset() + (long) to * dst.ld();
+            if (src.array().dataType() == DataType.DOUBLE) {
+                DoublePointer sp = new DoublePointer(src.array().data().addressPointer()).position(s);
+                DoublePointer dp = new DoublePointer(dst.array().data().addressPointer()).position(d);
+                if (add) {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_daxpy(n, 1.0, sp, 1, dp, 1);
+                } else {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_dcopy(n, sp, 1, dp, 1);
+                }
+            } else {
+                FloatPointer sp = new FloatPointer(src.array().data().addressPointer()).position(s);
+                FloatPointer dp = new FloatPointer(dst.array().data().addressPointer()).position(d);
+                if (add) {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_saxpy(n, 1f, sp, 1, dp, 1);
+                } else {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_scopy(n, sp, 1, dp, 1);
+                }
+            }
+        }
+
+        /**
+         * {@code c = alpha·op(a)·op(b) + beta·c} on row-major operands given as host pointers with element offsets
+         * and leading dimensions, {@code op} per the cblas flags; gemv for one-row or one-column outputs.
+         */
+        private static void product(DataType t, int ta, int tb, int m, int n, int k, double alpha, Pointer a,
+                                    long aOff, int lda, Pointer b, long bOff, int ldb, double beta, Pointer c,
+                                    long cOff, int ldc) {
             // gemv for one-row or one-column outputs, where sgemm is slow. With beta != 0 only the dot-product form
             // (row-major NoTrans: y += alpha·(a·x), one rounding into y, as gemm): the other form adds the k terms
             // into y one by one, k roundings, which broke FAST merge's two-ulp round trip.
@@ -367,22 +520,19 @@ final class Kernels {
             int vectorTrans = rows ? (tb == NO_TRANS ? TRANS : NO_TRANS) : ta;
             if ((rows || n == 1) && (beta == 0.0 || vectorTrans == NO_TRANS)) {
                 for (int i = 0; i < (n == 1 ? 1 : m); i++) {
-                    gemv(t, a, la, ta, b, lb, tb, c, ldc, i, n == 1 ? (int) m : 1, (int) n, (int) k, alpha, beta);
+                    gemv(t, a, aOff, lda, ta, b, bOff, ldb, tb, c, cOff, ldc, i, n == 1 ? m : 1, n, k, alpha, beta);
                 }
-                return true;
+                return;
             }
             if (t == DataType.FLOAT) {
-                org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemm(ROW_MAJOR, ta, tb, (int) m, (int) n,
-                        (int) k, (float) alpha, new FloatPointer(a.data().addressPointer()), (int) la[1],
-                        new FloatPointer(b.data().addressPointer()), (int) lb[1], (float) beta,
-                        new FloatPointer(c.data().addressPointer()), ldc);
+                org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemm(ROW_MAJOR, ta, tb, m, n, k, (float) alpha,
+                        new FloatPointer(a).position(aOff), lda, new FloatPointer(b).position(bOff), ldb,
+                        (float) beta, new FloatPointer(c).position(cOff), ldc);
             } else {
-                org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemm(ROW_MAJOR, ta, tb, (int) m, (int) n,
-                        (int) k, alpha, new DoublePointer(a.data().addressPointer()), (int) la[1],
-                        new DoublePointer(b.data().addressPointer()), (int) lb[1], beta,
-                        new DoublePointer(c.data().addressPointer()), ldc);
+                org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemm(ROW_MAJOR, ta, tb, m, n, k, alpha,
+                        new DoublePointer(a).position(aOff), lda, new DoublePointer(b).position(bOff), ldb, beta,
+                        new DoublePointer(c).position(cOff), ldc);
             }
-            return true;
         }
 
         /**
@@ -404,14 +554,16 @@ final class Kernels {
          * pass and the input gradient of a layer fed one example at a time (decoding token by token). {@code a'} and {@code b'} are the operands as row-major matrices with
          * their flipped flags {@code ta}, {@code tb}, as for gemm.
          */
-        private static void gemv(DataType t, INDArray a, long[] la, int ta, INDArray b, long[] lb, int tb, INDArray c,
-                                 int ldc, int i, int m, int n, int k, double alpha, double beta) {
-            INDArray matrix;
+        private static void gemv(DataType t, Pointer a, long aOff, int lda, int ta, Pointer b, long bOff, int ldb,
+                                 int tb, Pointer c, long cOff, int ldc, int i, int m, int n, int k, double alpha,
+                                 double beta) {
+            Pointer matrix;
+            long matrixOffset;
             int trans;
             int rows;
             int cols;
             int ld;
-            INDArray vector;
+            Pointer vector;
             long vectorOffset;
             int incx;
             long outOffset;
@@ -419,38 +571,40 @@ final class Kernels {
             if (m == 1) {
                 // c[i, :]^T [n] = op(b)^T [n, k] · op(a)[i, :]^T [k]: b' is [k, n] (no flag) or [n, k] (flag).
                 matrix = b;
-                ld = (int) lb[1];
+                matrixOffset = bOff;
+                ld = ldb;
                 trans = tb == NO_TRANS ? TRANS : NO_TRANS;
                 rows = tb == NO_TRANS ? k : n;
                 cols = tb == NO_TRANS ? n : k;
                 vector = a;
-                vectorOffset = ta == NO_TRANS ? i * la[1] : i;   // row i of a' [m, k], or column i of a' [k, m]
-                incx = ta == NO_TRANS ? 1 : (int) la[1];
-                outOffset = (long) i * ldc;
+                vectorOffset = aOff + (ta == NO_TRANS ? (long) i * lda : i);   // row i of a' [m, k], or column i of a' [k, m]
+                incx = ta == NO_TRANS ? 1 : lda;
+                outOffset = cOff + (long) i * ldc;
                 incy = 1;
             } else {
                 // c [m] = op(a) [m, k] · op(b) [k]: a' is [m, k] (no flag) or [k, m] (flag).
                 matrix = a;
-                ld = (int) la[1];
+                matrixOffset = aOff;
+                ld = lda;
                 trans = ta;
                 rows = ta == NO_TRANS ? m : k;
                 cols = ta == NO_TRANS ? k : m;
                 vector = b;
-                vectorOffset = 0;
-                incx = tb == NO_TRANS ? (int) lb[1] : 1;   // b' [k, 1] or [1, k]
-                outOffset = 0;
+                vectorOffset = bOff;
+                incx = tb == NO_TRANS ? ldb : 1;   // b' [k, 1] or [1, k]
+                outOffset = cOff;
                 incy = ldc;
             }
             if (t == DataType.FLOAT) {
                 org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemv(ROW_MAJOR, trans, rows, cols, (float) alpha,
-                        new FloatPointer(matrix.data().addressPointer()), ld,
-                        new FloatPointer(vector.data().addressPointer()).position(vectorOffset), incx, (float) beta,
-                        new FloatPointer(c.data().addressPointer()).position(outOffset), incy);
+                        new FloatPointer(matrix).position(matrixOffset), ld,
+                        new FloatPointer(vector).position(vectorOffset), incx, (float) beta,
+                        new FloatPointer(c).position(outOffset), incy);
             } else {
                 org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemv(ROW_MAJOR, trans, rows, cols, alpha,
-                        new DoublePointer(matrix.data().addressPointer()), ld,
-                        new DoublePointer(vector.data().addressPointer()).position(vectorOffset), incx, beta,
-                        new DoublePointer(c.data().addressPointer()).position(outOffset), incy);
+                        new DoublePointer(matrix).position(matrixOffset), ld,
+                        new DoublePointer(vector).position(vectorOffset), incx, beta,
+                        new DoublePointer(c).position(outOffset), incy);
             }
         }
 
