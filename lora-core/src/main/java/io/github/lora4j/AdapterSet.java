@@ -57,8 +57,10 @@ final class AdapterSet {
 
     /** Removes {@code name}, leaving none active if it was; refused while it is merged. */
     void delete(String name, Merge merge, TrainingCache cache) {
-        merge.refuseIfMerged(require(name), "deleting");
-        cache.dropIf(name.equals(active));
+        LoraAdapter adapter = require(name);
+        merge.refuseIfMerged(adapter, "deleting");
+        cache.dropIf(name.equals(active) || cache.ran(adapter));
+        cache.gradientsCleared(adapter);
         adapters.remove(name);
         if (name.equals(active)) {
             active = null;
@@ -105,6 +107,14 @@ final class AdapterSet {
             update.accept(adapter);
             cache.drop();
         }
+    }
+
+    /** Runs {@code update} on adapter {@code name}; refused while merged. */
+    void update(String name, Consumer<LoraAdapter> update, Merge merge, TrainingCache cache) {
+        LoraAdapter adapter = require(name);
+        merge.refuseWhileMerged("training");
+        update.accept(adapter);
+        cache.dropIf(cache.ran(adapter));
     }
 
     Collection<LoraAdapter> all() {

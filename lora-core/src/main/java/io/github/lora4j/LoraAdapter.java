@@ -4,6 +4,7 @@ import java.util.Arrays;
 import java.util.Objects;
 import java.util.SplittableRandom;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
@@ -24,8 +25,9 @@ public final class LoraAdapter {
     private final LoraConfig config;
     private final INDArray a;
     private final INDArray b;
-    private final INDArray gradA;
-    private final INDArray gradB;
+    /** Gradient buffers, allocated together on first use: an adapter that is only served holds none. */
+    private volatile INDArray gradA;
+    private volatile INDArray gradB;
     private SplittableRandom dropoutRng;
     /** Run-time strength (PEFT's {@code set_scale}); 1 unless {@link LoraLinear#setAdapterScale} changed it. */
     private volatile double scale = 1.0;
@@ -38,9 +40,6 @@ public final class LoraAdapter {
         this.a = a;
         this.b = b;
         this.scaling = config.scaling();
-        // c-order and contiguous: ND4J's updaters silently skip anything else.
-        this.gradA = Nd4j.zeros(a.dataType(), a.shape());
-        this.gradB = Nd4j.zeros(b.dataType(), b.shape());
     }
 
     /**
@@ -148,23 +147,44 @@ public final class LoraAdapter {
     }
 
     /**
-     * The accumulated gradient {@code dL/dA}: each backward adds to it.
+     * The accumulated gradient {@code dL/dA}: each backward adds to it. The two gradient buffers are allocated (as
+     * zeros) on the first call of this method or {@link #gradB()}, so an adapter that is only served for inference
+     * holds no gradient memory.
      *
      * @return the live buffer {@code [r, in]}, c-order and contiguous (as ND4J's updaters need), not a copy; cleared
      *         by the layer's {@code zeroGrad()} (e.g. {@link LoraLinear#zeroGrad()})
      */
     public INDArray gradA() {
-        return gradA;
+        INDArray g = gradA;
+        return g != null ? g : allocateGradients()[0];
     }
 
     /**
-     * The accumulated gradient {@code dL/dB}: each backward adds to it.
+     * The accumulated gradient {@code dL/dB}: each backward adds to it; allocated with {@link #gradA()}'s buffer.
      *
      * @return the live buffer {@code [out, r]}, c-order and contiguous (as ND4J's updaters need), not a copy; cleared
      *         by the layer's {@code zeroGrad()} (e.g. {@link LoraLinear#zeroGrad()})
      */
     public INDArray gradB() {
-        return gradB;
+        INDArray g = gradB;
+        return g != null ? g : allocateGradients()[1];
+    }
+
+    /** Whether the gradient buffers exist (some call of {@link #gradA()} or {@link #gradB()} made them). */
+    boolean hasGradientBuffers() {
+        return gradB != null;
+    }
+
+    /** Both gradient buffers, made once (zeros, c-order, outside any ND4J workspace so they outlive its cycles). */
+    private synchronized INDArray[] allocateGradients() {
+        if (gradB == null) {
+            try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().scopeOutOfWorkspaces()) {
+                // c-order and contiguous: ND4J's updaters silently skip anything else.
+                gradA = Nd4j.zeros(a.dataType(), a.shape());
+                gradB = Nd4j.zeros(b.dataType(), b.shape());
+            }
+        }
+        return new INDArray[] {gradA, gradB};
     }
 
     /**

@@ -1,20 +1,31 @@
 package io.github.lora4j;
 
+import java.util.Collection;
+import java.util.Collections;
+import java.util.IdentityHashMap;
+import java.util.Set;
 import java.util.concurrent.atomic.AtomicReference;
 
 /**
  * What backward needs from the last training-mode forward, and the LoRA path's scratch, lent to one call at a time
- * (concurrent inference calls get their own; the one kept for reuse is the last returned). Guarded by the layer's
- * lock; training itself belongs on one thread.
+ * (concurrent inference calls get their own; the one kept for reuse is the last returned); and which adapters a
+ * backward has given gradients since they were last cleared. Guarded by the layer's lock; training itself belongs on
+ * one thread.
  */
 final class TrainingCache {
 
-    /** One forward's record; {@code path} is null when no adapter took part. */
-    record Forward(LoraPath path, LoraPath.Scratch scratch, long[] inputShape, long[] outputShape) {
+    /**
+     * One forward's record: {@code path} (null when no adapter took part) for a single-adapter forward, or
+     * {@code mixed} for a mixed-adapter batch (then {@code path} and {@code scratch} are null).
+     */
+    record Forward(LoraPath path, LoraPath.Scratch scratch, long[] inputShape, long[] outputShape,
+                   MixedBatch.Trained mixed) {
     }
 
     private final AtomicReference<LoraPath.Scratch> spare = new AtomicReference<>();
     private Forward forward;
+    /** Adapters whose gradient buffers a backward added to since they were last cleared. */
+    private final Set<LoraAdapter> withGradients = Collections.newSetFromMap(new IdentityHashMap<>());
 
     /** A scratch for one call: the spare one, or a new one while another call holds it. */
     LoraPath.Scratch take() {
@@ -39,7 +50,7 @@ final class TrainingCache {
     /** After a forward: records it in training, else gives its scratch (if any) back. */
     void keep(boolean train, LoraPath path, LoraPath.Scratch scratch, long[] inputShape, long[] outputShape) {
         if (train) {
-            set(new Forward(path, scratch, inputShape, outputShape));
+            set(new Forward(path, scratch, inputShape, outputShape, null));
         } else if (scratch != null) {
             give(scratch);
         }
@@ -67,8 +78,34 @@ final class TrainingCache {
         }
     }
 
+    /** Records the training forward of a mixed-adapter batch. */
+    void keepMixed(MixedBatch.Trained mixed, long[] inputShape, long[] outputShape) {
+        set(new Forward(null, null, inputShape, outputShape, mixed));
+    }
+
     /** Whether the recorded forward ran {@code adapter}'s path. */
     boolean ran(LoraAdapter adapter) {
-        return forward != null && forward.path() != null && forward.path().adapter() == adapter;
+        return forward != null && (forward.path() != null && forward.path().adapter() == adapter
+                || forward.mixed() != null && forward.mixed().ran(adapter));
+    }
+
+    /** Notes that a backward added to the gradients of {@code adapters}. */
+    void gradientsAdded(Collection<LoraAdapter> adapters) {
+        withGradients.addAll(adapters);
+    }
+
+    /** Whether a backward added to {@code adapter}'s gradients since they were last cleared. */
+    boolean hasGradients(LoraAdapter adapter) {
+        return withGradients.contains(adapter);
+    }
+
+    /** Forgets that {@code adapter} has gradients (they were cleared, or it was deleted). */
+    void gradientsCleared(LoraAdapter adapter) {
+        withGradients.remove(adapter);
+    }
+
+    /** Forgets every adapter's gradients (all were cleared). */
+    void allGradientsCleared() {
+        withGradients.clear();
     }
 }

@@ -39,9 +39,15 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  * of W's size per step; layers further up pass {@code true} (or call {@code backward(g)}) to get the gradient for the
  * layer below.
  *
+ * <p>Several adapters train in one batch (as mLoRA and ASPEN do) when the forward is a mixed batch,
+ * {@code layer.forward(x, adapterPerRow)}: its backward gives each adapter the gradients of its own rows, and
+ * {@link #step()} steps every adapter that had rows, each with its own optimizer state, exactly as if each had been
+ * trained alone on its rows (with clipping off: clipping takes one norm over all of them).
+ *
  * <h2>What is trained, what state exists</h2>
- * Only {@code A [r, in]} and {@code B [out, r]} of each layer's <em>active</em> adapter change, through
- * {@link LoraLinear#updateTrainable}; {@code W} and the bias are never touched and get neither gradient nor
+ * Only {@code A [r, in]} and {@code B [out, r]} of each layer's <em>active</em> adapter (after mixed batches: of each
+ * adapter that had rows) change, through {@link LoraLinear#updateTrainable(String, java.util.function.Consumer)};
+ * {@code W} and the bias are never touched and get neither gradient nor
  * optimizer state. Optimizer state is kept per adapter object, created the first time that adapter is trained
  * (for the adapters active at {@link Builder#build} it is created at once): switching a layer between adapters
  * keeps each adapter's own moments, and an adapter can never meet state of another shape. Its size is
@@ -140,8 +146,12 @@ public final class LoraTrainer {
     }
 
     /**
-     * One optimisation step on the active adapter of every layer, then zeroes those adapters' gradients. The new
-     * values of {@code A} and {@code B} are computed and checked for every layer before any layer is written.
+     * One optimisation step on the adapters that got gradients, then zeroes their gradients: on each layer every
+     * adapter that a backward gave gradients since the last step ({@link LoraLinear#adaptersWithGradients()}: after a
+     * {@linkplain LoraLinear#forward(INDArray, String[]) mixed batch}, every adapter that had rows in it, each with its
+     * own optimizer state), or, when no backward ran on the layer, its active adapter. The new values of {@code A} and
+     * {@code B} are computed and checked for every layer and adapter before any is written. Clipping takes the global
+     * norm over all of them, as PyTorch's {@code clip_grad_norm_} over all parameters does.
      *
      * @return the global L2 norm of all trained gradients before clipping
      * @throws IllegalStateException if a layer is merged, a gradient holds NaN or infinity, or the step would make
@@ -159,16 +169,14 @@ public final class LoraTrainer {
                 throw new IllegalStateException(label(i) + ": training is refused while adapter '"
                         + layer.activeAdapter() + "' is merged into W; unmerge() first (nothing was changed)");
             }
-            LoraAdapter adapter = trainedAdapter(layer);
-            if (adapter == null) {
-                continue;
+            for (LoraAdapter adapter : steppedAdapters(layer)) {
+                double na = checkedNorm(label(i), adapter, "gradA", adapter.gradA());
+                double nb = checkedNorm(label(i), adapter, "gradB", adapter.gradB());
+                sumSquares += na * na + nb * nb;
+                trained.add(layer);
+                adapters.add(adapter);
+                labels.add(label(i));
             }
-            double na = checkedNorm(label(i), adapter, "gradA", adapter.gradA());
-            double nb = checkedNorm(label(i), adapter, "gradB", adapter.gradB());
-            sumSquares += na * na + nb * nb;
-            trained.add(layer);
-            adapters.add(adapter);
-            labels.add(label(i));
         }
         double norm = Math.sqrt(sumSquares);
         double clipScale = clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1.0;
@@ -199,16 +207,14 @@ public final class LoraTrainer {
         for (int i = 0; i < trained.size(); i++) {
             LoraAdapter expected = adapters.get(i);
             AdapterState state = computed.get(i);
-            trained.get(i).updateTrainable(adapter -> {
+            trained.get(i).updateTrainable(expected.name(), adapter -> {
                 if (adapter != expected) {
-                    throw new IllegalStateException("the active adapter changed during step(): expected '"
-                            + expected.name() + "', got '" + adapter.name() + "'");
+                    throw new IllegalStateException("adapter '" + expected.name() + "' was replaced during step()");
                 }
                 adapter.a().subi(state.stepA);
                 adapter.b().subi(state.stepB);
-                adapter.gradA().assign(0);
-                adapter.gradB().assign(0);
             });
+            trained.get(i).zeroGrad(expected.name());
         }
         iteration++;
         return norm;
@@ -429,6 +435,26 @@ public final class LoraTrainer {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /**
+     * The adapters a step trains on this layer: those a backward gave gradients since the last step, else the active
+     * one; none while adapters are disabled.
+     */
+    private static List<LoraAdapter> steppedAdapters(LoraLinear layer) {
+        if (!layer.adaptersEnabled()) {
+            return List.of();
+        }
+        List<String> names = layer.adaptersWithGradients();
+        if (names.isEmpty()) {
+            LoraAdapter active = trainedAdapter(layer);
+            return active == null ? List.of() : List.of(active);
+        }
+        List<LoraAdapter> out = new ArrayList<>(names.size());
+        for (String name : names) {
+            out.add(layer.adapter(name));
+        }
+        return out;
+    }
 
     /** The adapter a step would train on this layer, or null (no active adapter, or adapters disabled). */
     private static LoraAdapter trainedAdapter(LoraLinear layer) {
