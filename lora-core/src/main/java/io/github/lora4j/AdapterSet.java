@@ -67,6 +67,13 @@ final class AdapterSet {
         }
     }
 
+    /** Removes every adapter and turns adapters on again: the plain layer; the caller made sure nothing is merged. */
+    void clear() {
+        adapters.clear();
+        active = null;
+        enabled = true;
+    }
+
     /** Sets the run-time scale of {@code name} (see {@code LoraLinear.setAdapterScale}); refused while it is merged. */
     void setScale(String name, double scale, DataType type, Merge merge, TrainingCache cache) {
         LoraAdapter adapter = require(name);

@@ -2,7 +2,6 @@ package io.github.lora4j;
 
 import java.util.Arrays;
 import java.util.Objects;
-import java.util.SplittableRandom;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -28,7 +27,7 @@ public final class LoraAdapter {
     /** Gradient buffers, allocated together on first use: an adapter that is only served holds none. */
     private volatile INDArray gradA;
     private volatile INDArray gradB;
-    private SplittableRandom dropoutRng;
+    private DropoutStream dropoutStream;
     /** Run-time strength (PEFT's {@code set_scale}); 1 unless {@link LoraLinear#setAdapterScale} changed it. */
     private volatile double scale = 1.0;
     /** {@code scale·alpha / r} (or {@code / sqrt(r)}), computed once per change so every path reads one field. */
@@ -108,16 +107,7 @@ public final class LoraAdapter {
      */
     static double scaledScaling(LoraConfig config, double scale, DataType type,
                                 String name) {
-        double alpha = scale * config.alpha();
-        double s = config.rsLora() ? alpha / Math.sqrt(config.rank()) : alpha / config.rank();
-        double max = type == DataType.DOUBLE ? Double.MAX_VALUE : Float.MAX_VALUE;
-        if (!Double.isFinite(scale) || !(Math.abs(s) <= max)) {
-            throw new IllegalArgumentException("scale of adapter '" + name + "': expected a finite value giving a "
-                    + "scaling s = scale·alpha / " + (config.rsLora() ? "sqrt(r)" : "r") + " finite in " + type
-                    + ", got scale = " + scale + " (alpha = " + config.alpha() + ", r = " + config.rank() + ", s = "
-                    + s + ")");
-        }
-        return s;
+        return config.scaling(scale, type, "scale of adapter '" + name + "'");
     }
 
     /** Sets the run-time scale; the caller checked it with {@link #scaledScaling} and holds the layer's lock. */
@@ -197,14 +187,14 @@ public final class LoraAdapter {
     }
 
     /**
-     * The dropout mask stream, created on first use and seeded from the config; drawn in Java (see {@link Dropout})
-     * so that masks are the same on every backend and no ND4J random op runs on the hot path.
+     * The dropout mask stream, created on first use from the config ({@link DropoutStream}'s rule): masks drawn in
+     * Java, the same on every backend and host, with no ND4J random op on the hot path.
      */
-    SplittableRandom dropoutRng() {
-        if (dropoutRng == null) {
-            dropoutRng = new SplittableRandom(config.seed() ^ 0x5DEECE66DL);
+    DropoutStream dropoutStream() {
+        if (dropoutStream == null) {
+            dropoutStream = DropoutStream.of(config);
         }
-        return dropoutRng;
+        return dropoutStream;
     }
 
     @Override

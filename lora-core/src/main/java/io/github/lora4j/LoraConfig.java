@@ -1,6 +1,7 @@
 package io.github.lora4j;
 
 import java.util.Objects;
+import org.nd4j.linalg.api.buffer.DataType;
 
 /**
  * Immutable configuration of one LoRA adapter; validated when built.
@@ -157,6 +158,36 @@ public final class LoraConfig {
      */
     public double scaling() {
         return rsLora ? alpha / Math.sqrt(rank) : alpha / rank;
+    }
+
+    /**
+     * The scaling an adapter of this config has at run-time {@code scale} (see {@link LoraLinear#setAdapterScale}) in a
+     * layer of data type {@code type}: {@code scale·alpha / r} ({@code / sqrt(r)} with rsLoRA), bitwise the scaling
+     * of a config built with {@code alpha·scale}, checked the way the layers check it. Changes nothing: use it to
+     * check a scale (or, with {@code scale = 1}, a config) before changing several layers.
+     *
+     * @param scale the run-time scale; 1 gives {@link #scaling()}
+     * @param type  the layer's data type: DOUBLE, or FLOAT (any other type is checked against FLOAT's range)
+     * @return the scaling
+     * @throws IllegalArgumentException unless {@code scale} is finite and the scaling a finite value of {@code type},
+     *                                  naming scale, alpha, r and the scaling
+     */
+    public double scaling(double scale, DataType type) {
+        return scaling(scale, type, "scale");
+    }
+
+    /** {@link #scaling(double, DataType)}, its refusal opening with {@code what}. */
+    double scaling(double scale, DataType type, String what) {
+        Objects.requireNonNull(type, "type must not be null");
+        double scaled = scale * alpha;
+        double s = rsLora ? scaled / Math.sqrt(rank) : scaled / rank;
+        double max = type == DataType.DOUBLE ? Double.MAX_VALUE : Float.MAX_VALUE;
+        if (!Double.isFinite(scale) || !(Math.abs(s) <= max)) {
+            throw new IllegalArgumentException(what + ": expected a finite value giving a scaling s = scale·alpha / "
+                    + (rsLora ? "sqrt(r)" : "r") + " finite in " + type + ", got scale = " + scale + " (alpha = "
+                    + alpha + ", r = " + rank + ", s = " + s + ")");
+        }
+        return s;
     }
 
     @Override

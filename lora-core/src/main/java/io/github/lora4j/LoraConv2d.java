@@ -371,8 +371,11 @@ public final class LoraConv2d {
      * @param x {@code [n, in, h, w]} (NCHW) of the kernel's type; not modified
      * @return a new c-order array {@code [n, out, oh, ow]}, sharing no memory with {@code x} or the layer
      * @throws NullPointerException     if {@code x} is null
-     * @throws IllegalArgumentException for a wrong rank, channel count or type, or an input that with its padding is
-     *                                  smaller than the kernel
+     * @throws IllegalArgumentException for a wrong rank, channel count or type, an input that with its padding is
+     *                                  smaller than the kernel, or one (a huge padding) whose im2col matrix
+     *                                  {@code [n·oh·ow, in·kh·kw]} has a dimension above {@code 2^31 − 1} or would
+     *                                  with the output need more bytes than the machine's physical memory; nothing
+     *                                  is allocated then
      */
     public INDArray forward(INDArray x) {
         Objects.requireNonNull(x, "x must not be null");
@@ -387,6 +390,7 @@ public final class LoraConv2d {
             throw new IllegalArgumentException("input " + Arrays.toString(x.shape()) + " with padding "
                     + Arrays.toString(padding) + " is smaller than the kernel " + kh + "x" + kw);
         }
+        checkWorkingMemory(x, n, oh, ow);
         // im2col: [n, in, kh, kw, oh, ow] -> cols [n·oh·ow, in·kh·kw]
         // (ND4J's im2col without an output array makes it FLOAT whatever the input: give it one of x's type.)
         INDArray unfolded = Nd4j.create(dataType(), n, in, kh, kw, oh, ow);
@@ -394,6 +398,56 @@ public final class LoraConv2d {
         INDArray cols = unfolded.permute(0, 4, 5, 1, 2, 3).dup('c').reshape('c', n * oh * ow, in * kh * kw);
         INDArray y = delegate.forward(cols); // [n·oh·ow, out]
         return y.reshape('c', n, oh, ow, out).permute(0, 3, 1, 2).dup('c');
+    }
+
+    /**
+     * Refuses, before anything is allocated, a forward whose buffers cannot exist: the im2col matrix
+     * {@code cols [n·oh·ow, in·kh·kw]} goes to BLAS, whose dimensions are {@code int}s, and the forward holds it twice
+     * (unfolded, then permuted) beside the output twice. A huge padding (or input) would otherwise end in a native
+     * allocation failure, or in an overflowed length.
+     */
+    private void checkWorkingMemory(INDArray x, long n, long oh, long ow) {
+        long rows = product(n, oh, ow);
+        long cols = product(in, kh, kw);
+        long unfolded = product(rows, cols);
+        long output = product(rows, out);
+        long elements = unfolded > Long.MAX_VALUE - output ? Long.MAX_VALUE : unfolded + output;
+        long bytes = product(2, elements, dataType().width());
+        long physical = Machine.MEMORY;
+        if (rows > Integer.MAX_VALUE || cols > Integer.MAX_VALUE || (physical > 0 && bytes > physical)) {
+            throw new IllegalArgumentException("input " + Arrays.toString(x.shape()) + " with padding "
+                    + Arrays.toString(padding) + " and stride " + Arrays.toString(stride) + " gives an output of "
+                    + oh + "x" + ow + ": its im2col matrix [n·oh·ow, in·kh·kw] = [" + rows + ", " + cols + "] "
+                    + (rows > Integer.MAX_VALUE || cols > Integer.MAX_VALUE
+                    ? "exceeds BLAS's dimension limit of " + Integer.MAX_VALUE
+                    : "and the output need " + bytes + " bytes, more than this machine's " + physical
+                    + " bytes of memory") + "; expected a smaller padding, input or batch");
+        }
+    }
+
+    /** {@code a·b·...}, or {@link Long#MAX_VALUE} if it overflows; the factors are not negative. */
+    private static long product(long... factors) {
+        long p = 1;
+        for (long f : factors) {
+            if (f != 0 && p > Long.MAX_VALUE / f) {
+                return Long.MAX_VALUE;
+            }
+            p *= f;
+        }
+        return p;
+    }
+
+    /** The machine's physical memory in bytes (0 where JavaCPP cannot tell), read once: a native call. */
+    private static final class Machine {
+        static final long MEMORY = physicalMemory();
+
+        private static long physicalMemory() {
+            try {
+                return org.bytedeco.javacpp.Pointer.totalPhysicalBytes();
+            } catch (LinkageError e) {
+                return 0;
+            }
+        }
     }
 
     /**
@@ -428,6 +482,16 @@ public final class LoraConv2d {
      */
     public void unmerge() {
         delegate.unmerge();
+    }
+
+    /**
+     * PEFT's {@code merge_and_unload} for this layer: merges the active adapter (exact way) unless one is merged, then
+     * keeps the update in the kernel for good and deletes every adapter; see {@link LoraLinear#mergeAndUnload()}.
+     *
+     * @throws IllegalStateException as {@link #merge(MergeMode)}, if the merge is refused; nothing is changed then
+     */
+    public void mergeAndUnload() {
+        delegate.mergeAndUnload();
     }
 
     /**

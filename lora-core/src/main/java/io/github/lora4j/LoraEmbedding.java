@@ -398,10 +398,16 @@ public final class LoraEmbedding {
      * @param ids an integer array, or a floating one holding whole numbers, of any shape and order; not modified
      * @return a new array {@code [..., dim]} (the ids' shape plus {@code dim}) of the table's type
      * @throws NullPointerException     if {@code ids} is null
-     * @throws IllegalArgumentException for a non-integral (or NaN) or out-of-range id, naming it and its flat index
+     * @throws IllegalArgumentException for ids of a non-numeric type (BOOL, UTF8), or a non-integral (or NaN) or
+     *                                  out-of-range id, naming it and its flat index
      */
     public INDArray forward(INDArray ids) {
         Objects.requireNonNull(ids, "ids must not be null");
+        if (!ids.dataType().isNumerical()) {
+            // BOOL would read as ids 0 and 1, UTF8 fails deep inside ND4J
+            throw new IllegalArgumentException("ids: expected an integer array (or a floating one holding whole "
+                    + "numbers), got " + ids.dataType() + " " + Arrays.toString(ids.shape()));
+        }
         double[] v = ids.dup('c').data().asDouble();
         long[] flat = new long[v.length];
         for (int i = 0; i < v.length; i++) {
@@ -538,6 +544,16 @@ public final class LoraEmbedding {
      */
     public void unmerge() {
         change(() -> delegate.unmerge());
+    }
+
+    /**
+     * PEFT's {@code merge_and_unload} for this table: merges the active adapter (exact way) unless one is merged, then
+     * keeps the update in the table for good and deletes every adapter; see {@link LoraLinear#mergeAndUnload()}.
+     *
+     * @throws IllegalStateException as {@link #merge(MergeMode)}, if the merge is refused; nothing is changed then
+     */
+    public void mergeAndUnload() {
+        change(() -> delegate.mergeAndUnload());
     }
 
     /**

@@ -72,7 +72,8 @@ public final class LoraLinear {
     private final long in;
     private final long out;
     private final DataType dataType;
-    private final double maxAbsWeight;
+    /** {@code max |W|} for FAST merge's overflow bound; recomputed when {@link #mergeAndUnload()} keeps an update. */
+    private double maxAbsWeight;
 
     private final AdapterSet adapters = new AdapterSet();
     private final MixedBatch mixedBatch = new MixedBatch();
@@ -607,13 +608,47 @@ public final class LoraLinear {
      * {@link #unmerge()}. No {@code [out, in]} temporary is allocated; a pending training forward is dropped. FAST
      * becomes EXACT (see {@link #mergeMode()}) when it could overflow or W is a view no gemm can write in place.
      *
+     * <p>While merged the layer holds {@code W}'s memory: another layer whose weight shares memory with it (a second
+     * {@code LoraLinear} over the same array, or over an overlapping view) cannot merge until this one unmerges, since
+     * the two unmerges would otherwise corrupt {@code W}. Memory counts as shared when the address ranges from first to
+     * last element overlap (so interleaved views count; disjoint row blocks do not).
+     *
      * @param mode {@link MergeMode#EXACT} (unmerge restores {@code W} bit for bit) or {@link MergeMode#FAST}
      * @throws IllegalStateException if an adapter is already merged, no adapter is active, adapters are
-     *                               disabled, or the result would not be finite; {@code W} is then unchanged
+     *                               disabled, another layer has an adapter merged into memory {@code W} shares, or
+     *                               the result would not be finite; {@code W} is then unchanged
      */
     public void merge(MergeMode mode) {
         Objects.requireNonNull(mode, "mode must not be null");
-        lock.exclusive(() -> merge.mergeEffective(weight, layout, maxAbsWeight, adapters, mode, cache));
+        lock.exclusive(() -> merge.mergeEffective(weight, layout, maxAbsWeight, adapters, mode, cache, holder()));
+    }
+
+    /**
+     * PEFT's {@code merge_and_unload} for this layer: merges the effective adapter ({@link MergeMode#EXACT}) unless one
+     * is merged already, then keeps the update in {@code W} for good and deletes every adapter. The layer is then the
+     * plain {@code y = x W^T + b} over the merged {@code W}, as {@link #base} over it would be; new adapters may be
+     * added and merged on top. Nothing is merged with no active adapter or adapters disabled ({@code W} is then
+     * unchanged). While merged, a layer holds {@code W}'s memory and no other layer may merge into it (see
+     * {@link #merge(MergeMode)}); this gives it back without an unmerge.
+     *
+     * @throws IllegalStateException as {@link #merge(MergeMode)}, if the merge is refused; the layer and {@code W} are
+     *                               then unchanged
+     */
+    public void mergeAndUnload() {
+        lock.exclusive(() -> {
+            if (merge.current() == null && adapters.effective() != null) {
+                merge.mergeEffective(weight, layout, maxAbsWeight, adapters, MergeMode.EXACT, cache, holder());
+            }
+            merge.forget();
+            adapters.clear();
+            cache.drop();
+            maxAbsWeight = Checks.maxAbsOrNaN(weight);
+        });
+    }
+
+    /** How another layer's refused merge names this one. */
+    private String holder() {
+        return "a LoraLinear [out " + out + ", in " + in + "]";
     }
 
     /**

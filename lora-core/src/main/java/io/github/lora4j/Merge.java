@@ -13,6 +13,8 @@ final class Merge {
 
     /** The adapter inside W and how it got there, or null when nothing is merged. */
     private Merged merged;
+    /** W's memory in the process-wide registry while merged, so that no other layer merges into it too. */
+    private MergedWeights.Claim claim;
 
     /** The current merge, or null. */
     Merged current() {
@@ -20,21 +22,42 @@ final class Merge {
     }
 
     /**
-     * Merges the effective adapter of {@code adapters} into {@code weight}, refusing as {@link #checkCanMerge}, and
-     * drops the pending training forward.
+     * Merges the effective adapter of {@code adapters} into {@code weight}, refusing as {@link #checkCanMerge} and while
+     * another layer has an adapter merged into memory {@code weight} shares ({@link MergedWeights}, which names that
+     * layer by its {@code holder} text), and drops the pending training forward.
      */
     void mergeEffective(INDArray weight, WeightLayout layout, double maxAbsWeight, AdapterSet adapters, MergeMode mode,
-                        TrainingCache cache) {
+                        TrainingCache cache, String holder) {
         checkCanMerge(merged, adapters);
-        merged = merge(weight, layout, maxAbsWeight, adapters.effective(), mode);
+        MergedWeights.Claim c = MergedWeights.claim(weight, this, holder + " with adapter '"
+                + adapters.effective().name() + "'");
+        try {
+            merged = merge(weight, layout, maxAbsWeight, adapters.effective(), mode);
+        } catch (RuntimeException e) {
+            c.release();
+            throw e;
+        }
+        claim = c;
         cache.drop();
     }
 
     /** Takes the current merge out of {@code weight} (refused when nothing is merged); drops the training forward. */
     void unmergeCurrent(INDArray weight, WeightLayout layout, TrainingCache cache) {
         unmerge(weight, layout, merged);
-        merged = null;
+        forget();
         cache.drop();
+    }
+
+    /**
+     * Forgets the current merge without undoing it: {@code W} keeps the update for good, the exact-unmerge record is
+     * dropped and W's memory is released in the registry. Nothing happens when nothing is merged.
+     */
+    void forget() {
+        merged = null;
+        if (claim != null) {
+            claim.release();
+            claim = null;
+        }
     }
 
     /** Refuses {@code action} while any adapter is merged. */

@@ -83,6 +83,26 @@ class DropoutTest {
         assertFalse(ya1.equalsWithEps(ya2, 1e-9), "successive forwards draw fresh masks");
     }
 
+    /** The public rule other hosts (lora-dl4j) draw by is the one LoraLinear draws by: the same masks, in order. */
+    @Test
+    void dropoutStreamDrawsTheMasksLoraLinearDraws() {
+        INDArray x = gaussian(D, 1, 3, 12, 5);
+        LoraLinear layer = probe(5, 42).train();
+        DropoutStream stream = DropoutStream.of(LoraConfig.builder().rank(5).alpha(5).dropout(P).seed(42).build());
+        for (int round = 0; round < 3; round++) {
+            INDArray y = layer.forward(x);
+            boolean[] kept = stream.next(x.length());
+            for (int i = 0; i < kept.length; i++) {
+                assertEquals(kept[i], y.getDouble(i / 5, i % 5) != 0, "round " + round + ", element " + i);
+            }
+        }
+        assertEquals(1 / (1 - P), stream.scale());
+        boolean[] none = DropoutStream.of(LoraConfig.defaults()).next(50);
+        for (boolean k : none) {
+            assertTrue(k, "p = 0 keeps every element");
+        }
+    }
+
     @Test
     void evalModeHasNoDropout() {
         INDArray x = gaussian(D, 4, 1, 30, 6);

@@ -5,6 +5,7 @@ import static io.github.lora4j.TestData.gaussian;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
@@ -120,5 +121,36 @@ class LoraConv2dTest {
         conv.addAdapter("x", LoraConfig.builder().rank(2).build());
         assertThrows(IllegalArgumentException.class, () -> conv.setAdapterWeights("x",
                 gaussian(DataType.FLOAT, 3, 1, 2, 2, 3, 3), gaussian(DataType.FLOAT, 4, 1, 4, 2)));
+    }
+
+    /** Issue 29 item 18: a huge padding failed in native allocation (or with a negative length) instead of a refusal. */
+    @Test
+    void aPaddingWhoseBuffersCannotExistIsRefusedBeforeAnythingIsAllocated() {
+        LoraConv2d conv = LoraConv2d.base(gaussian(DataType.FLOAT, 5, 1, 2, 1, 3, 3), null, new int[] {1, 1},
+                new int[] {100_000, 100_000});
+        conv.addAdapter("default", LoraConfig.builder().rank(1).build());
+        conv.setActiveAdapter("default");
+        long[] kernel = bits(conv.weight());
+        INDArray x = gaussian(DataType.FLOAT, 6, 1, 1, 1, 4, 4);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> conv.forward(x));
+        assertTrue(e.getMessage().contains("[1, 1, 4, 4] with padding [100000, 100000]")
+                && e.getMessage().contains("200002x200002") && e.getMessage().contains("[40000800004, 9]")
+                && e.getMessage().contains("BLAS's dimension limit"), e.getMessage());
+        // an int padding large enough to overflow the element count in a long
+        LoraConv2d overflow = LoraConv2d.base(gaussian(DataType.FLOAT, 7, 1, 2, 1, 3, 3), null, new int[] {1, 1},
+                new int[] {Integer.MAX_VALUE, Integer.MAX_VALUE});
+        assertThrows(IllegalArgumentException.class, () -> overflow.forward(x));
+        // BLAS-sized dimensions whose bytes no machine has: 2.6e8 rows of 36,864 columns, 75 TB of FLOAT
+        LoraConv2d wide = LoraConv2d.base(gaussian(DataType.FLOAT, 8, 1, 1, 4096, 3, 3), null, new int[] {1, 1},
+                new int[] {8_000, 8_000});
+        IllegalArgumentException mem = assertThrows(IllegalArgumentException.class,
+                () -> wide.forward(gaussian(DataType.FLOAT, 9, 1, 1, 4096, 1, 1)));
+        assertTrue(mem.getMessage().contains("bytes of memory") && mem.getMessage().contains("[255968001, 36864]"),
+                mem.getMessage());
+        assertArrayEquals(kernel, bits(conv.weight()), "the kernel is untouched");
+        // a padding as large as the kernel still computes
+        LoraConv2d ok = LoraConv2d.base(gaussian(DataType.FLOAT, 10, 1, 2, 1, 3, 3), null, new int[] {1, 1},
+                new int[] {3, 3});
+        assertArrayEquals(new long[] {1, 2, 8, 8}, ok.forward(x).shape());
     }
 }

@@ -139,6 +139,24 @@ class LoraEmbeddingTest {
         assertThrows(IllegalArgumentException.class, () -> e.forward(Nd4j.createFromArray(0.5f)));
     }
 
+    /** Issue 29 item 18: BOOL ids were looked up as ids 0 and 1, UTF8 ids failed inside ND4J. */
+    @Test
+    void idsOfANonNumericTypeAreRefusedNamingTheType() {
+        LoraEmbedding e = trained(DataType.FLOAT, 3, 6, 4, 2, 2);
+        e.train();
+        e.forward(1, 2);
+        INDArray g = Nd4j.ones(DataType.FLOAT, 2, 4);
+        IllegalArgumentException bool = assertThrows(IllegalArgumentException.class,
+                () -> e.forward(Nd4j.createFromArray(true, false, true)));
+        assertTrue(bool.getMessage().contains("expected an integer array") && bool.getMessage().contains("BOOL [3]"),
+                bool.getMessage());
+        IllegalArgumentException utf8 = assertThrows(IllegalArgumentException.class,
+                () -> e.forward(Nd4j.create("1", "2")));
+        assertTrue(utf8.getMessage().contains("got UTF8 [2]"), utf8.getMessage());
+        e.backward(g);      // the refused lookups left the pending training forward alone
+        assertArrayEquals(new long[] {2, 4}, e.forward(Nd4j.createFromArray((byte) 1, (byte) 5)).shape(), "INT8 ids work");
+    }
+
     @Property(tries = 40)
     void mergeThenUnmergeRestoresTheTableBitwiseAndTheMergedLookupMatches(@ForAll long seed,
                                                                         @ForAll @IntRange(min = 2, max = 30) int vocab) {

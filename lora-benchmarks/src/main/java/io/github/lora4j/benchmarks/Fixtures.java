@@ -3,6 +3,7 @@ package io.github.lora4j.benchmarks;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.WeightLayout;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -71,6 +72,39 @@ public final class Fixtures {
         double current = s * frobeniusOfProduct(b, a);
         b.muli(target / current);
         layer.setAdapterWeights(name, a, b);
+    }
+
+    /**
+     * The arrays of one side-by-side grid cell {@code (d, r, n)}, all derived from {@code seed}: {@code SideBySide}
+     * times them, and the probes that re-measure a cell build the same ones.
+     *
+     * @param d    W is {@code [d, d]}, {@code U(±1/sqrt(d))} from {@code seed}
+     * @param r    the adapter's rank
+     * @param seed {@code d·1000 + r·10 + n}
+     * @param bias {@code [d]}, {@code U(±1/sqrt(d))}, shared by the cell's layers
+     * @param x    the input {@code [n, d]}, {@code N(0, 1)}
+     * @param g    the output gradient of a training step {@code [n, d]}, {@code N(0, 1)}
+     */
+    public record GridCell(int d, int r, long seed, INDArray bias, INDArray x, INDArray g) {
+
+        /** The cell's W (a fresh copy) with the bias and a realistic default adapter; eval mode, unmerged. */
+        public LoraLinear layer() {
+            LoraLinear layer = LoraLinear.wrap(weight(d, seed), bias, config(r));
+            addRealisticAdapter(layer, LoraLinear.DEFAULT_ADAPTER, seed + 4);
+            return layer;
+        }
+
+        /** The cell's W (a fresh copy) with the bias and no adapter: the plain dense layer. */
+        public LoraLinear plain() {
+            return LoraLinear.base(weight(d, seed), bias, WeightLayout.OUT_IN);
+        }
+    }
+
+    /** The side-by-side grid's arrays for {@code W [d, d]}, rank {@code r}, batch {@code n}. */
+    public static GridCell gridCell(int d, int r, int n) {
+        long seed = d * 1000L + r * 10L + n;
+        return new GridCell(d, r, seed, uniform(seed + 1, 1.0 / Math.sqrt(d), d), gaussian(seed + 2, n, d),
+                gaussian(seed + 3, n, d));
     }
 
     /** {@code ‖B·A‖_F} from the small Gram matrices: {@code ‖BA‖² = Σ (BᵀB) ∘ (AAᵀ)}; no {@code [out, in]} array. */

@@ -24,6 +24,27 @@ final class PatternKeys {
         return out;
     }
 
+    /** Characters a regex reads as operators (outside classes), in Java's syntax and Python's alike; not the dot. */
+    private static final String OPERATORS = "\\^$*+?()[]{}|";
+
+    /**
+     * The key a save writes for {@code module}: the path itself, PEFT's habit, with the regex operators in it
+     * escaped by a backslash, so that a path such as {@code layers[0](a)} (a DL4J or SameDiff name) is a valid regex
+     * matching itself, in Python as here. Dots stay as they are (PEFT writes dotted paths as keys); a save checks
+     * that every module's key gives it back its own rank and alpha.
+     */
+    static String literal(String module) {
+        StringBuilder out = new StringBuilder(module.length());
+        for (int i = 0; i < module.length(); i++) {
+            char c = module.charAt(i);
+            if (OPERATORS.indexOf(c) >= 0) {
+                out.append('\\');
+            }
+            out.append(c);
+        }
+        return out.toString();
+    }
+
     /** Character reads one pattern key may spend on one module path: far above any sane regex, far below a hang. */
     private static final long MATCH_BUDGET = 1_000_000;
 

@@ -55,10 +55,12 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * to temporary files in the target directory, then renames each over its target ({@code ATOMIC_MOVE}) and
  * fsyncs the directory. If the second rename fails, the old model file is put back, so the pair stays consistent;
  * only a crash of the process between the two renames (one system call) can still pair new weights with the old
- * config. New files get the mode the umask gives (usually 0644); a replaced file keeps its mode. Temporary files
- * have fixed names ({@code .adapter_model.safetensors.lora4j-tmp}, ...), so a killed save leaves at most those, and
- * the next save reuses them. Saves to one directory are serialised within a JVM; do not save to one directory from
- * two processes at once.
+ * config. New files get the mode the umask gives (usually 0644); a replaced file keeps its mode. Saves into one
+ * directory run one at a time, within a JVM and across processes, also when the directory is reached through a
+ * symbolic link or a bind mount: a second save waits for the first (an OS file lock on
+ * {@value SafeFiles#LOCK_FILE}, which stays in the directory). Each save's temporary files have names of their own
+ * ({@code .adapter_model.safetensors.<random>.lora4j-tmp}, ...); what a killed save leaves is removed by the next
+ * save. The details are in {@link SafeFiles}, which {@code LoraTrainer.saveState} shares.
  */
 public final class PeftAdapterFiles {
 
@@ -280,20 +282,31 @@ public final class PeftAdapterFiles {
          * Writes adapter {@code adapterName} to {@code dir} (created if absent), replacing existing files atomically
          * (see the class comment). Modules may differ in rank and alpha ({@code r} and {@code lora_alpha} are the
          * most common values, the others go to {@code rank_pattern} / {@code alpha_pattern} under the full module
-         * path). The safetensors metadata holds {@code format: pt} and lora4j's provenance: {@code lora4j.version},
-         * {@code lora4j.init}, {@code lora4j.seed}, {@code lora4j.layout} ({@code OUT_IN} or {@code IN_OUT}).
+         * path, regex operators escaped). Modules may mix weight layouts: {@code lora_A [r, in]} and
+         * {@code lora_B [out, r]} are stored alike for {@code [out, in]} and {@code [in, out]} weights, and PEFT sets
+         * {@code fan_in_fan_out} per layer type itself; the file's flag is true when most saved linear modules are
+         * {@code [in, out]}. The safetensors metadata holds {@code format: pt} and lora4j's provenance:
+         * {@code lora4j.version}, {@code lora4j.init}, {@code lora4j.seed}, {@code lora4j.layout} ({@code OUT_IN},
+         * {@code IN_OUT} or {@code MIXED}).
+         *
+         * <p>Module paths follow the rule {@link #read} applies: dot-separated names, none empty or blank (no
+         * {@code x..y}, {@code x.}, {@code .x}) and none a name PEFT's tensor keys give a role ({@code lora_A},
+         * {@code lora_B}, {@code lora_embedding_A}, {@code lora_embedding_B}, {@code lora_magnitude_vector},
+         * {@code modules_to_save}, {@code original_module}, {@code base_layer}, {@code lora_dropout}); a path
+         * breaking it is refused before anything is written, whatever named the module (a model, a DL4J layer, a
+         * SameDiff variable).
          *
          * @param dir         the target directory, created if absent; not {@code null}
          * @param adapterName the adapter to write; not {@code null}
-         * @throws IllegalArgumentException if no module has the adapter; modules differ in dropout, rsLoRA or weight
-         *                                  layout (PEFT has one value of each); a module path is blank or appears
-         *                                  twice; A, B or a full tensor holds NaN or infinity (naming the module) or
-         *                                  a value overflowing the file type; nothing is written then
+         * @throws IllegalArgumentException if no module has the adapter; modules differ in dropout or rsLoRA (PEFT has
+         *                                  one value of each); a module path breaks the rule above or appears twice;
+         *                                  A, B or a full tensor holds NaN or infinity (naming the module) or a
+         *                                  value overflowing the file type; nothing is written then
          * @throws IOException              if writing fails; existing files are then left as they were
          * @throws NullPointerException     if {@code dir} or {@code adapterName} is {@code null}
          */
         public void save(Path dir, String adapterName) throws IOException {
-            save(dir, adapterName, FileOps.ATOMIC);
+            save(dir, adapterName, SafeFiles.OPS.get());
         }
 
         void save(Path dir, String adapterName, FileOps ops) throws IOException {
@@ -301,7 +314,11 @@ public final class PeftAdapterFiles {
             Objects.requireNonNull(adapterName, "adapterName must not be null");
             Safetensors.Dtype dtype = Safetensors.Dtype.of(fileType);
             SavePlan p = SavePlan.of(this, adapterName);
-            SafeFiles.writeFiles(dir, p.config().toJson(), p.tensors(), p.metadata(), dtype, ops);
+            Map<String, SafeFiles.Content> files = new LinkedHashMap<>();
+            // Model first, config last: a crash between the renames pairs new weights with the old config at worst.
+            files.put(MODEL_FILE, ch -> Safetensors.write(ch, p.tensors(), p.metadata(), dtype));
+            files.put(CONFIG_FILE, SafeFiles.bytes(p.config().toJson()));
+            SafeFiles.write(dir, files, ops);
         }
     }
 

@@ -6,7 +6,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
-import java.util.Set;
 import java.util.TreeMap;
 
 /**
@@ -151,10 +150,6 @@ public final class PeftAdapterLayout {
     static final String EMB_A_SUFFIX = ".lora_embedding_A";
     static final String EMB_B_SUFFIX = ".lora_embedding_B";
 
-    /** Path segments that name a role, never a module: a key holding one where a module belongs is refused. */
-    private static final Set<String> ROLE_SEGMENTS = Set.of("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B",
-            "lora_magnitude_vector", "modules_to_save", "original_module", "base_layer", "lora_dropout");
-
     private final PeftAdapterConfig config;
     private final Map<String, String> metadata;
     private final Map<String, LoraModule> lora;
@@ -167,7 +162,8 @@ public final class PeftAdapterLayout {
                               Map<String, Map<String, long[]>> full, Map<String, long[]> baseCopies,
                               Map<String, String[]> roles) {
         this.config = config;
-        this.metadata = Map.copyOf(metadata);
+        // A linked copy, in file order: Map.copyOf degrades to quadratic time on many short keys (issue 29).
+        this.metadata = Collections.unmodifiableMap(new LinkedHashMap<>(metadata));
         this.lora = Collections.unmodifiableMap(lora);
         this.full = Collections.unmodifiableMap(full);
         this.baseCopies = Collections.unmodifiableMap(baseCopies);
@@ -366,23 +362,15 @@ public final class PeftAdapterLayout {
     }
 
     private static void checkModulePath(String what, String key, String module) throws AdapterFormatException {
-        if (module.isEmpty()) {
-            throw unknown(what, key, "its module path is empty");
-        }
-        for (String segment : module.split("\\.", -1)) {
-            if (segment.isEmpty()) {
-                throw unknown(what, key, "its module path '" + module + "' has an empty segment");
-            }
-            if (ROLE_SEGMENTS.contains(segment)) {
-                throw unknown(what, key, "its module path '" + module + "' holds the role name '" + segment + "'"
-                        + (segment.equals("lora_magnitude_vector") ? " (DoRA, which lora4j does not support)"
-                        : " (a key still holding an adapter name, such as lora_A.default.weight?)"));
-            }
+        String problem = ModulePaths.problem(module);
+        if (problem != null) {
+            throw unknown(what, key, "its module path " + (module.isEmpty() ? "" : ModulePaths.quoted(module) + " ")
+                    + problem);
         }
     }
 
     private static AdapterFormatException unknown(String what, String key, String why) {
-        return new AdapterFormatException(what + ": unsupported tensor '" + key + "': " + why);
+        return new AdapterFormatException(what + ": unsupported tensor '" + Safetensors.brief(key) + "': " + why);
     }
 
     private static void putFull(Map<String, Map<String, long[]>> full, String what, String key, String module,

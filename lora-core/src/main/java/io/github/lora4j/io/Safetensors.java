@@ -1,11 +1,13 @@
 package io.github.lora4j.io;
 
 import com.fasterxml.jackson.core.JacksonException;
+import com.fasterxml.jackson.core.JsonFactory;
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonToken;
+import com.fasterxml.jackson.core.StreamReadConstraints;
 import com.fasterxml.jackson.core.StreamReadFeature;
+import com.fasterxml.jackson.core.exc.StreamConstraintsException;
 import com.fasterxml.jackson.databind.DeserializationFeature;
-import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.json.JsonMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
@@ -64,6 +66,9 @@ final class Safetensors {
      */
     static final long MAX_HEADER_BYTES = 32L << 20;
 
+    /** Longest string (tensor name, metadata key or value) a header may hold, in characters: 8 Mi. */
+    static final int MAX_STRING_CHARS = 8 << 20;
+
     /** Key of the free-form string map in the header. */
     static final String METADATA_KEY = "__metadata__";
 
@@ -72,9 +77,27 @@ final class Safetensors {
             .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
             .build();
 
-    /** For streaming the header: the same strictness, one small tree per entry (no trailing-token check mid-stream). */
-    private static final JsonMapper STREAM = JsonMapper.builder()
+    /**
+     * Most {@code __metadata__} entries a header may hold: far above what any published file holds (PEFT writes one,
+     * lora4j five, kohya's trainers about 60); more are refused as they are read.
+     */
+    static final int MAX_METADATA_ENTRIES = 10_000;
+
+    /** Most dimensions a tensor's shape may have (LoRA's are 2- to 5-D). */
+    static final int MAX_DIMS = 32;
+
+    /**
+     * For streaming the header: duplicate keys refused, and the parser's own limits tight enough that no token costs
+     * more than its bytes: numbers of at most 100 digits (a 64-bit offset has 19), strings of at most
+     * {@value #MAX_STRING_CHARS} characters, nesting at most 4 deep (the format needs 3).
+     */
+    private static final JsonFactory STREAM = JsonFactory.builder()
             .enable(StreamReadFeature.STRICT_DUPLICATE_DETECTION)
+            .streamReadConstraints(StreamReadConstraints.builder()
+                    .maxNumberLength(100)
+                    .maxStringLength(MAX_STRING_CHARS)
+                    .maxNestingDepth(4)
+                    .build())
             .build();
 
     private Safetensors() {
@@ -294,8 +317,11 @@ final class Safetensors {
     }
 
     /**
-     * Streams the header JSON: one small tree per entry, never one for the whole header, and a refusal as soon as
-     * the {@value #MAX_TENSORS}th tensor is passed.
+     * Streams the header JSON token by token and builds no JSON tree: metadata strings go straight into
+     * {@code metadata}, entries straight into {@link Entry}s, and anything else is refused at its first token (a
+     * non-string metadata value, a field of a tensor entry other than dtype, shape and data_offsets, the
+     * {@value #MAX_TENSORS}th tensor, the {@value #MAX_METADATA_ENTRIES}th metadata entry, a shape of more than
+     * {@value #MAX_DIMS} dimensions). So memory stays proportional to what is kept, whatever the header holds.
      */
     private static List<Entry> parseHeader(byte[] header, Map<String, String> metadata, String what)
             throws AdapterFormatException {
@@ -304,31 +330,33 @@ final class Safetensors {
             JsonToken first = p.nextToken();
             if (first != JsonToken.START_OBJECT) {
                 throw new AdapterFormatException(what + ": expected the header to be a JSON object, got "
-                        + (first == null ? "nothing" : first == JsonToken.START_ARRAY ? "ARRAY" : first.name()));
+                        + (first == null ? "nothing" : kind(first)));
             }
             JsonToken t;
             while ((t = p.nextToken()) == JsonToken.FIELD_NAME) {
                 String name = p.currentName();
-                p.nextToken();
-                JsonNode node = STREAM.readTree(p);
-                if (node == null) {
+                JsonToken value = p.nextToken();
+                if (value == null) {
                     throw new AdapterFormatException(what + ": header ended after key '" + name + "'");
                 }
                 if (name.equals(METADATA_KEY)) {
-                    parseMetadata(node, metadata, what);
+                    parseMetadata(p, value, metadata, what);
                 } else {
                     if (entries.size() == MAX_TENSORS) {
                         throw new AdapterFormatException(what + ": more than " + MAX_TENSORS + " tensors; expected at "
                                 + "most " + MAX_TENSORS + " (a LoRA adapter holds two per adapted module: 36,864 for "
                                 + "every expert projection of a 48-layer, 128-expert MoE model)");
                     }
-                    entries.add(parseEntry(name, node, what));
+                    entries.add(parseEntry(name, p, value, what));
                 }
             }
             if (t != JsonToken.END_OBJECT || p.nextToken() != null) {
                 throw new AdapterFormatException(what + ": header is not valid JSON: expected one object, got "
                         + (t == null ? "an unterminated object" : "trailing content"));
             }
+        } catch (StreamConstraintsException e) {
+            throw new AdapterFormatException(what + ": header exceeds a limit of this reader: "
+                    + e.getOriginalMessage(), e);
         } catch (JacksonException e) {
             throw new AdapterFormatException(what + ": header is not valid JSON (duplicate keys included): "
                     + e.getOriginalMessage(), e);
@@ -340,41 +368,106 @@ final class Safetensors {
         return entries;
     }
 
-    private static void parseMetadata(JsonNode node, Map<String, String> metadata, String what)
-            throws AdapterFormatException {
-        if (!node.isObject()) {
-            throw new AdapterFormatException(what + ": expected " + METADATA_KEY + " to be an object of strings, got "
-                    + node.getNodeType());
-        }
-        for (Map.Entry<String, JsonNode> m : node.properties()) {
-            if (!m.getValue().isTextual()) {
-                throw new AdapterFormatException(what + ": expected " + METADATA_KEY + "['" + m.getKey()
-                        + "'] to be a string, got " + m.getValue().getNodeType());
-            }
-            metadata.put(m.getKey(), m.getValue().textValue());
+    /** The JSON kind of a value's first token, as messages name it (Jackson's node type names). */
+    private static String kind(JsonToken t) {
+        switch (t) {
+            case START_OBJECT:
+                return "OBJECT";
+            case START_ARRAY:
+                return "ARRAY";
+            case VALUE_STRING:
+                return "STRING";
+            case VALUE_NUMBER_INT:
+            case VALUE_NUMBER_FLOAT:
+                return "NUMBER";
+            case VALUE_TRUE:
+            case VALUE_FALSE:
+                return "BOOLEAN";
+            case VALUE_NULL:
+                return "NULL";
+            default:
+                return t.name();
         }
     }
 
-    private static Entry parseEntry(String name, JsonNode node, String what) throws AdapterFormatException {
-        String where = what + ": tensor '" + name + "'";
-        if (!node.isObject()) {
-            throw new AdapterFormatException(where + ": expected an object with dtype, shape and data_offsets, got "
-                    + node.getNodeType());
+    /** {@code __metadata__}: an object of strings, read into {@code metadata} (file order) as it streams. */
+    private static void parseMetadata(JsonParser p, JsonToken first, Map<String, String> metadata, String what)
+            throws IOException {
+        if (first != JsonToken.START_OBJECT) {
+            throw new AdapterFormatException(what + ": expected " + METADATA_KEY + " to be an object of strings, got "
+                    + kind(first));
         }
-        JsonNode dtypeNode = node.get("dtype");
-        if (dtypeNode == null || !dtypeNode.isTextual()) {
-            throw new AdapterFormatException(where + ": expected a string dtype, got "
-                    + (dtypeNode == null ? "none" : dtypeNode.getNodeType()));
+        JsonToken t;
+        while ((t = p.nextToken()) == JsonToken.FIELD_NAME) {
+            String key = p.currentName();
+            JsonToken v = p.nextToken();
+            if (v != JsonToken.VALUE_STRING) {
+                throw new AdapterFormatException(what + ": expected " + METADATA_KEY + "['" + brief(key)
+                        + "'] to be a string, got " + (v == null ? "nothing" : kind(v)));
+            }
+            if (metadata.size() == MAX_METADATA_ENTRIES) {
+                throw new AdapterFormatException(what + ": " + METADATA_KEY + " holds more than "
+                        + MAX_METADATA_ENTRIES + " entries; expected at most " + MAX_METADATA_ENTRIES
+                        + " (published adapters hold a few, kohya's trainers about 60)");
+            }
+            metadata.put(key, p.getText());
+        }
+        if (t != JsonToken.END_OBJECT) {
+            throw new AdapterFormatException(what + ": " + METADATA_KEY + " is not a complete JSON object");
+        }
+    }
+
+    /** One tensor entry, from its opening token to its closing one; any other field is refused as it comes. */
+    private static Entry parseEntry(String name, JsonParser p, JsonToken first, String what) throws IOException {
+        String where = what + ": tensor '" + brief(name) + "'";
+        if (first != JsonToken.START_OBJECT) {
+            throw new AdapterFormatException(where + ": expected an object with dtype, shape and data_offsets, got "
+                    + kind(first));
+        }
+        String dtypeName = null;
+        long[] shape = null;
+        long[] offsets = null;
+        JsonToken t;
+        while ((t = p.nextToken()) == JsonToken.FIELD_NAME) {
+            String field = p.currentName();
+            JsonToken v = p.nextToken();
+            switch (field) {
+                case "dtype":
+                    if (v != JsonToken.VALUE_STRING) {
+                        throw new AdapterFormatException(where + ": expected a string dtype, got " + kind(v));
+                    }
+                    dtypeName = p.getText();
+                    break;
+                case "shape":
+                    shape = longs(p, v, "shape", MAX_DIMS, false, where);
+                    break;
+                case "data_offsets":
+                    offsets = longs(p, v, "data_offsets", 2, true, where);
+                    break;
+                default:
+                    throw new AdapterFormatException(where + ": unknown field '" + brief(field) + "'; expected only "
+                            + "dtype, shape and data_offsets");
+            }
+        }
+        if (t != JsonToken.END_OBJECT) {
+            throw new AdapterFormatException(where + ": not a complete JSON object");
+        }
+        if (dtypeName == null) {
+            throw new AdapterFormatException(where + ": expected a string dtype, got none");
         }
         Dtype dtype;
         try {
-            dtype = Dtype.valueOf(dtypeNode.textValue());
+            dtype = Dtype.valueOf(dtypeName);
         } catch (IllegalArgumentException e) {
-            throw new AdapterFormatException(where + ": unsupported dtype '" + dtypeNode.textValue()
-                    + "', expected one of " + Arrays.toString(Dtype.values()));
+            throw new AdapterFormatException(where + ": unsupported dtype '" + brief(dtypeName) + "', expected one of "
+                    + Arrays.toString(Dtype.values()));
         }
-        long[] shape = longs(node.get("shape"), "shape", -1, where);
-        long[] offsets = longs(node.get("data_offsets"), "data_offsets", 2, where);
+        if (shape == null) {
+            throw new AdapterFormatException(where + ": expected shape to be an array of integers, got none");
+        }
+        if (offsets == null) {
+            throw new AdapterFormatException(where + ": expected data_offsets to be an array of integers, got none");
+        }
         long begin = offsets[0];
         long end = offsets[1];
         if (begin > end) {
@@ -397,26 +490,41 @@ final class Safetensors {
         return new Entry(name, dtype, shape, begin, end);
     }
 
-    /** Non-negative integers of a JSON array; {@code length} -1 for any length. */
-    private static long[] longs(JsonNode node, String field, int length, String where) throws AdapterFormatException {
-        if (node == null || !node.isArray()) {
+    /**
+     * Non-negative 64-bit integers of a JSON array, streamed: at most {@code length} of them, exactly that many when
+     * {@code exact}.
+     */
+    private static long[] longs(JsonParser p, JsonToken first, String field, int length, boolean exact, String where)
+            throws IOException {
+        if (first != JsonToken.START_ARRAY) {
             throw new AdapterFormatException(where + ": expected " + field + " to be an array of integers, got "
-                    + (node == null ? "none" : node.getNodeType()));
+                    + kind(first));
         }
-        if (length >= 0 && node.size() != length) {
-            throw new AdapterFormatException(where + ": expected " + field + " to have " + length + " entries, got "
-                    + node.size());
-        }
-        long[] values = new long[node.size()];
-        for (int i = 0; i < values.length; i++) {
-            JsonNode v = node.get(i);
-            if (!v.isIntegralNumber() || !v.canConvertToLong() || v.longValue() < 0) {
-                throw new AdapterFormatException(where + ": expected " + field + "[" + i
-                        + "] to be a non-negative 64-bit integer, got " + v);
+        long[] values = new long[length];
+        int n = 0;
+        JsonToken t;
+        while ((t = p.nextToken()) != JsonToken.END_ARRAY) {
+            if (n == length) {
+                throw new AdapterFormatException(where + ": expected " + field + " to have " + (exact ? "" : "at most ")
+                        + length + " entries, got " + (length + 1) + " or more");
             }
-            values[i] = v.longValue();
+            if (t != JsonToken.VALUE_NUMBER_INT || p.getNumberType() == JsonParser.NumberType.BIG_INTEGER
+                    || p.getLongValue() < 0) {
+                throw new AdapterFormatException(where + ": expected " + field + "[" + n
+                        + "] to be a non-negative 64-bit integer, got " + (t == null ? "nothing" : brief(p.getText())));
+            }
+            values[n++] = p.getLongValue();
         }
-        return values;
+        if (exact && n != length) {
+            throw new AdapterFormatException(where + ": expected " + field + " to have " + length + " entries, got "
+                    + n);
+        }
+        return Arrays.copyOf(values, n);
+    }
+
+    /** {@code s} cut to 100 characters for a message (names and values in a hostile file can be megabytes). */
+    static String brief(String s) {
+        return s.length() <= 100 ? s : s.substring(0, 100) + "... (" + s.length() + " characters)";
     }
 
     /** The offsets, sorted, must tile {@code [0, dataLength)} exactly. */
@@ -469,9 +577,10 @@ final class Safetensors {
     // ---------------------------------------------------------------- writing
 
     /**
-     * Writes {@code tensors} (FLOAT or DOUBLE arrays, any order/view) to {@code ch} as {@code dtype}, in the map's
-     * iteration order, with the header padded by spaces so the data starts at a multiple of 8 bytes. All values
-     * are converted and checked before the first byte is written.
+     * Writes {@code tensors} (FLOAT or DOUBLE arrays, any order/view) to {@code ch} as {@code dtype} (null: each in
+     * its own type, F32 for FLOAT and F64 for DOUBLE), in the map's iteration order, with the header padded by spaces
+     * so the data starts at a multiple of 8 bytes. All values are converted and checked before the first byte is
+     * written.
      *
      * @throws IllegalArgumentException if a finite value overflows {@code dtype} (e.g. 70000 in F16), naming it
      */
@@ -488,9 +597,11 @@ final class Safetensors {
             if (t.getKey().equals(METADATA_KEY)) {
                 throw new IllegalArgumentException("tensor name " + METADATA_KEY + " is reserved by the format");
             }
-            ByteBuffer bytes = encode(t.getKey(), Objects.requireNonNull(t.getValue(), t.getKey()), dtype);
+            INDArray array = Objects.requireNonNull(t.getValue(), t.getKey());
+            Dtype type = dtype != null ? dtype : array.dataType() == DataType.DOUBLE ? Dtype.F64 : Dtype.F32;
+            ByteBuffer bytes = encode(t.getKey(), array, type);
             ObjectNode entry = header.putObject(t.getKey());
-            entry.put("dtype", dtype.name());
+            entry.put("dtype", type.name());
             ArrayNode shape = entry.putArray("shape");
             for (long d : t.getValue().shape()) {
                 shape.add(d);

@@ -35,21 +35,20 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
                 throw new IllegalArgumentException("module paths must not be blank, got 'null'");
             }
         }
-        WeightLayout layout = null;
-        String layoutModule = null;
+        // Modules of each weight layout: lora_A [r, in] and lora_B [out, r] are stored alike for both, so a model may
+        // mix them (GPT-2's Conv1D beside an [out, in] head); PEFT itself sets fan_in_fan_out per layer type.
+        int inOut = 0;
+        int outIn = 0;
         for (Map.Entry<String, LoraLinear> m : new TreeMap<>(s.linears).entrySet()) {
             String module = checkPath(m.getKey(), configs);
             LoraLinear layer = Objects.requireNonNull(m.getValue(), "layer of module '" + module + "'");
             if (!layer.adapterNames().contains(adapterName)) {
                 continue;
             }
-            if (layout == null) {
-                layout = layer.layout();
-                layoutModule = module;
-            } else if (layer.layout() != layout) {
-                throw new IllegalArgumentException("module '" + module + "' has weight layout " + layer.layout()
-                        + ", but module '" + layoutModule + "' has " + layout
-                        + "; a PEFT file holds one fan_in_fan_out for all modules");
+            if (layer.layout() == WeightLayout.IN_OUT) {
+                inOut++;
+            } else {
+                outIn++;
             }
             LoraAdapter adapter = layer.adapter(adapterName);
             putPair(tensors, module, PeftAdapterLayout.A_SUFFIX, PeftAdapterLayout.B_SUFFIX, adapter);
@@ -87,10 +86,10 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
                     + (s.linears.size() + s.embeddings.size() + s.convs.size()) + " modules to have it");
         }
         for (Map.Entry<String, Map<String, INDArray>> m : new TreeMap<>(s.modulesToSave).entrySet()) {
-            String module = m.getKey();
-            if (module == null || module.isBlank() || configs.containsKey(module)) {
-                throw new IllegalArgumentException("modules_to_save module '" + module + "' must be a non-blank "
-                        + "path without LoRA tensors; LoRA modules: " + configs.keySet());
+            String module = ModulePaths.requireSavable(m.getKey(), "modules_to_save module");
+            if (configs.containsKey(module)) {
+                throw new IllegalArgumentException("modules_to_save module '" + module + "' must be a path without "
+                        + "LoRA tensors; LoRA modules: " + configs.keySet());
             }
             for (Map.Entry<String, INDArray> t : m.getValue().entrySet()) {
                 if (!t.getKey().equals("weight") && !t.getKey().equals("bias")) {
@@ -124,10 +123,10 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         Map<String, Double> alphaPattern = new LinkedHashMap<>();
         configs.forEach((module, c) -> {
             if (c.rank() != r) {
-                rankPattern.put(module, c.rank());
+                rankPattern.put(PatternKeys.literal(module), c.rank());
             }
             if (Double.compare(c.alpha(), alpha) != 0) {
-                alphaPattern.put(module, c.alpha());
+                alphaPattern.put(PatternKeys.literal(module), c.alpha());
             }
         });
         List<String> targetList = s.targetRegex != null ? List.of() : s.targets != null ? s.targets
@@ -135,7 +134,7 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         List<String> saveList = s.modulesToSave.isEmpty() ? null : new ArrayList<>(new TreeSet<>(s.modulesToSave.keySet()));
         LoraConfig f = first.getValue();
         PeftAdapterConfig config = new PeftAdapterConfig(r, alpha, f.dropout(), targetList, s.targetRegex, f.rsLora(),
-                layout == WeightLayout.IN_OUT, "none", rankPattern, alphaPattern, saveList, s.baseModel, null);
+                inOut > outIn, "none", rankPattern, alphaPattern, saveList, s.baseModel, null);
         // The patterns must give each module back its own rank and alpha when PEFT (or read) resolves them.
         configs.forEach((module, c) -> {
             if (config.rankOf(module) != c.rank() || Double.compare(config.alphaOf(module), c.alpha()) != 0) {
@@ -150,7 +149,8 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         metadata.put("lora4j.version", Lora4j.version());
         metadata.put("lora4j.init", origin.init().name());
         metadata.put("lora4j.seed", Long.toString(origin.seed()));
-        metadata.put("lora4j.layout", (layout == null ? WeightLayout.OUT_IN : layout).name());
+        metadata.put("lora4j.layout", inOut > 0 && outIn > 0 ? "MIXED" : inOut > 0 ? WeightLayout.IN_OUT.name()
+                : WeightLayout.OUT_IN.name());
         return new SavePlan(config, tensors, metadata);
     }
 
@@ -158,6 +158,7 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         if (module == null || module.isBlank()) {
             throw new IllegalArgumentException("module paths must not be blank, got '" + module + "'");
         }
+        ModulePaths.requireSavable(module, "module");
         if (seen.containsKey(module)) {
             throw new IllegalArgumentException("module '" + module + "' appears in more than one of the linear, "
                     + "embedding and conv maps");

@@ -1,5 +1,6 @@
 package io.github.lora4j.model;
 
+import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
@@ -262,17 +263,22 @@ final class ModelAdapters {
         if (!all.isEmpty() && !all.stream().allMatch(TargetedModule::isMerged)) {
             merge(model, MergeMode.EXACT);
         }
-        // Merged and checked finite: rebuilding plain modules over the same arrays cannot fail from here on.
+        // Merged and checked finite: rebuilding plain modules over the same arrays cannot fail from here on. Each
+        // dropped wrapper unloads too (it keeps the update, forgets the merge and its adapters), so that it gives
+        // W's memory back and can never unmerge out of the plain model's weights.
         for (TargetedModule m : all) {
             if (m.linear() != null) {
                 LoraLinear l = m.linear();
+                l.mergeAndUnload();
                 LoraLinear plain = LoraLinear.base(l.weight(), l.bias(), l.layout());
                 model.modules.put(m.path(), l.isTraining() ? plain.train() : plain);
             } else if (m.embedding() != null) {
+                m.embedding().mergeAndUnload();
                 LoraEmbedding plain = LoraEmbedding.base(m.embedding().table());
                 model.embeddings.put(m.path(), m.embedding().isTraining() ? plain.train() : plain);
             } else {
                 LoraConv2d c = m.conv();
+                c.mergeAndUnload();
                 model.convs.put(m.path(), LoraConv2d.base(c.weight(), c.bias() == null ? null
                         : c.bias().reshape(c.outChannels()), c.stride(), c.padding()));
             }
@@ -361,25 +367,20 @@ final class ModelAdapters {
         Objects.requireNonNull(name, "adapter name must not be null");
         TargetedModule.requireApplied(model);
         List<TargetedModule> all = TargetedModule.all(model);
+        // Every check before any change: setting a scale drops that module's pending training forward, so a refusal
+        // found half-way (and rolled back) would still have dropped the forwards of the modules before it.
         for (TargetedModule m : all) {
             requireKnownUnmerged(m, name, "changing the scale of");
-        }
-        List<TargetedModule> done = new ArrayList<>();
-        List<Double> before = new ArrayList<>();
-        for (TargetedModule m : all) {
-            double old = m.adapter(name).scale();
+            LoraAdapter adapter = m.adapter(name);
             try {
-                m.setAdapterScale(name, scale);
-            } catch (RuntimeException ex) {
-                // Each old scale was accepted before, so setting it again cannot fail and gives the same scaling.
-                for (int i = done.size() - 1; i >= 0; i--) {
-                    done.get(i).setAdapterScale(name, before.get(i));
-                }
-                throw new IllegalArgumentException("module '" + m.path() + "' (" + m.kind() + "): " + ex.getMessage()
-                        + "; no module's scale was changed", ex);
+                adapter.config().scaling(scale, adapter.a().dataType());
+            } catch (IllegalArgumentException ex) {
+                throw new IllegalArgumentException("module '" + m.path() + "' (" + m.kind() + "): scale of adapter '"
+                        + name + "': " + ex.getMessage() + "; no module's scale was changed", ex);
             }
-            done.add(m);
-            before.add(old);
+        }
+        for (TargetedModule m : all) {
+            m.setAdapterScale(name, scale);          // checked above with the layers' own rule: cannot fail
         }
     }
 

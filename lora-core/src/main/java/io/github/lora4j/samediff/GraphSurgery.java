@@ -45,6 +45,22 @@ final class GraphSurgery {
     }
 
     /**
+     * The variables of one use's LoRA dropout, by name: {@code mask = onesLike(x)}, whose values {@link DropoutMasks}
+     * replaces in training, and {@code dropped = x ⊙ mask}, the LoRA path's input.
+     */
+    record DropoutPath(String mask, String dropped) {
+        /** The names for the use with suffix {@code sfx} of {@code module}. */
+        static DropoutPath of(String module, String sfx) {
+            return new DropoutPath(module + "/lora_drop_mask" + sfx, module + "/lora_dropped" + sfx);
+        }
+
+        /** Every name, in computation order. */
+        List<String> names() {
+            return List.of(mask, dropped);
+        }
+    }
+
+    /**
      * How op {@code opName} uses weight {@code weight}.
      *
      * @throws IllegalArgumentException if the op is not mmul / matmul or linear (xw_plus_b), uses the weight in a
@@ -141,6 +157,37 @@ final class GraphSurgery {
         }
     }
 
+    /**
+     * Puts inverted dropout on the input of the LoRA path of one use ({@link #insert} done before): the op computing
+     * {@code u} reads {@code dropped = x ⊙ mask} instead of {@code x}, with {@code mask = onesLike(x)}; the base op
+     * still reads {@code x}. Outside training the mask is all ones, so {@code dropped = x} bit for bit; in training
+     * {@link DropoutMasks} overwrites the mask op's output, right after it ran, with {@code m/(1 − p)}: the forward and
+     * the backward of that step read the same array.
+     */
+    static void insertDropout(SameDiff sd, Inserted names, DropoutPath d) {
+        SDVariable x = sd.getVariable(names.use().input());
+        SDVariable mask = sd.onesLike(d.mask(), x);                                         // 1, or m/(1-p) in training
+        SDVariable dropped = x.mul(d.dropped(), mask);                                       // x ⊙ mask
+        for (String v : d.names()) {
+            renameOp(sd, sd.getVariables().get(v).getOutputOfOp(), v);
+        }
+        replaceInput(sd, sd.getVariables().get(names.u()).getOutputOfOp(), x.name(), dropped);
+    }
+
+    /** Undoes {@link #insertDropout}: the op computing {@code u} reads {@code x} again; the dropout ops go. */
+    static void removeDropout(SameDiff sd, Inserted names, DropoutPath d) {
+        replaceInput(sd, sd.getVariables().get(names.u()).getOutputOfOp(), d.dropped(),
+                sd.getVariable(names.use().input()));
+        List<String> reversed = new ArrayList<>(d.names());
+        java.util.Collections.reverse(reversed);
+        for (String v : reversed) {
+            removeOp(sd, sd.getVariables().get(v).getOutputOfOp());
+        }
+        for (String v : reversed) {
+            removeVariable(sd, v);
+        }
+    }
+
     /** Undoes {@link #insert}: readers go back to the op's own output, which gets its old name back. */
     static void remove(SameDiff sd, Inserted names) {
         Use use = names.use();
@@ -172,9 +219,21 @@ final class GraphSurgery {
      *
      * @throws IllegalStateException naming the variable and its foreign reader; the graph is unchanged then
      */
-    static void checkRemovable(SameDiff sd, String weight, List<Inserted> inserted, List<String> variables) {
+    static void checkRemovable(SameDiff sd, String weight, List<Inserted> inserted, List<DropoutPath> dropouts,
+            List<String> variables) {
         Set<String> loraOps = new HashSet<>();
         List<String> going = new ArrayList<>();
+        for (DropoutPath d : dropouts) {
+            for (String v : d.names()) {
+                Variable var = sd.getVariables().get(v);
+                if (var == null || var.getOutputOfOp() == null || !sd.getOps().containsKey(var.getOutputOfOp())) {
+                    throw new IllegalStateException("cannot take the adapter of '" + weight + "' out of the graph:"
+                            + " its variable '" + v + "' or the op producing it is gone; nothing was changed");
+                }
+                loraOps.add(var.getOutputOfOp());
+                going.add(v);
+            }
+        }
         for (Inserted names : inserted) {
             for (String v : List.of(names.base(), names.use().output(), names.delta(), names.up(), names.u())) {
                 Variable var = sd.getVariables().get(v);

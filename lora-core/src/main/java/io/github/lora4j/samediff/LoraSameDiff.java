@@ -62,9 +62,24 @@ import org.nd4j.linalg.learning.GradientUpdater;
  * twice; {@link #exportTo} therefore refuses a layer over the graph's {@code W}, and {@link #toLoraLinear()} wraps a
  * copy.
  *
- * <p>Dropout on the LoRA path is not supported (a config with dropout is refused), since SameDiff's dropout is not
- * switched off at inference the way {@link LoraLinear#eval()} does. Not thread-safe: change the graph from one
- * thread, while nothing else runs it.
+ * <h2>Dropout</h2>
+ * A configuration with {@link LoraConfig#dropout() dropout} {@code p > 0} puts PEFT's LoRA dropout into the graph: the
+ * LoRA path of each adapted op reads {@code <module>/lora_dropped = x ⊙ <module>/lora_drop_mask} (suffixed like the
+ * other names from the second op on), the adapted op itself reads {@code x}. The mask op is {@code onesLike(x)}; a
+ * listener added to the graph ({@code sd.getListeners()}) overwrites its output in SameDiff's training operation
+ * ({@code fit}, {@code calculateGradients}) with {@code m/(1 − p)}:
+ * <ul>
+ *   <li>one mask per training step, which the step's forward and backward share;</li>
+ *   <li>the masks of lora-core's {@link io.github.lora4j.DropoutStream} for the adapter's configuration (a
+ *       {@code LoraLinear} with it draws the same), so training repeats bit for bit from the configuration's seed;</li>
+ *   <li>in every other operation ({@code output}, evaluation, validation during fit) the mask is all ones and the
+ *       output is exactly the undropped one; the two ops still run (a cost of two element-wise ops of the input's
+ *       size per adapted op);</li>
+ *   <li>{@code sd.setListeners(...)} replaces the listener, and a graph saved and loaded again has none: dropout then
+ *       stays off. Add listeners with {@code addListeners}.</li>
+ * </ul>
+ *
+ * <p>Not thread-safe: change the graph from one thread, while nothing else runs it.
  */
 public final class LoraSameDiff {
 
@@ -79,6 +94,10 @@ public final class LoraSameDiff {
     private final SDVariable scaling;
     private final SDVariable output;
     private final List<GraphSurgery.Inserted> inserted;
+    /** The LoRA dropout before each adapted op's path, empty while the adapter has none. */
+    private List<GraphSurgery.DropoutPath> dropouts;
+    /** Draws the masks in training; null while the adapter has none. */
+    private DropoutMasks dropoutMasks;
     private LoraConfig config;
     private LoraLinear merged;
     private Map<String, GradientUpdater<?>> parkedUpdaters = Map.of();
@@ -97,6 +116,17 @@ public final class LoraSameDiff {
         this.inserted = List.copyOf(t.inserted());
         this.bias = bias;
         this.output = output;
+        this.dropouts = List.of();
+        if (!t.dropouts().isEmpty()) {
+            startDropout(t.dropouts());
+        }
+    }
+
+    /** Registers the dropout ops already in the graph and the listener that draws their masks. */
+    private void startDropout(List<GraphSurgery.DropoutPath> paths) {
+        this.dropouts = List.copyOf(paths);
+        this.dropoutMasks = new DropoutMasks(paths, config);
+        sd.addListeners(dropoutMasks);
     }
 
     // ---------------------------------------------------------------- applying to an existing graph
@@ -113,7 +143,7 @@ public final class LoraSameDiff {
      * the next {@code fit} trains the adapters; the iteration count of the training config continues.
      *
      * @param sd          the graph; changed in place
-     * @param config      rank, alpha, rsLoRA, init and seed; dropout must be 0
+     * @param config      rank, alpha, rsLoRA, init and seed; dropout acts in training only (see the class doc)
      * @param weightNames target names (at least one)
      * @return the adapted weights
      * @throws IllegalArgumentException if a name matches nothing (the message lists the 2-D weights), a matched
@@ -121,6 +151,10 @@ public final class LoraSameDiff {
      *                                  mmul / linear, its input has another data type, the rank is above
      *                                  {@code min(in, out)}, or a new variable's name is taken; the graph is then
      *                                  unchanged
+     * @throws IllegalStateException    if the graph already has lora4j adapters (from an earlier apply, also one saved
+     *                                  with the graph, or from {@link #linear}): a second apply would freeze them and
+     *                                  could adapt their own A and B; apply every target in one call, or unload the
+     *                                  first adapters before; the graph is then unchanged
      */
     public static LoraSameDiffModel apply(SameDiff sd, LoraConfig config, String... weightNames) {
         Objects.requireNonNull(weightNames, "weightNames must not be null");
@@ -132,11 +166,13 @@ public final class LoraSameDiff {
      * matches {@code weightRegex} whole (PEFT's {@code target_modules} given as a string: {@code re.fullmatch}).
      *
      * @param sd          the graph; changed in place
-     * @param config      rank, alpha, rsLoRA, init and seed; dropout must be 0
+     * @param config      rank, alpha, rsLoRA, init and seed; dropout acts in training only (see the class doc)
      * @param weightRegex matched against each 2-D weight's variable name and module name, whole
      * @return the adapted weights
      * @throws IllegalArgumentException as {@link #apply(SameDiff, LoraConfig, String...)}, with "matches nothing" for
      *                                  the regex; the graph is then unchanged
+     * @throws IllegalStateException    as {@link #apply(SameDiff, LoraConfig, String...)}, for a graph that already has
+     *                                  adapters
      * @throws NullPointerException     if an argument is {@code null}
      */
     public static LoraSameDiffModel apply(SameDiff sd, LoraConfig config, Pattern weightRegex) {
@@ -146,7 +182,7 @@ public final class LoraSameDiff {
     /**
      * A builder for the less common choices of {@link #apply}: which variables stay trainable.
      *
-     * @param config rank, alpha, rsLoRA, init and seed of every adapter the builder adds; dropout must be 0
+     * @param config rank, alpha, rsLoRA, init and seed of every adapter the builder adds; dropout acts in training only (see the class doc)
      * @return a new builder without targets and with nothing kept trainable
      * @throws NullPointerException if {@code config} is {@code null}
      */
@@ -213,7 +249,7 @@ public final class LoraSameDiff {
          * @return the adapted weights, by weight variable name
          * @throws IllegalArgumentException as there, or for a {@link #keepTrainable} name that is not a trainable
          *                                  variable; the graph is then unchanged
-         * @throws IllegalStateException    if no targets were given
+         * @throws IllegalStateException    if no targets were given, or the graph already has adapters (as there)
          */
         public LoraSameDiffModel apply(SameDiff sd) {
             Objects.requireNonNull(sd, "sd must not be null");
@@ -240,7 +276,7 @@ public final class LoraSameDiff {
      * @param x      input {@code [n, in]} (rank 2) of W's data type
      * @param w      frozen weight {@code [out, in]}, FLOAT or DOUBLE; becomes a constant holding this very array
      * @param b      frozen bias {@code [out]}, or null; becomes a constant
-     * @param config adapter configuration (rank, alpha, rsLoRA, init, seed); dropout must be 0
+     * @param config adapter configuration (rank, alpha, rsLoRA, init, seed); dropout acts in training only (see the class doc)
      * @return the new layer; its {@link #output()} is the variable {@code name}
      * @throws IllegalArgumentException as {@link #linear(SameDiff, String, SDVariable, INDArray, INDArray, LoraConfig,
      *                                  WeightLayout)}; {@code sd} is then unchanged
@@ -263,7 +299,7 @@ public final class LoraSameDiff {
      * @param w      frozen weight, {@code [out, in]} or, with {@link WeightLayout#IN_OUT}, {@code [in, out]}; FLOAT
      *               or DOUBLE; becomes a constant holding this very array (see the class doc)
      * @param b      frozen bias {@code [out]}, or null; becomes a constant
-     * @param config adapter configuration (rank, alpha, rsLoRA, init, seed); dropout must be 0
+     * @param config adapter configuration (rank, alpha, rsLoRA, init, seed); dropout acts in training only (see the class doc)
      * @param layout how {@code w} is stored; IN_OUT is handled by mmul's transpose flag, not by a copy
      * @return the new layer; its {@link #output()} is the variable {@code name}
      * @throws IllegalArgumentException for a bad name, weight, bias or config, an input of the wrong type or width,
@@ -281,7 +317,6 @@ public final class LoraSameDiff {
             throw new IllegalArgumentException("layer name: expected a non-blank name without ':' (SameDiff reads"
                     + " \"op:1\" as output 1 of op \"op\"), got '" + name + "'");
         }
-        Plan.requireNoDropout(config);
         // Validates W, b and the rank exactly as the eager layer does.
         LoraLinear eager = LoraLinear.wrap(w, b, config, layout);
         if (x.dataType() != eager.dataType()) {
@@ -297,6 +332,9 @@ public final class LoraSameDiff {
         String matmul = b == null ? name : name + "/matmul";
         List<String> own = new ArrayList<>(List.of(name, name + "/weight", name + "/bias", name + "/matmul"));
         own.addAll(Plan.namesFor(name, 1));
+        if (config.dropout() > 0) {
+            own.addAll(Plan.dropoutPaths(name, 1).get(0).names());
+        }
         for (String v : own) {
             if (sd.hasVariable(v)) {
                 throw new IllegalArgumentException("variable '" + v + "' already exists in this SameDiff graph");
@@ -563,11 +601,47 @@ public final class LoraSameDiff {
         return unloaded;
     }
 
-    /** Replaces the configuration (after {@link LoraSameDiffModel#load}) and sets the graph's {@code s} to its scaling. */
-    void setConfig(LoraConfig c) {
+    /**
+     * Checks, changing nothing, that {@link #setConfig} can take {@code c}: an adapter without dropout ops can get them
+     * only if their names are free.
+     *
+     * @throws IllegalArgumentException naming the name taken
+     */
+    void checkConfig(LoraConfig c) {
         requireUnmerged("load an adapter into");
+        if (c.dropout() > 0 && dropouts.isEmpty()) {
+            Plan.requireDropoutNamesFree(sd, module, Plan.dropoutPaths(module, inserted.size()), new HashSet<>());
+        }
+    }
+
+    /**
+     * Replaces the configuration (after {@link LoraSameDiffModel#load}, which calls {@link #checkConfig} first) and
+     * sets the graph's {@code s} to its scaling; a dropout above 0 on an adapter without dropout ops adds them (SameDiff
+     * then rebuilds its gradient function on the next fit).
+     */
+    void setConfig(LoraConfig c) {
+        checkConfig(c);
         this.config = c;
+        if (c.dropout() > 0 && dropouts.isEmpty()) {
+            List<GraphSurgery.DropoutPath> paths = Plan.dropoutPaths(module, inserted.size());
+            for (int k = 0; k < paths.size(); k++) {
+                GraphSurgery.insertDropout(sd, inserted.get(k), paths.get(k));
+            }
+            startDropout(paths);
+            sd.setLossVariables(sd.getLossVariables().toArray(new String[0]));   // drops the stale gradient function
+        } else if (dropoutMasks != null) {
+            dropoutMasks.setConfig(c);
+        }
         sd.getArrForVarName(scaling.name()).assign(c.scaling());
+    }
+
+    /**
+     * The LoRA dropout ops of this adapter, one path per adapted op.
+     *
+     * @return the dropout variables' names per adapted op (an empty list without dropout)
+     */
+    List<GraphSurgery.DropoutPath> dropoutPaths() {
+        return dropouts;
     }
 
     /**
@@ -578,7 +652,8 @@ public final class LoraSameDiff {
      */
     void checkUnloadable() {
         requireLoaded();
-        GraphSurgery.checkRemovable(sd, weightName, inserted, List.of(loraA.name(), loraB.name(), scaling.name()));
+        GraphSurgery.checkRemovable(sd, weightName, inserted, dropouts,
+                List.of(loraA.name(), loraB.name(), scaling.name()));
     }
 
     /**
@@ -588,10 +663,17 @@ public final class LoraSameDiff {
     void unload() {
         requireLoaded();
         if (merged != null) {
-            merged = null;               // W keeps the merged values; the record is no longer needed
+            merged.mergeAndUnload();     // W keeps the merged values; the record and W's merge claim are given back
+            merged = null;
             thaw(sd, List.of(loraA, loraB), parkedUpdaters);
         }
         sd.convertToConstants(List.of(loraA, loraB));        // drops their optimizer state
+        for (int i = dropouts.size() - 1; i >= 0; i--) {
+            GraphSurgery.removeDropout(sd, inserted.get(i), dropouts.get(i));
+        }
+        if (dropoutMasks != null) {
+            sd.getListeners().remove(dropoutMasks);
+        }
         for (int i = inserted.size() - 1; i >= 0; i--) {
             GraphSurgery.remove(sd, inserted.get(i));
         }

@@ -299,11 +299,13 @@ public final class LoraSameDiffModel {
     /**
      * Loads the PEFT adapter in {@code dir} into the graph's {@code A} and {@code B} (see
      * {@link PeftAdapterFiles#load}); the file's {@code lora_alpha} and {@code use_rslora} set the graph's
-     * scaling. The file must name exactly the adapted modules, with this model's rank. All or nothing.
+     * scaling, its {@code lora_dropout} the adapters' dropout (adding the dropout ops to adapters applied without, see
+     * {@link LoraSameDiff}). The file must name exactly the adapted modules, with this model's rank. All or nothing.
      *
      * @param dir the directory holding the PEFT files; not {@code null}
      * @return the file's configuration
-     * @throws IllegalArgumentException if the modules or the rank differ, or as {@link PeftAdapterFiles#load}
+     * @throws IllegalArgumentException if the modules or the rank differ, the names the file's dropout needs are taken,
+     *                                  or as {@link PeftAdapterFiles#load}
      * @throws IllegalStateException    while merged or after unload
      * @throws io.github.lora4j.io.AdapterFormatException for a corrupt or unsupported file
      * @throws IOException              if reading fails
@@ -340,12 +342,18 @@ public final class LoraSameDiffModel {
                         + a.config().rank() + "; apply LoRA with the file's rank; nothing was loaded");
             }
         }
+        Map<LoraSameDiff, LoraConfig> configs = new LinkedHashMap<>();
+        for (LoraSameDiff a : adapted.values()) {
+            LoraConfig c = modules.get(a.name()).adapter(LoraLinear.DEFAULT_ADAPTER).config();
+            LoraConfig next = a.config().toBuilder().alpha(c.alpha()).rsLora(c.rsLora()).dropout(c.dropout()).build();
+            a.checkConfig(next);
+            configs.put(a, next);
+        }
         for (LoraSameDiff a : adapted.values()) {
             LoraAdapter loaded = modules.get(a.name()).adapter(LoraLinear.DEFAULT_ADAPTER);
             sd.getArrForVarName(a.loraA().name()).assign(loaded.a());
             sd.getArrForVarName(a.loraB().name()).assign(loaded.b());
-            LoraConfig c = loaded.config();
-            a.setConfig(a.config().toBuilder().alpha(c.alpha()).rsLora(c.rsLora()).build());
+            a.setConfig(configs.get(a));
         }
         return cfg;
     }

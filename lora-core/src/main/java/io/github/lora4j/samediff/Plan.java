@@ -31,8 +31,12 @@ final class Plan {
 
     /** One targeted weight: everything {@link #execute()} needs, all checked. */
     record Target(String weight, String module, WeightLayout layout, LoraConfig config, INDArray initialA, long out,
-                  String a, String b, String scaling, List<GraphSurgery.Inserted> inserted) {
+                  String a, String b, String scaling, List<GraphSurgery.Inserted> inserted,
+                  List<GraphSurgery.DropoutPath> dropouts) {
     }
+
+    /** The suffix of an adapter's {@code A} variable: {@code <module>/lora_A}. */
+    private static final String A_SUFFIX = "/lora_A";
 
     private final SameDiff sd;
     private final List<Target> targets;
@@ -51,13 +55,6 @@ final class Plan {
     /** Trainable variables that {@link #execute()} turns into constants (targeted weights among them). */
     List<String> frozen() {
         return frozen;
-    }
-
-    static void requireNoDropout(LoraConfig config) {
-        if (config.dropout() != 0) {
-            throw new IllegalArgumentException("LoRA dropout is not supported in the SameDiff path: expected dropout 0,"
-                    + " got " + config.dropout());
-        }
     }
 
     /** The module name of a weight variable: without a trailing {@code "/weight"} or {@code ".weight"}. */
@@ -87,12 +84,43 @@ final class Plan {
     static List<String> namesFor(String module, int uses) {
         List<String> n = new ArrayList<>(List.of(module + "/lora_A", module + "/lora_B", module + "/lora_scaling"));
         for (int k = 0; k < uses; k++) {
-            String sfx = k == 0 ? "" : "_" + k;
             for (String part : List.of("/lora_base", "/lora_u", "/lora_up", "/lora_delta")) {
-                n.add(module + part + sfx);
+                n.add(module + part + suffix(k));
             }
         }
         return n;
+    }
+
+    /** The suffix of the names of a module's {@code k}-th adapted op: none, then {@code _1}, {@code _2}, ... */
+    static String suffix(int k) {
+        return k == 0 ? "" : "_" + k;
+    }
+
+    /** The names a module's LoRA dropout adds: each use's {@link GraphSurgery.DropoutPath}. */
+    static List<GraphSurgery.DropoutPath> dropoutPaths(String module, int uses) {
+        List<GraphSurgery.DropoutPath> paths = new ArrayList<>();
+        for (int k = 0; k < uses; k++) {
+            paths.add(GraphSurgery.DropoutPath.of(module, suffix(k)));
+        }
+        return paths;
+    }
+
+    /**
+     * Checks that the names of a module's LoRA dropout are free in {@code sd} (and in {@code planned}, to which they are
+     * added).
+     *
+     * @throws IllegalArgumentException naming the first name taken
+     */
+    static void requireDropoutNamesFree(SameDiff sd, String module, List<GraphSurgery.DropoutPath> paths,
+            Set<String> planned) {
+        List<String> names = new ArrayList<>();
+        paths.forEach(d -> names.addAll(d.names()));
+        for (String n : names) {
+            if (sd.hasVariable(n) || sd.getOps().containsKey(n) || !planned.add(n)) {
+                throw new IllegalArgumentException("variable '" + n + "' (for the LoRA dropout of '" + module
+                        + "') already exists in this SameDiff graph, as a variable or an op name; the graph is unchanged");
+            }
+        }
     }
 
     /**
@@ -101,7 +129,7 @@ final class Plan {
      * @throws IllegalArgumentException for anything {@link LoraSameDiff#apply} refuses
      */
     static Plan forTargets(SameDiff sd, LoraConfig config, List<String> names, Pattern regex, List<String> keep) {
-        requireNoDropout(config);
+        refuseExistingAdapters(sd);
         Predicate<String> matches;
         String what;
         if (regex != null) {
@@ -163,12 +191,40 @@ final class Plan {
     }
 
     /**
+     * Refuses a graph that already holds lora4j adapters (an earlier {@link LoraSameDiff#apply}, also one saved with
+     * the graph, or {@link LoraSameDiff#linear}): a second apply would freeze their {@code A} and {@code B} (every
+     * trainable variable it does not keep), could put LoRA on them, and would leave the first adapters' unload a
+     * graph it does not know.
+     *
+     * @throws IllegalStateException naming the adapted modules; the graph is unchanged
+     */
+    static void refuseExistingAdapters(SameDiff sd) {
+        TreeSet<String> modules = new TreeSet<>();
+        for (String v : sd.getVariables().keySet()) {
+            if (v.endsWith(A_SUFFIX)) {
+                String m = v.substring(0, v.length() - A_SUFFIX.length());
+                if (sd.hasVariable(m + "/lora_B") && sd.hasVariable(m + "/lora_scaling")) {
+                    modules.add(m);
+                }
+            }
+        }
+        if (!modules.isEmpty()) {
+            String first = modules.first();
+            throw new IllegalStateException("the graph already has LoRA adapters on " + modules + " (variables "
+                    + first + "/lora_A, " + first + "/lora_B, " + first + "/lora_scaling, ...: from an earlier "
+                    + "LoraSameDiff.apply or LoraSameDiff.linear); a second apply would freeze their A and B, could "
+                    + "adapt them, and would break the first adapters' unload. Expected a graph without adapters: "
+                    + "apply every target in one call, or unload() / mergeAndUnload() the first adapters before; "
+                    + "the graph is unchanged");
+        }
+    }
+
+    /**
      * Checks one weight: 2-D, FLOAT or DOUBLE, finite, read only by matmul-type ops that agree on its layout and
      * whose other operand has its data type; and that the new names are free (in {@code sd} and in {@code planned},
      * to which they are added).
      */
     static Target target(SameDiff sd, String weight, LoraConfig config, Set<String> planned) {
-        requireNoDropout(config);
         Variable v = sd.getVariables().get(weight);
         SDVariable var = v.getVariable();
         INDArray w = var.getArr();
@@ -216,6 +272,10 @@ final class Plan {
                         + "') already exists in this SameDiff graph, as a variable or an op name; the graph is unchanged");
             }
         }
+        List<GraphSurgery.DropoutPath> dropouts = config.dropout() > 0 ? dropoutPaths(module, uses.size()) : List.of();
+        if (!dropouts.isEmpty()) {
+            requireDropoutNamesFree(sd, module, dropouts, planned);
+        }
         for (GraphSurgery.Use use : uses) {
             if (use.op().equals(use.output()) && GraphSurgery.hasControlDependencies(sd, use.op())) {
                 throw new IllegalArgumentException("op '" + use.op() + "' that reads weight '" + weight
@@ -229,7 +289,7 @@ final class Plan {
                     names.get(i + 3)));
         }
         return new Target(weight, module, layout, config, eager.loraA(LoraLinear.DEFAULT_ADAPTER), eager.outFeatures(),
-                names.get(0), names.get(1), names.get(2), inserted);
+                names.get(0), names.get(1), names.get(2), inserted, dropouts);
     }
 
     private static String describe(WeightLayout layout) {
@@ -258,6 +318,9 @@ final class Plan {
             SDVariable s = sd.constant(t.scaling(), Nd4j.scalar(type, t.config().scaling()));
             for (GraphSurgery.Inserted ins : t.inserted()) {
                 GraphSurgery.insert(sd, ins, a, b, s);
+            }
+            for (int k = 0; k < t.dropouts().size(); k++) {
+                GraphSurgery.insertDropout(sd, t.inserted().get(k), t.dropouts().get(k));
             }
             adapters.add(a);
             adapters.add(b);

@@ -332,14 +332,23 @@ public final class LoraTrainer {
      * trained so far as one tensor per parameter (key {@code <module path>/<adapter>/lora_A}, 1-D, the layer's data
      * type: ND4J's own state layout for that parameter, e.g. Adam's {@code [m | v]}), and {@value #STATE_CONFIG_FILE}
      * the updater configuration (ND4J's JSON form, schedules included), clipping threshold, weight decay, iteration,
-     * epoch, module names, the lora4j version and one save id that both files carry. Each file is written to a
-     * temporary file and renamed over its target; {@link #loadState} refuses a pair whose save ids differ. Save the
-     * adapter itself with {@link LoraModel#save} (or {@code PeftAdapterFiles}) at the same step: the state does not
-     * contain {@code A} or {@code B}.
+     * epoch, module names, the shapes of each state's {@code A} and {@code B}, the lora4j version and one save id that
+     * both files carry. Save the adapter itself with {@link LoraModel#save} (or {@code PeftAdapterFiles}) at the same
+     * step: the state does not contain {@code A} or {@code B}.
+     *
+     * <p>The files are written as the adapter files are ({@link io.github.lora4j.io.SafeFiles#write}): one save per
+     * directory at a time (also across processes), temporary files renamed over the targets, and if the second rename
+     * fails the old tensor file is put back, so the previous checkpoint stays loadable; new files get the umask's
+     * mode, replaced ones keep theirs. {@link #loadState} refuses a pair whose save ids differ (what a crash between
+     * the renames leaves). A state {@link #loadState} would refuse is not written: an updater whose JSON ND4J cannot
+     * read back (its {@code RampSchedule}), a non-finite learning rate, hyper-parameters with which every step fails,
+     * optimizer state holding NaN or infinity.
      *
      * @param dir the directory to write into (usually the adapter's own)
      * @throws IllegalArgumentException if two saved tensors would get the same key (a module path or adapter name
      *                                  containing {@code '/'} can cause that)
+     * @throws IllegalStateException    if {@link #loadState} could not resume the state (the message names the value);
+     *                                  nothing is written then
      * @throws IOException              if writing fails; existing files are then left as they were, or (a crash
      *                                  between the two renames) detected by {@link #loadState}
      */
@@ -350,9 +359,11 @@ public final class LoraTrainer {
         for (int i = 0; i < layers.size(); i++) {
             LoraLinear layer = layers.get(i);
             for (String adapterName : layer.adapterNames()) {
-                AdapterState st = states.get(layer.adapter(adapterName));
+                LoraAdapter adapter = layer.adapter(adapterName);
+                AdapterState st = states.get(adapter);
                 if (st != null && st.size > 0) {
-                    saved.add(new TrainerStateFiles.Saved(names.get(i), adapterName, st.stateA(), st.stateB()));
+                    saved.add(new TrainerStateFiles.Saved(names.get(i), adapterName, adapter.a().shape(),
+                            adapter.b().shape(), st.stateA(), st.stateB()));
                 }
             }
         }
@@ -367,11 +378,14 @@ public final class LoraTrainer {
      * iteration and epoch come from the file, and each adapter's updater state is restored bit for bit. Trains
      * {@link LoraModel#loraModules()}, as {@link Builder#build(LoraModel)} does.
      *
-     * <p>The files are checked completely before anything is built: regular files of bounded size only (the state
-     * tensors must be exactly as large as the model's adapters need), matching save ids, every module and adapter
-     * the files name must exist in the model with the saved shapes and data type, the modules must be the model's
-     * targeted modules, and only ND4J's own updater and schedule classes are instantiated from the JSON. Nothing in
-     * the model is changed, whether the call succeeds or not.
+     * <p>The files are checked completely before anything is built: regular files of bounded size only, JSON within
+     * limits (8 MiB, nesting 64 deep, numbers of 100 characters: a number of a million digits or a nesting 100,000
+     * deep is refused at once), matching save ids, every module and adapter the files name must exist in the model
+     * with the saved {@code A} and {@code B} shapes (not just as many elements) and data type, the modules must be the
+     * model's targeted modules. Only ND4J's own updater and schedule classes are instantiated from the JSON, checked
+     * by exact name before any class is loaded. Values with which every later step would fail are refused by name: a
+     * NaN or infinite learning rate, betas outside {@code [0, 1)}, an epsilon of 0, optimizer state holding NaN or
+     * infinity (or a negative second moment). Nothing in the model is changed, whether the call succeeds or not.
      *
      * @param dir   the directory {@link #saveState} wrote
      * @param model the model to continue training, holding the adapter weights saved at the same step

@@ -73,6 +73,37 @@ final class IoTestData {
                 .putLong(h.length).put(h).put(data).array();
     }
 
+    /**
+     * Writes a safetensors file whose header is exactly {@code headerBytes} long, streamed to disk (a 32 MiB header
+     * never exists as one string here, so the test itself fits a small heap): {@code prefix}, then {@code unit(0)},
+     * {@code unit(1)}, ... while they fit before {@code suffix}, then {@code suffix}, padded with spaces after it;
+     * then {@code data}. The units must be ASCII.
+     */
+    static void writeBigHeader(Path file, long headerBytes, String prefix, java.util.function.IntFunction<String> unit,
+                               String suffix, byte[] data) throws IOException {
+        Files.createDirectories(file.getParent());
+        try (java.io.OutputStream out = new java.io.BufferedOutputStream(Files.newOutputStream(file), 1 << 16)) {
+            out.write(ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(headerBytes).array());
+            byte[] p = prefix.getBytes(StandardCharsets.UTF_8);
+            byte[] s = suffix.getBytes(StandardCharsets.UTF_8);
+            long left = headerBytes - p.length - s.length;
+            out.write(p);
+            for (int i = 0; ; i++) {
+                byte[] u = unit.apply(i).getBytes(StandardCharsets.US_ASCII);
+                if (u.length > left) {
+                    break;
+                }
+                out.write(u);
+                left -= u.length;
+            }
+            out.write(s);
+            for (long i = 0; i < left; i++) {
+                out.write(' ');
+            }
+            out.write(data);
+        }
+    }
+
     /** Little-endian float32 bytes. */
     static byte[] f32(float... v) {
         ByteBuffer b = ByteBuffer.allocate(4 * v.length).order(ByteOrder.LITTLE_ENDIAN);

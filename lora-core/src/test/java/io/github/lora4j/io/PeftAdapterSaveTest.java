@@ -55,10 +55,40 @@ class PeftAdapterSaveTest {
     }
 
     @Test
+    void whenPuttingTheOldModelBackFailsTooTheMessageSaysSoAndTheOldFileIsKept() throws IOException {
+        PeftAdapterFiles.save(tmp, IoTestData.model(DataType.FLOAT, 1), "default");
+        byte[] oldModel = Files.readAllBytes(tmp.resolve(PeftAdapterFiles.MODEL_FILE));
+        PeftAdapterFiles.FileOps alsoRestoreFails = (from, to) -> {
+            if (from.getFileName().toString().endsWith(SafeFiles.BACKUP_SUFFIX)) {
+                throw new IOException("simulated failure of the put-back");
+            }
+            CONFIG_RENAME_FAILS.move(from, to);
+        };
+        IOException e = assertThrows(IOException.class, () -> PeftAdapterFiles.saver()
+                .linears(IoTestData.model(DataType.FLOAT, 2)).save(tmp, "default", alsoRestoreFails));
+        assertTrue(e.getMessage().contains("could not be put back") && e.getMessage().contains("save again"),
+                e.getMessage());
+        assertEquals("simulated failure of the second rename", e.getCause().getMessage());
+        List<Path> kept;
+        try (java.util.stream.Stream<Path> s = Files.list(tmp)) {
+            kept = s.filter(p -> p.getFileName().toString().endsWith(SafeFiles.BACKUP_SUFFIX)).collect(
+                    java.util.stream.Collectors.toList());
+        }
+        assertEquals(1, kept.size(), "the backup is kept: it is the only copy of the old model file");
+        assertTrue(e.getMessage().contains(kept.get(0).toString()), e.getMessage());
+        org.junit.jupiter.api.Assertions.assertArrayEquals(oldModel, Files.readAllBytes(kept.get(0)));
+        PeftAdapterFiles.save(tmp, IoTestData.model(DataType.FLOAT, 3), "default");
+        assertEquals(Set.of(PeftAdapterFiles.MODEL_FILE, PeftAdapterFiles.CONFIG_FILE, SafeFiles.LOCK_FILE),
+                IoTestData.files(tmp).keySet(), "the next save removes it");
+    }
+
+    @Test
     void aFailedSecondRenameIntoAnEmptyDirectoryLeavesNoModelFile() throws IOException {
         assertThrows(IOException.class, () -> PeftAdapterFiles.saver().linears(IoTestData.model(DataType.FLOAT, 1))
                 .save(tmp, "default", CONFIG_RENAME_FAILS));
-        assertEquals(Map.of(), IoTestData.files(tmp));
+        // Only the (empty) lock file of the save stays.
+        assertEquals(Set.of(SafeFiles.LOCK_FILE), IoTestData.files(tmp).keySet());
+        assertEquals(0, IoTestData.files(tmp).get(SafeFiles.LOCK_FILE).length);
     }
 
     @Test
@@ -118,15 +148,19 @@ class PeftAdapterSaveTest {
 
     @Test
     void temporaryFilesOfKilledSavesAreCleanedUpByTheNextSave() throws IOException {
-        // What a save killed midway leaves: this version's fixed names and the random names of earlier versions.
-        for (String stale : List.of(".adapter_model.safetensors.lora4j-tmp", ".adapter_config.json.lora4j-tmp",
+        // What a save killed midway leaves: this version's names, 0.2 snapshots' fixed names and the random names of
+        // earlier versions.
+        for (String stale : List.of(".adapter_model.safetensors.9f3c0a11b2d4e6f8.lora4j-tmp",
+                ".adapter_config.json.9f3c0a11b2d4e6f8.lora4j-tmp", ".adapter_model.safetensors.9f3c0a11b2d4e6f8.lora4j-old",
+                ".adapter_model.safetensors.lora4j-tmp", ".adapter_config.json.lora4j-tmp",
                 ".adapter_model.safetensors.lora4j-old", ".adapter_model.safetensors.5163902417.tmp",
                 ".adapter_config.json.77.tmp")) {
             Files.writeString(tmp.resolve(stale), "half-written");
         }
         Files.writeString(tmp.resolve("README.md"), "not ours");
         PeftAdapterFiles.save(tmp, IoTestData.model(DataType.FLOAT, 1), "default");
-        assertEquals(Set.of(PeftAdapterFiles.MODEL_FILE, PeftAdapterFiles.CONFIG_FILE, "README.md"), IoTestData.files(tmp).keySet());
+        assertEquals(Set.of(PeftAdapterFiles.MODEL_FILE, PeftAdapterFiles.CONFIG_FILE, "README.md", SafeFiles.LOCK_FILE),
+                IoTestData.files(tmp).keySet());
         assertEquals(List.of(Q, V), PeftAdapterFiles.read(tmp).modules());
     }
 

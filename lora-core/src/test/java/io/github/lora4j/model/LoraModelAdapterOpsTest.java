@@ -473,6 +473,33 @@ class LoraModelAdapterOpsTest {
     }
 
     @Test
+    void aRefusedScaleKeepsEveryModulesPendingTrainingForward() {
+        // issue 29 item 14: "d" accepted the scale before "f" refused it, and its pending training forward was lost
+        LoraModel model = LoraModel.builder().linear("d", gaussian(DataType.DOUBLE, 11, 0.4, 4, 4), null)
+                .linear("f", gaussian(DataType.FLOAT, 12, 0.4, 4, 4), null).build();
+        model.applyLora(LoraConfig.builder().rank(2).build(), List.of("d", "f"));
+        LoraLinear d = model.module("d");
+        d.setAdapterWeights("default", gaussian(DataType.DOUBLE, 13, 0.5, 2, 4), gaussian(DataType.DOUBLE, 14, 0.5, 4, 2));
+        LoraLinear twin = twin(model, "d").train();
+        d.train();
+        LoraLinear f = model.module("f").train();
+        INDArray x = gaussian(DataType.DOUBLE, 15, 1, 3, 4);
+        INDArray g = gaussian(DataType.DOUBLE, 16, 1, 3, 4);
+        d.forward(x);
+        twin.forward(x);
+        f.forward(x.castTo(DataType.FLOAT));
+
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> model.setAdapterScale("default", 1e300));
+        assertTrue(e.getMessage().contains("module 'f'") && e.getMessage().contains("no module's scale was changed"),
+                e.getMessage());
+
+        assertBitwiseEquals(twin.backward(g), d.backward(g), "d's backward after the refused call: dL/dx");
+        assertBitwiseEquals(twin.adapter("default").gradA(), d.adapter("default").gradA(), "d's dL/dA");
+        assertBitwiseEquals(twin.adapter("default").gradB(), d.adapter("default").gradB(), "d's dL/dB");
+        f.backward(g.castTo(DataType.FLOAT));          // f's forward is kept too
+    }
+
+    @Test
     void embeddingsTakeTheModelScaleToo() {
         LoraModel model = LoraModel.builder().embedding("e", gaussian(DataType.DOUBLE, 3, 0.5, 6, 4)).build();
         model.applyLora(LoraConfig.builder().rank(2).alpha(4).build(), List.of("e"));

@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.github.lora4j.samediff.Graphs.Kind;
+import java.util.List;
 import java.util.function.Consumer;
 import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
@@ -81,14 +82,59 @@ class LoraSameDiffRefusalTest {
     }
 
     @Test
-    void aRankAboveMinInOutDropoutATakenNameAndABadKeepTrainableAreRefused() {
+    void aRankAboveMinInOutATakenNameAndABadKeepTrainableAreRefused() {
         SameDiff sd = Graphs.build(Kind.MMUL, DataType.DOUBLE, 8);
         refused(sd, g -> LoraSameDiff.apply(g, CFG.toBuilder().rank(6).build(), "fc1"), "'fc1/weight'", "rank");
-        refused(sd, g -> LoraSameDiff.apply(g, CFG.toBuilder().dropout(0.1).build(), "fc1"), "expected dropout 0");
         refused(sd, g -> LoraSameDiff.builder(CFG).targets("fc0").keepTrainable("fc0/weight").apply(g), "targeted weight");
         refused(sd, g -> LoraSameDiff.builder(CFG).targets("fc0").keepTrainable("nope").apply(g), "no such variable");
-        LoraSameDiff.apply(sd, CFG, "fc0");
-        refused(sd, g -> LoraSameDiff.apply(g, CFG, "fc0/weight"), "'fc0/lora_A'", "already exists");
+        sd.var("fc1/lora_A", gaussian(DataType.DOUBLE, 1, 1, 2, 2));     // a user's variable named like lora4j's
+        refused(sd, g -> LoraSameDiff.apply(g, CFG, "fc1/weight"), "'fc1/lora_A'", "already exists");
+        SameDiff other = Graphs.build(Kind.MMUL, DataType.DOUBLE, 8);
+        other.constant("fc1/lora_dropped", gaussian(DataType.DOUBLE, 1, 1, 1));      // taken by the user
+        refused(other, g -> LoraSameDiff.apply(g, CFG.toBuilder().dropout(0.1).build(), "fc1"),
+                "'fc1/lora_dropped'", "LoRA dropout", "already exists");
+    }
+
+    /** Runs {@code apply} on {@code sd}, expects the refusal of a graph with adapters, and an unchanged graph. */
+    private static void refusedAsAdapted(SameDiff sd, Consumer<SameDiff> apply, String modules) {
+        Graphs.Snapshot before = Graphs.snapshot(sd);
+        IllegalStateException e = assertThrows(IllegalStateException.class, () -> apply.accept(sd));
+        assertTrue(e.getMessage().contains("already has LoRA adapters on " + modules)
+                && e.getMessage().contains("apply every target in one call"), e.getMessage());
+        assertEquals(before, Graphs.snapshot(sd), "the graph changed although apply was refused");
+    }
+
+    /**
+     * Issue 29 item 13: a second apply froze the first adapter (its A and B became constants) and broke its unload,
+     * and LoRA on an adapter's own A or B was accepted.
+     */
+    @Test
+    void aSecondApplyOnOneGraphIsRefusedAndTheFirstAdaptersStayTrainableAndUnloadable() {
+        SameDiff sd = Graphs.build(Kind.MMUL, DataType.DOUBLE, 20);
+        Graphs.Snapshot original = Graphs.snapshot(sd);
+        LoraSameDiffModel first = LoraSameDiff.apply(sd, CFG, "fc0");
+        refusedAsAdapted(sd, g -> LoraSameDiff.apply(g, CFG, "fc1"), "[fc0]");
+        refusedAsAdapted(sd, g -> LoraSameDiff.apply(g, CFG, "fc0/lora_A"), "[fc0]");
+        refusedAsAdapted(sd, g -> LoraSameDiff.apply(g, CFG, Pattern.compile(".*lora_B")), "[fc0]");
+        refusedAsAdapted(sd, g -> LoraSameDiff.builder(CFG).targets("fc1").apply(g), "[fc0]");
+        assertEquals(List.of("fc0/lora_A", "fc0/lora_B"), first.trainableVariables(), "the first adapter still trains");
+        // saved with the graph, the adapters are still there
+        SameDiff loaded = Graphs.roundTrip(sd);
+        refusedAsAdapted(loaded, g -> LoraSameDiff.apply(g, CFG, "fc1"), "[fc0]");
+
+        first.unload();
+        assertEquals(original, Graphs.snapshot(sd), "unload gives the graph apply was given");
+        LoraSameDiffModel second = LoraSameDiff.apply(sd, CFG, "fc1");      // a graph without adapters again
+        assertEquals(List.of("fc1/lora_A", "fc1/lora_B"), second.trainableVariables());
+    }
+
+    @Test
+    void applyAfterALoraLinearLayerIsRefusedSinceItWouldFreezeThatLayersAdapter() {
+        SameDiff sd = SameDiff.create();
+        SDVariable x = sd.placeHolder("x", DataType.DOUBLE, -1, IN);
+        LoraSameDiff.linear(sd, "q_proj", x, gaussian(DataType.DOUBLE, 21, 0.4, 6, IN), null, CFG);
+        sd.mmul("head", sd.getVariable("q_proj"), sd.var("head/weight", gaussian(DataType.DOUBLE, 22, 0.4, 6, 3)));
+        refusedAsAdapted(sd, g -> LoraSameDiff.apply(g, CFG, "head"), "[q_proj]");
     }
 
     @Test

@@ -139,10 +139,14 @@ class LoraSameDiffTest {
         IllegalArgumentException width = assertThrows(IllegalArgumentException.class,
                 () -> LoraSameDiff.linear(sd, "l", xd, w, null, CFG));
         assertTrue(width.getMessage().contains("expected [n, " + IN + "]"), width.getMessage());
-        assertThrows(IllegalArgumentException.class, () -> LoraSameDiff.linear(sd, "l", xd, w, null,
-                CFG.toBuilder().dropout(0.1).build()));
         assertEquals(2, sd.variables().size(), "only the two placeholders");
         SDVariable ok = sd.placeHolder("ok", DataType.DOUBLE, -1, IN);
+        sd.constant("l/lora_dropped", w);                  // a user's variable named like the LoRA dropout's
+        IllegalArgumentException dropoutName = assertThrows(IllegalArgumentException.class,
+                () -> LoraSameDiff.linear(sd, "l", ok, w, null, CFG.toBuilder().dropout(0.1).build()));
+        assertTrue(dropoutName.getMessage().contains("'l/lora_dropped' already exists"), dropoutName.getMessage());
+        assertEquals(4, sd.variables().size(), "three placeholders and the user's constant: nothing added");
+        GraphSurgery.removeVariable(sd, "l/lora_dropped");
         LoraSameDiff.linear(sd, "l", ok, w, null, CFG);
         IllegalArgumentException taken = assertThrows(IllegalArgumentException.class,
                 () -> LoraSameDiff.linear(sd, "l", ok, w, null, CFG));

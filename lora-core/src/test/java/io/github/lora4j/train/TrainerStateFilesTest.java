@@ -171,7 +171,7 @@ class TrainerStateFilesTest {
         assertBitwiseEquals(t.updaterStateCopy(b, "default"), back.updaterStateCopy(b, "default"), "state of layer 1");
         AdapterFormatException e = assertThrows(AdapterFormatException.class,
                 () -> LoraTrainer.loadState(dir, List.of(b, a)));
-        assertTrue(e.getMessage().contains("shape: expected ["), e.getMessage());
+        assertTrue(e.getMessage().contains("shape_A: expected [1, 4] (the layer's A now), got [2, 5]"), e.getMessage());
     }
 
     // ---------------------------------------------------------------- hostile and mismatched files
@@ -232,9 +232,9 @@ class TrainerStateFilesTest {
         Path t = dir.resolve(TENSORS);
         byte[] good = Files.readAllBytes(t);
         Files.write(t, java.util.Arrays.copyOf(good, good.length + 1));
-        assertRefused(dir, fresh, "data: expected exactly");
+        assertRefused(dir, fresh, "tensors cover 416 bytes of data, but the file holds 417 bytes");
         Files.write(t, java.util.Arrays.copyOf(good, good.length - 4));
-        assertRefused(dir, fresh, "data: expected exactly");
+        assertRefused(dir, fresh, "tensors cover 416 bytes of data, but the file holds 412 bytes");
         ByteBuffer lie = ByteBuffer.wrap(good.clone()).order(ByteOrder.LITTLE_ENDIAN);
         lie.putLong(0, Long.MAX_VALUE);
         Files.write(t, lie.array());
@@ -257,7 +257,7 @@ class TrainerStateFilesTest {
         byte[] h = hostile.getBytes(StandardCharsets.UTF_8);
         System.arraycopy(h, 0, bytes, 8, h.length);
         Files.write(t, bytes);
-        assertRefused(dir, fresh, "shape: expected [");
+        assertRefused(dir, fresh, "shape [75000000] of F32 needs 300000000 bytes, but data_offsets");
     }
 
     @Test
@@ -282,7 +282,7 @@ class TrainerStateFilesTest {
         // Rank 3 instead of 2: the state sizes differ.
         LoraModel rank3 = TrainerResumeTest.baseModel().applyLora(LoraConfig.builder().rank(3).alpha(4).build(),
                 List.of("q", "v"));
-        assertRefused(dir, rank3, "data: expected exactly");
+        assertRefused(dir, rank3, "shape_A: expected [3, 8] (the layer's A now), got [2, 8]");
         // An adapter of another name.
         LoraModel renamed = TrainerResumeTest.baseModel();
         renamed.load(dir, "other");
@@ -301,8 +301,10 @@ class TrainerStateFilesTest {
         assertRefused(dir, fresh, "iteration");
         writeJson(dir, good.replace("\"weight_decay\" : 0.01", "\"weight_decay\" : \"NaN\""));
         assertRefused(dir, fresh, "weight_decay");
-        writeJson(dir, good.replace("\"format_version\" : 1", "\"format_version\" : 2"));
-        assertRefused(dir, fresh, "format_version");
+        writeJson(dir, good.replace("\"format_version\" : 2", "\"format_version\" : 3"));
+        assertRefused(dir, fresh, "format_version: expected 2, got 3");
+        writeJson(dir, good.replace("\"format_version\" : 2", "\"format_version\" : 1"));
+        assertRefused(dir, fresh, "version 1 files lack the A/B shapes");
         writeJson(dir, good.replace("\"epoch\" : 1,", "\"epoch\" : 1, \"epoch\" : 2,"));
         assertRefused(dir, fresh, "Duplicate field");
         writeJson(dir, good.substring(0, good.length() / 2));

@@ -1,5 +1,6 @@
 package io.github.lora4j.dl4j;
 
+import io.github.lora4j.LoraConfig;
 import java.util.Collection;
 import java.util.Collections;
 import java.util.List;
@@ -7,15 +8,21 @@ import java.util.Map;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
 import org.deeplearning4j.nn.conf.layers.FeedForwardLayer;
+import org.deeplearning4j.nn.conf.layers.Layer;
 import org.deeplearning4j.nn.conf.memory.LayerMemoryReport;
 import org.deeplearning4j.nn.conf.memory.MemoryReport;
 import org.deeplearning4j.optimize.api.TrainingListener;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.learning.config.IUpdater;
 import org.nd4j.linalg.learning.config.NoOp;
 import org.nd4j.linalg.learning.regularization.Regularization;
 
-/** What {@link LoraDenseLayer} and {@link LoraOutputLayer} share: copying the base layer, freezing, wiring. */
+/**
+ * What the LoRA layer configurations ({@link LoraDenseLayer}, {@link LoraOutputLayer}, {@link LoraRnnOutputLayer})
+ * share: copying the base layer, freezing, wiring. Each of the three overrides DL4J's methods with one line calling here;
+ * they cannot share a superclass, as each extends its base layer's DL4J class.
+ */
 final class LayerConfs {
 
     private LayerConfs() {
@@ -51,6 +58,30 @@ final class LayerConfs {
             return Collections.emptyList();
         }
         return conf.getRegularization();
+    }
+
+    /**
+     * Refuses adapter settings a layer cannot compute with, when a network is built, from {@link LoraDl4j#apply} or
+     * from a file ({@code ModelSerializer}, JSON) that may have been edited: a rank outside {@code [1, min(nIn, nOut)]},
+     * an alpha that is not finite and positive, or a scaling {@code s} that is not a finite value of the network's
+     * data type (an alpha of 1e39 in a FLOAT network gave {@code s = ∞}, so NaN outputs even with {@code B = 0}).
+     */
+    static void checkSettings(LoraLayerConf conf, int layerIndex, DataType networkDataType) {
+        if (conf.lora() == null) {
+            return;
+        }
+        String layer = "LoRA layer '" + ((Layer) conf).getLayerName() + "' (index " + layerIndex + ")";
+        try {
+            LoraConfig config = conf.lora().toConfig();
+            long max = Math.min(conf.nIn(), conf.nOut());
+            if (config.rank() > max) {
+                throw new IllegalArgumentException("rank must be <= min(nIn, nOut) = " + max + ", got " + config.rank());
+            }
+            config.scaling(1.0, networkDataType);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(layer + ": its settings " + conf.lora() + " cannot compute in a "
+                    + networkDataType + " network: " + e.getMessage(), e);
+        }
     }
 
     /** DL4J's usual instantiate: listeners, index, parameter views. */

@@ -53,6 +53,7 @@ public class LoraDenseLayer extends FeedForwardLayer implements LoraLayerConf {
             Collection<TrainingListener> trainingListeners, int layerIndex, INDArray layerParamsView,
             boolean initializeParams, DataType networkDataType) {
         LayerValidation.assertNInNOutSet("LoraDenseLayer", getLayerName(), layerIndex, getNIn(), getNOut());
+        LayerConfs.checkSettings(this, layerIndex, networkDataType);
         return LayerConfs.wire(new LoraDenseLayerImpl(conf, networkDataType), conf, trainingListeners, layerIndex,
                 layerParamsView, initializeParams);
     }

@@ -1,19 +1,18 @@
 package io.github.lora4j.dl4j;
 
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
-import org.deeplearning4j.nn.gradient.DefaultGradient;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.layers.BaseLayer;
-import org.deeplearning4j.nn.workspace.ArrayType;
 import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
 import org.nd4j.common.primitives.Pair;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * The layer of a {@link LoraDenseLayer}: {@code activation(x W + b + s·(x loraAᵀ) loraBᵀ)}. Its backward writes the
- * gradients of {@code loraA} and {@code loraB} only and returns {@code dL/dx}; it never computes {@code dW} or
- * {@code db}, whose gradient views stay zero (and whose NoOp updater therefore leaves them bitwise unchanged).
+ * The layer of a {@link LoraDenseLayer}: {@code activation(x W + b + s·(dropout(x) loraAᵀ) loraBᵀ)}. Its backward
+ * writes the gradients of {@code loraA} and {@code loraB} only and returns {@code dL/dx}; it never computes {@code dW}
+ * or {@code db}, whose gradient views stay zero (and whose NoOp updater therefore leaves them bitwise unchanged). The
+ * arithmetic is {@link LoraOps}'s; this class passes DL4J's protected input, parameters and mask to it.
  */
 public class LoraDenseLayerImpl extends BaseLayer<LoraDenseLayer> implements LoraLayer {
 
@@ -38,43 +37,43 @@ public class LoraDenseLayerImpl extends BaseLayer<LoraDenseLayer> implements Lor
     }
 
     @Override
-    public LoraLayerConf loraConf() {
-        return layerConf();
+    public void setInput(INDArray input, LayerWorkspaceMgr workspaceMgr) {
+        super.setInput(input, workspaceMgr);
+        ops().newInput();
     }
 
     @Override
-    public String describe() {
-        return layerId();
+    public void clear() {
+        super.clear();
+        ops().newInput();
     }
 
     @Override
     protected Pair<INDArray, INDArray> preOutputWithPreNorm(boolean training, boolean forBackprop,
             LayerWorkspaceMgr workspaceMgr) {
-        INDArray z = forward(training, forBackprop, workspaceMgr)[0];
+        INDArray z = forward(training, forBackprop, workspaceMgr).z();
         return new Pair<>(z, z);
     }
 
-    private INDArray[] forward(boolean training, boolean forBackprop, LayerWorkspaceMgr workspaceMgr) {
+    private LoraOps.Forward forward(boolean training, boolean forBackprop, LayerWorkspaceMgr workspaceMgr) {
         assertInputSet(forBackprop);
         applyDropOutIfNecessary(training, workspaceMgr);
-        INDArray[] zu = ops().preOutput(input, params, workspaceMgr,
-                forBackprop ? ArrayType.BP_WORKING_MEM : ArrayType.FF_WORKING_MEM, layerId());
+        LoraOps.Forward f = ops().forward(input, params, training, forBackprop, workspaceMgr, layerId());
         if (maskArray != null) {
-            applyMask(zu[0]);
+            applyMask(f.z());
         }
-        return zu;
+        return f;
     }
 
     @Override
     public Pair<Gradient, INDArray> backpropGradient(INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
-        INDArray[] zu = forward(true, true, workspaceMgr);
-        INDArray delta = layerConf().getActivationFn().backprop(zu[0], epsilon).getFirst();
+        LoraOps.Forward f = forward(true, true, workspaceMgr);
+        INDArray delta = layerConf().getActivationFn().backprop(f.z(), epsilon).getFirst();
         if (maskArray != null) {
             applyMask(delta);
         }
-        Gradient gradient = new DefaultGradient();
-        INDArray dx = ops().backward(input, zu[1], delta, params, gradientViews, gradient, workspaceMgr, layerId());
-        return new Pair<>(gradient, backpropDropOutIfPresent(dx));
+        Pair<Gradient, INDArray> back = ops().backward(f, delta, params, gradientViews, workspaceMgr, layerId());
+        return new Pair<>(back.getFirst(), backpropDropOutIfPresent(back.getSecond()));
     }
 
     @Override
@@ -89,6 +88,6 @@ public class LoraDenseLayerImpl extends BaseLayer<LoraDenseLayer> implements Lor
 
     @Override
     public boolean hasBias() {
-        return layerConf().hasBias();
+        return layerConf().hasBias();   // DL4J's BaseLayer says true for every layer
     }
 }

@@ -1,13 +1,13 @@
 package io.github.lora4j.dl4j;
 
-import java.util.Map;
-import org.nd4j.linalg.api.ndarray.INDArray;
-
-/** A LoRA layer of a network ({@link LoraDenseLayerImpl}, {@link LoraOutputLayerImpl}), as {@link LoraDl4j} sees it. */
-interface LoraLayer {
+/**
+ * A LoRA layer of a network ({@link LoraDenseLayerImpl}, {@link LoraOutputLayerImpl}, {@link LoraRnnOutputLayerImpl}),
+ * as {@link LoraDl4j} sees it: DL4J's layer API plus the layer's {@link LoraOps}.
+ */
+interface LoraLayer extends org.deeplearning4j.nn.api.Layer {
 
     /**
-     * The layer's arithmetic and merge state.
+     * The layer's arithmetic, dropout and merge state.
      *
      * @return the layer's own ops, not a copy
      */
@@ -18,20 +18,18 @@ interface LoraLayer {
      *
      * @return the LoRA configuration the layer was built from
      */
-    LoraLayerConf loraConf();
+    default LoraLayerConf loraConf() {
+        return (LoraLayerConf) conf().getLayer();
+    }
 
     /**
-     * The layer's parameters by key ({@link LoraParamInitializer#WEIGHT_KEY} and the others).
+     * Name, index and type, for messages, in DL4J's own form.
      *
-     * @return live views ({@code W}, {@code b}, {@code loraA}, {@code loraB}) into the network's flat parameter
-     *         vector, not copies
+     * @return {@code (layer name: n, layer index: i, layer type: T)}, as DL4J's {@code layerId()}
      */
-    Map<String, INDArray> paramTable();
-
-    /**
-     * Name and index, for messages.
-     *
-     * @return DL4J's layer id: the layer's name, index and type
-     */
-    String describe();
+    default String describe() {
+        String name = conf().getLayer().getLayerName();
+        return "(layer name: " + (name == null ? "\"\"" : name) + ", layer index: " + getIndex() + ", layer type: "
+                + getClass().getSimpleName() + ")";
+    }
 }

@@ -5,7 +5,8 @@ import org.deeplearning4j.nn.conf.layers.FeedForwardLayer;
 import org.deeplearning4j.nn.conf.layers.Layer;
 
 /**
- * What the two LoRA layer configurations ({@link LoraDenseLayer}, {@link LoraOutputLayer}) have in common: the
+ * What the LoRA layer configurations ({@link LoraDenseLayer}, {@link LoraOutputLayer}, {@link LoraRnnOutputLayer})
+ * have in common: the
  * DL4J layer they replace, the adapter settings, and whether the adapter is merged into {@code W}
  * ({@link LoraLayerState}).
  *
@@ -30,9 +31,10 @@ public interface LoraLayerConf {
     boolean hasBias();
 
     /**
-     * The DL4J layer configuration this layer replaces.
+     * The DL4J layer configuration this layer replaces, as the network had it.
      *
-     * @return the replaced {@code DenseLayer} or {@code OutputLayer} configuration, as the state holds it (not a copy)
+     * @return the replaced {@code DenseLayer}, {@code OutputLayer} or {@code RnnOutputLayer} configuration (or a
+     *         frozen wrapper around one), as the state holds it (not a copy)
      */
     default Layer base() {
         return getState().getBase();

@@ -25,17 +25,18 @@ public final class LoraLayerState implements Serializable {
 
     /**
      * @param base the replaced DL4J layer configuration; copied
-     * @param lora the adapter settings, or null for a frozen layer without adapter
+     * @param lora the adapter settings, or null for a frozen layer without adapter; copied, so that layers made from
+     *             one settings object do not share it (loading an adapter changes one layer's alpha)
      */
     public LoraLayerState(Layer base, LoraSettings lora) {
         this.base = Objects.requireNonNull(base, "base must not be null").clone();
-        this.lora = lora;
+        this.lora = lora == null ? null : LoraSettings.of(lora.toConfig());
     }
 
     /**
      * The replaced DL4J layer configuration.
      *
-     * @return the {@code DenseLayer} or {@code OutputLayer} configuration held here (not a copy)
+     * @return the {@code DenseLayer}, {@code OutputLayer} or {@code RnnOutputLayer} configuration held here (not a copy)
      */
     public Layer getBase() {
         return base;

@@ -5,6 +5,7 @@ import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_A_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_B_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.WEIGHT_KEY;
 
+import io.github.lora4j.DropoutStream;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
 import io.github.lora4j.LoraLinear;
@@ -13,72 +14,167 @@ import io.github.lora4j.WeightLayout;
 import java.util.Arrays;
 import java.util.Map;
 import org.deeplearning4j.exception.DL4JInvalidInputException;
+import org.deeplearning4j.nn.conf.layers.Layer;
+import org.deeplearning4j.nn.gradient.DefaultGradient;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.workspace.ArrayType;
 import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
+import org.nd4j.common.primitives.Pair;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
- * The arithmetic of one LoRA layer, shared by {@link LoraDenseLayerImpl} and {@link LoraOutputLayerImpl}, and its
- * merge state. With {@code W [nIn, nOut]} (DL4J's layout), {@code A [r, nIn]}, {@code B [nOut, r]}:
+ * The one delegate of the LoRA layer classes ({@link LoraDenseLayerImpl}, {@link LoraOutputLayerImpl},
+ * {@link LoraRnnOutputLayerImpl}): their arithmetic, their LoRA dropout and their merge state. DL4J's class hierarchy
+ * makes the three extend different DL4J classes, whose input, parameters and masks are protected; each passes them in,
+ * and keeps only what differs: how its input becomes {@code x [n, nIn]} and how its output gradient is found. With
+ * {@code W [nIn, nOut]} (DL4J's layout), {@code A [r, nIn]}, {@code B [nOut, r]}, the dropout mask {@code m} and
+ * {@code q = 1/(1 − p)}:
  * <pre>
- *   forward   z = x W + b + s·u Bᵀ,  u = x Aᵀ [n, r]
- *   backward  gB = g B [n, r];  dB = s·gᵀ u;  dA = s·gBᵀ x;  dx = g Wᵀ + s·gB A   (no dW, no db)
+ *   forward   z = x W + b + s·u Bᵀ,  u = q·(x ⊙ m) Aᵀ [n, r]          (m = 1, q = 1 outside training or for p = 0)
+ *   backward  gB = g B [n, r];  dB = s·gᵀ u;  dA = s·q·gBᵀ (x ⊙ m);  dx = g Wᵀ + s·q·(gB A) ⊙ m   (no dW, no db)
  * </pre>
  * The base part {@code x W + b} is computed exactly as DL4J's {@code BaseLayer} does (same mmul, same bias add),
  * so with {@code B = 0} the output is DL4J's, bit for bit.
+ *
+ * <h2>Dropout on the LoRA input</h2>
+ * As PEFT applies it: only the LoRA path sees {@code dropout(x)}, only in training, after the layer's own input
+ * dropout. One mask per input: it is drawn ({@link DropoutStream}, from the adapter's configuration for this layer's
+ * name, so the masks are those a lora-core {@code LoraLinear} of that configuration draws) by the first training
+ * forward after {@link #newInput()}, and every later forward and backward of that input reuses it: DL4J computes a
+ * layer's forward twice per step (once to feed the next layer, once again in backprop) and scores the output layer
+ * after its backprop, and all three see the same mask. The stream restarts whenever the layer is built
+ * ({@code apply}, {@code clone}, restoring a saved network).
  */
 final class LoraOps {
 
+    /** One forward: the layer input as used ({@code x}), {@code z}, and what backward needs. */
+    record Forward(INDArray x, INDArray z, INDArray u, INDArray xLora, INDArray mask, double q) {
+    }
+
     private final LoraLayerConf conf;
-    private final double scaling;
+    private double scaling;
+    private double dropout;
+    /** The mask stream of the layer; null without adapter or dropout. */
+    private DropoutStream masks;
+    /** The mask of the current input ({@code [n, nIn]}, 0 or 1, the network's data type), or null. */
+    private INDArray mask;
     /** The lora-core layer holding the exact-merge record while merged in this process; null otherwise. */
     private LoraLinear mergedHere;
 
     LoraOps(LoraLayerConf conf) {
         this.conf = conf;
-        this.scaling = conf.lora() == null ? 0 : conf.loraConfig().scaling();
+        settingsChanged();
+    }
+
+    /**
+     * Takes scaling and dropout from the configuration again, after {@link LoraDl4j#loadAdapter} changed its alpha or
+     * dropout; the mask stream restarts only when the dropout changes.
+     */
+    void settingsChanged() {
+        LoraConfig c = conf.loraConfig();
+        this.scaling = c == null ? 0 : c.scaling();
+        double p = c == null ? 0 : c.dropout();
+        if (p != dropout || (p > 0 && masks == null)) {
+            masks = p > 0 ? DropoutStream.of(c.forModule(LoraParamInitializer.modulePath(((Layer) conf).getLayerName())))
+                    : null;
+            mask = null;
+        }
+        this.dropout = p;
     }
 
     boolean hasAdapter() {
         return conf.lora() != null;
     }
 
+    /** Forgets the dropout mask: the layer has a new input (DL4J's {@code setInput}, {@code clear}). */
+    void newInput() {
+        mask = null;
+    }
+
     /**
-     * {@code {z, u}} for input {@code x [n, nIn]}: {@code u} is null without adapter or while merged ({@code W} then
-     * holds the update). Arrays go to the given workspaces: {@code z} to ACTIVATIONS, {@code u} to {@code uType}.
+     * The mask of the current input, as the last training forward drew it (for tests).
+     *
+     * @return the {@code [n, nIn]} 0/1 mask, or null
      */
-    INDArray[] preOutput(INDArray input, Map<String, INDArray> params, LayerWorkspaceMgr mgr, ArrayType uType,
-            String layerId) {
+    INDArray currentMask() {
+        return mask;
+    }
+
+    /**
+     * The forward for input {@code x [n, nIn]}: {@code u} is null without adapter or while merged ({@code W} then
+     * holds the update). Arrays go to the given workspaces: {@code z} to ACTIVATIONS, the rest to FF or BP working
+     * memory ({@code forBackprop}). The caller applies DL4J's mask to {@code z} where its base layer does.
+     */
+    Forward forward(INDArray input, Map<String, INDArray> params, boolean training, boolean forBackprop,
+            LayerWorkspaceMgr mgr, String layerId) {
+        return forward(input, params, training, forBackprop, 'c', mgr, layerId);
+    }
+
+    /**
+     * {@link #forward(INDArray, Map, boolean, boolean, LayerWorkspaceMgr, String)} with {@code z} in the given order:
+     * 'c' as DL4J's {@code BaseLayer} makes it, or the order of {@code x.mmul(W)}, which DL4J's
+     * {@code RnnOutputLayer.activate} uses ('f' when both are 'f'); the gemm, hence the bits, depend on it.
+     */
+    Forward forward(INDArray input, Map<String, INDArray> params, boolean training, boolean forBackprop, char zOrder,
+            LayerWorkspaceMgr mgr, String layerId) {
         INDArray w = params.get(WEIGHT_KEY);
         if (input.rank() != 2 || input.columns() != w.rows()) {
             throw new DL4JInvalidInputException("expected input [minibatch, " + w.rows() + "] (nIn " + w.rows()
                     + "), got shape " + Arrays.toString(input.shape()) + " " + layerId);
         }
+        ArrayType work = forBackprop ? ArrayType.BP_WORKING_MEM : ArrayType.FF_WORKING_MEM;
         INDArray x = input.castTo(w.dataType());
-        INDArray z = mgr.createUninitialized(ArrayType.ACTIVATIONS, w.dataType(), x.size(0), w.size(1));
+        INDArray z = mgr.createUninitialized(ArrayType.ACTIVATIONS, w.dataType(), new long[] {x.size(0), w.size(1)},
+                zOrder);
         x.mmuli(w, z); // as DL4J's BaseLayer.preOutputWithPreNorm, for a bitwise-equal base output
         if (conf.hasBias()) {
             z.addiRowVector(params.get(BIAS_KEY));
         }
-        INDArray u = null;
-        if (hasAdapter() && !conf.merged()) {
-            INDArray a = params.get(LORA_A_KEY);
-            u = mgr.createUninitialized(uType, w.dataType(), x.size(0), a.rows());
-            Nd4j.gemm(x, a, u, false, true, 1.0, 0.0);                              // u = x Aᵀ      [n, r]
-            Nd4j.gemm(u, params.get(LORA_B_KEY), z, false, true, scaling, 1.0);    // z += s u Bᵀ   [n, nOut]
+        if (!hasAdapter() || conf.merged()) {
+            return new Forward(x, z, null, null, null, 1.0);
         }
-        return new INDArray[] {z, u};
+        INDArray xLora = x;
+        INDArray m = null;
+        double q = 1.0;
+        if (training && dropout > 0) {
+            m = maskFor(x);
+            xLora = mgr.createUninitialized(work, w.dataType(), x.size(0), x.size(1));
+            x.mul(m, xLora);                                                          // x ⊙ m
+            q = masks.scale();                                                        // 1/(1-p), into alpha
+        }
+        INDArray a = params.get(LORA_A_KEY);
+        INDArray u = mgr.createUninitialized(work, w.dataType(), x.size(0), a.rows());
+        Nd4j.gemm(xLora, a, u, false, true, q, 0.0);                               // u = q (x ⊙ m) Aᵀ  [n, r]
+        Nd4j.gemm(u, params.get(LORA_B_KEY), z, false, true, scaling, 1.0);       // z += s u Bᵀ       [n, nOut]
+        return new Forward(x, z, u, xLora, m, q);
+    }
+
+    /** The mask of the current input: drawn on the first training forward after {@link #newInput()}, then kept. */
+    @SuppressWarnings("try") // the scope is the point: the mask must outlive the workspace of this iteration
+    private INDArray maskFor(INDArray x) {
+        if (mask == null || mask.rows() != x.rows() || mask.columns() != x.columns()
+                || mask.dataType() != x.dataType()) {
+            boolean[] kept = masks.next(x.length());
+            double[] m = new double[kept.length];
+            for (int i = 0; i < m.length; i++) {
+                m[i] = kept[i] ? 1.0 : 0.0;
+            }
+            try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+                mask = Nd4j.createFromArray(m).castTo(x.dataType()).reshape('c', x.rows(), x.columns());
+            }
+        }
+        return mask;
     }
 
     /**
-     * Fills {@code gradient} with {@code loraA}/{@code loraB} (written into the network's gradient views) and returns
-     * {@code dL/dx [n, nIn]}; {@code delta = dL/dz [n, nOut]} (after activation and mask).
+     * Writes the gradients of {@code loraA} and {@code loraB} into the network's gradient views and returns them with
+     * {@code dL/dx [n, nIn]} (before the layer's own dropout backprop); {@code delta = dL/dz [n, nOut]} (after
+     * activation and mask), {@code f} the forward of this input.
      */
-    INDArray backward(INDArray input, INDArray u, INDArray delta, Map<String, INDArray> params,
-            Map<String, INDArray> gradientViews, Gradient gradient, LayerWorkspaceMgr mgr, String layerId) {
+    Pair<Gradient, INDArray> backward(Forward f, INDArray delta, Map<String, INDArray> params,
+            Map<String, INDArray> gradientViews, LayerWorkspaceMgr mgr, String layerId) {
         if (conf.merged()) {
             throw new IllegalStateException("cannot train layer " + layerId
                     + ": its adapter is merged into W; LoraDl4j.unmerge(net) first");
@@ -86,21 +182,27 @@ final class LoraOps {
         INDArray w = params.get(WEIGHT_KEY);
         INDArray g = delta.castTo(w.dataType());
         INDArray dx = mgr.createUninitialized(ArrayType.ACTIVATION_GRAD, w.dataType(), g.size(0), w.size(0));
-        Nd4j.gemm(g, w, dx, false, true, 1.0, 0.0);                                  // dx = g Wᵀ     [n, nIn]
+        Nd4j.gemm(g, w, dx, false, true, 1.0, 0.0);                                  // dx = g Wᵀ       [n, nIn]
+        Gradient gradient = new DefaultGradient();
         if (hasAdapter()) {
-            INDArray x = input.castTo(w.dataType());
             INDArray a = params.get(LORA_A_KEY);
             INDArray gradA = gradientViews.get(LORA_A_KEY);
             INDArray gradB = gradientViews.get(LORA_B_KEY);
             INDArray gB = mgr.createUninitialized(ArrayType.BP_WORKING_MEM, w.dataType(), g.size(0), a.rows());
-            Nd4j.gemm(g, params.get(LORA_B_KEY), gB, false, false, 1.0, 0.0);     // gB = g B      [n, r]
-            Nd4j.gemm(g, u, gradB, true, false, scaling, 0.0);                     // dB = s gᵀ u   [nOut, r]
-            Nd4j.gemm(gB, x, gradA, true, false, scaling, 0.0);                    // dA = s gBᵀ x  [r, nIn]
-            Nd4j.gemm(gB, a, dx, false, false, scaling, 1.0);                      // dx += s gB A
+            Nd4j.gemm(g, params.get(LORA_B_KEY), gB, false, false, 1.0, 0.0);     // gB = g B        [n, r]
+            Nd4j.gemm(g, f.u(), gradB, true, false, scaling, 0.0);                // dB = s gᵀ u     [nOut, r]
+            Nd4j.gemm(gB, f.xLora(), gradA, true, false, scaling * f.q(), 0.0);   // dA = s q gBᵀ (x ⊙ m)  [r, nIn]
+            if (f.mask() == null) {
+                Nd4j.gemm(gB, a, dx, false, false, scaling, 1.0);                 // dx += s gB A
+            } else {
+                INDArray t = mgr.createUninitialized(ArrayType.BP_WORKING_MEM, w.dataType(), g.size(0), a.columns());
+                Nd4j.gemm(gB, a, t, false, false, scaling * f.q(), 0.0);          // t = s q gB A    [n, nIn]
+                dx.addi(t.muli(f.mask()));                                        // dx += t ⊙ m
+            }
             gradient.gradientForVariable().put(LORA_A_KEY, gradA);
             gradient.gradientForVariable().put(LORA_B_KEY, gradB);
         }
-        return dx;
+        return new Pair<>(gradient, dx);
     }
 
     /**
@@ -118,7 +220,14 @@ final class LoraOps {
             LoraConfig cfg = conf.loraConfig().toBuilder().init(LoraInit.ZERO).build();
             linear.addAdapter(LoraLinear.DEFAULT_ADAPTER, cfg);
             linear.setActiveAdapter(LoraLinear.DEFAULT_ADAPTER);
-            linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, params.get(LORA_A_KEY), params.get(LORA_B_KEY));
+            try {
+                linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, params.get(LORA_A_KEY), params.get(LORA_B_KEY));
+            } catch (IllegalArgumentException e) {
+                // NaN or infinity in loraA/loraB is the network's state, not a bad argument: LoraDl4j.merge documents
+                // IllegalStateException, as LoraLinear.merge throws for a non-finite adapter
+                throw new IllegalStateException("cannot merge layer " + layerId + ": " + e.getMessage()
+                        + " (diverged training?); W left unchanged", e);
+            }
             linear.merge(MergeMode.EXACT);
             mergedHere = linear;
         }

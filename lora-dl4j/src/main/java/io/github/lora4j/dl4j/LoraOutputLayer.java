@@ -52,6 +52,7 @@ public class LoraOutputLayer extends BaseOutputLayer implements LoraLayerConf {
             Collection<TrainingListener> trainingListeners, int layerIndex, INDArray layerParamsView,
             boolean initializeParams, DataType networkDataType) {
         LayerValidation.assertNInNOutSet("LoraOutputLayer", getLayerName(), layerIndex, getNIn(), getNOut());
+        LayerConfs.checkSettings(this, layerIndex, networkDataType);
         return LayerConfs.wire(new LoraOutputLayerImpl(conf, networkDataType), conf, trainingListeners, layerIndex,
                 layerParamsView, initializeParams);
     }

@@ -1,7 +1,6 @@
 package io.github.lora4j.dl4j;
 
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
-import org.deeplearning4j.nn.gradient.DefaultGradient;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.layers.BaseOutputLayer;
 import org.deeplearning4j.nn.workspace.ArrayType;
@@ -11,9 +10,9 @@ import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * The layer of a {@link LoraOutputLayer}: {@code activation(x W + b + s·(x loraAᵀ) loraBᵀ)} scored by the base
- * layer's loss. Its backward writes the gradients of {@code loraA} and {@code loraB} only and returns
- * {@code dL/dx}; it never computes {@code dW} or {@code db}.
+ * The layer of a {@link LoraOutputLayer}: {@code activation(x W + b + s·(dropout(x) loraAᵀ) loraBᵀ)} scored by the
+ * base layer's loss. Its backward writes the gradients of {@code loraA} and {@code loraB} only and returns
+ * {@code dL/dx}; it never computes {@code dW} or {@code db}. The arithmetic is {@link LoraOps}'s.
  */
 public class LoraOutputLayerImpl extends BaseOutputLayer<LoraOutputLayer> implements LoraLayer {
 
@@ -38,13 +37,15 @@ public class LoraOutputLayerImpl extends BaseOutputLayer<LoraOutputLayer> implem
     }
 
     @Override
-    public LoraLayerConf loraConf() {
-        return layerConf();
+    public void setInput(INDArray input, LayerWorkspaceMgr workspaceMgr) {
+        super.setInput(input, workspaceMgr);
+        ops().newInput();
     }
 
     @Override
-    public String describe() {
-        return layerId();
+    public void clear() {
+        super.clear();
+        ops().newInput();
     }
 
     @Override
@@ -55,29 +56,27 @@ public class LoraOutputLayerImpl extends BaseOutputLayer<LoraOutputLayer> implem
     @Override
     protected Pair<INDArray, INDArray> preOutputWithPreNorm(boolean training, boolean forBackprop,
             LayerWorkspaceMgr workspaceMgr) {
-        INDArray z = forward(training, forBackprop, workspaceMgr)[0];
+        INDArray z = forward(training, forBackprop, workspaceMgr).z();
         return new Pair<>(z, z);
     }
 
-    private INDArray[] forward(boolean training, boolean forBackprop, LayerWorkspaceMgr workspaceMgr) {
+    private LoraOps.Forward forward(boolean training, boolean forBackprop, LayerWorkspaceMgr workspaceMgr) {
         assertInputSet(forBackprop);
         applyDropOutIfNecessary(training, workspaceMgr);
-        INDArray[] zu = ops().preOutput(input, params, workspaceMgr,
-                forBackprop ? ArrayType.BP_WORKING_MEM : ArrayType.FF_WORKING_MEM, layerId());
+        LoraOps.Forward f = ops().forward(input, params, training, forBackprop, workspaceMgr, layerId());
         if (maskArray != null) {
-            applyMask(zu[0]);
+            applyMask(f.z());
         }
-        return zu;
+        return f;
     }
 
     @Override
     public Pair<Gradient, INDArray> backpropGradient(INDArray epsilon, LayerWorkspaceMgr workspaceMgr) {
-        INDArray[] zu = forward(true, true, workspaceMgr);
+        LoraOps.Forward f = forward(true, true, workspaceMgr);
         INDArray delta = layerConf().getLossFn().computeGradient(getLabels2d(workspaceMgr, ArrayType.BP_WORKING_MEM),
-                zu[0], layerConf().getActivationFn(), maskArray);
-        Gradient gradient = new DefaultGradient();
-        INDArray dx = ops().backward(input, zu[1], delta, params, gradientViews, gradient, workspaceMgr, layerId());
-        return new Pair<>(gradient, backpropDropOutIfPresent(dx));
+                f.z(), layerConf().getActivationFn(), maskArray);
+        Pair<Gradient, INDArray> back = ops().backward(f, delta, params, gradientViews, workspaceMgr, layerId());
+        return new Pair<>(back.getFirst(), backpropDropOutIfPresent(back.getSecond()));
     }
 
     @Override
@@ -87,10 +86,5 @@ public class LoraOutputLayerImpl extends BaseOutputLayer<LoraOutputLayer> implem
         }
         this.gradient = backpropGradient(null, workspaceMgr).getFirst();
         this.score = computeScore(0.0, true, workspaceMgr);
-    }
-
-    @Override
-    public boolean hasBias() {
-        return layerConf().hasBias();
     }
 }

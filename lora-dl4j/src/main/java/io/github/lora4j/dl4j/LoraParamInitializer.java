@@ -180,13 +180,21 @@ public final class LoraParamInitializer implements ParamInitializer {
     }
 
     /**
+     * The module path a layer's adapter is drawn for ({@link LoraConfig#forModule}): its name, or {@code "layer"} for
+     * a layer without one.
+     */
+    static String modulePath(String layerName) {
+        return layerName == null || layerName.isBlank() ? "layer" : layerName;
+    }
+
+    /**
      * lora-core's initial {@code {A, B}} for a module named {@code name} with {@code W [in, out]}: a layer wrapped
      * with {@link LoraConfig#forModule config.forModule(name)}, which is what {@link LoraModel#applyLora} gives that
      * module, so a layer here starts where lora-core's would.
      */
     @SuppressWarnings("try") // the scope is the point: the adapter arrays must outlive any open workspace
     static INDArray[] initialAdapter(String name, INDArray w, LoraConfig config) {
-        String path = name == null || name.isBlank() ? "layer" : name;
+        String path = modulePath(name);
         try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
             LoraLinear layer = LoraLinear.wrap(w, null, config.forModule(path), WeightLayout.IN_OUT);
             return new INDArray[] {layer.loraA(LoraLinear.DEFAULT_ADAPTER), layer.loraB(LoraLinear.DEFAULT_ADAPTER)};

@@ -19,6 +19,8 @@ public final class LoraSettings implements Serializable {
     private int rank = LoraConfig.DEFAULT_RANK;
     /** PEFT's {@code lora_alpha}. */
     private double alpha = LoraConfig.DEFAULT_ALPHA;
+    /** Dropout on the LoRA path's input, in training only (PEFT's {@code lora_dropout}). */
+    private double dropout;
     /** Whether the scaling is {@code alpha / sqrt(r)}. */
     private boolean rsLora;
     /** The initialisation scheme. */
@@ -33,22 +35,16 @@ public final class LoraSettings implements Serializable {
     /**
      * The settings of {@code config}.
      *
-     * @param config the configuration to store; its dropout must be 0
-     * @return new settings holding its rank, alpha, rsLoRA flag, init and seed
-     * @throws NullPointerException     if {@code config} is null
-     * @throws IllegalArgumentException if {@code config.dropout() > 0}: DL4J layers take their input dropout from
-     *                                  the layer's own {@code dropOut(...)}; a LoRA-path-only dropout is not
-     *                                  supported in lora-dl4j
+     * @param config the configuration to store
+     * @return new settings holding its rank, alpha, dropout, rsLoRA flag, init and seed
+     * @throws NullPointerException if {@code config} is null
      */
     public static LoraSettings of(LoraConfig config) {
         Objects.requireNonNull(config, "config must not be null");
-        if (config.dropout() != 0) {
-            throw new IllegalArgumentException("lora-dl4j supports LoRA dropout 0 only (the layer's own dropOut(...) "
-                    + "acts on the whole input), got dropout " + config.dropout());
-        }
         LoraSettings s = new LoraSettings();
         s.rank = config.rank();
         s.alpha = config.alpha();
+        s.dropout = config.dropout();
         s.rsLora = config.rsLora();
         s.init = config.init();
         s.seed = config.seed();
@@ -58,12 +54,13 @@ public final class LoraSettings implements Serializable {
     /**
      * The configuration these settings describe.
      *
-     * @return a new, validated {@link LoraConfig} with dropout 0
+     * @return a new, validated {@link LoraConfig}
      * @throws IllegalArgumentException if a setter stored a value {@link LoraConfig.Builder} refuses (e.g. a rank
-     *                                  below 1 read from a hand-edited JSON file)
+     *                                  below 1 or a dropout of 1 read from a hand-edited JSON file)
      */
     public LoraConfig toConfig() {
-        return LoraConfig.builder().rank(rank).alpha(alpha).rsLora(rsLora).init(init).seed(seed).build();
+        return LoraConfig.builder().rank(rank).alpha(alpha).dropout(dropout).rsLora(rsLora).init(init).seed(seed)
+                .build();
     }
 
     /**
@@ -92,6 +89,21 @@ public final class LoraSettings implements Serializable {
     /** @param alpha PEFT's {@code lora_alpha}, finite and positive */
     public void setAlpha(double alpha) {
         this.alpha = alpha;
+    }
+
+    /**
+     * Dropout on the LoRA path's input in training ({@code B(A(dropout(x)))}, PEFT's {@code lora_dropout}); the base
+     * path {@code x W + b} sees {@code x} undropped. Networks saved without it read it as 0.
+     *
+     * @return the stored probability
+     */
+    public double getDropout() {
+        return dropout;
+    }
+
+    /** @param dropout probability in {@code [0, 1)} */
+    public void setDropout(double dropout) {
+        this.dropout = dropout;
     }
 
     /**
@@ -148,7 +160,7 @@ public final class LoraSettings implements Serializable {
 
     @Override
     public String toString() {
-        return "LoraSettings{rank=" + rank + ", alpha=" + alpha + ", rsLora=" + rsLora + ", init=" + init + ", seed="
+        return "LoraSettings{rank=" + rank + ", alpha=" + alpha + ", dropout=" + dropout + ", rsLora=" + rsLora + ", init=" + init + ", seed="
                 + seed + "}";
     }
 }

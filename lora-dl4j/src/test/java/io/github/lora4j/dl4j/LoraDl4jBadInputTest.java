@@ -1,12 +1,19 @@
 package io.github.lora4j.dl4j;
 
 import static io.github.lora4j.dl4j.Bits.assertBitwise;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.github.lora4j.LoraConfig;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
 import java.util.function.Supplier;
 import java.util.regex.Pattern;
+import org.deeplearning4j.nn.api.OptimizationAlgorithm;
 import org.deeplearning4j.nn.conf.MultiLayerConfiguration;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.inputs.InputType;
@@ -15,9 +22,11 @@ import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.LSTM;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
+import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.function.Executable;
+import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.linalg.activations.Activation;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -60,7 +69,8 @@ class LoraDl4jBadInputTest {
         MultiLayerNetwork convNet = new MultiLayerNetwork(conv);
         convNet.init();
         assertRefused(IllegalArgumentException.class, convNet, () -> LoraDl4j.apply(convNet, CONFIG, "conv"),
-                "'conv'", "is a ConvolutionLayer", "expected a DenseLayer or OutputLayer");
+                "'conv'", "is a ConvolutionLayer", "expected a DenseLayer, OutputLayer or RnnOutputLayer",
+                "a convolution's weight is a kernel");
 
         MultiLayerConfiguration rnn = new NeuralNetConfiguration.Builder().seed(1).list()
                 .layer(new LSTM.Builder().nIn(4).nOut(5).name("lstm").build())
@@ -70,7 +80,8 @@ class LoraDl4jBadInputTest {
         MultiLayerNetwork rnnNet = new MultiLayerNetwork(rnn);
         rnnNet.init();
         assertRefused(IllegalArgumentException.class, rnnNet, () -> LoraDl4j.apply(rnnNet, CONFIG, "lstm"),
-                "'lstm'", "is a LSTM", "expected a DenseLayer or OutputLayer");
+                "'lstm'", "is a LSTM", "expected a DenseLayer, OutputLayer or RnnOutputLayer",
+                "stacks its gates'");
     }
 
     @Test
@@ -83,9 +94,6 @@ class LoraDl4jBadInputTest {
         assertRefused(IllegalArgumentException.class, net,
                 () -> LoraDl4j.apply(net, CONFIG.toBuilder().rank(4).build(), "layer2"),
                 "rank must be <= min(nIn, nOut) = 3", "got 4");
-        assertRefused(IllegalArgumentException.class, net,
-                () -> LoraDl4j.apply(net, CONFIG.toBuilder().dropout(0.1).build(), "layer0"),
-                "dropout 0 only", "got dropout 0.1");
         MultiLayerNetwork layerNorm = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().list()
                 .layer(new DenseLayer.Builder().nIn(4).nOut(4).hasLayerNorm(true).build())
                 .layer(new OutputLayer.Builder().nIn(4).nOut(2).build()).build());
@@ -108,5 +116,97 @@ class LoraDl4jBadInputTest {
         MultiLayerNetwork raw = uninitialised.get();
         IllegalStateException e = assertThrows(IllegalStateException.class, () -> LoraDl4j.apply(raw, CONFIG, "layer0"));
         assertTrue(e.getMessage().contains("call init()"), e.getMessage());
+    }
+
+    /** Dense "d" (4→6), dense "d" (6→6), output (6→2): DL4J accepts two layers with one name. */
+    private static MultiLayerNetwork twoLayersNamedD(LoraSettings lora) {
+        DenseLayer d0 = new DenseLayer.Builder().nIn(4).nOut(6).activation(Activation.TANH).name("d").build();
+        DenseLayer d1 = new DenseLayer.Builder().nIn(6).nOut(6).activation(Activation.TANH).name("d").build();
+        OutputLayer out = new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(6).nOut(2)
+                .activation(Activation.IDENTITY).build();
+        NeuralNetConfiguration.ListBuilder b = new NeuralNetConfiguration.Builder().seed(3).updater(new Adam(0.01)).list();
+        if (lora == null) {
+            b.layer(d0).layer(d1).layer(out);
+        } else {        // a LoRA network made without apply (e.g. from JSON), which nothing checked
+            b.layer(new LoraDenseLayer(d0, lora)).layer(new LoraDenseLayer(d1, lora)).layer(new LoraOutputLayer(out, null));
+        }
+        MultiLayerNetwork net = new MultiLayerNetwork(b.build());
+        net.init();
+        return net;
+    }
+
+    /** Issue 29 item 3: apply(net, cfg, "d") adapted both, then saveAdapter, counts and merge acted on one. */
+    @Test
+    void twoTargetedLayersWithOneNameAreRefusedNamingBoth() {
+        MultiLayerNetwork net = twoLayersNamedD(null);
+        assertRefused(IllegalArgumentException.class, net, () -> LoraDl4j.apply(net, CONFIG, "d"),
+                "layers 'd' (index 0) and 'd' (index 1) share the name 'd'", "distinct names");
+        assertRefused(IllegalArgumentException.class, net, () -> LoraDl4j.apply(net, CONFIG, "0", "1"),
+                "share the name 'd'");
+        assertRefused(IllegalArgumentException.class, net, () -> LoraDl4j.apply(net, CONFIG, Pattern.compile("d")),
+                "share the name 'd'");
+        MultiLayerNetwork one = LoraDl4j.apply(net, CONFIG, "1");           // one of them is fine
+        assertEquals(2L * (6 + 6), LoraDl4j.trainableParameterCount(one));
+    }
+
+    @Test
+    void aLoraNetworkWithTwoAdaptedLayersOfOneNameIsRefusedByEveryCallNotActedOnHalfway(@TempDir Path dir)
+            throws IOException {
+        MultiLayerNetwork net = twoLayersNamedD(LoraSettings.of(CONFIG));
+        String[] named = {"share the name 'd'", "layer name: d"};
+        assertRefused(IllegalArgumentException.class, net, () -> LoraDl4j.trainableParameterCount(net), named);
+        assertRefused(IllegalArgumentException.class, net, () -> LoraDl4j.isMerged(net), named);
+        assertRefused(IllegalArgumentException.class, net, () -> LoraDl4j.merge(net), named);
+        assertRefused(IllegalArgumentException.class, net, () -> LoraDl4j.saveAdapter(net, dir.resolve("a")), named);
+        assertFalse(Files.exists(dir.resolve("a")), "nothing written");
+        assertRefused(IllegalArgumentException.class, net, () -> LoraDl4j.mergeAndUnload(net), named);
+    }
+
+    /**
+     * Issue 29 item 11: the line-search solvers failed on every LoRA network with an ND4J shape error in fit(); apply
+     * refuses them, since they step frozen W and b past the NoOp updater.
+     */
+    @Test
+    void lineSearchOptimizersAreRefusedByApplyNamingTheAlgorithm() {
+        for (OptimizationAlgorithm algo : List.of(OptimizationAlgorithm.LINE_GRADIENT_DESCENT,
+                OptimizationAlgorithm.CONJUGATE_GRADIENT, OptimizationAlgorithm.LBFGS)) {
+            MultiLayerNetwork net = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().seed(1)
+                    .optimizationAlgo(algo).list()
+                    .layer(new DenseLayer.Builder().nIn(4).nOut(6).build())
+                    .layer(new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(6).nOut(2)
+                            .activation(Activation.IDENTITY).build()).build());
+            net.init();
+            assertRefused(IllegalArgumentException.class, net, () -> LoraDl4j.apply(net, CONFIG, "0"),
+                    "layer 'layer0' (index 0) is configured with optimizationAlgo " + algo,
+                    "STOCHASTIC_GRADIENT_DESCENT (DL4J's default) only");
+            ComputationGraph graph = new ComputationGraph(new NeuralNetConfiguration.Builder().seed(1)
+                    .optimizationAlgo(algo).graphBuilder().addInputs("in")
+                    .addLayer("fc", new DenseLayer.Builder().nIn(4).nOut(6).build(), "in")
+                    .addLayer("out", new OutputLayer.Builder(LossFunctions.LossFunction.MSE).nIn(6).nOut(2)
+                            .activation(Activation.IDENTITY).build(), "fc")
+                    .setOutputs("out").build());
+            graph.init();
+            INDArray before = graph.params().dup();
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                    () -> LoraDl4j.apply(graph, CONFIG, "fc"));
+            assertTrue(e.getMessage().contains("optimizationAlgo " + algo), e.getMessage());
+            assertBitwise(before, graph.params(), "graph parameters after a refused apply");
+        }
+    }
+
+    /** Issue 29 item 19: merge documents IllegalStateException for a non-finite adapter, and threw the other type. */
+    @Test
+    void mergeOfANonFiniteAdapterThrowsTheDocumentedIllegalStateExceptionAndChangesNothing() {
+        for (double bad : new double[] {Double.NaN, Double.POSITIVE_INFINITY}) {
+            MultiLayerNetwork lora = LoraDl4j.apply(Nets.mln(DataType.FLOAT, new Adam(0.01), 1), CONFIG, "layer0",
+                    "layer2");
+            lora.getLayer(2).getParam("loraB").putScalar(1, bad);
+            assertRefused(IllegalStateException.class, lora, () -> LoraDl4j.merge(lora), "cannot merge layer",
+                    "layer name: layer2", "expected finite values", "W left unchanged");
+            assertFalse(LoraDl4j.isMerged(lora), "not merged");
+            lora.getLayer(2).getParam("loraB").putScalar(1, 0.5);
+            LoraDl4j.merge(lora);                   // finite again: it merges
+            assertTrue(LoraDl4j.isMerged(lora));
+        }
     }
 }

@@ -4,7 +4,6 @@ import static io.github.lora4j.dl4j.Bits.assertBitwise;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
-import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.github.lora4j.LoraConfig;
@@ -12,7 +11,6 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
-import org.deeplearning4j.nn.conf.layers.BatchNormalization;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.graph.ComputationGraph;
@@ -117,17 +115,73 @@ class LoraDl4jGraphTest {
                 "updater state of layer0's loraA and loraB only");
     }
 
+    /**
+     * Issue 30 item 6 in a graph: a dense layer per time step and an RnnOutputLayer carry LoRA, with a frozen LSTM and
+     * a SelfAttentionLayer (SameDiff-defined) untargeted between them; fit() trains the adapters alone. (DL4J's own
+     * BatchNormalization cannot take recurrent input; the feed-forward graph below has one.)
+     */
     @Test
-    void anUntargetedBatchNormalizationIsRefused() {
-        MultiLayerNetwork base = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().list()
-                .layer(new DenseLayer.Builder().nIn(Nets.IN).nOut(8).build())
-                .layer(new BatchNormalization.Builder().nOut(8).build())
-                .layer(new OutputLayer.Builder().nIn(8).nOut(Nets.CLASSES).build()).build());
+    void aGraphWithRecurrentAndAttentionLayersTrainsItsAdaptersAlone() {
+        assertTrainsAdaptersAlone(new NeuralNetConfiguration.Builder().seed(6)
+                .updater(new Adam(0.05)).weightDecay(1e-3).graphBuilder()
+                .addInputs("in")
+                .setInputTypes(org.deeplearning4j.nn.conf.inputs.InputType.recurrent(4, 5))
+                .addLayer("fc", new DenseLayer.Builder().nOut(6).activation(Activation.TANH).build(), "in")
+                .addLayer("lstm", new org.deeplearning4j.nn.conf.layers.LSTM.Builder().nOut(6).build(), "fc")
+                .addLayer("attn", new org.deeplearning4j.nn.conf.layers.SelfAttentionLayer.Builder().nOut(6).nHeads(2)
+                        .headSize(3).projectInput(true).build(), "lstm")
+                .addLayer("out", new org.deeplearning4j.nn.conf.layers.RnnOutputLayer.Builder(
+                        LossFunctions.LossFunction.MCXENT).nOut(3).activation(Activation.SOFTMAX).build(), "attn")
+                .setOutputs("out").build(), true);
+    }
+
+    @Test
+    void aGraphWithAnUntargetedBatchNormalizationTrainsItsAdaptersAlone() {
+        assertTrainsAdaptersAlone(new NeuralNetConfiguration.Builder().seed(6)
+                .updater(new Adam(0.05)).weightDecay(1e-3).graphBuilder()
+                .addInputs("in")
+                .setInputTypes(org.deeplearning4j.nn.conf.inputs.InputType.feedForward(Nets.IN))
+                .addLayer("fc", new DenseLayer.Builder().nOut(8).activation(Activation.TANH).build(), "in")
+                .addLayer("bn", new org.deeplearning4j.nn.conf.layers.BatchNormalization.Builder().build(), "fc")
+                .addLayer("out", new OutputLayer.Builder(LossFunctions.LossFunction.MCXENT).nOut(Nets.CLASSES)
+                        .activation(Activation.SOFTMAX).build(), "bn")
+                .setOutputs("out").build(), false);
+    }
+
+    private static void assertTrainsAdaptersAlone(org.deeplearning4j.nn.conf.ComputationGraphConfiguration conf,
+            boolean recurrent) {
+        ComputationGraph base = new ComputationGraph(conf);
         base.init();
-        INDArray params = base.params().dup();
-        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> LoraDl4j.apply(base, CONFIG, "layer0"));
-        assertTrue(e.getMessage().contains("(BatchNormalization)"), e.getMessage());
-        assertBitwise(params, base.params(), "parameters after a refused apply");
+        DataSet data = recurrent ? LoraDl4jRnnTest.task(DataType.FLOAT, org.deeplearning4j.nn.conf.RNNFormat.NCW, 1, 2,
+                16) : Nets.task(DataType.FLOAT, 1, 2, 16);
+        INDArray expected = base.outputSingle(data.getFeatures());
+
+        ComputationGraph lora = LoraDl4j.apply(base, CONFIG, "fc", "out");
+
+        if (recurrent) {
+            assertInstanceOf(LoraRnnOutputLayerImpl.class, lora.getLayer("out"));
+        } else {
+            assertInstanceOf(FrozenBatchNormalizationImpl.class, lora.getLayer("bn"));
+        }
+        assertBitwise(expected, lora.outputSingle(data.getFeatures()), "output at init");
+        Map<String, INDArray> before = new LinkedHashMap<>();
+        for (org.deeplearning4j.nn.api.Layer l : lora.getLayers()) {
+            l.paramTable().forEach((k, v) -> before.put(l.conf().getLayer().getLayerName() + "_" + k, v.dup()));
+        }
+        double start = lora.score(data);
+        for (int i = 0; i < 10; i++) {
+            lora.fit(data);
+        }
+        assertTrue(lora.score(data) < start, "loss " + start + " -> " + lora.score(data));
+        for (org.deeplearning4j.nn.api.Layer l : lora.getLayers()) {
+            l.paramTable().forEach((k, v) -> {
+                String key = l.conf().getLayer().getLayerName() + "_" + k;
+                if (k.startsWith("lora")) {
+                    assertFalse(before.get(key).equals(v), key + " trains");
+                } else {
+                    assertBitwise(before.get(key), v, key + " stays frozen");
+                }
+            });
+        }
     }
 }

@@ -14,6 +14,7 @@ import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.weights.WeightInit;
 import org.nd4j.linalg.activations.Activation;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 import org.nd4j.linalg.learning.config.Adam;
@@ -96,11 +97,16 @@ public final class Dl4jFineTune {
                          List<long[]> layerShapes) {
     }
 
-    /** The base network, initialised: {@code inputDim → hidden → hidden → classes}. */
+    /** The base network, initialised: {@code inputDim → hidden → hidden → classes}, in FLOAT. */
     static MultiLayerNetwork baseNetwork(Config c) {
+        return baseNetwork(c, DataType.FLOAT);
+    }
+
+    /** {@link #baseNetwork(Config)} in {@code type} (the Spark example's {@code --verify} runs in DOUBLE). */
+    static MultiLayerNetwork baseNetwork(Config c, DataType type) {
         FineTuneDemo.Config d = c.data();
         MultiLayerConfiguration conf = new NeuralNetConfiguration.Builder()
-                .seed(d.seed()).updater(new Adam(c.lr())).weightInit(WeightInit.RELU)
+                .seed(d.seed()).dataType(type).updater(new Adam(c.lr())).weightInit(WeightInit.RELU)
                 .list()
                 .layer(new DenseLayer.Builder().nIn(d.inputDim()).nOut(d.hidden()).activation(Activation.RELU).build())
                 .layer(new DenseLayer.Builder().nIn(d.hidden()).nOut(d.hidden()).activation(Activation.RELU).build())

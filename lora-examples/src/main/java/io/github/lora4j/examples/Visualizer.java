@@ -11,11 +11,20 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Instant;
+import java.time.LocalDate;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeParseException;
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.HashMap;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeSet;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * Writes {@code lora-visualizer.html}: one self-contained page (no network, works from {@code file://}) with sliders
@@ -26,7 +35,8 @@ import java.util.TreeSet;
  * <p>The page computes the counts with a line-by-line port of {@link io.github.lora4j.LoraMath};
  * {@code VisualizerTest} drives it in headless Chromium and checks every number it shows against {@code LoraMath}.
  * The measured overheads are read here, when the page is generated, from {@code lora-benchmarks/results/*}
- * ({@code report.json}, else {@code jmh-result.json}) and written into the page.
+ * ({@code report.json}, else {@code jmh-result.json}), the newest run for each shape (see {@link #readOverheads}),
+ * and written into the page.
  */
 public final class Visualizer {
 
@@ -36,6 +46,8 @@ public final class Visualizer {
     private static final String TEMPLATE = "lora-visualizer.html";
     private static final String PLACEHOLDER = "/*LORA_DATA*/";
     private static final ObjectMapper JSON = new ObjectMapper();
+    /** A results folder's date prefix, {@code 2026-12-02-full}: the date, then the end or a non-digit. */
+    private static final Pattern DATE_PREFIX = Pattern.compile("^(\\d{4}-\\d{2}-\\d{2})(?:$|[^0-9])");
 
     private Visualizer() {
     }
@@ -79,7 +91,8 @@ public final class Visualizer {
      * @param presets   the shapes of the preset menu
      * @param initial   the shape and rank the page opens with (also the page's default without {@code #d=..&k=..&r=..})
      * @param rank      the initial rank, 1..16
-     * @param overheads measured overheads to show; may be empty
+     * @param overheads measured overheads to show, one run per shape as {@link #readOverheads} gives them (where two
+     *                  entries share shape, rank and batch, the page shows the first); may be empty
      * @return {@code file}
      * @throws IOException if the template cannot be read or the page not written
      */
@@ -128,32 +141,82 @@ public final class Visualizer {
     }
 
     /**
-     * Reads the forward overheads of every report under {@code results}: each sub-folder's {@code report.json}, or
+     * Reads the forward overheads of the reports under {@code results}: each sub-folder's {@code report.json}, or
      * its {@code jmh-result.json} when there is no report. Folders without forward results add nothing.
      *
+     * <p>Where several runs measured the same shape ({@code in}, {@code out}, rank), only the <b>newest</b> run's
+     * results for that shape are kept, so the page never shows a superseded measurement beside, or instead of, the
+     * current one. A run's date is the report's own {@code environment."date (UTC)"} (an ISO-8601 instant, written
+     * by {@code BenchmarkReport}); without one (a bare {@code jmh-result.json}, or a date that does not parse) it is
+     * the folder name's {@code YYYY-MM-DD} prefix, read as the start of that day in UTC; a folder with neither is
+     * older than every dated run. Of two runs with the same date, the folder whose name sorts last is the newer.
+     * Shapes that only an older run measured keep that run's results.
+     *
      * @param results the results folder; a missing one gives an empty list
-     * @return the overheads, folder by folder (sorted by name), then as the results list them
+     * @return the kept overheads, newest run first, then as each report lists them
      * @throws IOException if a file exists but cannot be read as JSON
      */
     public static List<Overhead> readOverheads(Path results) throws IOException {
-        List<Overhead> out = new ArrayList<>();
         if (!Files.isDirectory(results)) {
-            return out;
+            return new ArrayList<>();
         }
         List<Path> dirs = new ArrayList<>();
         try (DirectoryStream<Path> ds = Files.newDirectoryStream(results, Files::isDirectory)) {
             ds.forEach(dirs::add);
         }
-        dirs.sort(null);
+        List<Run> runs = new ArrayList<>();
         for (Path dir : dirs) {
             Path file = Files.isRegularFile(dir.resolve("report.json")) ? dir.resolve("report.json")
                     : dir.resolve("jmh-result.json");
             if (Files.isRegularFile(file)) {
-                String source = "lora-benchmarks/results/" + dir.getFileName() + "/" + file.getFileName();
-                out.addAll(overheads(JSON.readTree(file.toFile()), source));
+                String folder = dir.getFileName().toString();
+                JsonNode root = JSON.readTree(file.toFile());
+                String source = "lora-benchmarks/results/" + folder + "/" + file.getFileName();
+                runs.add(new Run(folder, runDate(root, folder), overheads(root, source)));
             }
         }
+        runs.sort(Comparator.comparing(Run::date, Comparator.nullsLast(Comparator.reverseOrder()))
+                .thenComparing(Run::folder, Comparator.reverseOrder()));
+        List<Overhead> out = new ArrayList<>();
+        Set<String> taken = new HashSet<>();
+        for (Run run : runs) {
+            Set<String> shapes = new HashSet<>();
+            for (Overhead o : run.overheads()) {
+                String shape = o.in() + "x" + o.out() + "/r" + o.rank();
+                if (!taken.contains(shape)) {
+                    shapes.add(shape);
+                    out.add(o);
+                }
+            }
+            taken.addAll(shapes);
+        }
         return out;
+    }
+
+    /** One results folder's overheads and the date that orders it against the others ({@code null}: undated). */
+    private record Run(String folder, Instant date, List<Overhead> overheads) {
+    }
+
+    /**
+     * When a run was taken: its report's {@code "date (UTC)"}, else the folder's {@code YYYY-MM-DD} prefix at the
+     * start of that day (UTC), else {@code null}.
+     */
+    static Instant runDate(JsonNode root, String folder) {
+        String reported = root.path("environment").path("date (UTC)").asText("");
+        try {
+            return Instant.parse(reported);
+        } catch (DateTimeParseException notAnInstant) {
+            // fall through to the folder's name
+        }
+        Matcher m = DATE_PREFIX.matcher(folder);
+        if (m.find()) {
+            try {
+                return LocalDate.parse(m.group(1)).atStartOfDay(ZoneOffset.UTC).toInstant();
+            } catch (DateTimeParseException notADate) {
+                return null;
+            }
+        }
+        return null;
     }
 
     /**

@@ -58,19 +58,43 @@ class VisualizerTest {
 
     /** Two forward results per batch at 4096², r = 8 (medians 4,100 and 4,050 µs, errors 2 % of the score). */
     private static String report() {
+        return report("\"2026-11-23T17:05:02Z\"", 4096, 4100, 4050, 13000, 12800);
+    }
+
+    /**
+     * A report of the unmerged and merged forward at {@code size}², r = 8, n = 1 and 64, with the given medians (µs)
+     * and errors of 2 % of the score.
+     *
+     * @param date the environment's {@code "date (UTC)"} as JSON, or {@code null} for a bare JMH array
+     */
+    private static String report(String date, int size, double unmerged1, double merged1, double unmerged64,
+            double merged64) {
         StringBuilder jmh = new StringBuilder();
-        for (String[] r : new String[][] {{"unmerged", "1", "4100"}, {"merged", "1", "4050"},
-                {"unmerged", "64", "13000"}, {"merged", "64", "12800"}}) {
-            double median = Double.parseDouble(r[2]);
+        for (Object[] r : new Object[][] {{"unmerged", "1", unmerged1}, {"merged", "1", merged1},
+                {"unmerged", "64", unmerged64}, {"merged", "64", merged64}}) {
+            double median = (Double) r[2];
             jmh.append(jmh.length() == 0 ? "" : ",").append(String.format(Locale.ROOT,
                     "{\"benchmark\": \"io.github.lora4j.benchmarks.ForwardBenchmark.%s\", \"params\": {\"batch\": \"%s\","
-                            + " \"size\": \"4096\"%s}, \"primaryMetric\": {\"score\": %s, \"scoreError\": %s,"
+                            + " \"size\": \"%d\"%s}, \"primaryMetric\": {\"score\": %s, \"scoreError\": %s,"
                             + " \"scorePercentiles\": {\"50.0\": %s}, \"scoreUnit\": \"us/op\"}}",
-                    r[0], r[1], r[0].equals("unmerged") ? ", \"rank\": \"8\"" : "", median * 1.05, median * 1.05 * 0.02,
-                    median));
+                    r[0], r[1], size, r[0].equals("unmerged") ? ", \"rank\": \"8\"" : "", median * 1.05,
+                    median * 1.05 * 0.02, median));
         }
-        return "{\"environment\": {\"date (UTC)\": \"2026-11-23T17:05:02Z\", \"profile\": \"full: 1 fork(s)\"},"
-                + " \"jmh\": [" + jmh + "]}";
+        return date == null ? "[" + jmh + "]"
+                : "{\"environment\": {\"date (UTC)\": " + date + ", \"profile\": \"full: 1 fork(s)\"}, \"jmh\": [" + jmh + "]}";
+    }
+
+    /** Writes {@code json} as {@code results/folder/file}, creating the folders. */
+    private static void put(Path results, String folder, String file, String json) throws IOException {
+        Files.createDirectories(results.resolve(folder));
+        Files.writeString(results.resolve(folder).resolve(file), json);
+    }
+
+    /** Each overhead as "folder: in x out r rank n batch = ratio", for readable failures. */
+    private static List<String> described(List<Visualizer.Overhead> read) {
+        return read.stream().map(o -> o.source().replaceAll("^lora-benchmarks/results/|/[^/]+$", "") + ": " + o.in()
+                + "x" + o.out() + " r" + o.rank() + " n" + o.batch() + String.format(Locale.ROOT, " = %.4f", o.ratio()))
+                .toList();
     }
 
     // ---------------------------------------------------------------- without a browser
@@ -105,18 +129,88 @@ class VisualizerTest {
     @Test
     void resultsFoldersAreReadReportFirstAndMissingOnesGiveNothing() throws IOException {
         Path results = dir.resolve("results");
-        Files.createDirectories(results.resolve("a-run"));
-        Files.createDirectories(results.resolve("b-raw"));
+        put(results, "a-run", "report.json", report());
+        // beside its report, a raw result that must not be read: report.json comes first
+        put(results, "a-run", "jmh-result.json", report(null, 4096, 9000, 4000, 9000, 4000));
+        // b-raw: a bare JMH array alone, of another shape (so that the newer run does not replace it)
+        put(results, "b-raw", "jmh-result.json", report(null, 1024, 41, 40, 130, 128));
         Files.createDirectories(results.resolve("c-empty"));
-        Files.writeString(results.resolve("a-run/report.json"), report());
-        JsonNode bare = JSON.readTree(report()).path("jmh");
-        Files.writeString(results.resolve("b-raw/jmh-result.json"), bare.toString());
         List<Visualizer.Overhead> read = Visualizer.readOverheads(results);
         assertEquals(List.of("lora-benchmarks/results/a-run/report.json", "lora-benchmarks/results/a-run/report.json",
                 "lora-benchmarks/results/b-raw/jmh-result.json", "lora-benchmarks/results/b-raw/jmh-result.json"),
                 read.stream().map(Visualizer.Overhead::source).toList());
+        assertEquals(4100.0 / 4050.0, read.get(0).ratio(), 1e-12, "a-run's report, not its raw result");
         assertEquals("", read.get(2).profile(), "a bare JMH array names no profile");
         assertEquals(List.of(), Visualizer.readOverheads(dir.resolve("no-such-folder")));
+    }
+
+    // ---------------------------------------------------------------- the newest run of each shape
+
+    @Test
+    void ofTwoRunsOfOneShapeTheNewestIsReadNotTheFirstFolderByName() throws IOException {
+        Path results = dir.resolve("two-runs");
+        // the old run (unmerged/merged 2.65 at n = 1, as in the stale screenshot) sorts first by name
+        put(results, "2026-11-23-full", "report.json", report("\"2026-11-23T17:05:02Z\"", 4096, 10600, 4000, 26000, 12800));
+        put(results, "2026-12-02-full", "report.json", report("\"2026-12-02T17:22:34.884063205Z\"", 4096, 4100, 4050,
+                13000, 12800));
+        List<Visualizer.Overhead> read = Visualizer.readOverheads(results);
+        assertEquals(List.of("2026-12-02-full: 4096x4096 r8 n1 = 1.0123", "2026-12-02-full: 4096x4096 r8 n64 = 1.0156"),
+                described(read), "only the newest run of a shape is kept");
+        assertEquals("full profile, 2026-12-02", read.get(0).profile());
+    }
+
+    @Test
+    void theReportsOwnDateOutranksTheFolderName() throws IOException {
+        Path results = dir.resolve("dated-reports");
+        // named as if newest, but its report says it ran first
+        put(results, "2026-12-09-copy", "report.json", report("\"2026-11-23T17:05:02Z\"", 4096, 10600, 4000, 26000, 12800));
+        put(results, "2026-12-02-full", "report.json", report("\"2026-12-02T17:22:34Z\"", 4096, 4100, 4050, 13000, 12800));
+        // no date in its name, the newest date in its report
+        put(results, "zen4-rerun", "report.json", report("\"2026-12-03T09:00:00Z\"", 1024, 52, 50, 520, 500));
+        put(results, "1024-old", "report.json", report("\"2026-12-01T09:00:00Z\"", 1024, 99, 50, 990, 500));
+        assertEquals(List.of("zen4-rerun: 1024x1024 r8 n1 = 1.0400", "zen4-rerun: 1024x1024 r8 n64 = 1.0400",
+                "2026-12-02-full: 4096x4096 r8 n1 = 1.0123", "2026-12-02-full: 4096x4096 r8 n64 = 1.0156"),
+                described(Visualizer.readOverheads(results)));
+    }
+
+    @Test
+    void withoutADateInTheReportTheFolderPrefixDatesTheRunAndUndatedRunsAreOldest() throws IOException {
+        Path results = dir.resolve("folder-dates");
+        put(results, "2026-12-02-full", "report.json", report("\"2026-12-02T17:22:34Z\"", 4096, 4100, 4050, 13000, 12800));
+        put(results, "2026-12-05-raw", "jmh-result.json", report(null, 4096, 4200, 4000, 13200, 12000));
+        put(results, "zz-undated", "jmh-result.json", report(null, 4096, 9000, 4000, 9000, 4000));
+        assertEquals(List.of("2026-12-05-raw: 4096x4096 r8 n1 = 1.0500", "2026-12-05-raw: 4096x4096 r8 n64 = 1.1000"),
+                described(Visualizer.readOverheads(results)));
+        put(results, "2026-12-06-bad-date", "report.json", report("\"yesterday\"", 4096, 4400, 4000, 4800, 4000));
+        assertEquals(List.of("2026-12-06-bad-date: 4096x4096 r8 n1 = 1.1000",
+                "2026-12-06-bad-date: 4096x4096 r8 n64 = 1.2000"), described(Visualizer.readOverheads(results)),
+                "a report date that does not parse: the folder's date");
+
+        Path invalid = dir.resolve("invalid-prefix");
+        put(invalid, "2026-01-01-old", "jmh-result.json", report(null, 4096, 4200, 4000, 13200, 12000));
+        put(invalid, "2026-13-45-no-such-day", "jmh-result.json", report(null, 4096, 9000, 4000, 9000, 4000));
+        assertEquals(List.of("2026-01-01-old: 4096x4096 r8 n1 = 1.0500", "2026-01-01-old: 4096x4096 r8 n64 = 1.1000"),
+                described(Visualizer.readOverheads(invalid)), "a prefix that is no date leaves the run undated");
+    }
+
+    @Test
+    void equalDatesGoToTheFolderSortingLast() throws IOException {
+        Path results = dir.resolve("same-day");
+        put(results, "2026-12-02-a", "jmh-result.json", report(null, 4096, 9000, 4000, 9000, 4000));
+        put(results, "2026-12-02-b", "jmh-result.json", report(null, 4096, 4100, 4050, 13000, 12800));
+        assertEquals(List.of("2026-12-02-b: 4096x4096 r8 n1 = 1.0123", "2026-12-02-b: 4096x4096 r8 n64 = 1.0156"),
+                described(Visualizer.readOverheads(results)));
+    }
+
+    @Test
+    void shapesThatOnlyAnOlderRunMeasuredKeepItsResults() throws IOException {
+        Path results = dir.resolve("partial");
+        put(results, "2026-11-23-full", "report.json", report("\"2026-11-23T17:05:02Z\"", 4096, 10600, 4000, 26000, 12800));
+        put(results, "2026-11-24-small", "report.json", report("\"2026-11-24T10:00:00Z\"", 1024, 52, 50, 520, 500));
+        put(results, "2026-12-02-full", "report.json", report("\"2026-12-02T17:22:34Z\"", 4096, 4100, 4050, 13000, 12800));
+        assertEquals(List.of("2026-12-02-full: 4096x4096 r8 n1 = 1.0123", "2026-12-02-full: 4096x4096 r8 n64 = 1.0156",
+                "2026-11-24-small: 1024x1024 r8 n1 = 1.0400", "2026-11-24-small: 1024x1024 r8 n64 = 1.0400"),
+                described(Visualizer.readOverheads(results)));
     }
 
     @Test
@@ -174,6 +268,26 @@ class VisualizerTest {
                 source);
         assertTrue(element(dumpDom(chromium, "#d=4096&k=4096&r=8"), "m-shape").text()
                 .startsWith("Measured at this shape"));
+    }
+
+    @Test
+    void thePageShowsTheNewestRunOfAShape() throws Exception {
+        Path chromium = chromiumOrSkip();
+        Path results = dir.resolve("page-two-runs");
+        put(results, "2026-11-23-full", "report.json", report("\"2026-11-23T17:05:02Z\"", 4096, 10600, 4000, 26000, 12800));
+        put(results, "2026-12-02-full", "report.json", report("\"2026-12-02T17:22:34Z\"", 4096, 4100, 4050, 13000, 12800));
+        Path twoRuns = Visualizer.write(dir.resolve("two-runs").resolve(Visualizer.FILE), ParameterSavings.SHAPES,
+                new Shape("4096 x 4096", 4096, 4096), 8, Visualizer.readOverheads(results));
+        String dom = dumpDom(chromium, twoRuns, "#d=4096&k=4096&r=8");
+        Matcher rows = Pattern.compile("<tr class=\"m-row\" data-batch=\"(\\d+)\" data-ratio=\"([^\"]+)\">").matcher(dom);
+        Map<Integer, Double> shown = new HashMap<>();
+        while (rows.find()) {
+            shown.put(Integer.parseInt(rows.group(1)), Double.parseDouble(rows.group(2)));
+        }
+        assertEquals(Map.of(1, 4100.0 / 4050.0, 64, 13000.0 / 12800.0), shown, "the 2026-12-02 run's ratios");
+        Matcher src = Pattern.compile("id=\"m-source\">(.*?)</p>", Pattern.DOTALL).matcher(dom);
+        assertTrue(src.find(), "no source line in\n" + dom);
+        assertTrue(src.group(1).contains("lora-benchmarks/results/2026-12-02-full/report.json"), src.group(1));
     }
 
     @Test
@@ -257,7 +371,11 @@ class VisualizerTest {
     }
 
     private static String dumpDom(Path chromium, String hash) throws IOException, InterruptedException {
-        return run(chromium, List.of("--dump-dom", url(hash)));
+        return dumpDom(chromium, page, hash);
+    }
+
+    private static String dumpDom(Path chromium, Path file, String hash) throws IOException, InterruptedException {
+        return run(chromium, List.of("--dump-dom", file.toUri() + hash));
     }
 
     /** Runs headless Chromium once (its own profile folder, no sandbox: tests run as root in CI); returns stdout. */

@@ -2,7 +2,6 @@ package io.github.lora4j.benchmarks.sidebyside;
 
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.MergeMode;
-import io.github.lora4j.WeightLayout;
 import io.github.lora4j.benchmarks.Fixtures;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -19,14 +18,11 @@ final class JavaSide {
 
     /** Measures every target of shape {@code (d, r, n)}; merges only where the script measures them too. */
     static Map<String, Timing.Stats> measure(int d, int r, int n, double budget) {
-        long seed = d * 1000L + r * 10L + n;
-        double bound = 1.0 / Math.sqrt(d);
-        INDArray b = Fixtures.uniform(seed + 1, bound, d);
-        INDArray x = Fixtures.gaussian(seed + 2, n, d);
-        INDArray g = Fixtures.gaussian(seed + 3, n, d);
-        LoraLinear plain = LoraLinear.base(Fixtures.weight(d, seed), b, WeightLayout.OUT_IN);
-        LoraLinear layer = LoraLinear.wrap(Fixtures.weight(d, seed), b, Fixtures.config(r));
-        Fixtures.addRealisticAdapter(layer, LoraLinear.DEFAULT_ADAPTER, seed + 4);
+        Fixtures.GridCell cell = Fixtures.gridCell(d, r, n);
+        INDArray x = cell.x();
+        INDArray g = cell.g();
+        LoraLinear plain = cell.plain();
+        LoraLinear layer = cell.layer();
 
         Map<String, Timing.Stats> out = new LinkedHashMap<>();
         out.put("plain", Timing.measure(() -> plain.forward(x), budget));

@@ -1,0 +1,175 @@
+package io.github.lora4j.dl4j;
+
+import static io.github.lora4j.dl4j.Bits.assertBitwise;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.github.lora4j.LoraConfig;
+import io.github.lora4j.io.PeftAdapterConfig;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.deeplearning4j.datasets.iterator.utilty.ListDataSetIterator;
+import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.RNNFormat;
+import org.deeplearning4j.nn.conf.inputs.InputType;
+import org.deeplearning4j.nn.conf.layers.DenseLayer;
+import org.deeplearning4j.nn.conf.layers.LSTM;
+import org.deeplearning4j.nn.conf.layers.RnnOutputLayer;
+import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.nd4j.linalg.activations.Activation;
+import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
+import org.nd4j.linalg.dataset.DataSet;
+import org.nd4j.linalg.dataset.api.iterator.DataSetIterator;
+import org.nd4j.linalg.learning.config.Adam;
+import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
+
+/**
+ * The Java snippets of docs/dl4j.md, run: each region between {@code // docs/dl4j.md: <name>} and {@code // end} is
+ * one of the guide's code blocks, and {@link #everyJavaBlockOfTheGuideIsARegionOfThisFile} checks that the guide shows
+ * them as they are here.
+ */
+class Dl4jGuideTest {
+
+    @TempDir
+    Path tmp;
+
+    @Test
+    void applyFitSummarySaveMergeUnload() throws IOException {
+        MultiLayerNetwork net = Nets.mln(DataType.FLOAT, new Adam(0.01), 7);
+        DataSet taskB = Nets.task(DataType.FLOAT, 5, 6, 256);
+        DataSetIterator trainB = new ListDataSetIterator<>(taskB.asList(), 32);
+        Path dir = tmp.resolve("adapter");
+        // docs/dl4j.md: quick start
+        LoraConfig cfg = LoraConfig.builder().rank(2).alpha(4).dropout(0.05).build();
+        MultiLayerNetwork lora = LoraDl4j.apply(net, cfg, "layer0", "layer1", "layer2");   // names, "0", or a Pattern
+        lora.fit(trainB, 3);                          // trains loraA/loraB only; W and b stay bitwise unchanged
+        System.out.print(LoraDl4j.summary(lora));     // not lora.summary(): DL4J cannot see frozen W inside a layer
+        LoraDl4j.saveAdapter(lora, dir);              // PEFT files; F32 here, F64 for a DOUBLE network
+        LoraDl4j.merge(lora);                         // W += s·(B A)ᵀ in place: base cost, same outputs
+        LoraDl4j.unmerge(lora);                       // W bit for bit as before
+        MultiLayerNetwork plain = LoraDl4j.mergeAndUnload(lora);   // DL4J's own layers, for deployment
+        // end
+        assertEquals(cfg.rank() * ((long) (6 + 10) + (10 + 10) + (10 + 3)), LoraDl4j.trainableParameterCount(lora));
+        assertTrue(plain.output(taskB.getFeatures()).equalsWithEps(lora.output(taskB.getFeatures()), 1e-5));
+        for (int i = 0; i < 3; i++) {
+            assertBitwise(net.getLayer(i).getParam("W"), lora.getLayer(i).getParam("W"), "W of layer " + i);
+        }
+
+        MultiLayerNetwork other = LoraDl4j.apply(net, LoraConfig.builder().rank(2).alpha(4).build(), "layer0",
+                "layer1", "layer2");
+        // docs/dl4j.md: load
+        PeftAdapterConfig file = LoraDl4j.loadAdapter(other, dir);   // same layer names and rank; alpha and
+        double dropout = file.loraDropout();                         // lora_dropout come from the file
+        // end
+        assertEquals(0.05, dropout);
+        assertBitwise(lora.output(taskB.getFeatures()), other.output(taskB.getFeatures()), "reloaded adapter");
+    }
+
+    @Test
+    void aRecurrentNetwork() {
+        int features = 4;
+        int steps = 6;
+        // docs/dl4j.md: recurrent
+        MultiLayerNetwork rnn = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().updater(new Adam(0.03))
+                .list()
+                .layer(new DenseLayer.Builder().name("fc0").nOut(6).activation(Activation.TANH).build())
+                .layer(new LSTM.Builder().name("lstm").nOut(6).build())
+                .layer(new RnnOutputLayer.Builder(LossFunction.MCXENT).name("out").nOut(3)
+                        .activation(Activation.SOFTMAX).build())
+                .setInputType(InputType.recurrent(features, steps)).build());
+        rnn.init();
+        // fc0 sees [mb·T, 4] through DL4J's RnnToFeedForwardPreProcessor; out is a dense map per time step;
+        // the LSTM is frozen in a FrozenLayerWithBackprop and passes the gradient down to fc0's adapter
+        MultiLayerNetwork lora = LoraDl4j.apply(rnn, LoraConfig.builder().rank(2).alpha(4).build(), "fc0", "out");
+        // end
+        DataSet data = LoraDl4jRnnTest.task(DataType.FLOAT, RNNFormat.NCW, 1, 2, 8);
+        INDArray before = lora.getLayer(1).params().dup();
+        lora.fit(data);
+        assertBitwise(before, lora.getLayer(1).params(), "the LSTM stays frozen");
+        assertTrue(lora.getLayer(0).getParam("loraB").amaxNumber().doubleValue() > 0, "fc0's adapter trains");
+    }
+
+    @Test
+    void precision() throws IOException {
+        MultiLayerNetwork lora = LoraDl4j.apply(Nets.mln(DataType.DOUBLE, new Adam(0.01), 3),
+                LoraConfig.builder().rank(2).alpha(4).build(), "layer0");
+        Path dir = tmp.resolve("a");
+        Path f32 = tmp.resolve("b");
+        // docs/dl4j.md: precision
+        LoraDl4j.saveAdapter(lora, dir);                    // a DOUBLE network: F64 tensors, reload bit for bit
+        LoraDl4j.saveAdapter(lora, f32, DataType.FLOAT);    // F32 (or HALF, BFLOAT16) when size matters more
+        // end
+        assertTrue(Files.size(dir.resolve("adapter_model.safetensors")) > Files.size(f32.resolve(
+                "adapter_model.safetensors")));
+    }
+
+    // ---------------------------------------------------------------- the check
+
+    /** The regions of this file, by name, with the region's common indentation removed. */
+    static Map<String, String> regions(List<String> lines) {
+        Map<String, String> out = new LinkedHashMap<>();
+        String name = null;
+        List<String> body = new ArrayList<>();
+        for (String line : lines) {
+            String t = line.trim();
+            if (t.startsWith("// docs/dl4j.md: ")) {
+                name = t.substring("// docs/dl4j.md: ".length());
+                body.clear();
+            } else if (name != null && t.equals("// end")) {
+                out.put(name, dedent(body));
+                name = null;
+            } else if (name != null) {
+                body.add(line);
+            }
+        }
+        return out;
+    }
+
+    /** The guide's ```java blocks, dedented. */
+    static List<String> javaBlocks(List<String> lines) {
+        List<String> out = new ArrayList<>();
+        List<String> body = null;
+        for (String line : lines) {
+            if (body == null && line.trim().equals("```java")) {
+                body = new ArrayList<>();
+            } else if (body != null && line.trim().equals("```")) {
+                out.add(dedent(body));
+                body = null;
+            } else if (body != null) {
+                body.add(line);
+            }
+        }
+        return out;
+    }
+
+    private static String dedent(List<String> lines) {
+        int indent = lines.stream().filter(l -> !l.isBlank()).mapToInt(l -> l.length() - l.stripLeading().length())
+                .min().orElse(0);
+        StringBuilder b = new StringBuilder();
+        for (String l : lines) {
+            b.append(l.isBlank() ? "" : l.substring(indent)).append('\n');
+        }
+        return b.toString();
+    }
+
+    @Test
+    void everyJavaBlockOfTheGuideIsARegionOfThisFile() throws IOException {
+        Map<String, String> regions = regions(Files.readAllLines(
+                Path.of("src", "test", "java", "io", "github", "lora4j", "dl4j", "Dl4jGuideTest.java")));
+        List<String> blocks = javaBlocks(Files.readAllLines(Path.of("..", "docs", "dl4j.md")));
+        assertEquals(4, regions.size(), "regions " + regions.keySet());
+        assertEquals(regions.size(), blocks.size(), "the guide has one Java block per region");
+        for (String block : blocks) {
+            assertTrue(regions.containsValue(block), "docs/dl4j.md shows a Java block that is no region of "
+                    + "Dl4jGuideTest (copy it from there):\n" + block);
+        }
+    }
+}
