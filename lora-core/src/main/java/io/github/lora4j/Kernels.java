@@ -139,16 +139,18 @@ final class Kernels {
      * A row-major matrix inside an array's memory, for the mixed batch's gathered products: {@code rows × cols},
      * element {@code (i, j)} at {@code offset + i·ld + j} of {@code array}'s buffer (from its first element). The
      * array must be FLOAT or DOUBLE and its elements must lie densely in row-major order ({@link #rowMajorContiguous}),
-     * which {@link #of} checks; a block only names a region, it copies nothing and allocates nothing on the direct
-     * route.
+     * which {@link #of} checks. On the direct route {@code host} is the buffer's host address, resolved once when the
+     * block of the whole array is made (ND4J's {@code addressPointer()} costs about a microsecond, more than a small
+     * gemv), so a sub-block names a region and the products on it allocate no ND4J object.
      *
-     * @param array  the array whose memory holds the matrix
+     * @param array  the array whose memory holds the matrix (kept so the memory stays alive)
+     * @param host   its host address on the direct route, else null
      * @param offset element offset of {@code (0, 0)} from the array's first element
      * @param rows   rows of the matrix
      * @param cols   columns of the matrix
      * @param ld     elements between the starts of two rows, at least {@code cols}
      */
-    record Block(INDArray array, long offset, int rows, int cols, int ld) {
+    record Block(INDArray array, Pointer host, long offset, int rows, int cols, int ld) {
 
         /** The whole of a 2-D row-major contiguous array, {@code [rows, cols]}. */
         static Block of(INDArray a) {
@@ -156,18 +158,27 @@ final class Kernels {
                 throw new IllegalArgumentException("a block needs a 2-D row-major contiguous array, got "
                         + Arrays.toString(a.shape()) + " with strides " + Arrays.toString(a.stride()));
             }
-            return new Block(a, 0, Math.toIntExact(a.rows()), Math.toIntExact(a.columns()),
+            return new Block(a, host(a), 0, Math.toIntExact(a.rows()), Math.toIntExact(a.columns()),
                     Math.toIntExact(Math.max(1, a.columns())));
         }
 
         /** A dense {@code [rows, cols]} matrix (leading dimension {@code cols}) from element {@code offset} of {@code a}. */
         static Block dense(INDArray a, long offset, int rows, int cols) {
-            return new Block(a, offset, rows, cols, Math.max(1, cols));
+            return new Block(a, host(a), offset, rows, cols, Math.max(1, cols));
+        }
+
+        private static Pointer host(INDArray a) {
+            return direct() ? a.data().addressPointer() : null;
+        }
+
+        /** The top-left {@code [rows, cols]} of this matrix (same leading dimension). */
+        Block top(int rows, int cols) {
+            return new Block(array, host, offset, rows, cols, ld);
         }
 
         /** Rows {@code [first, first + count)} of this matrix. */
         Block rows(int first, int count) {
-            return new Block(array, offset + (long) first * ld, count, cols, ld);
+            return new Block(array, host, offset + (long) first * ld, count, cols, ld);
         }
 
         /** The matrix as an ND4J view (the fallback route's operand); shares the memory. */
@@ -178,8 +189,9 @@ final class Kernels {
 
     /**
      * {@code c = alpha·op(a)·op(b) + beta·c} on blocks: {@code op(a) [m, k]}, {@code op(b) [k, n]}, {@code c [m, n]}
-     * (shapes as the blocks say; all of one data type). Direct: one cblas call on the host pointers at the blocks'
-     * offsets (gemv for one output row or column), no ND4J object; fallback: {@code Nd4j.gemm} on views.
+     * (shapes as the blocks say; all of one data type). Direct: cblas on the host pointers at the blocks' offsets, no
+     * ND4J object; a product with one output row or column is a gemv kept on the calling thread (see
+     * {@link #SINGLE_THREAD_GEMV_ELEMENTS}). Fallback: {@code Nd4j.gemm} on views.
      */
     static void gemm(Block a, boolean transA, Block b, boolean transB, Block c, double alpha, double beta) {
         int k = transA ? a.rows() : a.cols();
@@ -192,7 +204,7 @@ final class Kernels {
         if (c.rows() == 0 || c.cols() == 0) {
             return;
         }
-        if (direct()) {
+        if (c.host() != null && a.host() != null && b.host() != null && direct()) {
             OpenBlas.gemm(a, transA, b, transB, c, alpha, beta);
             return;
         }
@@ -206,6 +218,15 @@ final class Kernels {
             cv.assign(t);
         }
     }
+
+    /**
+     * Elements of the matrix of a gemv below which OpenBLAS runs it on the calling thread: {@code 2304 ×
+     * GEMM_MULTITHREAD_THRESHOLD} (4 in the bundled build), the test in its {@code interface/gemv.c}. Above it every
+     * call wakes the other BLAS threads; for a rank-8 adapter's {@code [8, 4096]} that costs 10–20 µs a call against
+     * about 2 µs of work (measured by {@code MixedRowsProbe}). The mixed batch's gemvs are cut into pieces below it, by
+     * whole output elements, so each output is the same dot product as in one call.
+     */
+    static final int SINGLE_THREAD_GEMV_ELEMENTS = 2304 * 4;
 
     /**
      * Row {@code j} of {@code dst} becomes row {@code rows[j]} of {@code src} (same width and type; {@code dst} has
@@ -232,7 +253,7 @@ final class Kernels {
     }
 
     private static void copyRow(Block src, int from, Block dst, int to, boolean add) {
-        if (direct()) {
+        if (src.host() != null && dst.host() != null && direct()) {
             OpenBlas.copyRow(src, from, dst, to, add);
         } else if (add) {
             dst.rows(to, 1).view().addi(src.rows(from, 1).view());
@@ -470,16 +491,15 @@ final class Kernels {
             int ta = transA != (la[0] == 1) ? TRANS : NO_TRANS;
             int tb = transB != (lb[0] == 1) ? TRANS : NO_TRANS;
             product(t, ta, tb, (int) m, (int) n, (int) k, alpha, a.data().addressPointer(), 0, (int) la[1],
-                    b.data().addressPointer(), 0, (int) lb[1], beta, c.data().addressPointer(), 0, ldc);
+                    b.data().addressPointer(), 0, (int) lb[1], beta, c.data().addressPointer(), 0, ldc, false);
             return true;
         }
 
         /** {@link Kernels#gemm(Block, boolean, Block, boolean, Block, double, double)} through cblas. */
         static void gemm(Block a, boolean transA, Block b, boolean transB, Block c, double alpha, double beta) {
             product(c.array().dataType(), transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, c.rows(), c.cols(),
-                    transA ? a.rows() : a.cols(), alpha, a.array().data().addressPointer(), a.offset(), a.ld(),
-                    b.array().data().addressPointer(), b.offset(), b.ld(), beta, c.array().data().addressPointer(),
-                    c.offset(), c.ld());
+                    transA ? a.rows() : a.cols(), alpha, a.host(), a.offset(), a.ld(), b.host(), b.offset(), b.ld(),
+                    beta, c.host(), c.offset(), c.ld(), true);
         }
 
         /** {@code dst[to, :] = src[from, :]} ({@code +=} when {@code add}): one cblas copy or axpy. */
@@ -488,16 +508,16 @@ final class Kernels {
             long s = src.offset() + (long) from * src.ld();
             long d = dst.offset() + (long) to * dst.ld();
             if (src.array().dataType() == DataType.DOUBLE) {
-                DoublePointer sp = new DoublePointer(src.array().data().addressPointer()).position(s);
-                DoublePointer dp = new DoublePointer(dst.array().data().addressPointer()).position(d);
+                DoublePointer sp = new DoublePointer(src.host()).position(s);
+                DoublePointer dp = new DoublePointer(dst.host()).position(d);
                 if (add) {
                     org.bytedeco.openblas.global.openblas_nolapack.cblas_daxpy(n, 1.0, sp, 1, dp, 1);
                 } else {
                     org.bytedeco.openblas.global.openblas_nolapack.cblas_dcopy(n, sp, 1, dp, 1);
                 }
             } else {
-                FloatPointer sp = new FloatPointer(src.array().data().addressPointer()).position(s);
-                FloatPointer dp = new FloatPointer(dst.array().data().addressPointer()).position(d);
+                FloatPointer sp = new FloatPointer(src.host()).position(s);
+                FloatPointer dp = new FloatPointer(dst.host()).position(d);
                 if (add) {
                     org.bytedeco.openblas.global.openblas_nolapack.cblas_saxpy(n, 1f, sp, 1, dp, 1);
                 } else {
@@ -508,11 +528,12 @@ final class Kernels {
 
         /**
          * {@code c = alpha·op(a)·op(b) + beta·c} on row-major operands given as host pointers with element offsets
-         * and leading dimensions, {@code op} per the cblas flags; gemv for one-row or one-column outputs.
+         * and leading dimensions, {@code op} per the cblas flags; gemv for one-row or one-column outputs, cut below
+         * {@link #SINGLE_THREAD_GEMV_ELEMENTS} when {@code singleThreadGemv}.
          */
         private static void product(DataType t, int ta, int tb, int m, int n, int k, double alpha, Pointer a,
                                     long aOff, int lda, Pointer b, long bOff, int ldb, double beta, Pointer c,
-                                    long cOff, int ldc) {
+                                    long cOff, int ldc, boolean singleThreadGemv) {
             // gemv for one-row or one-column outputs, where sgemm is slow. With beta != 0 only the dot-product form
             // (row-major NoTrans: y += alpha·(a·x), one rounding into y, as gemm): the other form adds the k terms
             // into y one by one, k roundings, which broke FAST merge's two-ulp round trip.
@@ -520,7 +541,8 @@ final class Kernels {
             int vectorTrans = rows ? (tb == NO_TRANS ? TRANS : NO_TRANS) : ta;
             if ((rows || n == 1) && (beta == 0.0 || vectorTrans == NO_TRANS)) {
                 for (int i = 0; i < (n == 1 ? 1 : m); i++) {
-                    gemv(t, a, aOff, lda, ta, b, bOff, ldb, tb, c, cOff, ldc, i, n == 1 ? m : 1, n, k, alpha, beta);
+                    gemv(t, a, aOff, lda, ta, b, bOff, ldb, tb, c, cOff, ldc, i, n == 1 ? m : 1, n, k, alpha, beta,
+                            singleThreadGemv);
                 }
                 return;
             }
@@ -556,7 +578,7 @@ final class Kernels {
          */
         private static void gemv(DataType t, Pointer a, long aOff, int lda, int ta, Pointer b, long bOff, int ldb,
                                  int tb, Pointer c, long cOff, int ldc, int i, int m, int n, int k, double alpha,
-                                 double beta) {
+                                 double beta, boolean singleThread) {
             Pointer matrix;
             long matrixOffset;
             int trans;
@@ -595,16 +617,27 @@ final class Kernels {
                 outOffset = cOff;
                 incy = ldc;
             }
-            if (t == DataType.FLOAT) {
-                org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemv(ROW_MAJOR, trans, rows, cols, (float) alpha,
-                        new FloatPointer(matrix).position(matrixOffset), ld,
-                        new FloatPointer(vector).position(vectorOffset), incx, (float) beta,
-                        new FloatPointer(c).position(outOffset), incy);
-            } else {
-                org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemv(ROW_MAJOR, trans, rows, cols, alpha,
-                        new DoublePointer(matrix).position(matrixOffset), ld,
-                        new DoublePointer(vector).position(vectorOffset), incx, beta,
-                        new DoublePointer(c).position(outOffset), incy);
+            // Outputs are the matrix's rows (NoTrans: one dot product each) or its columns (Trans: axpy over the rows).
+            int outputs = trans == NO_TRANS ? rows : cols;
+            int inner = trans == NO_TRANS ? cols : rows;
+            int piece = singleThread ? Math.max(1, (SINGLE_THREAD_GEMV_ELEMENTS - 1) / Math.max(1, inner)) : outputs;
+            for (int first = 0; first < outputs; first += piece) {
+                int count = Math.min(piece, outputs - first);
+                long mOff = matrixOffset + (trans == NO_TRANS ? (long) first * ld : first);
+                long yOff = outOffset + (long) first * incy;
+                int pr = trans == NO_TRANS ? count : rows;
+                int pc = trans == NO_TRANS ? cols : count;
+                if (t == DataType.FLOAT) {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemv(ROW_MAJOR, trans, pr, pc, (float) alpha,
+                            new FloatPointer(matrix).position(mOff), ld,
+                            new FloatPointer(vector).position(vectorOffset), incx, (float) beta,
+                            new FloatPointer(c).position(yOff), incy);
+                } else {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemv(ROW_MAJOR, trans, pr, pc, alpha,
+                            new DoublePointer(matrix).position(mOff), ld,
+                            new DoublePointer(vector).position(vectorOffset), incx, beta,
+                            new DoublePointer(c).position(yOff), incy);
+                }
             }
         }
 

@@ -337,7 +337,8 @@ final class MixedBatch {
             longestRun = Math.max(longestRun, j - i);
             i = j;
         }
-        INDArray u = scratch.flat(LoraPath.Scratch.MIXED_U, type, (long) longestRun * p.maxRank);
+        Block u = Block.dense(scratch.flat(LoraPath.Scratch.MIXED_U, type, (long) longestRun * p.maxRank), 0,
+                longestRun, p.maxRank);
         for (int i = 0; i < p.n; ) {
             int k = p.adapterOfRow[i];
             int j = runEnd(p, i);
@@ -347,7 +348,7 @@ final class MixedBatch {
                     a[k] = Block.of(ad.a());
                     b[k] = Block.of(ad.b());
                 }
-                Block ub = Block.dense(u, 0, j - i, ad.rank());
+                Block ub = u.top(j - i, ad.rank());
                 Kernels.gemm(x.rows(i, j - i), false, a[k], true, ub, 1.0, 0.0);              // u = x_run A^T       [m, r]
                 Kernels.gemm(ub, false, b[k], true, y.rows(i, j - i), ad.scaling(), 1.0);     // y_run += s u B^T    [m, out]
             }
@@ -370,13 +371,14 @@ final class MixedBatch {
         int[] rows = p.adaptedRowsByAdapter();
         Block xs = Block.dense(scratch.flat(LoraPath.Scratch.GATHERED_X, type, m * in), 0, m, (int) in);
         Block ds = Block.dense(scratch.flat(LoraPath.Scratch.GATHERED_Y, type, m * out), 0, m, (int) out);
-        INDArray u = scratch.flat(LoraPath.Scratch.MIXED_U, type, (long) p.maxRows * p.maxRank);
+        Block u = Block.dense(scratch.flat(LoraPath.Scratch.MIXED_U, type, (long) p.maxRows * p.maxRank), 0,
+                p.maxRows, p.maxRank);
         Kernels.gatherRows(x, rows, xs);                                                      // x_s = x[rows]
         int start = 0;
         for (int k = 0; k < p.used.length; k++) {
             LoraAdapter ad = p.used[k];
             int mk = p.rowCount[k];
-            Block ub = Block.dense(u, 0, mk, ad.rank());
+            Block ub = u.top(mk, ad.rank());
             Kernels.gemm(xs.rows(start, mk), false, Block.of(ad.a()), true, ub, 1.0, 0.0);          // u = x_a A^T       [m_a, r]
             Kernels.gemm(ub, false, Block.of(ad.b()), true, ds.rows(start, mk), ad.scaling(), 0.0); // d_a = s u B^T     [m_a, out]
             start += mk;
