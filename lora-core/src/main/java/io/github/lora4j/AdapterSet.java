@@ -59,7 +59,7 @@ final class AdapterSet {
     void delete(String name, Merge merge, TrainingCache cache) {
         LoraAdapter adapter = require(name);
         merge.refuseIfMerged(adapter, "deleting");
-        cache.dropIf(name.equals(active) || cache.ran(adapter));
+        cache.dropIf(name.equals(active) || cache.ran(adapter), "adapter '" + name + "' was deleted");
         cache.gradientsCleared(adapter);
         adapters.remove(name);
         if (name.equals(active)) {

@@ -553,9 +553,12 @@ public final class LoraLinear {
     }
 
     /**
-     * The adapters whose gradients a {@link #backward} has added to since they were last cleared ({@link #zeroGrad()},
-     * {@link #zeroGrad(String)}): after a single-adapter forward the active adapter, after a
-     * {@link #forward(INDArray, String[]) mixed batch} every adapter that had rows in it.
+     * The adapters whose accumulated gradients an optimizer step applies ({@code LoraTrainer.step()} steps exactly
+     * these): every adapter a {@link #backward} gave gradients since they were last cleared ({@link #zeroGrad()},
+     * {@link #zeroGrad(String)}, deletion): after {@link #forward(INDArray)} the active adapter, after a
+     * {@link #forward(INDArray, String[]) mixed batch} every adapter that had rows in it, and none after a batch of
+     * base rows only. While no backward has run since the gradients were last cleared, the effective adapter (the
+     * active one, with adapters enabled), whose gradients may have been set by hand.
      *
      * @return their names, in the order the adapters were added to the layer (a new list)
      */
@@ -566,6 +569,10 @@ public final class LoraLinear {
                 if (cache.hasGradients(a)) {
                     names.add(a.name());
                 }
+            }
+            LoraAdapter effective = adapters.effective();
+            if (!cache.backwardRan() && effective != null) {
+                names.add(effective.name());
             }
             return names;
         });

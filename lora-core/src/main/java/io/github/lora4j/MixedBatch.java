@@ -92,6 +92,12 @@ final class MixedBatch {
     /** One row copied or added (one BLAS call), ns. */
     static final double ROW_COPY_NS = 150;
 
+    /**
+     * Largest {@code n·R} the stacked strategy takes: its mask and {@code u} hold that many elements (32 MiB of mask
+     * at this bound), and it is never the cheapest near it.
+     */
+    static final long STACKED_MAX_ELEMENTS = 1L << 22;
+
     /** Test switch: when set, every batch with more than one path takes this strategy. */
     static volatile Strategy forced;
 
@@ -278,6 +284,9 @@ final class MixedBatch {
         Strategy best = Strategy.ROWS;
         double bestCost = cost(best, p, in, out, width, direct, stackCached);
         for (Strategy s : new Strategy[] {Strategy.SEGMENTED, Strategy.STACKED}) {
+            if (s == Strategy.STACKED && (long) p.n * p.totalRank > STACKED_MAX_ELEMENTS) {
+                continue;
+            }
             double c = cost(s, p, in, out, width, direct, stackCached);
             if (c < bestCost) {
                 best = s;
@@ -409,7 +418,7 @@ final class MixedBatch {
         for (int k = 1; k < offset.length; k++) {
             offset[k] = offset[k - 1] + p.used[k - 1].rank();
         }
-        double[] mask = new double[p.n * total];
+        double[] mask = new double[Math.multiplyExact(p.n, total)];
         for (int i = 0; i < p.n; i++) {
             int k = p.adapterOfRow[i];
             if (k >= 0) {

@@ -24,8 +24,12 @@ final class TrainingCache {
 
     private final AtomicReference<LoraPath.Scratch> spare = new AtomicReference<>();
     private Forward forward;
+    /** Why the last recorded forward was dropped, when a change to an adapter it ran did it; else null. */
+    private String dropReason;
     /** Adapters whose gradient buffers a backward added to since they were last cleared. */
     private final Set<LoraAdapter> withGradients = Collections.newSetFromMap(new IdentityHashMap<>());
+    /** Whether a backward ran since the gradients were last cleared (it may have reached no adapter: base rows only). */
+    private boolean backwardRan;
 
     /** A scratch for one call: the spare one, or a new one while another call holds it. */
     LoraPath.Scratch take() {
@@ -42,7 +46,8 @@ final class TrainingCache {
     Forward require() {
         if (forward == null) {
             throw new IllegalStateException("backward needs a forward in training mode first (call train(), "
-                    + "then forward(x)); no forward cache is present");
+                    + "then forward(x)); no forward cache is present"
+                    + (dropReason == null ? "" : ": the last one was dropped because " + dropReason));
         }
         return forward;
     }
@@ -60,6 +65,7 @@ final class TrainingCache {
     void set(Forward f) {
         drop();
         forward = f;
+        dropReason = null;
     }
 
     /** Forgets the training forward (backward is then refused) and gives its scratch back. */
@@ -78,6 +84,14 @@ final class TrainingCache {
         }
     }
 
+    /** {@link #drop()} when {@code condition} holds, remembering {@code reason} for the refused backward. */
+    void dropIf(boolean condition, String reason) {
+        if (condition && forward != null) {
+            drop();
+            dropReason = reason;
+        }
+    }
+
     /** Records the training forward of a mixed-adapter batch. */
     void keepMixed(MixedBatch.Trained mixed, long[] inputShape, long[] outputShape) {
         set(new Forward(null, null, inputShape, outputShape, mixed));
@@ -92,6 +106,7 @@ final class TrainingCache {
     /** Notes that a backward added to the gradients of {@code adapters}. */
     void gradientsAdded(Collection<LoraAdapter> adapters) {
         withGradients.addAll(adapters);
+        backwardRan = true;
     }
 
     /** Whether a backward added to {@code adapter}'s gradients since they were last cleared. */
@@ -99,13 +114,20 @@ final class TrainingCache {
         return withGradients.contains(adapter);
     }
 
+    /** Whether a backward ran since the gradients were last cleared, whether or not it reached an adapter. */
+    boolean backwardRan() {
+        return backwardRan;
+    }
+
     /** Forgets that {@code adapter} has gradients (they were cleared, or it was deleted). */
     void gradientsCleared(LoraAdapter adapter) {
         withGradients.remove(adapter);
+        backwardRan = !withGradients.isEmpty();
     }
 
     /** Forgets every adapter's gradients (all were cleared). */
     void allGradientsCleared() {
         withGradients.clear();
+        backwardRan = false;
     }
 }

@@ -41,8 +41,9 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  *
  * <p>Several adapters train in one batch (as mLoRA and ASPEN do) when the forward is a mixed batch,
  * {@code layer.forward(x, adapterPerRow)}: its backward gives each adapter the gradients of its own rows, and
- * {@link #step()} steps every adapter that had rows, each with its own optimizer state, exactly as if each had been
- * trained alone on its rows (with clipping off: clipping takes one norm over all of them).
+ * {@link #step()} steps every adapter that had rows and only those, each with its own optimizer state and its own
+ * step count, as if each had been trained alone on its rows (with clipping off: clipping takes one norm over all of
+ * them). See {@code docs/many-adapters.md}.
  *
  * <h2>What is trained, what state exists</h2>
  * Only {@code A [r, in]} and {@code B [out, r]} of each layer's <em>active</em> adapter (after mixed batches: of each
@@ -54,6 +55,11 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  * {@code updater.stateSize(1) · r·(in + out)} elements per adapter ({@link #updaterStateSize()}): 0 for Sgd,
  * 1 for Nesterovs, 2 for Adam. Layers with no active adapter, or with adapters disabled, are skipped.
  *
+ * <p>Each adapter also counts its own steps, and its updater sees that count as the iteration (Adam's bias
+ * correction {@code 1 − β^t}, iteration schedules), as PyTorch keeps a {@code step} per parameter: an adapter first
+ * trained after 100 steps of another starts at {@code t = 1}, and one that gets no rows in a mixed batch neither
+ * steps nor counts. The epoch and {@link #iteration()} are the trainer's.
+ *
  * <h2>One step</h2>
  * <ol>
  *   <li>Validate everything first: no layer merged, every gradient finite. On failure an
@@ -63,11 +69,12 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  *       {@code ‖g‖ > c} every gradient is multiplied by {@code c / ‖g‖} (PyTorch's {@code clip_grad_norm_},
  *       without its epsilon).</li>
  *   <li>The ND4J updater turns each gradient into its step in place
- *       ({@code applyUpdater(grad, iteration, epoch)}).</li>
- *   <li>With {@code weightDecay(wd)}: {@code step += lr(iteration, epoch) · wd · param}, exactly as DL4J applies
+ *       ({@code applyUpdater(grad, steps, epoch)}, {@code steps} the adapter's own step count).</li>
+ *   <li>With {@code weightDecay(wd)}: {@code step += lr(steps, epoch) · wd · param}, exactly as DL4J applies
  *       {@code new WeightDecay(wd, true)} after the updater (its POST_UPDATER step, whose class this uses). With
  *       Adam this is AdamW: {@code p ← p − lr·wd·p − adamStep}. ND4J 1.0.0-M2.1 has no AdamW class.</li>
- *   <li>{@code param -= step}; the gradients are zeroed; the iteration counter advances.</li>
+ *   <li>{@code param -= step}; the gradients are zeroed; the adapters' step counts and the iteration counter
+ *       advance.</li>
  * </ol>
  *
  * <h2>Why the updater runs on each gradient array, not on one flat buffer</h2>
@@ -180,7 +187,6 @@ public final class LoraTrainer {
         }
         double norm = Math.sqrt(sumSquares);
         double clipScale = clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1.0;
-        double lr = updater.hasLearningRate() ? updater.getLearningRate(iteration, epoch) : 0.0;
         // Adapters deleted from their layer will never be trained again: drop their state.
         states.entrySet().removeIf(e -> !hasAdapter(e.getValue().layer, e.getKey()));
         // Phase 1: every step into scratch and checked; the updater state is backed up before it changes.
@@ -192,8 +198,8 @@ public final class LoraTrainer {
                 state.backUp();
                 computed.add(state);
                 state.ensureScratch(adapter);
-                computeStep(state.forA, adapter.a(), adapter.gradA(), state.stepA, clipScale, lr);
-                computeStep(state.forB, adapter.b(), adapter.gradB(), state.stepB, clipScale, lr);
+                computeStep(state.forA, adapter.a(), adapter.gradA(), state.stepA, clipScale, state.steps);
+                computeStep(state.forB, adapter.b(), adapter.gradB(), state.stepB, clipScale, state.steps);
                 StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "A", adapter.a(), state.stepA, updater, scratch);
                 StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "B", adapter.b(), state.stepB, updater, scratch);
             }
@@ -215,21 +221,26 @@ public final class LoraTrainer {
                 adapter.b().subi(state.stepB);
             });
             trained.get(i).zeroGrad(expected.name());
+            state.steps++;
         }
         iteration++;
         return norm;
     }
 
-    /** {@code step = update(clipScale·grad)} (+ {@code lr·wd·param}) into {@code step}; {@code grad} is not changed. */
+    /**
+     * {@code step = update(clipScale·grad)} (+ {@code lr·wd·param}) into {@code step} at the adapter's own step count
+     * {@code steps}; {@code grad} is not changed.
+     */
     private void computeStep(GradientUpdater<?> u, INDArray param, INDArray grad, INDArray step, double clipScale,
-                             double lr) {
+                             int steps) {
         StateArrays.copy(grad, step);
         if (clipScale != 1.0) {
             step.muli(clipScale);
         }
-        u.applyUpdater(step, iteration, epoch);
+        u.applyUpdater(step, steps, epoch);
         if (weightDecay != null) {
-            weightDecay.apply(param, step, lr, iteration, epoch);
+            double lr = updater.hasLearningRate() ? updater.getLearningRate(steps, epoch) : 0.0;
+            weightDecay.apply(param, step, lr, steps, epoch);
         }
     }
 
@@ -256,7 +267,8 @@ public final class LoraTrainer {
     }
 
     /**
-     * Steps taken so far; the iteration that ND4J's updaters and iteration schedules see next.
+     * Steps taken so far. Each adapter's updater sees the adapter's own step count instead (equal to this for an
+     * adapter trained at every step since the trainer was built).
      *
      * @return the number of steps taken, starting at 0
      */
@@ -356,6 +368,7 @@ public final class LoraTrainer {
         Objects.requireNonNull(dir, "dir must not be null");
         // In layer order, then the layer's adapter order: equal runs write equal files.
         List<TrainerStateFiles.Saved> saved = new ArrayList<>();
+        List<TrainerStateFiles.Steps> steps = new ArrayList<>();
         for (int i = 0; i < layers.size(); i++) {
             LoraLinear layer = layers.get(i);
             for (String adapterName : layer.adapterNames()) {
@@ -365,10 +378,13 @@ public final class LoraTrainer {
                     saved.add(new TrainerStateFiles.Saved(names.get(i), adapterName, adapter.a().shape(),
                             adapter.b().shape(), st.stateA(), st.stateB()));
                 }
+                if (st != null) {
+                    steps.add(new TrainerStateFiles.Steps(names.get(i), adapterName, st.steps));
+                }
             }
         }
         TrainerStateFiles.write(dir, new TrainerStateFiles.Settings(updater, clipNorm, weightDecayCoefficient,
-                iteration, epoch, names, overModel), saved);
+                iteration, epoch, names, overModel), saved, steps);
     }
 
     /**
@@ -432,6 +448,15 @@ public final class LoraTrainer {
             AdapterState state = trainer.stateOf(layer, layer.adapter(st.adapter()));
             state.load(st.stateA(), st.stateB());
         }
+        if (loaded.steps() == null) {
+            // Saved before step counts per adapter existed: every adapter stepped at the trainer's iteration.
+            trainer.states.values().forEach(state -> state.steps = s.iteration());
+        } else {
+            for (TrainerStateFiles.Steps st : loaded.steps()) {
+                LoraLinear layer = layers.get(st.module());
+                trainer.stateOf(layer, layer.adapter(st.adapter())).steps = st.steps();
+            }
+        }
         return trainer;
     }
 
@@ -450,19 +475,12 @@ public final class LoraTrainer {
 
     // ---------------------------------------------------------------- internals
 
-    /**
-     * The adapters a step trains on this layer: those a backward gave gradients since the last step, else the active
-     * one; none while adapters are disabled.
-     */
+    /** The adapters a step trains on this layer ({@link LoraLinear#adaptersWithGradients()}); none while disabled. */
     private static List<LoraAdapter> steppedAdapters(LoraLinear layer) {
         if (!layer.adaptersEnabled()) {
             return List.of();
         }
         List<String> names = layer.adaptersWithGradients();
-        if (names.isEmpty()) {
-            LoraAdapter active = trainedAdapter(layer);
-            return active == null ? List.of() : List.of(active);
-        }
         List<LoraAdapter> out = new ArrayList<>(names.size());
         for (String name : names) {
             out.add(layer.adapter(name));
