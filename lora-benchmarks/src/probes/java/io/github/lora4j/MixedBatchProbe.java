@@ -121,7 +121,7 @@ public final class MixedBatchProbe {
         Block ub = Block.of(u);
         double streamMs = Probes.medianMs(() -> rows(xb, yb, ub, bas, bbs, n, n), reps);
         double cachedMs = Probes.medianMs(() -> rows(xb, yb, ub, bas, bbs, n, 1), reps);
-        int pieces = pieces(r, d) + pieces(d, r);
+        int pieces = Kernels.gemvPieces(r, d) + Kernels.gemvPieces(d, r);
         double bytes = 4.0 * n * r * 2 * d;
         double callsMs = 2 * n * pieces * callNs / 1e6 / 2;    // about half the calls overlap with the streaming
         out.printf("stream: %.2f ms for %d rows, %d distinct adapters: %.1f bytes/ns after calls%n", streamMs, n, n,
@@ -183,11 +183,5 @@ public final class MixedBatchProbe {
             Kernels.gemm(x.rows(i, 1), false, a[i % k], true, ui, 1.0, 0.0);
             Kernels.gemm(ui, false, b[i % k], true, y.rows(i, 1), 1.0, 1.0);
         }
-    }
-
-    /** BLAS calls of one {@code [outputs, inner]} gemv cut below the threading threshold. */
-    static int pieces(int outputs, int inner) {
-        int piece = Math.max(1, (Kernels.SINGLE_THREAD_GEMV_ELEMENTS - 1) / inner);
-        return (outputs + piece - 1) / piece;
     }
 }

@@ -9,6 +9,9 @@ import org.bytedeco.javacpp.Pointer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.INDArrayIndex;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.nd4j.linalg.indexing.SpecifiedIndex;
 
 /**
  * The one seam through which every numeric call of the layer passes (forward, backward, zeroGrad, merge/unmerge,
@@ -204,7 +207,7 @@ final class Kernels {
         if (c.rows() == 0 || c.cols() == 0) {
             return;
         }
-        if (c.host() != null && a.host() != null && b.host() != null && direct()) {
+        if (hostRoute(a, b) && hostRoute(c, c)) {
             OpenBlas.gemm(a, transA, b, transB, c, alpha, beta);
             return;
         }
@@ -228,38 +231,53 @@ final class Kernels {
      */
     static final int SINGLE_THREAD_GEMV_ELEMENTS = 2304 * 4;
 
+    /** The BLAS calls of a gemv with {@code outputs} dot products (or axpys) of length {@code inner}, cut as above. */
+    static int gemvPieces(long outputs, long inner) {
+        long piece = Math.max(1, (SINGLE_THREAD_GEMV_ELEMENTS - 1) / Math.max(1, inner));
+        return (int) ((outputs + piece - 1) / piece);
+    }
+
     /**
      * Row {@code j} of {@code dst} becomes row {@code rows[j]} of {@code src} (same width and type; {@code dst} has
-     * at least {@code rows.length} rows). Direct: one BLAS copy per row; fallback: an ND4J row copy.
+     * at least {@code rows.length} rows). Direct: one BLAS copy per row; fallback: one {@code pullRows} and one assign,
+     * whatever the number of rows.
      */
     static void gatherRows(Block src, int[] rows, Block dst) {
-        for (int j = 0; j < rows.length; j++) {
-            copyRow(src, rows[j], dst, j, false);
+        if (rows.length == 0) {
+            return;
         }
+        if (hostRoute(src, dst)) {
+            for (int j = 0; j < rows.length; j++) {
+                OpenBlas.copyRow(src, rows[j], dst, j, false);
+            }
+            return;
+        }
+        dst.top(rows.length, dst.cols()).view().assign(Nd4j.pullRows(src.view(), 1, rows));
     }
 
-    /** Row {@code rows[j]} of {@code dst} becomes row {@code j} of {@code src}: the inverse of {@link #gatherRows}. */
-    static void scatterRows(Block src, int[] rows, Block dst) {
-        for (int j = 0; j < rows.length; j++) {
-            copyRow(src, j, dst, rows[j], false);
+    /**
+     * Row {@code rows[j]} of {@code dst} becomes row {@code j} of {@code src}, or gets it added when {@code add}
+     * ({@code rows} distinct): the inverse of {@link #gatherRows}. Direct: one BLAS copy or axpy per row; fallback: a
+     * few ND4J ops through an index of the rows, whatever their number.
+     */
+    static void scatterRows(Block src, int[] rows, Block dst, boolean add) {
+        if (rows.length == 0) {
+            return;
         }
+        if (hostRoute(src, dst)) {
+            for (int j = 0; j < rows.length; j++) {
+                OpenBlas.copyRow(src, j, dst, rows[j], add);
+            }
+            return;
+        }
+        INDArray d = dst.view();
+        INDArrayIndex[] at = {new SpecifiedIndex(Arrays.stream(rows).asLongStream().toArray()), NDArrayIndex.all()};
+        INDArray value = src.top(rows.length, src.cols()).view();
+        d.put(at, add ? d.get(at).add(value) : value);
     }
 
-    /** Row {@code rows[j]} of {@code dst} gets row {@code j} of {@code src} added: {@code dst_{rows[j]} += src_j}. */
-    static void addRows(Block src, int[] rows, Block dst) {
-        for (int j = 0; j < rows.length; j++) {
-            copyRow(src, j, dst, rows[j], true);
-        }
-    }
-
-    private static void copyRow(Block src, int from, Block dst, int to, boolean add) {
-        if (src.host() != null && dst.host() != null && direct()) {
-            OpenBlas.copyRow(src, from, dst, to, add);
-        } else if (add) {
-            dst.rows(to, 1).view().addi(src.rows(from, 1).view());
-        } else {
-            dst.rows(to, 1).view().assign(src.rows(from, 1).view());
-        }
+    private static boolean hostRoute(Block a, Block b) {
+        return a.host() != null && b.host() != null && direct();
     }
 
     // ---------------------------------------------------------------- shapes
@@ -620,7 +638,8 @@ final class Kernels {
             // Outputs are the matrix's rows (NoTrans: one dot product each) or its columns (Trans: axpy over the rows).
             int outputs = trans == NO_TRANS ? rows : cols;
             int inner = trans == NO_TRANS ? cols : rows;
-            int piece = singleThread ? Math.max(1, (SINGLE_THREAD_GEMV_ELEMENTS - 1) / Math.max(1, inner)) : outputs;
+            int pieces = singleThread ? Math.max(1, gemvPieces(outputs, inner)) : 1;
+            int piece = Math.max(1, (outputs + pieces - 1) / pieces);
             for (int first = 0; first < outputs; first += piece) {
                 int count = Math.min(piece, outputs - first);
                 long mOff = matrixOffset + (trans == NO_TRANS ? (long) first * ld : first);

@@ -248,31 +248,60 @@ final class MixedBatch {
     /** The estimated time in ns of adding the batch's paths by {@code strategy}; see the class comment. */
     static double cost(Strategy strategy, Plan p, long in, long out, int width, boolean direct, boolean stackCached) {
         double call = direct ? CALL_NS : FALLBACK_CALL_NS;
-        double flops = 2.0 * p.rankRows * (in + out) / SMALL_GEMM_FLOPS_PER_NS;
         switch (strategy) {
             case ROWS: {
-                double t = 2 * call * p.runs + flops;
-                for (int k = 0; k < p.used.length; k++) {
-                    double bytes = (double) p.used[k].rank() * (in + out) * width;
-                    t += bytes / STREAM_BYTES_PER_NS + (p.runCount[k] - 1) * bytes / CACHED_BYTES_PER_NS;
+                // Per run of m rows: two gemms, or for m <= 2 two gemvs per row (cut into pieces on the direct route).
+                // The adapter's weights stream in on its first run and come from cache on later ones; the rows beyond
+                // the first of a run add their flops.
+                double t = 0;
+                boolean[] seen = new boolean[p.used.length];
+                for (int i = 0; i < p.n; ) {
+                    int k = p.adapterOfRow[i];
+                    int j = runEnd(p, i);
+                    if (k >= 0) {
+                        LoraAdapter a = p.used[k];
+                        t += call * calls(j - i, a.rank(), in, out, direct) + weights(a, in, out, width, seen[k])
+                                + 2.0 * (j - i - 1) * a.rank() * (in + out) / SMALL_GEMM_FLOPS_PER_NS;
+                        seen[k] = true;
+                    }
+                    i = j;
                 }
                 return t;
             }
             case SEGMENTED: {
-                double t = 2 * call * p.used.length + flops
-                        + (double) p.adaptedRows * (2 * in + 3 * out) * width / COPY_BYTES_PER_NS
-                        + 2.0 * p.adaptedRows * (direct ? ROW_COPY_NS : FALLBACK_CALL_NS);
-                for (LoraAdapter a : p.used) {
-                    t += (double) a.rank() * (in + out) * width / STREAM_BYTES_PER_NS;
+                // Gather the adapted rows, one pair of products per adapter, add the updates back.
+                long m = p.adaptedRows;
+                double t = (double) m * (in + 2 * out) * width / COPY_BYTES_PER_NS
+                        + (direct ? 2.0 * m * ROW_COPY_NS : 4 * call);
+                for (int k = 0; k < p.used.length; k++) {
+                    LoraAdapter a = p.used[k];
+                    t += call * calls(p.rowCount[k], a.rank(), in, out, direct) + weights(a, in, out, width, false)
+                            + 2.0 * (p.rowCount[k] - 1) * a.rank() * (in + out) / SMALL_GEMM_FLOPS_PER_NS;
                 }
                 return t;
             }
             default: {
+                // Three products over all rows and the total rank R, the mask over [n, R], and A_cat, B_cat rebuilt
+                // unless the last stacked batch used the same adapters.
                 double t = 3 * call + 2.0 * p.n * p.totalRank * (in + out) / GEMM_FLOPS_PER_NS
                         + 2.0 * p.n * p.totalRank * width / COPY_BYTES_PER_NS;
-                return stackCached ? t : t + 2.0 * p.totalRank * (in + out) * width / COPY_BYTES_PER_NS;
+                return stackCached ? t : t + 2 * call + 2.0 * p.totalRank * (in + out) * width / COPY_BYTES_PER_NS;
             }
         }
+    }
+
+    /** BLAS calls of one adapter's pair of products over {@code m} rows (see {@code Kernels.gemm} on blocks). */
+    private static double calls(int m, int r, long in, long out, boolean direct) {
+        if (m > 2 || !direct) {
+            return 2;
+        }
+        return m * (Kernels.gemvPieces(r, in) + Kernels.gemvPieces(out, r));
+    }
+
+    /** Time to read an adapter's A and B: from memory on first use in the batch, else from cache. */
+    private static double weights(LoraAdapter a, long in, long out, int width, boolean cached) {
+        double bytes = (double) a.rank() * (in + out) * width;
+        return bytes / (cached ? CACHED_BYTES_PER_NS : STREAM_BYTES_PER_NS);
     }
 
     /** The cheapest strategy by {@link #cost}, unless a test forced one. */
@@ -392,7 +421,7 @@ final class MixedBatch {
             Kernels.gemm(ub, false, Block.of(ad.b()), true, ds.rows(start, mk), ad.scaling(), 0.0); // d_a = s u B^T     [m_a, out]
             start += mk;
         }
-        Kernels.addRows(ds, rows, y);                                                         // y[rows] += d
+        Kernels.scatterRows(ds, rows, y, true);                                                         // y[rows] += d
     }
 
     /**
@@ -557,7 +586,7 @@ final class MixedBatch {
     /** A new c-order array whose row {@code order[j]} is row {@code j} of {@code a}. */
     private static INDArray scatter(INDArray a, int[] order) {
         INDArray out = Nd4j.createUninitialized(a.dataType(), a.rows(), a.columns());
-        Kernels.scatterRows(Block.of(a), order, Block.of(out));
+        Kernels.scatterRows(Block.of(a), order, Block.of(out), false);
         return out;
     }
 }
