@@ -35,7 +35,14 @@ final class AdapterCombination {
     private static List<LoraAdapter> parts(List<String> adapterNames, double[] weights, AdapterSet adapters,
                                            LayerLock lock) {
         checkArguments(adapterNames, weights);
-        return lock.shared(() -> adapterNames.stream().map(adapters::require).toList());
+        List<LoraAdapter> parts = lock.shared(() -> adapterNames.stream().map(adapters::require).toList());
+        for (LoraAdapter a : parts) {
+            if (a.isDora()) {
+                throw new IllegalArgumentException("adapter '" + a.name() + "' is DoRA: its magnitude rescales W + s·B·A "
+                        + "row by row, so it has no B·A to combine; expected plain LoRA adapters, got " + adapterNames);
+            }
+        }
+        return parts;
     }
 
     private static void put(String name, int rank, INDArray[] ab, AdapterSet adapters, LayerLock lock) {

@@ -38,11 +38,16 @@ final class AdapterSet {
     }
 
     void put(String name, LoraConfig config, INDArray a, INDArray b) {
+        put(name, config, a, b, null);
+    }
+
+    /** Adds adapter {@code name}; {@code dora} is its DoRA part, or null for plain LoRA. */
+    void put(String name, LoraConfig config, INDArray a, INDArray b, Dora dora) {
         if (adapters.containsKey(name)) {
             throw new IllegalArgumentException("adapter '" + name + "' already exists; known adapters: "
                     + adapters.keySet());
         }
-        adapters.put(name, new LoraAdapter(name, config, a, b));
+        adapters.put(name, new LoraAdapter(name, config, a, b, dora));
     }
 
     // The layer's registry changes, each with its refusal by the merge state and the training forward it drops
@@ -83,16 +88,29 @@ final class AdapterSet {
         adapter.setScale(scale, s);
     }
 
-    /** Copies {@code a}, {@code b} (checked: shape, type, finite) into the live parameters of {@code name}. */
-    void setWeights(String name, INDArray a, INDArray b, DataType type, Merge merge, TrainingCache cache) {
+    /**
+     * Copies {@code a}, {@code b} and, for a DoRA adapter, {@code magnitude} (null keeps it; checked: shape, type,
+     * finite) into the live parameters of {@code name}.
+     */
+    void setWeights(String name, INDArray a, INDArray b, INDArray magnitude, DataType type, Merge merge,
+                    TrainingCache cache) {
         Objects.requireNonNull(a, "a must not be null");
         Objects.requireNonNull(b, "b must not be null");
         LoraAdapter adapter = require(name);
         merge.refuseIfMerged(adapter, "setting the weights of an adapter");
         Checks.checkArray("A of adapter '" + adapter.name() + "'", a, adapter.a().shape(), type);
         Checks.checkArray("B of adapter '" + adapter.name() + "'", b, adapter.b().shape(), type);
+        if (magnitude != null) {
+            if (!adapter.isDora()) {
+                throw new IllegalArgumentException("adapter '" + name + "' is plain LoRA and has no magnitude; "
+                        + "expected magnitude = null (DoRA adapters are made with LoraConfig.useDora(true))");
+            }
+            Checks.checkArray("magnitude of DoRA adapter '" + name + "'", magnitude, adapter.magnitude().shape(), type);
+            adapter.dora().setMagnitude(magnitude);
+        }
         adapter.a().assign(a);
         adapter.b().assign(b);
+        adapter.changed();
         cache.dropIf(cache.ran(adapter));
     }
 
@@ -111,7 +129,11 @@ final class AdapterSet {
         merge.refuseWhileMerged("training");
         LoraAdapter adapter = effective();
         if (adapter != null) {
-            update.accept(adapter);
+            try {
+                update.accept(adapter);
+            } finally {
+                adapter.changed();
+            }
             cache.drop();
         }
     }
@@ -120,7 +142,11 @@ final class AdapterSet {
     void update(String name, Consumer<LoraAdapter> update, Merge merge, TrainingCache cache) {
         LoraAdapter adapter = require(name);
         merge.refuseWhileMerged("training");
-        update.accept(adapter);
+        try {
+            update.accept(adapter);
+        } finally {
+            adapter.changed();    // DoRA: its cached norms of W + s·B·A are stale now
+        }
         cache.dropIf(cache.ran(adapter));
     }
 

@@ -27,6 +27,23 @@ final class Checks {
         }
     }
 
+    /**
+     * Refuses a mixed-adapter batch that names a DoRA adapter, as PEFT does ("Cannot pass `adapter_names` when DoRA is
+     * enabled"): DoRA rescales whole output columns by the adapter's own {@code m / ‖W + s·B·A‖}, which the shared
+     * base product of a mixed batch cannot carry.
+     */
+    static void refuseDoraRows(String[] adapterPerRow, AdapterSet adapters) {
+        for (int i = 0; i < adapterPerRow.length; i++) {
+            LoraAdapter a = adapterPerRow[i] == null ? null : adapters.get(adapterPerRow[i]);
+            if (a != null && a.isDora()) {
+                throw new IllegalArgumentException("adapterPerRow[" + i + "]: adapter '" + a.name() + "' is DoRA, and "
+                        + "mixed-adapter batches do not support DoRA adapters (PEFT refuses them too); expected plain "
+                        + "LoRA adapters, null or " + LoraLinear.BASE_MODEL + ". Run its rows through forward(x) with it "
+                        + "active");
+            }
+        }
+    }
+
     static void checkName(String name) {
         Objects.requireNonNull(name, "adapter name must not be null");
         if (name.isBlank()) {

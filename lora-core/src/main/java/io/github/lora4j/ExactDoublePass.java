@@ -12,6 +12,10 @@ final class ExactDoublePass extends ExactMerge.Pass {
     private final double[] coef;
     /** {@code v[t][k]}: tile {@code t} of rank term {@code k}'s row. */
     private final double[][][] v;
+    /** DoRA's factor per row of W ({@code [out, in]}), or null. */
+    private double[] rowFactor;
+    /** DoRA's factors by tile of columns (W {@code [in, out]}), or null. */
+    private double[][] colFactor;
 
     ExactDoublePass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean fma) {
         super(w, a.rows(), fma);
@@ -66,7 +70,25 @@ final class ExactDoublePass extends ExactMerge.Pass {
 
     @Override
     long factorBytes() {
-        return 8L * rank * ((long) rows + cols);
+        return 8L * (rank * ((long) rows + cols) + (rowFactor != null ? rows : colFactor != null ? cols : 0));
+    }
+
+    @Override
+    void scaleOutputs(double[] c, boolean inOut) {
+        if (!inOut) {
+            rowFactor = new double[rows];
+            for (int i = 0; i < rows; i++) {
+                rowFactor[i] = c[i];
+            }
+            return;
+        }
+        colFactor = new double[tileLength.length][];
+        for (int t = 0; t < tileLength.length; t++) {
+            colFactor[t] = new double[tileLength[t]];
+            for (int j = 0; j < tileLength[t]; j++) {
+                colFactor[t][j] = c[t * ExactMerge.TILE + j];
+            }
+        }
     }
 
     @Override
@@ -172,11 +194,29 @@ final class ExactDoublePass extends ExactMerge.Pass {
             delta(c, v[t], acc, len);
             double sf = s;
             // The merged value and its round trip m - d, in one branch-free loop the JIT vectorises.
-            for (int j = 0; j < len; j++) {
-                double d = sf * acc[j];
-                double mj = w[j] + d;
-                m[j] = mj;
-                back[j] = mj - d;
+            if (rowFactor == null && colFactor == null) {
+                for (int j = 0; j < len; j++) {
+                    double d = sf * acc[j];
+                    double mj = w[j] + d;
+                    m[j] = mj;
+                    back[j] = mj - d;
+                }
+            } else if (rowFactor != null) {
+                double f = rowFactor[i];                           // DoRA: m = f·(w + d), back = m / f − d
+                for (int j = 0; j < len; j++) {
+                    double d = sf * acc[j];
+                    double mj = f * (w[j] + d);
+                    m[j] = mj;
+                    back[j] = mj / f - d;
+                }
+            } else {
+                double[] f = colFactor[t];
+                for (int j = 0; j < len; j++) {
+                    double d = sf * acc[j];
+                    double mj = f[j] * (w[j] + d);
+                    m[j] = mj;
+                    back[j] = mj / f[j] - d;
+                }
             }
             // The elements whose round trip misses their bits (w is finite, never NaN, so the double comparison is a
             // bit comparison here). A non-finite m always misses (its round trip is infinite or NaN), so the
@@ -208,8 +248,20 @@ final class ExactDoublePass extends ExactMerge.Pass {
             read(i, t, w);
             delta(c, v[t], acc, len);
             double sf = s;
-            for (int j = 0; j < len; j++) {
-                w[j] = w[j] - sf * acc[j];
+            if (rowFactor == null && colFactor == null) {
+                for (int j = 0; j < len; j++) {
+                    w[j] = w[j] - sf * acc[j];
+                }
+            } else if (rowFactor != null) {
+                double f = rowFactor[i];
+                for (int j = 0; j < len; j++) {
+                    w[j] = w[j] / f - sf * acc[j];
+                }
+            } else {
+                double[] f = colFactor[t];
+                for (int j = 0; j < len; j++) {
+                    w[j] = w[j] / f[j] - sf * acc[j];
+                }
             }
             int start = i * cols + t * ExactMerge.TILE;
             while (cursor < record.size() && record.index(cursor) < start + len) {

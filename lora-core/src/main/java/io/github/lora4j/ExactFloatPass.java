@@ -12,6 +12,10 @@ final class ExactFloatPass extends ExactMerge.Pass {
     private final float[] coef;
     /** {@code v[t][k]}: tile {@code t} of rank term {@code k}'s row. */
     private final float[][][] v;
+    /** DoRA's factor per row of W ({@code [out, in]}), or null. */
+    private float[] rowFactor;
+    /** DoRA's factors by tile of columns (W {@code [in, out]}), or null. */
+    private float[][] colFactor;
 
     ExactFloatPass(INDArray w, boolean inOut, INDArray a, INDArray b, double s, boolean fma) {
         super(w, a.rows(), fma);
@@ -66,7 +70,25 @@ final class ExactFloatPass extends ExactMerge.Pass {
 
     @Override
     long factorBytes() {
-        return 4L * rank * ((long) rows + cols);
+        return 4L * (rank * ((long) rows + cols) + (rowFactor != null ? rows : colFactor != null ? cols : 0));
+    }
+
+    @Override
+    void scaleOutputs(double[] c, boolean inOut) {
+        if (!inOut) {
+            rowFactor = new float[rows];
+            for (int i = 0; i < rows; i++) {
+                rowFactor[i] = (float) c[i];
+            }
+            return;
+        }
+        colFactor = new float[tileLength.length][];
+        for (int t = 0; t < tileLength.length; t++) {
+            colFactor[t] = new float[tileLength[t]];
+            for (int j = 0; j < tileLength[t]; j++) {
+                colFactor[t][j] = (float) c[t * ExactMerge.TILE + j];
+            }
+        }
     }
 
     @Override
@@ -176,11 +198,29 @@ final class ExactFloatPass extends ExactMerge.Pass {
             delta(c, v[t], acc, len);
             float sf = s;
             // The merged value and its round trip m - d, in one branch-free loop the JIT vectorises.
-            for (int j = 0; j < len; j++) {
-                float d = sf * acc[j];
-                float mj = w[j] + d;
-                m[j] = mj;
-                back[j] = mj - d;
+            if (rowFactor == null && colFactor == null) {
+                for (int j = 0; j < len; j++) {
+                    float d = sf * acc[j];
+                    float mj = w[j] + d;
+                    m[j] = mj;
+                    back[j] = mj - d;
+                }
+            } else if (rowFactor != null) {
+                float f = rowFactor[i];                           // DoRA: m = f·(w + d), back = m / f − d
+                for (int j = 0; j < len; j++) {
+                    float d = sf * acc[j];
+                    float mj = f * (w[j] + d);
+                    m[j] = mj;
+                    back[j] = mj / f - d;
+                }
+            } else {
+                float[] f = colFactor[t];
+                for (int j = 0; j < len; j++) {
+                    float d = sf * acc[j];
+                    float mj = f[j] * (w[j] + d);
+                    m[j] = mj;
+                    back[j] = mj / f[j] - d;
+                }
             }
             // The elements whose round trip misses their bits (w is finite, never NaN, so the float comparison is a
             // bit comparison here). A non-finite m always misses (its round trip is infinite or NaN), so the
@@ -212,8 +252,20 @@ final class ExactFloatPass extends ExactMerge.Pass {
             read(i, t, w);
             delta(c, v[t], acc, len);
             float sf = s;
-            for (int j = 0; j < len; j++) {
-                w[j] = w[j] - sf * acc[j];
+            if (rowFactor == null && colFactor == null) {
+                for (int j = 0; j < len; j++) {
+                    w[j] = w[j] - sf * acc[j];
+                }
+            } else if (rowFactor != null) {
+                float f = rowFactor[i];
+                for (int j = 0; j < len; j++) {
+                    w[j] = w[j] / f - sf * acc[j];
+                }
+            } else {
+                float[] f = colFactor[t];
+                for (int j = 0; j < len; j++) {
+                    w[j] = w[j] / f[j] - sf * acc[j];
+                }
             }
             int start = i * cols + t * ExactMerge.TILE;
             while (cursor < record.size() && record.index(cursor) < start + len) {

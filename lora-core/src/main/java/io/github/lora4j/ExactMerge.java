@@ -37,6 +37,13 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * Memory: the factors as Java arrays ({@code r·(in + out)} elements), kept until the unmerge, a few row buffers
  * per thread during a pass, and 12 bytes per remembered element (int index, raw bits), trimmed after the merge.
  *
+ * <p>DoRA ({@link #merge(INDArray, boolean, INDArray, INDArray, double, double[])}) writes
+ * {@code m = fl(c·fl(w + d))} with {@code c = m_j / ‖W_j + s(BA)_j‖} of the element's output feature, rounded to W's
+ * type (PEFT's {@code dora_factor * (W + Δ)}, two roundings), and its round trip is {@code fl(fl(m / c) − d)}. For
+ * {@code c} near 1 (DoRA starts at exactly 1) the division undoes the product for all but a fraction of about
+ * {@code |1 − c|} of the elements, so the record grows by that fraction over LoRA's; the factors are kept with the
+ * pass, so the unmerge divides by the very same {@code c}.
+ *
  * <p>W narrower than a tile is merged by hidden copies of the pass classes, one per width class
  * ({@link NarrowPasses}): the JIT sizes a loop for the trip counts it profiled first, so without them a 64-column W
  * merged after a 4096-column one ran its tile loops mostly scalar (a 64 × 64 pair: 26–37 against 14 µs).
@@ -76,11 +83,23 @@ final class ExactMerge {
      * as it was.
      */
     static MergeRecord merge(INDArray w, boolean inOut, INDArray a, INDArray b, double s) {
+        return merge(w, inOut, a, b, s, null);
+    }
+
+    /**
+     * DoRA's {@code W = c ⊙ (W + s·B·A)}, {@code c [out]} one factor per output feature (a row of W, or a column with
+     * {@code inOut}), exactly reversibly; {@code c = null} is {@link #merge(INDArray, boolean, INDArray, INDArray,
+     * double)}. Refusals as there.
+     */
+    static MergeRecord merge(INDArray w, boolean inOut, INDArray a, INDArray b, double s, double[] c) {
         if (w.length() > Integer.MAX_VALUE - 8) {
             throw new IllegalArgumentException("exact merge supports W of up to 2^31 - 9 elements, got " + w.length());
         }
         MergeRecord record = new MergeRecord(route());
         Pass pass = pass(w, inOut, a, b, s, record.route() == MergeRecord.Route.JAVA_FMA);
+        if (c != null) {
+            pass.scaleOutputs(c, inOut);
+        }
         Failure failure = pass.merge(record);
         if (failure != null) {
             throw new IllegalStateException("merge would make W[" + failure.row() + ", " + failure.col()
@@ -181,8 +200,14 @@ final class ExactMerge {
             }
         }
 
-        /** Heap bytes of the factor copy: {@code r·(rows + cols)} elements. */
+        /** Heap bytes of the factor copy: {@code r·(rows + cols)} elements, plus DoRA's {@code out} factors. */
         abstract long factorBytes();
+
+        /**
+         * Makes this a DoRA pass: element {@code (i, j)} becomes {@code c·(w + d)} with {@code c} the factor of its
+         * output feature ({@code c[i]}, or {@code c[j]} with {@code inOut}), rounded to W's type.
+         */
+        abstract void scaleOutputs(double[] c, boolean inOut);
 
         int at(long row, int col) {
             return (int) (base + row * rowStride + col * colStride);

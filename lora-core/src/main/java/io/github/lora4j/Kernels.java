@@ -14,9 +14,12 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
 import org.nd4j.linalg.indexing.SpecifiedIndex;
 
 /**
- * The one seam through which every numeric call of the layer passes (forward, backward, zeroGrad, merge/unmerge,
- * the mixed batch): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
- * {@code CommonOps_DDRM} are the models.
+ * The seam through which the numeric calls of {@link LoraLinear}'s hot paths pass (forward, backward, zeroGrad, the
+ * mixed batch's products): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
+ * {@code CommonOps_DDRM} are the models. {@link LoraConv2d} computes through a {@code LoraLinear} and so through this
+ * class. Not every numeric call does: the EXACT merge's {@code Δ} is a Java pass of its own ({@code ExactFloatPass},
+ * {@code ExactDoublePass}), and {@link LoraEmbedding}'s row gathers and thin products are still ND4J ops
+ * ({@code Nd4j.pullRows}, {@code Nd4j.gemm}).
  *
  * <h2>Two routes</h2>
  * <ul>
@@ -364,6 +367,213 @@ final class Kernels {
                 ub.put(i, ub.get(i) * (float) f[i]);
             }
         }
+    }
+
+    // ---------------------------------------------------------------- DoRA's column work
+
+    /**
+     * {@code ‖W_j‖²} per output feature {@code j}, in double: of each row of {@code w [out, in]}, or of each column of
+     * {@code w [in, out]} when {@code inOut}. Once per DoRA adapter, not on the hot path.
+     */
+    static double[] rowSquares(INDArray w, boolean inOut) {
+        int rows = Math.toIntExact(w.rows());
+        int cols = Math.toIntExact(w.columns());
+        double[] sq = new double[inOut ? cols : rows];
+        double[] row = new double[cols];
+        INDArray c = rowMajorContiguous(w) ? w : w.dup('c');
+        for (int i = 0; i < rows; i++) {
+            readRow(c, i, row);
+            if (inOut) {
+                for (int j = 0; j < cols; j++) {
+                    sq[j] += row[j] * row[j];
+                }
+            } else {
+                double sum = 0;
+                for (int j = 0; j < cols; j++) {
+                    sum += row[j] * row[j];
+                }
+                sq[i] = sum;
+            }
+        }
+        return sq;
+    }
+
+    /** The elements of a FLOAT or DOUBLE array in row-major order, as doubles (a copy). */
+    static double[] readDoubles(INDArray x) {
+        if (direct() && rowMajorContiguous(x)) {
+            int n = Math.toIntExact(x.length());
+            double[] out = new double[n];
+            if (x.dataType() == DataType.DOUBLE) {
+                doubles(x).get(0, out);
+            } else {
+                float[] f = new float[n];
+                floats(x).get(0, f);
+                for (int i = 0; i < n; i++) {
+                    out[i] = f[i];
+                }
+            }
+            return out;
+        }
+        return x.dup('c').castTo(DataType.DOUBLE).data().asDouble();
+    }
+
+    /** Row {@code i} of a row-major contiguous FLOAT or DOUBLE matrix into {@code row} (widened). */
+    private static void readRow(INDArray m, int i, double[] row) {
+        int cols = row.length;
+        if (direct()) {
+            if (m.dataType() == DataType.DOUBLE) {
+                doubles(m).get(i * cols, row, 0, cols);
+            } else {
+                FloatBuffer fb = floats(m);
+                for (int j = 0; j < cols; j++) {
+                    row[j] = fb.get(i * cols + j);
+                }
+            }
+            return;
+        }
+        double[] v = m.getRow(i).dup('c').castTo(DataType.DOUBLE).data().asDouble();
+        System.arraycopy(v, 0, row, 0, cols);
+    }
+
+    /**
+     * {@code dst = src ⊙ c + bias} column by column ({@code c [out]} per column, {@code bias [1, out]} or null),
+     * computed in double and rounded once; {@code dst} may be {@code src}. DoRA's output {@code y = c ⊙ q + b}.
+     */
+    static void scaleColumns(INDArray src, double[] c, INDArray bias, INDArray dst) {
+        int out = c.length;
+        if (direct() && rowMajorContiguous(src) && rowMajorContiguous(dst) && (bias == null || rowMajorContiguous(bias))) {
+            int n = Math.toIntExact(src.length() / out);
+            double[] b = bias == null ? new double[out] : readDoubles(bias);
+            if (src.dataType() == DataType.DOUBLE) {
+                DoubleBuffer sb = doubles(src);
+                DoubleBuffer db = doubles(dst);
+                double[] row = new double[out];
+                for (int i = 0; i < n; i++) {
+                    sb.get(i * out, row, 0, out);
+                    for (int j = 0; j < out; j++) {
+                        row[j] = row[j] * c[j] + b[j];
+                    }
+                    db.put(i * out, row, 0, out);
+                }
+            } else {
+                FloatBuffer sb = floats(src);
+                FloatBuffer db = floats(dst);
+                float[] row = new float[out];
+                for (int i = 0; i < n; i++) {
+                    sb.get(i * out, row, 0, out);
+                    for (int j = 0; j < out; j++) {
+                        row[j] = (float) (row[j] * c[j] + b[j]);
+                    }
+                    db.put(i * out, row, 0, out);
+                }
+            }
+            return;
+        }
+        INDArray cv = Nd4j.createFromArray(c).castTo(src.dataType()).reshape(1, out);
+        INDArray r = src.mulRowVector(cv);
+        if (bias != null) {
+            r.addiRowVector(bias);
+        }
+        dst.assign(r);
+    }
+
+    /**
+     * DoRA's training forward with dropout: {@code y += (c − 1) ⊙ t1 + c ⊙ t2} column by column, then
+     * {@code t1 += t2} (so {@code t1} holds {@code q}, the term {@code dL/dm} needs). All {@code [n, out]}.
+     */
+    static void addDoraDropout(INDArray y, INDArray t1, INDArray t2, double[] c) {
+        int out = c.length;
+        if (direct() && rowMajorContiguous(y) && rowMajorContiguous(t1) && rowMajorContiguous(t2)) {
+            int n = Math.toIntExact(y.length() / out);
+            if (y.dataType() == DataType.DOUBLE) {
+                DoubleBuffer yb = doubles(y);
+                DoubleBuffer ab = doubles(t1);
+                DoubleBuffer bb = doubles(t2);
+                double[] yr = new double[out];
+                double[] ar = new double[out];
+                double[] br = new double[out];
+                for (int i = 0; i < n; i++) {
+                    yb.get(i * out, yr, 0, out);
+                    ab.get(i * out, ar, 0, out);
+                    bb.get(i * out, br, 0, out);
+                    for (int j = 0; j < out; j++) {
+                        yr[j] += (c[j] - 1) * ar[j] + c[j] * br[j];
+                        ar[j] += br[j];
+                    }
+                    yb.put(i * out, yr, 0, out);
+                    ab.put(i * out, ar, 0, out);
+                }
+            } else {
+                FloatBuffer yb = floats(y);
+                FloatBuffer ab = floats(t1);
+                FloatBuffer bb = floats(t2);
+                float[] yr = new float[out];
+                float[] ar = new float[out];
+                float[] br = new float[out];
+                for (int i = 0; i < n; i++) {
+                    yb.get(i * out, yr, 0, out);
+                    ab.get(i * out, ar, 0, out);
+                    bb.get(i * out, br, 0, out);
+                    for (int j = 0; j < out; j++) {
+                        yr[j] = (float) (yr[j] + ((c[j] - 1) * ar[j] + c[j] * br[j]));
+                        ar[j] += br[j];
+                    }
+                    yb.put(i * out, yr, 0, out);
+                    ab.put(i * out, ar, 0, out);
+                }
+            }
+            return;
+        }
+        double[] cm1 = new double[out];
+        for (int j = 0; j < out; j++) {
+            cm1[j] = c[j] - 1;
+        }
+        INDArray cv = Nd4j.createFromArray(c).castTo(y.dataType()).reshape(1, out);
+        INDArray cm = Nd4j.createFromArray(cm1).castTo(y.dataType()).reshape(1, out);
+        y.addi(t1.mulRowVector(cm)).addi(t2.mulRowVector(cv));
+        t1.addi(t2);
+    }
+
+    /** {@code acc[j] += Σ_i g_ij·q_ij / norm_j}: DoRA's {@code dL/dm} over {@code g}, {@code q [n, out]}. */
+    static void addColumnDots(INDArray g, INDArray q, double[] norms, INDArray acc) {
+        int out = norms.length;
+        double[] sums = new double[out];
+        if (direct() && rowMajorContiguous(g) && rowMajorContiguous(q)) {
+            int n = Math.toIntExact(g.length() / out);
+            double[] gr = new double[out];
+            double[] qr = new double[out];
+            for (int i = 0; i < n; i++) {
+                readRow(g, i, gr);
+                readRow(q, i, qr);
+                for (int j = 0; j < out; j++) {
+                    sums[j] += gr[j] * qr[j];
+                }
+            }
+        } else {
+            double[] v = g.castTo(DataType.DOUBLE).mul(q.castTo(DataType.DOUBLE)).sum(0).dup('c').data().asDouble();
+            System.arraycopy(v, 0, sums, 0, out);
+        }
+        double[] old = readDoubles(acc);
+        for (int j = 0; j < out; j++) {
+            old[j] += sums[j] / norms[j];
+        }
+        write(acc, old);
+    }
+
+    /** Writes {@code v} (row-major) into a contiguous FLOAT or DOUBLE array of the same length. */
+    static void write(INDArray dst, double[] v) {
+        if (direct() && rowMajorContiguous(dst)) {
+            if (dst.dataType() == DataType.DOUBLE) {
+                doubles(dst).put(0, v, 0, v.length);
+            } else {
+                FloatBuffer fb = floats(dst);
+                for (int i = 0; i < v.length; i++) {
+                    fb.put(i, (float) v[i]);
+                }
+            }
+            return;
+        }
+        dst.assign(Nd4j.createFromArray(v).castTo(dst.dataType()).reshape(dst.shape()));
     }
 
     private static INDArray maskArray(boolean[] kept, INDArray like) {

@@ -9,7 +9,8 @@ import org.nd4j.linalg.factory.Nd4j;
 
 /**
  * One named adapter of a {@link LoraLinear}: {@code A [r, in]}, {@code B [out, r]}, their gradient
- * buffers and the configuration they were made with. A {@link LoraEmbedding}'s adapters have
+ * buffers and the configuration they were made with; a DoRA adapter ({@link LoraConfig#useDora()}) also has its
+ * magnitude {@code m [out]} and that gradient. A {@link LoraEmbedding}'s adapters have
  * {@code A [r, num_embeddings]} and {@code B [dim, r]}; a {@link LoraConv2d}'s {@code A [r, in·kh·kw]} and
  * {@code B [out, r]} (the conv shapes flattened).
  *
@@ -27,17 +28,20 @@ public final class LoraAdapter {
     /** Gradient buffers, allocated together on first use: an adapter that is only served holds none. */
     private volatile INDArray gradA;
     private volatile INDArray gradB;
+    /** DoRA's magnitude and norms, or null for plain LoRA. */
+    private final Dora dora;
     private DropoutStream dropoutStream;
     /** Run-time strength (PEFT's {@code set_scale}); 1 unless {@link LoraLinear#setAdapterScale} changed it. */
     private volatile double scale = 1.0;
     /** {@code scale·alpha / r} (or {@code / sqrt(r)}), computed once per change so every path reads one field. */
     private volatile double scaling;
 
-    LoraAdapter(String name, LoraConfig config, INDArray a, INDArray b) {
+    LoraAdapter(String name, LoraConfig config, INDArray a, INDArray b, Dora dora) {
         this.name = Objects.requireNonNull(name, "name");
         this.config = Objects.requireNonNull(config, "config");
         this.a = a;
         this.b = b;
+        this.dora = dora;
         this.scaling = config.scaling();
     }
 
@@ -114,6 +118,7 @@ public final class LoraAdapter {
     void setScale(double scale, double scaling) {
         this.scale = scale;
         this.scaling = scaling;
+        changed();
     }
 
     /**
@@ -178,12 +183,54 @@ public final class LoraAdapter {
     }
 
     /**
-     * Trainable parameters of this adapter.
+     * DoRA's magnitude vector {@code m} (PEFT's {@code lora_magnitude_vector}): the norm each output row of
+     * {@code W + s·B·A} is rescaled to.
      *
-     * @return {@code r·(in + out)}, the elements of {@code A} and {@code B}
+     * @return the live array {@code [out]}, c-order, of the layer's type, not a copy; null for a plain LoRA adapter.
+     *         Change it only through the layer's {@code updateTrainable} or {@code setAdapterWeights}
+     */
+    public INDArray magnitude() {
+        return dora == null ? null : dora.magnitude();
+    }
+
+    /**
+     * The accumulated gradient {@code dL/dm} of a DoRA adapter: each backward adds to it.
+     *
+     * @return the live buffer {@code [out]}, c-order and contiguous, not a copy; null for a plain LoRA adapter;
+     *         cleared by the layer's {@code zeroGrad()}
+     */
+    public INDArray gradMagnitude() {
+        return dora == null ? null : dora.gradMagnitude();
+    }
+
+    /**
+     * Whether this is a DoRA adapter.
+     *
+     * @return {@code config().useDora()}
+     */
+    public boolean isDora() {
+        return dora != null;
+    }
+
+    /**
+     * Trainable parameters of this adapter, as PEFT counts them.
+     *
+     * @return {@code r·(in + out)}, the elements of {@code A} and {@code B}, plus {@code out} for a DoRA magnitude
      */
     public long parameterCount() {
-        return a.length() + b.length();
+        return a.length() + b.length() + (dora == null ? 0 : dora.magnitude().length());
+    }
+
+    /** DoRA's part, or null. */
+    Dora dora() {
+        return dora;
+    }
+
+    /** Drops what is derived from A, B, m and the scale (DoRA's norms); the caller holds the layer's exclusive lock. */
+    void changed() {
+        if (dora != null) {
+            dora.invalidate();
+        }
     }
 
     /**
@@ -200,6 +247,7 @@ public final class LoraAdapter {
     @Override
     public String toString() {
         return "LoraAdapter{name=" + name + ", A=" + Arrays.toString(a.shape()) + ", B="
-                + Arrays.toString(b.shape()) + ", scaling=" + scaling() + (scale == 1.0 ? "" : ", scale=" + scale) + "}";
+                + Arrays.toString(b.shape()) + (dora == null ? "" : ", DoRA m=" + Arrays.toString(magnitude().shape()))
+                + ", scaling=" + scaling() + (scale == 1.0 ? "" : ", scale=" + scale) + "}";
     }
 }

@@ -7,7 +7,8 @@ import org.nd4j.linalg.api.buffer.DataType;
  * Immutable configuration of one LoRA adapter; validated when built.
  *
  * <p>Defaults match PEFT: {@code rank = 8}, {@code alpha = 8}, {@code dropout = 0},
- * {@code rsLora = false}, {@code init = KAIMING_UNIFORM}; the seed defaults to {@value #DEFAULT_SEED}.
+ * {@code rsLora = false}, {@code useDora = false}, {@code init = KAIMING_UNIFORM}; the seed defaults to
+ * {@value #DEFAULT_SEED}.
  *
  * <pre>{@code
  * LoraConfig cfg = LoraConfig.builder().rank(16).alpha(32).dropout(0.05).build();
@@ -29,6 +30,7 @@ public final class LoraConfig {
     private final double alpha;
     private final double dropout;
     private final boolean rsLora;
+    private final boolean useDora;
     private final LoraInit init;
     private final long seed;
 
@@ -37,6 +39,7 @@ public final class LoraConfig {
         this.alpha = b.alpha;
         this.dropout = b.dropout;
         this.rsLora = b.rsLora;
+        this.useDora = b.useDora;
         this.init = b.init;
         this.seed = b.seed;
     }
@@ -66,7 +69,8 @@ public final class LoraConfig {
      * @return a new builder; changing it does not change this configuration
      */
     public Builder toBuilder() {
-        return new Builder().rank(rank).alpha(alpha).dropout(dropout).rsLora(rsLora).init(init).seed(seed);
+        return new Builder().rank(rank).alpha(alpha).dropout(dropout).rsLora(rsLora).useDora(useDora).init(init)
+                .seed(seed);
     }
 
     /**
@@ -103,6 +107,16 @@ public final class LoraConfig {
      */
     public boolean rsLora() {
         return rsLora;
+    }
+
+    /**
+     * Whether the adapter is DoRA (PEFT's {@code use_dora}): a trainable magnitude {@code m [out]} rescales each output
+     * row of {@code W + s·B·A} to {@code m / ‖W + s·B·A‖_row}; see {@link LoraLinear} and docs/dora.md.
+     *
+     * @return {@code true} for DoRA, {@code false} for plain LoRA
+     */
+    public boolean useDora() {
+        return useDora;
     }
 
     /**
@@ -200,18 +214,18 @@ public final class LoraConfig {
         }
         LoraConfig c = (LoraConfig) o;
         return rank == c.rank && Double.compare(alpha, c.alpha) == 0 && Double.compare(dropout, c.dropout) == 0
-                && rsLora == c.rsLora && init == c.init && seed == c.seed;
+                && rsLora == c.rsLora && useDora == c.useDora && init == c.init && seed == c.seed;
     }
 
     @Override
     public int hashCode() {
-        return Objects.hash(rank, alpha, dropout, rsLora, init, seed);
+        return Objects.hash(rank, alpha, dropout, rsLora, useDora, init, seed);
     }
 
     @Override
     public String toString() {
         return "LoraConfig{rank=" + rank + ", alpha=" + alpha + ", dropout=" + dropout + ", rsLora=" + rsLora
-                + ", init=" + init + ", seed=" + seed + ", scaling=" + scaling() + "}";
+                + (useDora ? ", useDora=true" : "") + ", init=" + init + ", seed=" + seed + ", scaling=" + scaling() + "}";
     }
 
     /**
@@ -224,6 +238,7 @@ public final class LoraConfig {
         private double alpha = DEFAULT_ALPHA;
         private double dropout = 0.0;
         private boolean rsLora = false;
+        private boolean useDora = false;
         private LoraInit init = LoraInit.KAIMING_UNIFORM;
         private long seed = DEFAULT_SEED;
 
@@ -284,6 +299,20 @@ public final class LoraConfig {
          */
         public Builder rsLora(boolean rsLora) {
             this.rsLora = rsLora;
+            return this;
+        }
+
+        /**
+         * DoRA (PEFT's {@code use_dora}, default false): the adapter gets a magnitude vector {@code m [out]},
+         * initialised to the row norms of {@code W + s·B·A} (of {@code W}, as {@code B = 0}), and the layer computes
+         * {@code y = (m / ‖W + s·B·A‖_row) ⊙ (x (W + s·B·A)^T) + b}. Only {@code LoraLinear} (and the hosts built
+         * on it) accept it; embeddings and conv layers refuse it by name.
+         *
+         * @param useDora {@code true} for DoRA
+         * @return this builder
+         */
+        public Builder useDora(boolean useDora) {
+            this.useDora = useDora;
             return this;
         }
 

@@ -190,10 +190,12 @@ public final class LoraConv2d {
      * @param name   the new adapter's name: not blank, not {@value LoraLinear#BASE_MODEL}, not already used
      * @param config its configuration, kept as given; dropout is ignored (there is no training mode)
      * @throws NullPointerException     if {@code name} or {@code config} is null
-     * @throws IllegalArgumentException if the name is blank, reserved or taken, {@code r > min(in·kh·kw, out)}, or the
-     *                                  scaling is not a finite value of the kernel's type
+     * @throws IllegalArgumentException if the name is blank, reserved or taken, {@code r > min(in·kh·kw, out)}, the
+     *                                  scaling is not a finite value of the kernel's type, or the config asks for DoRA
+     *                                  (not supported on conv layers)
      */
     public void addAdapter(String name, LoraConfig config) {
+        Dora.refuseOn("LoraConv2d", config);
         delegate.addAdapter(name, config);
     }
 

@@ -167,8 +167,8 @@ public final class LoraEmbedding {
      * @param config its configuration, kept as given ({@link LoraAdapter#config()}); its dropout is ignored
      * @throws NullPointerException     if {@code name} or {@code config} is null
      * @throws IllegalArgumentException if the name is blank, reserved or taken, the rank exceeds
-     *                                  {@code min(num_embeddings, dim)}, or the scaling is not a finite value of the
-     *                                  table's type
+     *                                  {@code min(num_embeddings, dim)}, the scaling is not a finite value of the
+     *                                  table's type, or the config asks for DoRA (not supported on embeddings)
      */
     public void addAdapter(String name, LoraConfig config) {
         addAdapter(name, config, LoraEmbedding::standardNormal);
@@ -185,6 +185,7 @@ public final class LoraEmbedding {
             // All-or-nothing: check and draw PEFT's weights before the layer changes, so a refused config or a failed
             // draw leaves it as it was; once added, only the weight check can still fail, and that removes the adapter.
             Checks.checkNewAdapter(name, config, numEmbeddings(), embeddingDim(), dataType());
+            Dora.refuseOn("LoraEmbedding", config);
             INDArray a = null;
             INDArray b = null;
             if (config.init() != LoraInit.ZERO) {

@@ -23,6 +23,14 @@ import org.nd4j.linalg.factory.Nd4j;
  * layer.merge();                            // W += s·B·A, for inference at base cost
  * }</pre>
  *
+ * <h2>DoRA</h2>
+ * An adapter made with {@link LoraConfig#useDora() useDora} is PEFT's DoRA: it also has a trainable magnitude
+ * {@code m [out]} ({@link LoraAdapter#magnitude()}), initialised to the row norms of {@code W}, and the layer computes
+ * {@code y = (m / ‖W + s·B·A‖_row) ⊙ (x (W + s·B·A)^T) + b}, the norm a constant in backward, as PEFT does (see
+ * {@code DoraPath} for the dropout case and the gradients, docs/dora.md for the whole story). Merging folds
+ * {@code W' = (m / ‖W + s·B·A‖_row) ⊙ (W + s·B·A)} into W, exactly reversibly; mixed-adapter batches refuse DoRA
+ * adapters, as PEFT does.
+ *
  * <h2>Who may change what</h2>
  * {@code W} and {@code b} are referenced, not copied. Nothing in lora4j writes them except {@link #merge()} /
  * {@link #unmerge()}, which change {@code W} in place and say so; training never touches them, and no gradient
@@ -172,7 +180,10 @@ public final class LoraLinear {
         return bias;
     }
 
-    /** @return the parameters that training updates: {@code r·(in + out)} of the active adapter, 0 with none active */
+    /**
+     * @return the parameters that training updates: {@code r·(in + out)} of the active adapter ({@code + out} for a
+     *         DoRA magnitude), 0 with none active
+     */
     public long trainableParameterCount() {
         return lock.shared(() -> adapters.active() == null ? 0L : adapters.get(adapters.active()).parameterCount());
     }
@@ -193,12 +204,21 @@ public final class LoraLinear {
      * @param name   the new adapter's name: not blank, not taken, not {@value #BASE_MODEL}
      * @param config its rank, alpha, init and dropout
      * @throws IllegalArgumentException if the name is blank or taken, the rank exceeds {@code min(in, out)}, or the
-     *                                  scaling {@code s} is not a finite value of the layer's data type
+     *                                  scaling {@code s} is not a finite value of the layer's data type; for DoRA, if a
+     *                                  row of {@code W} is zero (its direction is undefined)
+     * @throws IllegalStateException    for DoRA, while an adapter is merged (the magnitude starts from the unmerged W)
      */
     public void addAdapter(String name, LoraConfig config) {
         Checks.checkNewAdapter(name, config, in, out, dataType);
         INDArray[] ab = AdapterSet.initialWeights(config, in, out, dataType);
-        lock.exclusive(() -> adapters.put(name, config, ab[0], ab[1]));
+        lock.exclusive(() -> {
+            Dora dora = null;
+            if (config.useDora()) {
+                merge.refuseWhileMerged("adding a DoRA adapter (its magnitude starts from the unmerged W)");
+                dora = Dora.create(weight, layout, ab[0], ab[1], config.scaling());   // m = ‖W + s·B·A‖_row
+            }
+            adapters.put(name, config, ab[0], ab[1], dora);
+        });
     }
 
     /**
@@ -320,7 +340,25 @@ public final class LoraLinear {
      * @throws IllegalStateException    if that adapter is merged into {@code W}
      */
     public void setAdapterWeights(String name, INDArray a, INDArray b) {
-        lock.exclusive(() -> adapters.setWeights(name, a, b, dataType, merge, cache));
+        lock.exclusive(() -> adapters.setWeights(name, a, b, null, dataType, merge, cache));
+    }
+
+    /**
+     * {@link #setAdapterWeights(String, INDArray, INDArray)} for a DoRA adapter, with its magnitude too: all three
+     * are checked before any is copied.
+     *
+     * @param name      a DoRA adapter of this layer
+     * @param a         the new {@code A [r, in]} of the layer's data type; copied, not referenced
+     * @param b         the new {@code B [out, r]} of the layer's data type; copied, not referenced
+     * @param magnitude the new magnitude {@code m [out]} (PEFT's {@code lora_magnitude_vector}) of the layer's data
+     *                  type; copied, not referenced
+     * @throws IllegalArgumentException for an unknown name, a plain LoRA adapter, a wrong shape or data type, or a
+     *                                  NaN/infinite value
+     * @throws IllegalStateException    if that adapter is merged into {@code W}
+     */
+    public void setAdapterWeights(String name, INDArray a, INDArray b, INDArray magnitude) {
+        Objects.requireNonNull(magnitude, "magnitude must not be null");
+        lock.exclusive(() -> adapters.setWeights(name, a, b, magnitude, dataType, merge, cache));
     }
 
     /**
@@ -388,11 +426,9 @@ public final class LoraLinear {
                 return Nd4j.create(dataType, outputShape);
             }
             INDArray y = Nd4j.createUninitialized(dataType, n, out);
-            baseProduct(x, y);                                                      // y = x W^T + b       [n, out]
             LoraAdapter adapter = pathAdapter();
             LoraPath.Scratch scratch = adapter == null ? null : cache.take();
-            LoraPath path = adapter == null ? null
-                    : LoraPath.forward(adapter, x, y, train, scratch);              // y += s·(dropout(x) A^T) B^T
+            LoraPath path = adaptedProduct(adapter, x, y, train, scratch);
             cache.keep(train, path, scratch, input.shape(), outputShape);
             return flat ? y : y.reshape('c', outputShape);
         });
@@ -419,12 +455,9 @@ public final class LoraLinear {
             if (input.rows() == 0) {
                 return output;
             }
-            baseProduct(input, output);                                             // y = x W^T + b
             LoraAdapter adapter = pathAdapter();
-            if (adapter != null) {
-                LoraPath.Scratch scratch = cache.take();
-                cache.keep(false, LoraPath.forward(adapter, input, output, false, scratch), scratch, null, null);
-            }
+            LoraPath.Scratch scratch = adapter == null ? null : cache.take();
+            cache.keep(false, adaptedProduct(adapter, input, output, false, scratch), scratch, null, null);
             return output;
         });
     }
@@ -456,6 +489,7 @@ public final class LoraLinear {
         String[] names = adapterPerRow.clone();
         return lock.shared(() -> {
             merge.refuseWhileMerged("a mixed-adapter batch");
+            Checks.refuseDoraRows(names, adapters);
             if (training) {
                 MixedBatch.Trained t = mixedBatch.train(input, names, adapters, this::baseProduct, out);
                 if (t.output().length() == 0) {
@@ -512,7 +546,8 @@ public final class LoraLinear {
             }
             INDArray dx = inputGradient ? Nd4j.createUninitialized(dataType, g.rows(), in) : null;
             if (dx != null) {
-                inputGradientBase(g, dx);                                                           // dx = g W   [n, in]
+                INDArray gw = c.path() == null ? g : c.path().gradientThroughW(g);   // g (DoRA: g ⊙ m/‖W+sBA‖)
+                inputGradientBase(gw, dx);                                                          // dx = g W   [n, in]
             }
             if (c.path() != null) {
                 c.path().backward(g, dx);    // gB = g B; dB += s g^T u; dA += s gB^T x; dx += s gB A
@@ -527,9 +562,7 @@ public final class LoraLinear {
     public void zeroGrad() {
         lock.exclusive(() -> {
             for (LoraAdapter a : adapters.all()) {
-                if (a.hasGradientBuffers()) {
-                    Kernels.zero(a.gradA(), a.gradB());
-                }
+                zeroGradients(a);
             }
             cache.allGradientsCleared();
         });
@@ -545,9 +578,7 @@ public final class LoraLinear {
     public void zeroGrad(String name) {
         lock.exclusive(() -> {
             LoraAdapter a = adapters.require(name);
-            if (a.hasGradientBuffers()) {
-                Kernels.zero(a.gradA(), a.gradB());
-            }
+            zeroGradients(a);
             cache.gradientsCleared(a);
         });
     }
@@ -576,6 +607,16 @@ public final class LoraLinear {
             }
             return names;
         });
+    }
+
+    /** Zeros {@code a}'s gradient buffers that exist (DoRA: its magnitude's too). */
+    private static void zeroGradients(LoraAdapter a) {
+        if (a.hasGradientBuffers()) {
+            Kernels.zero(a.gradA(), a.gradB());
+        }
+        if (a.isDora()) {
+            Kernels.zero(a.gradMagnitude());
+        }
     }
 
     /**
@@ -711,6 +752,16 @@ public final class LoraLinear {
     /** dx = g W, written into dx. */
     private void inputGradientBase(INDArray g, INDArray dx) {
         Kernels.gemm(g, weight, dx, false, layout == WeightLayout.IN_OUT, 1.0, 0.0);
+    }
+
+    /** The base product and {@code adapter}'s path (none for null) into {@code y}; what backward needs, or null. */
+    private LoraPath adaptedProduct(LoraAdapter adapter, INDArray x, INDArray y, boolean train, LoraPath.Scratch scratch) {
+        if (adapter != null && adapter.isDora()) {
+            return DoraPath.forward(adapter, x, y, weight, layout, bias, train, scratch);  // y = c⊙(x Wᵀ + s·x Aᵀ Bᵀ) + b
+        }
+        baseProduct(x, y);                                                          // y = x W^T + b       [n, out]
+        return adapter == null ? null
+                : LoraPath.forward(adapter, x, y, train, scratch);                  // y += s·(dropout(x) A^T) B^T
     }
 
     /** The adapter whose path forward adds: the effective adapter, unless its update is already inside W. */

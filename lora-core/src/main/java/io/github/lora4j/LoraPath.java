@@ -10,18 +10,18 @@ import org.nd4j.linalg.factory.Nd4j;
  * forward (the dropped-out input, its mask, {@code u = x A^T} and the dropout factor), with {@code W} never involved.
  *
  * <p>Backward (W frozen): {@code gB = g B}, {@code dB = s·g^T u}, {@code dA = s·gB^T x}, {@code dx += s·gB A}.
- * The intermediates live in a {@link Scratch} reused from call to call.
+ * The intermediates live in a {@link Scratch} reused from call to call. A DoRA adapter's path is a {@link DoraPath}.
  */
-final class LoraPath {
+class LoraPath {
 
-    private final LoraAdapter adapter;
-    private final INDArray xLora;
-    private final boolean[] kept;
-    private final INDArray u;
-    private final double xScale;
-    private final Scratch scratch;
+    final LoraAdapter adapter;
+    final INDArray xLora;
+    final boolean[] kept;
+    final INDArray u;
+    final double xScale;
+    final Scratch scratch;
 
-    private LoraPath(LoraAdapter adapter, INDArray xLora, boolean[] kept, INDArray u, double xScale, Scratch scratch) {
+    LoraPath(LoraAdapter adapter, INDArray xLora, boolean[] kept, INDArray u, double xScale, Scratch scratch) {
         this.adapter = adapter;
         this.xLora = xLora;
         this.kept = kept;
@@ -52,6 +52,14 @@ final class LoraPath {
         Kernels.gemm(xLora, adapter.a(), u, false, true, xScale, 0.0);                 // u = x A^T           [n, r]
         Kernels.gemm(u, adapter.b(), y, false, true, adapter.scaling(), 1.0);          // y += s u B^T        [n, out]
         return new LoraPath(adapter, xLora, kept, u, xScale, scratch);
+    }
+
+    /**
+     * The gradient that reaches the input through {@code W}'s gemm, {@code dx = (this) W}, before {@link #backward}
+     * adds the adapter's part: {@code g} itself for LoRA.
+     */
+    INDArray gradientThroughW(INDArray g) {
+        return g;
     }
 
     /** Adds {@code dL/dA}, {@code dL/dB} into the adapter's gradients and, when {@code dx} is given, {@code s·gB A} into it. */
@@ -91,7 +99,12 @@ final class LoraPath {
         /** Mixed batches: the LoRA update of the gathered rows. */
         static final int GATHERED_Y = 5;
 
-        private final INDArray[] arrays = new INDArray[6];
+        /** DoRA: {@code q [n, out]}, the output before its column scale (kept for {@code dL/dm}). */
+        static final int Q = 6;
+        /** DoRA: {@code [n, out]}, the LoRA term with dropout, then {@code g ⊙ c}. */
+        static final int OUT2 = 7;
+
+        private final INDArray[] arrays = new INDArray[8];
 
         /** The {@code [rows, cols]} c-order array of {@code slot}; contents undefined. */
         INDArray array(int slot, DataType type, long rows, long cols) {

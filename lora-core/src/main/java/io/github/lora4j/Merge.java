@@ -110,9 +110,9 @@ final class Merge {
     }
 
     /**
-     * Merges {@code adapter} into {@code weight} in {@code mode}. FAST falls back to EXACT (and says so in the
-     * returned record's mode) when a fast merge could overflow, or when W's memory is laid out so that no gemm can
-     * accumulate into it in place (a non-contiguous view).
+     * Merges {@code adapter} into {@code weight} in {@code mode}. A DoRA adapter always merges EXACT. FAST falls back to
+     * EXACT (and says so in the returned record's mode) when a fast merge could overflow, or when W's memory is laid
+     * out so that no gemm can accumulate into it in place (a non-contiguous view).
      *
      * @throws IllegalStateException if A or B is not finite, or the result would not be; W is then unchanged
      */
@@ -124,6 +124,12 @@ final class Merge {
                     + "': its A or B holds NaN or infinity (diverged training?); W left unchanged");
         }
         double s = adapter.scaling();
+        if (adapter.isDora()) {
+            // DoRA merges the exact way whatever the mode: W = c ⊙ (W + s·B·A), c = m / ‖W + s·B·A‖_row.
+            MergeRecord record = ExactMerge.merge(weight, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), s,
+                    doraFactors(weight, layout, adapter));
+            return new Merged(adapter, MergeMode.EXACT, record);
+        }
         if (mode == MergeMode.FAST && fastMergeCannotOverflow(weight, maxAbsWeight, adapter, maxA, maxB)
                 && Kernels.accumulatesInPlace(weight)) {
             deltaInto(weight, layout, adapter, s);
@@ -154,9 +160,27 @@ final class Merge {
     static INDArray mergedWeight(INDArray weight, WeightLayout layout, LoraAdapter adapter) {
         INDArray w = weight.dup('c');
         if (adapter != null) {
-            ExactMerge.merge(w, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), adapter.scaling());
+            ExactMerge.merge(w, layout == WeightLayout.IN_OUT, adapter.a(), adapter.b(), adapter.scaling(),
+                    adapter.isDora() ? doraFactors(weight, layout, adapter) : null);
         }
         return w;
+    }
+
+    /**
+     * DoRA's merge factors {@code c = m / ‖W + s·B·A‖_row} over the unmerged {@code weight}.
+     *
+     * @throws IllegalStateException if a norm is zero or a factor not finite (W is not touched)
+     */
+    private static double[] doraFactors(INDArray weight, WeightLayout layout, LoraAdapter adapter) {
+        Dora dora = adapter.dora();
+        double[] c = dora.factors(dora.norms(weight, layout, adapter));
+        for (int j = 0; j < c.length; j++) {
+            if (!Double.isFinite(c[j])) {
+                throw new IllegalStateException("cannot merge DoRA adapter '" + adapter.name() + "': the factor m / ‖W + "
+                        + "s·B·A‖ of output row " + j + " is " + c[j] + "; expected a finite value; W left unchanged");
+            }
+        }
+        return c;
     }
 
     /** {@code target += scale·B·A} in W's layout: one gemm, accumulated in place, no {@code [out, in]} temporary. */

@@ -48,7 +48,7 @@ class GradientCheckTest {
         return l.forward(x).mul(g).sumNumber().doubleValue();
     }
 
-    private static void checkAgainstDifferences(String what, INDArray param, INDArray analytic,
+    static void checkAgainstDifferences(String what, INDArray param, INDArray analytic,
                                                 java.util.function.DoubleSupplier loss) {
         INDArray flat = param.reshape(param.length());
         INDArray an = analytic.dup('c').reshape(analytic.length());

@@ -51,6 +51,11 @@ import org.nd4j.linalg.learning.config.Sgd;
  * adapters a backward gave gradients since they were last cleared (every adapter with rows in a mixed batch, none
  * after base rows only), or the active adapter while no backward has run since.
  *
+ * <p>Adapters are plain LoRA or DoRA (issue 30): a DoRA adapter's magnitude {@code m}, its gradient and its step are
+ * modelled too, its forward as {@code (m / ‖W₀ + s·B·A‖_row) ⊙ (x (W₀ + s·B·A)^T) + b} recomputed from the model's
+ * values after every change (so a stale norm inside the layer shows), and its merge as
+ * {@code W = (m / ‖W₀ + s·B·A‖_row) ⊙ (W₀ + s·B·A)}, always EXACT.
+ *
  * <p>The layer is DOUBLE, 4 × 5, with a bias; dropout is 0, so outputs are deterministic. Values the model does not
  * predict (the initial A of a new adapter, a function of the seed) are read back once and then owned by the model;
  * values it computes in another summation order are compared within a tolerance and then taken over from the layer,
@@ -69,19 +74,36 @@ class LoraLinearStateMachineTest {
         chain.run();
     }
 
+    /** The same sequences on a layer whose first adapter is DoRA, so DoRA's path runs from the first call. */
+    @Property(tries = 100)
+    void randomCallSequencesFromADoraAdapterMatchTheReferenceModel(@ForAll("doraChains") ActionChain<Harness> chain) {
+        chain.run();
+    }
+
     @Provide
     Arbitrary<ActionChain<Harness>> chains() {
+        return chains(false);
+    }
+
+    @Provide
+    Arbitrary<ActionChain<Harness>> doraChains() {
+        return chains(true);
+    }
+
+    private static Arbitrary<ActionChain<Harness>> chains(boolean doraFirst) {
         Arbitrary<Long> seeds = Arbitraries.longs();
-        return ActionChain.startWith(Harness::new)
+        return ActionChain.startWith(() -> new Harness(doraFirst))
                 .withAction(3, action(Combinators.combine(name(), Arbitraries.integers().between(1, 5),
-                        Arbitraries.of(1.0, 2.0, 8.0), Arbitraries.of(false, true), seeds)
-                        .as((n, r, alpha, rs, seed) -> call("addAdapter(" + n + ", r=" + r + ", alpha=" + alpha
-                                + ", rsLora=" + rs + ", seed=" + seed + ")", h -> h.addAdapter(n, r, alpha, rs, seed)))))
+                        Arbitraries.of(1.0, 2.0, 8.0), Arbitraries.of(false, true), seeds, Arbitraries.of(false, true))
+                        .as((n, r, alpha, rs, seed, dora) -> call("addAdapter(" + n + ", r=" + r + ", alpha=" + alpha
+                                + ", rsLora=" + rs + ", seed=" + seed + (dora ? ", DoRA" : "") + ")",
+                                h -> h.addAdapter(n, r, alpha, rs, seed, dora)))))
                 .withAction(3, action(name().map(n -> call("setActiveAdapter(" + n + ")", h -> h.setActive(n)))))
                 .withAction(1, action(name().map(n -> call("deleteAdapter(" + n + ")", h -> h.delete(n)))))
                 .withAction(3, action(Combinators.combine(name(), seeds, Arbitraries.integers().between(0, 9))
                         .as((n, seed, kind) -> call("setAdapterWeights(" + n + ", seed=" + seed + ", "
-                                + (kind == 0 ? "A of a wrong shape" : kind == 1 ? "NaN in B" : "valid") + ")",
+                                + (kind == 0 ? "A of a wrong shape" : kind == 1 ? "NaN in B" : kind == 2
+                                ? "valid, with a magnitude" : "valid") + ")",
                                 h -> h.setWeights(n, seed, kind)))))
                 .withAction(1, action(Arbitraries.just(call("disableAdapters()", Harness::disable))))
                 .withAction(1, action(Arbitraries.just(call("enableAdapters()", Harness::enable))))
@@ -137,6 +159,9 @@ class LoraLinearStateMachineTest {
         double[][] b;
         double[][] ga;
         double[][] gb;
+        /** DoRA's magnitude {@code [1][OUT]} and its gradient, or null for plain LoRA. */
+        double[][] m;
+        double[][] gm;
 
         RefAdapter(int r, double s, double[][] a, double[][] b) {
             this.r = r;
@@ -145,6 +170,30 @@ class LoraLinearStateMachineTest {
             this.b = b;
             this.ga = new double[r][IN];
             this.gb = new double[OUT][r];
+        }
+
+        /** {@code ‖W₀_j + s(BA)_j‖} over the model's W₀. */
+        double[] norms(double[][] w0) {
+            double[][] v = copy(w0);
+            add(v, times(b, a), s);
+            double[] n = new double[OUT];
+            for (int j = 0; j < OUT; j++) {
+                double sum = 0;
+                for (double e : v[j]) {
+                    sum += e * e;
+                }
+                n[j] = Math.sqrt(sum);
+            }
+            return n;
+        }
+
+        /** DoRA's {@code c_j = m_j / ‖W₀_j + s(BA)_j‖} over the model's W₀. */
+        double[] factors(double[][] w0) {
+            double[] c = norms(w0);
+            for (int j = 0; j < OUT; j++) {
+                c[j] = m[0][j] / c[j];
+            }
+            return c;
         }
     }
 
@@ -183,28 +232,48 @@ class LoraLinearStateMachineTest {
         /** Whether a backward ran since the gradients were last cleared (a base-only mixed batch counts). */
         boolean backwardRan;
 
-        Harness() {
+        Harness(boolean dora) {
             INDArray w = TestData.gaussian(DataType.DOUBLE, 1, 0.5, OUT, IN);
             INDArray b = TestData.gaussian(DataType.DOUBLE, 2, 0.5, OUT);
-            layer = LoraLinear.wrap(w, b, LoraConfig.builder().rank(2).alpha(4).build());
+            layer = LoraLinear.wrap(w, b, LoraConfig.builder().rank(2).alpha(4).useDora(dora).build());
             trainer = LoraTrainer.builder().updater(new Sgd(LR)).build(layer);
             w0 = matrix(w);
             w0Bits = TestData.bits(w);
             bias = b.toDoubleVector();
             biasBits = TestData.bits(b);
-            adapters.put(LoraLinear.DEFAULT_ADAPTER, new RefAdapter(2, 2.0, readBack("default", 2),
-                    new double[OUT][2]));
+            RefAdapter first = new RefAdapter(2, 2.0, readBack("default", 2), new double[OUT][2]);
+            if (dora) {
+                first.m = matrix(layer.adapter("default").magnitude().reshape(1, OUT));
+                first.gm = new double[1][OUT];
+            }
+            adapters.put(LoraLinear.DEFAULT_ADAPTER, first);
         }
 
         // ------------------------------------------------------------ actions
 
-        void addAdapter(String name, int r, double alpha, boolean rs, long seed) {
-            LoraConfig cfg = LoraConfig.builder().rank(r).alpha(alpha).rsLora(rs).seed(seed).build();
-            boolean refuse = name.isBlank() || name.equals(LoraLinear.BASE_MODEL) || adapters.containsKey(name) || r > Math.min(IN, OUT);
-            expect(refuse ? IllegalArgumentException.class : null, () -> layer.addAdapter(name, cfg));
-            if (!refuse) {
+        void addAdapter(String name, int r, double alpha, boolean rs, long seed, boolean dora) {
+            LoraConfig cfg = LoraConfig.builder().rank(r).alpha(alpha).rsLora(rs).seed(seed).useDora(dora).build();
+            boolean badArgument = name.isBlank() || name.equals(LoraLinear.BASE_MODEL) || r > Math.min(IN, OUT);
+            boolean taken = adapters.containsKey(name);
+            boolean mergedRefusal = dora && merged != null;   // DoRA's magnitude starts from the unmerged W
+            Class<? extends RuntimeException> refusal = badArgument || (taken && !mergedRefusal)
+                    ? IllegalArgumentException.class : mergedRefusal ? IllegalStateException.class : null;
+            expect(refusal, taken && mergedRefusal, () -> layer.addAdapter(name, cfg));
+            if (refusal == null) {
                 double s = rs ? alpha / Math.sqrt(r) : alpha / r;
-                adapters.put(name, new RefAdapter(r, s, readBack(name, r), new double[OUT][r]));
+                RefAdapter ad = new RefAdapter(r, s, readBack(name, r), new double[OUT][r]);
+                if (dora) {
+                    ad.m = new double[1][OUT];                  // PEFT's start: the row norms of W (B = 0)
+                    for (int j = 0; j < OUT; j++) {
+                        double sum = 0;
+                        for (double e : w0[j]) {
+                            sum += e * e;
+                        }
+                        ad.m[0][j] = Math.sqrt(sum);
+                    }
+                    ad.gm = new double[1][OUT];
+                }
+                adapters.put(name, ad);
             }
             check();
         }
@@ -240,28 +309,45 @@ class LoraLinearStateMachineTest {
             check();
         }
 
-        /** kind 0: wrong shape of A; 1: NaN in B; otherwise valid random A and B. */
+        /**
+         * kind 0: wrong shape of A; 1: NaN in B; 2: valid random A and B with a random magnitude (refused for plain
+         * LoRA); otherwise valid random A and B.
+         */
         void setWeights(String name, long seed, int kind) {
             RefAdapter ad = adapters.get(name);
             int r = ad == null ? 2 : ad.r;
             double[][] a = random(seed, r, IN, 0.5);
             double[][] b = random(seed + 1, OUT, r, 0.5);
+            double[][] m = random(seed + 2, 1, OUT, 0.5);
+            for (int j = 0; j < OUT; j++) {
+                m[0][j] += 1.5;
+            }
             INDArray aArr = kind == 0 ? Nd4j.create(DataType.DOUBLE, r + 1, IN) : array(a);
             INDArray bArr = array(b);
             if (kind == 1) {
                 bArr.putScalar(0, 0, Double.NaN);
             }
+            boolean withMagnitude = kind == 2;
             Class<? extends RuntimeException> refusal;
-            if (ad == null || kind <= 1) {
+            if (ad == null || kind <= 1 || (withMagnitude && ad.m == null)) {
                 refusal = IllegalArgumentException.class;
             } else {
                 refusal = name.equals(merged) ? IllegalStateException.class : null;
             }
-            boolean eitherWay = ad != null && kind <= 1 && name.equals(merged);
-            expect(refusal, eitherWay, () -> layer.setAdapterWeights(name, aArr, bArr));
+            boolean eitherWay = ad != null && (kind <= 1 || (withMagnitude && ad.m == null)) && name.equals(merged);
+            expect(refusal, eitherWay, () -> {
+                if (withMagnitude) {
+                    layer.setAdapterWeights(name, aArr, bArr, array(m).reshape(OUT));
+                } else {
+                    layer.setAdapterWeights(name, aArr, bArr);
+                }
+            });
             if (refusal == null) {
                 ad.a = a;
                 ad.b = b;
+                if (withMagnitude) {
+                    ad.m = m;
+                }
                 if (cache != null && cache.ran(name)) {
                     cache = null;
                 }
@@ -319,9 +405,13 @@ class LoraLinearStateMachineTest {
                 RefAdapter ad = adapters.get(path);
                 double[][] u = times(x, transpose(ad.a));              // u = x A^T   [n, r]
                 double[][] d = times(u, transpose(ad.b));              // u B^T       [n, out]
+                double[] c = ad.m == null ? null : ad.factors(w0);     // DoRA: m / ‖W0 + sBA‖
                 for (int i = 0; i < n; i++) {
                     for (int o = 0; o < OUT; o++) {
                         expected[i][o] += ad.s * d[i][o];
+                        if (c != null) {
+                            expected[i][o] = c[o] * (expected[i][o] - bias[o]) + bias[o];
+                        }
                     }
                 }
             }
@@ -342,10 +432,14 @@ class LoraLinearStateMachineTest {
             for (String name : per) {
                 unknown |= name != null && !name.equals(LoraLinear.BASE_MODEL) && !adapters.containsKey(name);
             }
+            boolean doraRow = false;   // Checks.refuseDoraRows: mixed batches refuse DoRA adapters, as PEFT does
+            for (String name : per) {
+                doraRow |= name != null && adapters.containsKey(name) && adapters.get(name).m != null;
+            }
             Class<? extends RuntimeException> refusal = merged != null ? IllegalStateException.class
-                    : unknown ? IllegalArgumentException.class : null;
+                    : unknown || doraRow ? IllegalArgumentException.class : null;
             INDArray xArr = n == 0 ? Nd4j.create(DataType.DOUBLE, 0, IN) : array(x);
-            INDArray y = expect(refusal, merged != null && unknown, () -> layer.forward(xArr, per));
+            INDArray y = expect(refusal, merged != null && (unknown || doraRow), () -> layer.forward(xArr, per));
             if (refusal == null) {
                 assertArrayEquals(new long[] {n, OUT}, y.shape(), "mixed forward output shape");
                 String[] rows = new String[n];
@@ -384,6 +478,23 @@ class LoraLinearStateMachineTest {
                     : kind == 0 ? IllegalArgumentException.class : null;
             INDArray dx = expect(refusal, kind == 0 && stateRefusal, () -> layer.backward(gArr));
             if (refusal == null) {
+                double[][] x = cache.x();
+                String single = cache.mixed() ? null : cache.rowAdapters()[0];
+                RefAdapter dora = single == null ? null : adapters.get(single);
+                if (dora != null && dora.m != null) {
+                    // DoRA: gc = g ⊙ c, dm += Σ g ⊙ q / ‖·‖ with q = x (W0 + sBA)^T, then LoRA's rules on gc.
+                    double[] c = dora.factors(w0);
+                    double[] norms = dora.norms(w0);
+                    double[][] v = copy(w0);
+                    add(v, times(dora.b, dora.a), dora.s);
+                    double[][] q = times(x, transpose(v));
+                    for (int i = 0; i < g.length; i++) {
+                        for (int o = 0; o < OUT; o++) {
+                            dora.gm[0][o] += g[i][o] * q[i][o] / norms[o];
+                            g[i][o] *= c[o];
+                        }
+                    }
+                }
                 double[][] expectedDx = times(g, w0);                  // dx = g W
                 for (int i = 0; i < n; i++) {
                     String name = cache.rowAdapters()[i];
@@ -391,7 +502,7 @@ class LoraLinearStateMachineTest {
                         continue;
                     }
                     RefAdapter ad = adapters.get(name);
-                    double[][] xi = {cache.x()[i]};
+                    double[][] xi = {x[i]};
                     double[][] gi = {g[i]};
                     double[][] gB = times(gi, ad.b);                    // gB = g B          [1, r]
                     double[][] u = times(xi, transpose(ad.a));          // u = x A^T         [1, r]
@@ -417,7 +528,7 @@ class LoraLinearStateMachineTest {
             expect(refusal, () -> layer.merge(mode));
             if (refusal == null) {
                 merged = active;
-                mergedMode = mode;
+                mergedMode = adapters.get(active).m != null ? MergeMode.EXACT : mode;   // DoRA merges exactly
                 wBeforeMerge = before;
                 cache = null;
             }
@@ -462,6 +573,10 @@ class LoraLinearStateMachineTest {
                     add(ad.b, ad.gb, -LR);                              // B -= lr·dB
                     ad.ga = new double[ad.r][IN];
                     ad.gb = new double[OUT][ad.r];
+                    if (ad.m != null) {
+                        add(ad.m, ad.gm, -LR);                          // m -= lr·dm
+                        ad.gm = new double[1][OUT];
+                    }
                     withGradients.remove(name);
                     backwardRan = !withGradients.isEmpty();
                     if (cache != null && cache.ran(name)) {
@@ -479,6 +594,9 @@ class LoraLinearStateMachineTest {
             for (RefAdapter ad : adapters.values()) {
                 ad.ga = new double[ad.r][IN];
                 ad.gb = new double[OUT][ad.r];
+                if (ad.m != null) {
+                    ad.gm = new double[1][OUT];
+                }
             }
             withGradients.clear();
             backwardRan = false;
@@ -504,6 +622,11 @@ class LoraLinearStateMachineTest {
                 ad.b = adopt(ad.b, real.b(), what + "B");
                 ad.ga = adopt(ad.ga, real.gradA(), what + "gradA");
                 ad.gb = adopt(ad.gb, real.gradB(), what + "gradB");
+                assertEquals(ad.m != null, real.isDora(), what + "is DoRA");
+                if (ad.m != null) {
+                    ad.m = adopt(ad.m, real.magnitude().reshape(1, OUT), what + "magnitude");
+                    ad.gm = adopt(ad.gm, real.gradMagnitude().reshape(1, OUT), what + "gradMagnitude");
+                }
                 assertEquals(ad.s, real.scaling(), 0.0, what + "scaling");
             }
             long[] w = TestData.bits(layer.weight());
@@ -522,7 +645,13 @@ class LoraLinearStateMachineTest {
             double[][] w = copy(w0);
             if (merged != null) {
                 RefAdapter ad = adapters.get(merged);
+                double[] c = ad.m == null ? null : ad.factors(w0);
                 add(w, times(ad.b, ad.a), ad.s);
+                for (int j = 0; c != null && j < OUT; j++) {
+                    for (int k = 0; k < IN; k++) {
+                        w[j][k] *= c[j];                                // DoRA: (m / ‖W0 + sBA‖) ⊙ (W0 + sBA)
+                    }
+                }
             }
             return w;
         }

@@ -60,8 +60,10 @@ final class AdapterLoader {
             DataType type = linears.containsKey(module) ? linears.get(module).dataType()
                     : embeddings.containsKey(module) ? embeddings.get(module).dataType() : convs.get(module).dataType();
             String owner = "module '" + module + "'";
+            INDArray m = adapter.storedMagnitude(module);
             prepared.put(module, new INDArray[] {convert(adapter.storedA(module), type, owner, "lora_A"),
-                convert(adapter.storedB(module), type, owner, "lora_B")});
+                convert(adapter.storedB(module), type, owner, "lora_B"),
+                m == null ? null : convert(m, type, owner, PeftAdapterLayout.MAGNITUDE)});
         }
 
         // Phase 2: apply; undo on the first failure so that no module keeps a half-loaded adapter.
@@ -74,7 +76,11 @@ final class AdapterLoader {
                 if (linear != null) {
                     linear.addAdapter(adapterName, cfg);
                     undo.add(() -> linear.deleteAdapter(adapterName));
-                    linear.setAdapterWeights(adapterName, p.getValue()[0], p.getValue()[1]);
+                    if (p.getValue()[2] != null) {
+                        linear.setAdapterWeights(adapterName, p.getValue()[0], p.getValue()[1], p.getValue()[2]);
+                    } else {
+                        linear.setAdapterWeights(adapterName, p.getValue()[0], p.getValue()[1]);
+                    }
                 } else if (embeddings.containsKey(module)) {
                     LoraEmbedding emb = embeddings.get(module);
                     emb.addAdapter(adapterName, cfg);

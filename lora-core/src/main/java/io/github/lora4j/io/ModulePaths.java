@@ -40,7 +40,8 @@ final class ModulePaths {
             }
             if (ROLE_SEGMENTS.contains(segment)) {
                 return "holds the role name '" + segment + "'"
-                        + (segment.equals("lora_magnitude_vector") ? " (DoRA, which lora4j does not support)"
+                        + (segment.equals("lora_magnitude_vector") ? " (PEFT stores DoRA's magnitude as "
+                        + "<module>.lora_magnitude_vector, with no .weight and no adapter name after it)"
                         : ", which PEFT's tensor keys use for LoRA's own tensors (a key still holding an adapter "
                         + "name, such as lora_A.default.weight, reads this way too)");
             }

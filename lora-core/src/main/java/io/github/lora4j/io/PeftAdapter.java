@@ -29,14 +29,17 @@ public final class PeftAdapter {
     private final Map<String, INDArray> b;
     private final Map<String, Map<String, INDArray>> full;
     private final Map<String, INDArray> baseCopies;
+    private final Map<String, INDArray> magnitudes;
 
     PeftAdapter(PeftAdapterLayout layout, Map<String, INDArray> a, Map<String, INDArray> b,
-                Map<String, Map<String, INDArray>> full, Map<String, INDArray> baseCopies) {
+                Map<String, Map<String, INDArray>> full, Map<String, INDArray> baseCopies,
+                Map<String, INDArray> magnitudes) {
         this.layout = layout;
         this.a = Collections.unmodifiableMap(new TreeMap<>(a));
         this.b = Collections.unmodifiableMap(new TreeMap<>(b));
         this.full = Collections.unmodifiableMap(new TreeMap<>(full));
         this.baseCopies = Collections.unmodifiableMap(new TreeMap<>(baseCopies));
+        this.magnitudes = Collections.unmodifiableMap(new TreeMap<>(magnitudes));
     }
 
     /**
@@ -145,6 +148,19 @@ public final class PeftAdapter {
     }
 
     /**
+     * A copy of DoRA's magnitude of {@code module} (PEFT's {@code lora_magnitude_vector}): {@code [out]}, FLOAT (or
+     * DOUBLE for an F64 file).
+     *
+     * @param module a LoRA module path as listed by {@link #modules()}; not {@code null}
+     * @return a fresh copy of the magnitude; the caller may modify it
+     * @throws IllegalArgumentException for a module without a magnitude (a plain LoRA file has none), listing those
+     *                                  that have one
+     */
+    public INDArray magnitude(String module) {
+        return require(magnitudes, module).dup('c');
+    }
+
+    /**
      * Modules with full tensors ({@code modules_to_save}, trained biases), sorted.
      *
      * @return an unmodifiable list of the module paths that have full tensors; empty if there are none
@@ -223,6 +239,11 @@ public final class PeftAdapter {
 
     INDArray storedB(String module) {
         return b.get(module);
+    }
+
+    /** The stored magnitude, not copied, or null for a plain LoRA module. */
+    INDArray storedMagnitude(String module) {
+        return magnitudes.get(module);
     }
 
     private static INDArray require(Map<String, INDArray> m, String module) {

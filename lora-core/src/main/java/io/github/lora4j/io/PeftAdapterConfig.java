@@ -29,7 +29,8 @@ import java.util.regex.PatternSyntaxException;
  * <p>Fields and their PEFT defaults (used when a key is absent or null): {@code peft_type} (required, must be
  * {@code "LORA"}), {@code r} (8), {@code lora_alpha} (8), {@code lora_dropout} (0), {@code target_modules}
  * (a list of module-name suffixes, or one string that PEFT treats as a regular expression; absent or null means
- * none), {@code use_rslora} (false), {@code fan_in_fan_out} (false), {@code bias} ({@code "none"}),
+ * none), {@code use_rslora} (false), {@code use_dora} (false: DoRA, with a {@code lora_magnitude_vector} per module),
+ * {@code fan_in_fan_out} (false), {@code bias} ({@code "none"}),
  * {@code rank_pattern} / {@code alpha_pattern} ({@code {}}: per-module {@code r} / {@code lora_alpha}, keys
  * matched as PEFT does, see {@link #rankOf}), {@code modules_to_save} (null), {@code base_model_name_or_path}
  * (null), {@code init_lora_weights} (true). A config read from a file keeps the whole file as {@link #raw()}.
@@ -37,9 +38,9 @@ import java.util.regex.PatternSyntaxException;
  * <p>Unknown keys are ignored (PEFT adds keys in every release), as are keys that only steer how PEFT builds a
  * model ({@code layers_to_transform}, {@code exclude_modules}, {@code auto_mapping}, ...): the tensors in the file
  * say which modules are adapted. Keys that PEFT defines and that would give a different model if the file were
- * read as plain LoRA are refused with an {@link AdapterFormatException} naming the key: {@code use_dora},
- * {@code lora_bias} and {@code use_qalora} when true in Python's sense (true, 1, "true", even "false": any non-empty
- * string), {@code alora_invocation_tokens}, {@code layer_replication}, {@code trainable_token_indices} and
+ * read as plain LoRA are refused with an {@link AdapterFormatException} naming the key: {@code lora_bias} and
+ * {@code use_qalora} when true in Python's sense (true, 1, "true", even "false": any non-empty string), {@code use_dora}
+ * when it is anything but true, false, 0 or null (a string or a list, which PEFT would read as true), {@code alora_invocation_tokens}, {@code layer_replication}, {@code trainable_token_indices} and
  * {@code target_parameters} when set, and {@code init_lora_weights} other than true, false or {@code "gaussian"}
  * (PiSSA, OLoRA, CorDA, LoftQ, EVA... change the base weights; PEFT can convert such adapters to plain LoRA).
  * {@code fan_in_fan_out} is kept and written, but it does not affect loading: LoRA's {@code A [r, in]} and
@@ -68,6 +69,7 @@ public final class PeftAdapterConfig {
     private final List<String> targetModules;
     private final String targetModulesRegex;
     private final boolean useRslora;
+    private final boolean useDora;
     private final boolean fanInFanOut;
     private final String bias;
     private final Map<String, Integer> rankPattern;
@@ -80,7 +82,7 @@ public final class PeftAdapterConfig {
     private final List<Map.Entry<String, Pattern>> alphaKeys;
 
     PeftAdapterConfig(int r, double loraAlpha, double loraDropout, List<String> targetModules,
-                      String targetModulesRegex, boolean useRslora, boolean fanInFanOut, String bias,
+                      String targetModulesRegex, boolean useRslora, boolean useDora, boolean fanInFanOut, String bias,
                       Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, List<String> modulesToSave,
                       String baseModelNameOrPath, ObjectNode raw) {
         this.peftType = LORA;
@@ -90,6 +92,7 @@ public final class PeftAdapterConfig {
         this.targetModules = List.copyOf(targetModules);
         this.targetModulesRegex = targetModulesRegex;
         this.useRslora = useRslora;
+        this.useDora = useDora;
         this.fanInFanOut = fanInFanOut;
         this.bias = bias;
         this.rankPattern = Collections.unmodifiableMap(new LinkedHashMap<>(rankPattern));
@@ -107,7 +110,7 @@ public final class PeftAdapterConfig {
      * {@code targets} (e.g. {@code ["q_proj", "v_proj"]}); {@code fanInFanOut} is true for weights stored
      * {@code [in, out]}. The init scheme and seed of {@code config} are not part of PEFT's file.
      *
-     * @param config      the lora4j configuration; its rank, alpha, dropout and rsLoRA flag are written
+     * @param config      the lora4j configuration; its rank, alpha, dropout, rsLoRA and DoRA flags are written
      * @param targets     module-name suffixes to list as {@code target_modules}, in order; copied, no element
      *                    {@code null}
      * @param fanInFanOut whether the adapted base weights are stored {@code [in, out]}
@@ -121,7 +124,7 @@ public final class PeftAdapterConfig {
             Objects.requireNonNull(t, "target module names must not be null");
         }
         return new PeftAdapterConfig(config.rank(), config.alpha(), config.dropout(), targets, null,
-                config.rsLora(), fanInFanOut, "none", Map.of(), Map.of(), null, null, null);
+                config.rsLora(), config.useDora(), fanInFanOut, "none", Map.of(), Map.of(), null, null, null);
     }
 
     /**
@@ -185,6 +188,15 @@ public final class PeftAdapterConfig {
      */
     public boolean useRslora() {
         return useRslora;
+    }
+
+    /**
+     * Whether the adapter is DoRA (PEFT's {@code use_dora}): each module then has a {@code lora_magnitude_vector}.
+     *
+     * @return {@code true} for DoRA
+     */
+    public boolean useDora() {
+        return useDora;
     }
 
     /**
@@ -295,14 +307,14 @@ public final class PeftAdapterConfig {
     }
 
     /**
-     * The lora4j configuration of these adapters: rank, alpha, dropout and rsLoRA from the file, init
+     * The lora4j configuration of these adapters: rank, alpha, dropout, rsLoRA and DoRA from the file, init
      * {@link LoraInit#ZERO} (the weights come from the file) and the default seed.
      *
      * @return a new config; every call builds another
      * @throws IllegalArgumentException if a value is outside lora4j's range (e.g. a non-positive alpha)
      */
     public LoraConfig toLoraConfig() {
-        return LoraConfig.builder().rank(r).alpha(loraAlpha).dropout(loraDropout).rsLora(useRslora)
+        return LoraConfig.builder().rank(r).alpha(loraAlpha).dropout(loraDropout).rsLora(useRslora).useDora(useDora)
                 .init(LoraInit.ZERO).build();
     }
 
@@ -316,7 +328,7 @@ public final class PeftAdapterConfig {
      */
     public LoraConfig toLoraConfig(String module) {
         return LoraConfig.builder().rank(rankOf(module)).alpha(alphaOf(module)).dropout(loraDropout)
-                .rsLora(useRslora).init(LoraInit.ZERO).build();
+                .rsLora(useRslora).useDora(useDora).init(LoraInit.ZERO).build();
     }
 
     // ---------------------------------------------------------------- JSON
@@ -354,6 +366,7 @@ public final class PeftAdapterConfig {
             targetModules.forEach(t::add);
         }
         o.put("use_rslora", useRslora);
+        o.put("use_dora", useDora);
         o.put("fan_in_fan_out", fanInFanOut);
         o.put("bias", bias);
         ObjectNode rp = o.putObject("rank_pattern");
@@ -422,6 +435,7 @@ public final class PeftAdapterConfig {
                     + "(regex) or null, got " + t.getNodeType());
         }
         boolean rslora = bool(root, "use_rslora", what);
+        boolean dora = useDora(root.get("use_dora"), what);
         boolean fanInFanOut = bool(root, "fan_in_fan_out", what);
         JsonNode b = root.get("bias");
         String bias = "none";
@@ -458,14 +472,14 @@ public final class PeftAdapterConfig {
             throw new AdapterFormatException(what + ": expected base_model_name_or_path to be a string or null, got "
                     + base.getNodeType());
         }
-        return new PeftAdapterConfig(r, alpha, dropout, targets, regex, rslora, fanInFanOut, bias, rankPattern,
+        return new PeftAdapterConfig(r, alpha, dropout, targets, regex, rslora, dora, fanInFanOut, bias, rankPattern,
                 alphaPattern, modulesToSave, base == null || base.isNull() ? null : base.textValue(),
                 (ObjectNode) root);
     }
 
     /** The keys that would change the model if ignored; each refusal names the key and what PEFT would do. */
     private static void refuseUnsupported(JsonNode root, String what) throws AdapterFormatException {
-        for (String key : List.of("use_dora", "lora_bias", "use_qalora")) {
+        for (String key : List.of("lora_bias", "use_qalora")) {
             JsonNode n = root.get(key);
             if (truthy(n)) {
                 throw new AdapterFormatException(what + ": " + key + " is not supported (it changes the layer's "
@@ -490,7 +504,23 @@ public final class PeftAdapterConfig {
         }
     }
 
-    /** Python's truth value of a JSON value, as PEFT's {@code if config.use_dora:} sees it. */
+    /**
+     * {@code use_dora}: true or false; 0 and null (or absent) are false. Anything else (1, "true", "false", a list) is
+     * refused by name: PEFT would take a non-empty string, even "false", for true, and a file that says so is more
+     * likely broken than meant.
+     */
+    private static boolean useDora(JsonNode n, String what) throws AdapterFormatException {
+        if (n == null || n.isNull() || (n.isNumber() && n.doubleValue() == 0)) {
+            return false;
+        }
+        if (!n.isBoolean()) {
+            throw new AdapterFormatException(what + ": expected use_dora to be true, false or null, got " + n
+                    + (truthy(n) ? ", which PEFT treats as true" : ""));
+        }
+        return n.booleanValue();
+    }
+
+    /** Python's truth value of a JSON value, as PEFT's {@code if config.lora_bias:} sees it. */
     private static boolean truthy(JsonNode n) {
         if (n == null || n.isNull()) {
             return false;
@@ -597,7 +627,7 @@ public final class PeftAdapterConfig {
         }
         PeftAdapterConfig c = (PeftAdapterConfig) o;
         return r == c.r && Double.compare(loraAlpha, c.loraAlpha) == 0
-                && Double.compare(loraDropout, c.loraDropout) == 0 && useRslora == c.useRslora
+                && Double.compare(loraDropout, c.loraDropout) == 0 && useRslora == c.useRslora && useDora == c.useDora
                 && fanInFanOut == c.fanInFanOut && peftType.equals(c.peftType) && bias.equals(c.bias)
                 && targetModules.equals(c.targetModules) && Objects.equals(targetModulesRegex, c.targetModulesRegex)
                 && rankPattern.equals(c.rankPattern) && alphaPattern.equals(c.alphaPattern)
@@ -607,7 +637,7 @@ public final class PeftAdapterConfig {
 
     @Override
     public int hashCode() {
-        return Objects.hash(peftType, r, loraAlpha, loraDropout, targetModules, targetModulesRegex, useRslora,
+        return Objects.hash(peftType, r, loraAlpha, loraDropout, targetModules, targetModulesRegex, useRslora, useDora,
                 fanInFanOut, bias, rankPattern, alphaPattern, modulesToSave(), baseModelNameOrPath);
     }
 
@@ -616,7 +646,8 @@ public final class PeftAdapterConfig {
         return "PeftAdapterConfig{peft_type=" + peftType + ", r=" + r + ", lora_alpha=" + loraAlpha
                 + ", lora_dropout=" + loraDropout + ", target_modules="
                 + (targetModulesRegex != null ? "regex '" + targetModulesRegex + "'" : targetModules)
-                + ", use_rslora=" + useRslora + ", fan_in_fan_out=" + fanInFanOut + ", bias=" + bias
+                + ", use_rslora=" + useRslora + (useDora ? ", use_dora=true" : "") + ", fan_in_fan_out=" + fanInFanOut
+                + ", bias=" + bias
                 + (rankPattern.isEmpty() ? "" : ", rank_pattern=" + rankPattern)
                 + (alphaPattern.isEmpty() ? "" : ", alpha_pattern=" + alphaPattern)
                 + (modulesToSave().isEmpty() ? "" : ", modules_to_save=" + modulesToSave)

@@ -378,6 +378,7 @@ public final class PeftAdapterFiles {
         Map<String, INDArray> bs = new TreeMap<>();
         Map<String, Map<String, INDArray>> full = new TreeMap<>();
         Map<String, INDArray> baseCopies = new TreeMap<>();
+        Map<String, INDArray> magnitudes = new TreeMap<>();
         for (Map.Entry<String, String[]> k : layout.roles.entrySet()) {
             INDArray data = Safetensors.decode(model, header, header.entries.get(k.getKey()), MODEL_FILE);
             String[] role = k.getValue();
@@ -393,11 +394,14 @@ public final class PeftAdapterFiles {
                 case "base":
                     baseCopies.put(k.getKey().substring(PREFIX.length()), data);
                     break;
+                case "mag":
+                    magnitudes.put(role[0], data);
+                    break;
                 default:
                     full.computeIfAbsent(role[0], m -> new TreeMap<>()).put(role[2], data);
             }
         }
-        return new PeftAdapter(layout, as, bs, full, baseCopies);
+        return new PeftAdapter(layout, as, bs, full, baseCopies, magnitudes);
     }
 
     // ---------------------------------------------------------------- load

@@ -24,6 +24,8 @@ import java.util.TreeMap;
  *       <td>{@code A [r, in]}, {@code B [out, r]} (also for {@code fan_in_fan_out} layers)</td></tr>
  *   <tr><td>{@code .lora_A.weight}, {@code .lora_B.weight}, 3- to 5-D</td><td>{@link Kind#CONV} LoRA</td>
  *       <td>{@code A [r, in, k...]}, {@code B [out, r, 1...]}</td></tr>
+ *   <tr><td>{@code .lora_magnitude_vector} (no {@code .weight}), 1-D, with {@code use_dora: true}</td>
+ *       <td>DoRA's magnitude of a {@link Kind#LINEAR} module</td><td>{@code [out]}</td></tr>
  *   <tr><td>{@code .lora_embedding_A}, {@code .lora_embedding_B} (no {@code .weight})</td>
  *       <td>{@link Kind#EMBEDDING} LoRA</td><td>{@code A [r, num_embeddings]}, {@code B [dim, r]}</td></tr>
  *   <tr><td>{@code .weight}, {@code .bias}, {@code .modules_to_save.weight}/{@code .bias}</td>
@@ -33,8 +35,10 @@ import java.util.TreeMap;
  *       <td>a copy of a base parameter (except {@code base_layer.bias} when {@code bias} is not "none": a
  *       trained bias)</td><td>any</td></tr>
  * </table>
- * Anything else is refused, naming the key: DoRA's {@code lora_magnitude_vector}, keys still holding an adapter
- * name ({@code lora_A.default.weight}), keys without the prefix, empty path segments.
+ * Anything else is refused, naming the key: keys still holding an adapter name ({@code lora_A.default.weight},
+ * {@code lora_magnitude_vector.default.weight}), keys without the prefix, empty path segments. With {@code use_dora}
+ * every LoRA module must have its magnitude, and only linear ones may (lora4j has DoRA for linear layers only);
+ * without it no module may have one.
  */
 public final class PeftAdapterLayout {
 
@@ -149,24 +153,29 @@ public final class PeftAdapterLayout {
     static final String B_SUFFIX = ".lora_B.weight";
     static final String EMB_A_SUFFIX = ".lora_embedding_A";
     static final String EMB_B_SUFFIX = ".lora_embedding_B";
+    /** PEFT's name of DoRA's magnitude (saved without {@code .weight}, see {@code LoraModel._get_adapter_state_dict}). */
+    static final String MAGNITUDE = "lora_magnitude_vector";
+    static final String MAGNITUDE_SUFFIX = "." + MAGNITUDE;
 
     private final PeftAdapterConfig config;
     private final Map<String, String> metadata;
     private final Map<String, LoraModule> lora;
     private final Map<String, Map<String, long[]>> full;
     private final Map<String, long[]> baseCopies;
+    private final Map<String, long[]> magnitudes;
     /** Tensor key to its place: for the reader. */
     final Map<String, String[]> roles;
 
     private PeftAdapterLayout(PeftAdapterConfig config, Map<String, String> metadata, Map<String, LoraModule> lora,
                               Map<String, Map<String, long[]>> full, Map<String, long[]> baseCopies,
-                              Map<String, String[]> roles) {
+                              Map<String, long[]> magnitudes, Map<String, String[]> roles) {
         this.config = config;
         // A linked copy, in file order: Map.copyOf degrades to quadratic time on many short keys (issue 29).
         this.metadata = Collections.unmodifiableMap(new LinkedHashMap<>(metadata));
         this.lora = Collections.unmodifiableMap(lora);
         this.full = Collections.unmodifiableMap(full);
         this.baseCopies = Collections.unmodifiableMap(baseCopies);
+        this.magnitudes = Collections.unmodifiableMap(magnitudes);
         this.roles = roles;
     }
 
@@ -224,6 +233,18 @@ public final class PeftAdapterLayout {
         return Collections.unmodifiableMap(out);
     }
 
+    /**
+     * DoRA's magnitude vectors ({@code lora_magnitude_vector}): module path to shape ({@code [out]}), sorted; empty
+     * unless the config has {@code use_dora}, and then one per LoRA module.
+     *
+     * @return an unmodifiable, sorted map; the shape arrays are fresh copies the caller may modify
+     */
+    public Map<String, long[]> magnitudes() {
+        Map<String, long[]> out = new TreeMap<>();
+        magnitudes.forEach((k, v) -> out.put(k, v.clone()));
+        return Collections.unmodifiableMap(out);
+    }
+
     // ---------------------------------------------------------------- building from a header
 
     /** Sorts every tensor of {@code header} into its role and checks shapes and ranks against {@code config}. */
@@ -234,6 +255,7 @@ public final class PeftAdapterLayout {
         Map<String, Kind> kinds = new TreeMap<>();
         Map<String, Map<String, long[]>> full = new TreeMap<>();
         Map<String, long[]> baseCopies = new TreeMap<>();
+        Map<String, long[]> magnitudes = new TreeMap<>();
         Map<String, String[]> roles = new LinkedHashMap<>();
         boolean trainedBias = !config.bias().equals("none");
         for (Safetensors.Entry e : header.entries.values()) {
@@ -243,15 +265,11 @@ public final class PeftAdapterLayout {
                 throw unknown(what, key, "it does not start with " + PREFIX);
             }
             String rest = key.substring(PREFIX.length());
-            if (rest.contains("lora_magnitude_vector")) {
-                throw unknown(what, key, "it is DoRA's magnitude vector (lora_magnitude_vector); lora4j does not "
-                        + "support DoRA");
-            }
             String[] role = role(rest);
             if (role == null) {
                 throw unknown(what, key, "its role is none of lora_A.weight, lora_B.weight, lora_embedding_A, "
-                        + "lora_embedding_B, weight, bias, modules_to_save.<weight|bias>, original_module.<p>, "
-                        + "base_layer.<p>");
+                        + "lora_embedding_B, lora_magnitude_vector, weight, bias, modules_to_save.<weight|bias>, "
+                        + "original_module.<p>, base_layer.<p>");
             }
             String module = role[0];
             String part = role[1];
@@ -271,6 +289,21 @@ public final class PeftAdapterLayout {
                                 + Arrays.toString(shape) + ")");
                     }
                     (isA ? as : bs).put(module, shape);
+                    break;
+                }
+                case "mag": {
+                    if (!config.useDora()) {
+                        throw new AdapterFormatException(what + ": tensor '" + key + "' is DoRA's magnitude, but "
+                                + PeftAdapterFiles.CONFIG_FILE + " has no use_dora: true; expected no "
+                                + MAGNITUDE + " in a plain LoRA adapter");
+                    }
+                    if (shape.length != 1 || shape[0] < 1) {
+                        throw new AdapterFormatException(what + ": tensor '" + key + "': expected DoRA's magnitude of a "
+                                + "linear module, a non-empty 1-D [out], got shape " + Arrays.toString(shape)
+                                + (shape.length == 4 ? " (a conv module's; lora4j has DoRA for linear modules only)"
+                                : ""));
+                    }
+                    magnitudes.put(module, shape);
                     break;
                 }
                 case "base": {
@@ -317,7 +350,39 @@ public final class PeftAdapterLayout {
             Number[] ra = patterned(config, module, what);
             lora.put(module, new LoraModule(kind, ra[0].intValue(), ra[1].doubleValue(), a, b));
         }
-        return new PeftAdapterLayout(config, header.metadata, lora, full, baseCopies, roles);
+        checkMagnitudes(config, what, lora, magnitudes);
+        return new PeftAdapterLayout(config, header.metadata, lora, full, baseCopies, magnitudes, roles);
+    }
+
+    /** With {@code use_dora}, exactly the LoRA modules have magnitudes, all linear, each {@code [out]}. */
+    private static void checkMagnitudes(PeftAdapterConfig config, String what, Map<String, LoraModule> lora,
+                                        Map<String, long[]> magnitudes) throws AdapterFormatException {
+        if (!config.useDora()) {
+            return;
+        }
+        for (Map.Entry<String, long[]> m : magnitudes.entrySet()) {
+            LoraModule module = lora.get(m.getKey());
+            if (module == null) {
+                throw new AdapterFormatException(what + ": module '" + m.getKey() + "' has a " + MAGNITUDE + " but no "
+                        + "lora_A / lora_B; expected DoRA's magnitude beside a LoRA pair");
+            }
+            if (module.kind() != Kind.LINEAR) {
+                throw new AdapterFormatException(what + ": module '" + m.getKey() + "' is " + module.kind() + " LoRA "
+                        + "with a DoRA " + MAGNITUDE + "; lora4j supports DoRA on linear modules only");
+            }
+            if (m.getValue()[0] != module.out()) {
+                throw new AdapterFormatException(what + ": module '" + m.getKey() + "': expected " + MAGNITUDE + " ["
+                        + module.out() + "] (out, B's rows), got " + Arrays.toString(m.getValue()));
+            }
+        }
+        for (Map.Entry<String, LoraModule> e : lora.entrySet()) {
+            if (!magnitudes.containsKey(e.getKey())) {
+                throw new AdapterFormatException(what + ": module '" + e.getKey() + "' has no " + PREFIX + e.getKey()
+                        + MAGNITUDE_SUFFIX + ", but " + PeftAdapterFiles.CONFIG_FILE + " says use_dora: true"
+                        + (e.getValue().kind() == Kind.LINEAR ? "; expected one per LoRA module"
+                        : "; lora4j supports DoRA on linear modules only"));
+            }
+        }
     }
 
     /**
@@ -336,6 +401,9 @@ public final class PeftAdapterLayout {
         }
         if (rest.endsWith(EMB_B_SUFFIX)) {
             return new String[] {cut(rest, EMB_B_SUFFIX), "embB", null};
+        }
+        if (rest.endsWith(MAGNITUDE_SUFFIX)) {
+            return new String[] {cut(rest, MAGNITUDE_SUFFIX), "mag", null};
         }
         int dot = rest.lastIndexOf('.');
         if (dot <= 0) {

@@ -52,6 +52,11 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
             }
             LoraAdapter adapter = layer.adapter(adapterName);
             putPair(tensors, module, PeftAdapterLayout.A_SUFFIX, PeftAdapterLayout.B_SUFFIX, adapter);
+            if (adapter.isDora()) {
+                INDArray mag = adapter.magnitude().dup('c');                 // [out], PEFT's 1-D magnitude
+                requireFinite(mag, "module '" + module + "' " + PeftAdapterLayout.MAGNITUDE);
+                tensors.put(PeftAdapterLayout.PREFIX + module + PeftAdapterLayout.MAGNITUDE_SUFFIX, mag);
+            }
             configs.put(module, effectiveConfig(module, adapter));
             lastNames.add(module.substring(module.lastIndexOf('.') + 1));
         }
@@ -108,11 +113,13 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         Map<Double, Integer> alphaCount = new TreeMap<>();
         for (Map.Entry<String, LoraConfig> c : configs.entrySet()) {
             LoraConfig f = first.getValue();
-            if (Double.compare(c.getValue().dropout(), f.dropout()) != 0 || c.getValue().rsLora() != f.rsLora()) {
+            if (Double.compare(c.getValue().dropout(), f.dropout()) != 0 || c.getValue().rsLora() != f.rsLora()
+                    || c.getValue().useDora() != f.useDora()) {
                 throw new IllegalArgumentException("adapter '" + adapterName + "' of module '" + c.getKey()
-                        + "' has dropout=" + c.getValue().dropout() + ", rsLora=" + c.getValue().rsLora()
-                        + ", but module '" + first.getKey() + "' has dropout=" + f.dropout() + ", rsLora="
-                        + f.rsLora() + "; a PEFT file holds one lora_dropout and use_rslora for all modules");
+                        + "' has dropout=" + c.getValue().dropout() + ", rsLora=" + c.getValue().rsLora() + ", useDora="
+                        + c.getValue().useDora() + ", but module '" + first.getKey() + "' has dropout=" + f.dropout()
+                        + ", rsLora=" + f.rsLora() + ", useDora=" + f.useDora() + "; a PEFT file holds one "
+                        + "lora_dropout, use_rslora and use_dora for all modules");
             }
             rankCount.merge(c.getValue().rank(), 1, Integer::sum);
             alphaCount.merge(c.getValue().alpha(), 1, Integer::sum);
@@ -134,7 +141,7 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         List<String> saveList = s.modulesToSave.isEmpty() ? null : new ArrayList<>(new TreeSet<>(s.modulesToSave.keySet()));
         LoraConfig f = first.getValue();
         PeftAdapterConfig config = new PeftAdapterConfig(r, alpha, f.dropout(), targetList, s.targetRegex, f.rsLora(),
-                inOut > outIn, "none", rankPattern, alphaPattern, saveList, s.baseModel, null);
+                f.useDora(), inOut > outIn, "none", rankPattern, alphaPattern, saveList, s.baseModel, null);
         // The patterns must give each module back its own rank and alpha when PEFT (or read) resolves them.
         configs.forEach((module, c) -> {
             if (config.rankOf(module) != c.rank() || Double.compare(config.alphaOf(module), c.alpha()) != 0) {

@@ -556,7 +556,8 @@ public final class LoraModel {
 
     /**
      * {@return the parameters training updates, as PEFT counts them} That is the active adapter's
-     * {@code r·(in + out)} summed over targeted modules (none active: 0), plus the weights and biases of the enabled
+     * {@code r·(in + out)} ({@code + out} for DoRA) summed over targeted modules (none active: 0), plus the weights and
+     * biases of the enabled
      * modules_to_save copies.
      */
     public long trainableParameterCount() {

@@ -6,6 +6,7 @@ import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.MergeMode;
+import io.github.lora4j.TargetModules;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -44,18 +45,13 @@ final class ModelAdapters {
     static void applyByRegex(LoraModel model, LoraConfig config, Pattern regex) {
         Objects.requireNonNull(config, "config must not be null");
         Objects.requireNonNull(regex, "regex must not be null");
-        apply(model, config, path -> regex.matcher(path).matches(), "target regex '" + regex.pattern() + "'");
+        apply(model, config, path -> TargetModules.regexMatches(path, regex), "target regex '" + regex.pattern() + "'");
         model.targetRegex = regex.pattern();
     }
 
-    /** PEFT's rule for a list of names: equal, or a suffix after a dot. */
+    /** PEFT's rule for a list of names: {@link TargetModules#anyNameMatches(String, java.util.Collection)}. */
     static boolean matchesName(String path, List<String> names) {
-        for (String n : names) {
-            if (path.equals(n) || path.endsWith("." + n)) {
-                return true;
-            }
-        }
-        return false;
+        return TargetModules.anyNameMatches(path, names);
     }
 
     private static void apply(LoraModel model, LoraConfig config, Predicate<String> matches, String what) {
@@ -121,6 +117,11 @@ final class ModelAdapters {
             int[] k = e.getValue().kernelSize();
             checkAddable(e.getKey(), e.getValue().inChannels() * k[0] * k[1], e.getValue().outChannels(),
                     e.getValue().adapterNames(), name, config);
+        }
+        if (config.useDora() && (!targetEmb.isEmpty() || !targetConv.isEmpty())) {
+            throw new IllegalArgumentException("DoRA (useDora = true) is supported on linear modules only; the targets "
+                    + "include embeddings " + targetEmb.keySet() + " and conv2d modules " + targetConv.keySet()
+                    + "; target linear modules only, or use plain LoRA");
         }
         List<Runnable> undo = new ArrayList<>();
         try {

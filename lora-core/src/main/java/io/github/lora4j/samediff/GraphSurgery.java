@@ -221,7 +221,16 @@ final class GraphSurgery {
      */
     static void checkRemovable(SameDiff sd, String weight, List<Inserted> inserted, List<DropoutPath> dropouts,
             List<String> variables) {
-        Set<String> loraOps = new HashSet<>();
+        checkRemovable(sd, weight, inserted, dropouts, variables, Set.of());
+    }
+
+    /**
+     * {@link #checkRemovable(SameDiff, String, List, List, List)}, with {@code alsoOurs} ops (DoRA's) allowed to read
+     * too.
+     */
+    static void checkRemovable(SameDiff sd, String weight, List<Inserted> inserted, List<DropoutPath> dropouts,
+            List<String> variables, Set<String> alsoOurs) {
+        Set<String> loraOps = new HashSet<>(alsoOurs);
         List<String> going = new ArrayList<>();
         for (DropoutPath d : dropouts) {
             for (String v : d.names()) {
@@ -273,7 +282,7 @@ final class GraphSurgery {
      * Renames op {@code from} to {@code to} in the op map, the op itself and the variables that name it. Only for
      * ops without control dependencies ({@link Plan} refuses the others).
      */
-    private static void renameOp(SameDiff sd, String from, String to) {
+    static void renameOp(SameDiff sd, String from, String to) {
         if (from.equals(to)) {
             return;
         }
@@ -314,7 +323,7 @@ final class GraphSurgery {
         }
     }
 
-    private static void removeOp(SameDiff sd, String opName) {
+    static void removeOp(SameDiff sd, String opName) {
         SameDiffOp op = sd.getOps().remove(opName);
         for (String in : op.getInputsToOp()) {
             Variable v = sd.getVariables().get(in);
@@ -324,13 +333,13 @@ final class GraphSurgery {
         }
     }
 
-    private static List<String> inputsFor(SameDiff sd, String variable) {
+    static List<String> inputsFor(SameDiff sd, String variable) {
         List<String> l = sd.getVariables().get(variable).getInputsForOp();
         return l == null ? List.of() : l;
     }
 
     /** Makes op {@code opName} read {@code to} wherever it read {@code from}. */
-    private static void replaceInput(SameDiff sd, String opName, String from, SDVariable to) {
+    static void replaceInput(SameDiff sd, String opName, String from, SDVariable to) {
         SameDiffOp op = sd.getOps().get(opName);
         List<String> in = op.getInputsToOp();
         for (int i = 0; i < in.size(); i++) {

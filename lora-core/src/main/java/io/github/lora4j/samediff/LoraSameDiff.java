@@ -14,6 +14,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Set;
 import java.util.regex.Pattern;
 import org.nd4j.autodiff.samediff.SDVariable;
 import org.nd4j.autodiff.samediff.SameDiff;
@@ -79,6 +80,16 @@ import org.nd4j.linalg.learning.GradientUpdater;
  *       stays off. Add listeners with {@code addListeners}.</li>
  * </ul>
  *
+ * <h2>DoRA</h2>
+ * With {@link LoraConfig#useDora()} each adapted weight also gets DoRA's trainable magnitude
+ * {@code <module>/lora_magnitude_vector} {@code [out]} ({@link #magnitudeVariable()}), and each adapted op's output
+ * becomes {@code (m / ‖W + s·B·A‖_row) ⊙ (base + delta)} (the bias of a linear op kept outside), the norm through a
+ * {@code stop_gradient} as PEFT detaches it, built from {@code W Aᵀ} and {@code A Aᵀ} without an {@code [out, in]}
+ * temporary (variables {@code <module>/dora_...}). {@code fit} trains {@code m} with {@code A} and {@code B}; merge
+ * folds {@code (m / ‖W + s·B·A‖) ⊙ (W + s·B·A)} into {@code W} exactly and turns the factor off in the graph
+ * ({@code <module>/dora_gate} = 0); save and load use PEFT's DoRA files. DoRA with dropout is refused (PEFT then
+ * recomputes the base product on the dropped-out input, which the graph does not build).
+ *
  * <p>Not thread-safe: change the graph from one thread, while nothing else runs it.
  */
 public final class LoraSameDiff {
@@ -92,6 +103,9 @@ public final class LoraSameDiff {
     private final SDVariable loraA;
     private final SDVariable loraB;
     private final SDVariable scaling;
+    /** DoRA's magnitude variable and its gate constant, or null for plain LoRA. */
+    private final SDVariable magnitude;
+    private final SDVariable gate;
     private final SDVariable output;
     private final List<GraphSurgery.Inserted> inserted;
     /** The LoRA dropout before each adapted op's path, empty while the adapter has none. */
@@ -113,6 +127,8 @@ public final class LoraSameDiff {
         this.loraA = sd.getVariable(t.a());
         this.loraB = sd.getVariable(t.b());
         this.scaling = sd.getVariable(t.scaling());
+        this.magnitude = t.config().useDora() ? sd.getVariable(DoraGraph.magnitude(t.module())) : null;
+        this.gate = t.config().useDora() ? sd.getVariable(DoraGraph.gate(t.module())) : null;
         this.inserted = List.copyOf(t.inserted());
         this.bias = bias;
         this.output = output;
@@ -317,6 +333,7 @@ public final class LoraSameDiff {
             throw new IllegalArgumentException("layer name: expected a non-blank name without ':' (SameDiff reads"
                     + " \"op:1\" as output 1 of op \"op\"), got '" + name + "'");
         }
+        Plan.requireDoraWithoutDropout(config);
         // Validates W, b and the rank exactly as the eager layer does.
         LoraLinear eager = LoraLinear.wrap(w, b, config, layout);
         if (x.dataType() != eager.dataType()) {
@@ -332,6 +349,9 @@ public final class LoraSameDiff {
         String matmul = b == null ? name : name + "/matmul";
         List<String> own = new ArrayList<>(List.of(name, name + "/weight", name + "/bias", name + "/matmul"));
         own.addAll(Plan.namesFor(name, 1));
+        if (config.useDora()) {
+            own.addAll(DoraGraph.namesFor(name, 1));
+        }
         if (config.dropout() > 0) {
             own.addAll(Plan.dropoutPaths(name, 1).get(0).names());
         }
@@ -433,6 +453,28 @@ public final class LoraSameDiff {
     }
 
     /**
+     * DoRA's trainable magnitude {@code <module>/lora_magnitude_vector} {@code [out]} (a constant while merged).
+     *
+     * @return the graph's variable (the variable itself), or {@code null} for a plain LoRA adapter
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()}
+     */
+    public SDVariable magnitudeVariable() {
+        requireLoaded();
+        return magnitude;
+    }
+
+    /**
+     * A copy of the graph's current DoRA magnitude {@code [out]}.
+     *
+     * @return a new array, or {@code null} for a plain LoRA adapter
+     * @throws IllegalStateException after {@link LoraSameDiffModel#unload()}
+     */
+    public INDArray currentMagnitude() {
+        requireLoaded();
+        return magnitude == null ? null : sd.getArrForVarName(magnitude.name()).dup('c');
+    }
+
+    /**
      * The adapter configuration (after {@link LoraSameDiffModel#load}, the file's).
      *
      * @return the configuration; immutable
@@ -484,10 +526,25 @@ public final class LoraSameDiff {
         return sd.getArrForVarName(loraB.name()).dup('c');
     }
 
-    /** Elements of {@code A} and {@code B}, {@code r·(in + out)}, without copying them. */
+    /** Elements of {@code A} and {@code B}, {@code r·(in + out)} (DoRA: {@code + out}), without copying them. */
     long parameterCount() {
         requireLoaded();
-        return sd.getArrForVarName(loraA.name()).length() + sd.getArrForVarName(loraB.name()).length();
+        return sd.getArrForVarName(loraA.name()).length() + sd.getArrForVarName(loraB.name()).length()
+                + (magnitude == null ? 0 : sd.getArrForVarName(magnitude.name()).length());
+    }
+
+    /** A, B and, for DoRA, m: the variables training changes. */
+    private List<SDVariable> trainables() {
+        return magnitude == null ? List.of(loraA, loraB) : List.of(loraA, loraB, magnitude);
+    }
+
+    /** Copies the graph's A, B (and m) into adapter {@code name} of {@code layer}. */
+    private void copyInto(LoraLinear layer, String name) {
+        if (magnitude == null) {
+            layer.setAdapterWeights(name, currentA(), currentB());
+        } else {
+            layer.setAdapterWeights(name, currentA(), currentB(), currentMagnitude());
+        }
     }
 
     /** The graph's own {@code W} array (not a copy; see the class doc). */
@@ -518,7 +575,7 @@ public final class LoraSameDiff {
                     + " would apply the adapter twice (in W and on the graph's LoRA path). Merge with"
                     + " LoraSameDiff.merge(), or wrap a copy of W (toLoraLinear() does)");
         }
-        layer.setAdapterWeights(adapterName, currentA(), currentB());
+        copyInto(layer, adapterName);
     }
 
     /**
@@ -533,7 +590,7 @@ public final class LoraSameDiff {
         requireUnmerged("copy W into a LoraLinear");
         INDArray b = bias == null ? null : sd.getArrForVarName(bias.name()).dup('c');
         LoraLinear layer = LoraLinear.wrap(weightArray().dup('c'), b, config, layout);
-        layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, currentA(), currentB());
+        copyInto(layer, LoraLinear.DEFAULT_ADAPTER);
         return layer;
     }
 
@@ -553,8 +610,7 @@ public final class LoraSameDiff {
         LoraLinear layer = LoraLinear.base(weightArray(), null, layout);
         layer.addAdapter(LoraLinear.DEFAULT_ADAPTER, config.toBuilder().init(LoraInit.ZERO).build());
         try {
-            layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, sd.getArrForVarName(loraA.name()),
-                    sd.getArrForVarName(loraB.name()));
+            copyInto(layer, LoraLinear.DEFAULT_ADAPTER);
         } catch (IllegalArgumentException e) {
             throw new IllegalStateException("cannot merge '" + weightName + "': " + e.getMessage(), e);
         }
@@ -562,7 +618,10 @@ public final class LoraSameDiff {
         layer.merge(MergeMode.EXACT);
         merged = layer;
         sd.getArrForVarName(scaling.name()).assign(0);
-        parkedUpdaters = freezeKeepingState(sd, List.of(loraA, loraB));
+        if (gate != null) {
+            sd.getArrForVarName(gate.name()).assign(0);          // DoRA's factor is inside W now
+        }
+        parkedUpdaters = freezeKeepingState(sd, trainables());
     }
 
     /**
@@ -579,7 +638,10 @@ public final class LoraSameDiff {
         merged.unmerge();
         merged = null;
         sd.getArrForVarName(scaling.name()).assign(config.scaling());
-        thaw(sd, List.of(loraA, loraB), parkedUpdaters);
+        if (gate != null) {
+            sd.getArrForVarName(gate.name()).assign(1);
+        }
+        thaw(sd, trainables(), parkedUpdaters);
         parkedUpdaters = Map.of();
     }
 
@@ -609,6 +671,7 @@ public final class LoraSameDiff {
      */
     void checkConfig(LoraConfig c) {
         requireUnmerged("load an adapter into");
+        Plan.requireDoraWithoutDropout(c);
         if (c.dropout() > 0 && dropouts.isEmpty()) {
             Plan.requireDropoutNamesFree(sd, module, Plan.dropoutPaths(module, inserted.size()), new HashSet<>());
         }
@@ -652,8 +715,17 @@ public final class LoraSameDiff {
      */
     void checkUnloadable() {
         requireLoaded();
+        Set<String> doraOps = new HashSet<>();
+        if (magnitude != null) {
+            DoraGraph.checkRemovable(sd, module, inserted, weightName);
+            for (String v : DoraGraph.namesFor(module, inserted.size())) {
+                if (sd.hasVariable(v) && sd.getVariables().get(v).getOutputOfOp() != null) {
+                    doraOps.add(sd.getVariables().get(v).getOutputOfOp());
+                }
+            }
+        }
         GraphSurgery.checkRemovable(sd, weightName, inserted, dropouts,
-                List.of(loraA.name(), loraB.name(), scaling.name()));
+                List.of(loraA.name(), loraB.name(), scaling.name()), doraOps);
     }
 
     /**
@@ -665,9 +737,12 @@ public final class LoraSameDiff {
         if (merged != null) {
             merged.mergeAndUnload();     // W keeps the merged values; the record and W's merge claim are given back
             merged = null;
-            thaw(sd, List.of(loraA, loraB), parkedUpdaters);
+            thaw(sd, trainables(), parkedUpdaters);
         }
-        sd.convertToConstants(List.of(loraA, loraB));        // drops their optimizer state
+        sd.convertToConstants(trainables());                 // drops their optimizer state
+        if (magnitude != null) {
+            DoraGraph.remove(sd, module, inserted);
+        }
         for (int i = dropouts.size() - 1; i >= 0; i--) {
             GraphSurgery.removeDropout(sd, inserted.get(i), dropouts.get(i));
         }

@@ -108,7 +108,7 @@ public final class LoraSameDiffModel {
     }
 
     /**
-     * Parameters of the adapters, {@code r·(in + out)} summed over the adapted weights.
+     * Parameters of the adapters, {@code r·(in + out)} (DoRA: {@code + out}) summed over the adapted weights.
      *
      * @return the number of elements of every {@code A} and {@code B}
      * @throws IllegalStateException after {@link #unload()} (the adapters are gone)
@@ -290,7 +290,11 @@ public final class LoraSameDiffModel {
         for (LoraSameDiff a : adapted.values()) {
             LoraLinear layer = LoraLinear.base(a.weightArray(), null, a.layout());
             layer.addAdapter(LoraLinear.DEFAULT_ADAPTER, a.config().toBuilder().init(LoraInit.ZERO).build());
-            layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB());
+            if (a.config().useDora()) {
+                layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB(), a.currentMagnitude());
+            } else {
+                layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB());
+            }
             modules.put(a.name(), layer);
         }
         PeftAdapterFiles.save(dir, modules, LoraLinear.DEFAULT_ADAPTER);
@@ -304,8 +308,9 @@ public final class LoraSameDiffModel {
      *
      * @param dir the directory holding the PEFT files; not {@code null}
      * @return the file's configuration
-     * @throws IllegalArgumentException if the modules or the rank differ, the names the file's dropout needs are taken,
-     *                                  or as {@link PeftAdapterFiles#load}
+     * @throws IllegalArgumentException if the modules or the rank differ, the file is DoRA and the graph's adapters
+     *                                  are not or the other way round, the file is DoRA with dropout, the names the
+     *                                  file's dropout needs are taken, or as {@link PeftAdapterFiles#load}
      * @throws IllegalStateException    while merged or after unload
      * @throws io.github.lora4j.io.AdapterFormatException for a corrupt or unsupported file
      * @throws IOException              if reading fails
@@ -325,6 +330,14 @@ public final class LoraSameDiffModel {
             modules.put(a.name(), LoraLinear.base(a.weightArray(), null, a.layout()));
         }
         PeftAdapterConfig cfg = PeftAdapterFiles.load(dir, modules, LoraLinear.DEFAULT_ADAPTER);
+        for (LoraSameDiff a : adapted.values()) {
+            if (a.config().useDora() != cfg.useDora()) {
+                throw new IllegalArgumentException("the adapter in " + dir + " is " + (cfg.useDora() ? "DoRA" : "plain "
+                        + "LoRA") + " (use_dora: " + cfg.useDora() + "), the graph's adapter of '" + a.weightName()
+                        + "' is " + (a.config().useDora() ? "DoRA" : "plain LoRA") + "; apply LoRA with useDora = "
+                        + cfg.useDora() + " to load it; nothing was loaded");
+            }
+        }
         List<String> missing = new ArrayList<>();
         for (Map.Entry<String, LoraLinear> e : modules.entrySet()) {
             if (!e.getValue().adapterNames().contains(LoraLinear.DEFAULT_ADAPTER)) {
@@ -353,6 +366,9 @@ public final class LoraSameDiffModel {
             LoraAdapter loaded = modules.get(a.name()).adapter(LoraLinear.DEFAULT_ADAPTER);
             sd.getArrForVarName(a.loraA().name()).assign(loaded.a());
             sd.getArrForVarName(a.loraB().name()).assign(loaded.b());
+            if (loaded.isDora()) {
+                sd.getArrForVarName(a.magnitudeVariable().name()).assign(loaded.magnitude());
+            }
             a.setConfig(configs.get(a));
         }
         return cfg;

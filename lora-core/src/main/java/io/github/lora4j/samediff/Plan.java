@@ -2,6 +2,7 @@ package io.github.lora4j.samediff;
 
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.TargetModules;
 import io.github.lora4j.WeightLayout;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -29,10 +30,13 @@ import org.nd4j.linalg.factory.Nd4j;
  */
 final class Plan {
 
-    /** One targeted weight: everything {@link #execute()} needs, all checked. */
+    /**
+     * One targeted weight: everything {@link #execute()} needs, all checked; for DoRA also the initial magnitude and
+     * {@code ‖W_j‖²} (null otherwise).
+     */
     record Target(String weight, String module, WeightLayout layout, LoraConfig config, INDArray initialA, long out,
                   String a, String b, String scaling, List<GraphSurgery.Inserted> inserted,
-                  List<GraphSurgery.DropoutPath> dropouts) {
+                  List<GraphSurgery.DropoutPath> dropouts, INDArray initialMagnitude, double[] weightSquares) {
     }
 
     /** The suffix of an adapter's {@code A} variable: {@code <module>/lora_A}. */
@@ -57,6 +61,18 @@ final class Plan {
         return frozen;
     }
 
+    /**
+     * Refuses DoRA with dropout: PEFT then recomputes the base product on the dropped-out input, which the graph's
+     * DoRA path ({@link DoraGraph}) does not build.
+     */
+    static void requireDoraWithoutDropout(LoraConfig config) {
+        if (config.useDora() && config.dropout() != 0) {
+            throw new IllegalArgumentException("DoRA with dropout is not supported in the SameDiff path (PEFT's DoRA "
+                    + "recomputes the base product on the dropped-out input); expected dropout 0 with useDora, got "
+                    + config.dropout() + "; the graph is unchanged");
+        }
+    }
+
     /** The module name of a weight variable: without a trailing {@code "/weight"} or {@code ".weight"}. */
     static String moduleOf(String weight) {
         for (String suffix : List.of("/weight", ".weight")) {
@@ -67,17 +83,13 @@ final class Plan {
         return weight;
     }
 
-    /** PEFT's rule for a list of names, with SameDiff's {@code '/'} scopes beside PyTorch's dots. */
+    /**
+     * PEFT's rule for a list of names ({@link TargetModules}), with SameDiff's {@code '/'} scopes beside PyTorch's dots,
+     * on the weight's name and on its module name.
+     */
     static boolean matchesName(String weight, List<String> names) {
-        String module = moduleOf(weight);
-        for (String n : names) {
-            for (String p : List.of(weight, module)) {
-                if (p.equals(n) || p.endsWith("." + n) || p.endsWith("/" + n)) {
-                    return true;
-                }
-            }
-        }
-        return false;
+        return TargetModules.anyNameMatches(weight, names, '.', '/')
+                || TargetModules.anyNameMatches(moduleOf(weight), names, '.', '/');
     }
 
     /** New variable names for a module read by {@code uses} ops: A, B, s, then base, u, up, delta per op. */
@@ -133,7 +145,7 @@ final class Plan {
         Predicate<String> matches;
         String what;
         if (regex != null) {
-            matches = w -> regex.matcher(w).matches() || regex.matcher(moduleOf(w)).matches();
+            matches = w -> TargetModules.regexMatches(w, regex) || TargetModules.regexMatches(moduleOf(w), regex);
             what = "target regex '" + regex.pattern() + "'";
         } else {
             if (names.isEmpty()) {
@@ -225,6 +237,7 @@ final class Plan {
      * to which they are added).
      */
     static Target target(SameDiff sd, String weight, LoraConfig config, Set<String> planned) {
+        requireDoraWithoutDropout(config);
         Variable v = sd.getVariables().get(weight);
         SDVariable var = v.getVariable();
         INDArray w = var.getArr();
@@ -266,7 +279,11 @@ final class Plan {
         }
         String module = moduleOf(weight);
         List<String> names = namesFor(module, uses.size());
-        for (String n : names) {
+        List<String> all = new ArrayList<>(names);
+        if (config.useDora()) {
+            all.addAll(DoraGraph.namesFor(module, uses.size()));
+        }
+        for (String n : all) {
             if (sd.hasVariable(n) || sd.getOps().containsKey(n) || !planned.add(n)) {
                 throw new IllegalArgumentException("variable '" + n + "' (for the adapter of '" + weight
                         + "') already exists in this SameDiff graph, as a variable or an op name; the graph is unchanged");
@@ -288,8 +305,17 @@ final class Plan {
             inserted.add(new GraphSurgery.Inserted(uses.get(k), names.get(i), names.get(i + 1), names.get(i + 2),
                     names.get(i + 3)));
         }
+        INDArray m0 = config.useDora() ? eager.adapter(LoraLinear.DEFAULT_ADAPTER).magnitude().dup() : null;
+        double[] squares = config.useDora() ? rowSquares(w, layout) : null;
         return new Target(weight, module, layout, config, eager.loraA(LoraLinear.DEFAULT_ADAPTER), eager.outFeatures(),
-                names.get(0), names.get(1), names.get(2), inserted, dropouts);
+                names.get(0), names.get(1), names.get(2), inserted, dropouts, m0, squares);
+    }
+
+    /** {@code ‖W_j‖²} per output feature, in double (a row of {@code [out, in]}, a column of {@code [in, out]}). */
+    private static double[] rowSquares(INDArray w, WeightLayout layout) {
+        INDArray d = w.castTo(DataType.DOUBLE);
+        INDArray sq = d.mul(d).sum(layout == WeightLayout.OUT_IN ? 1 : 0);
+        return sq.toDoubleVector();
     }
 
     private static String describe(WeightLayout layout) {
@@ -324,6 +350,9 @@ final class Plan {
             }
             adapters.add(a);
             adapters.add(b);
+            if (t.config().useDora()) {
+                adapters.add(DoraGraph.insert(sd, t, a, b, s, t.initialMagnitude(), t.weightSquares()));
+            }
         }
         List<SDVariable> toFreeze = new ArrayList<>();
         for (String f : frozen) {

@@ -46,13 +46,15 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  * them). See {@code docs/many-adapters.md}.
  *
  * <h2>What is trained, what state exists</h2>
- * Only {@code A [r, in]} and {@code B [out, r]} of each layer's <em>active</em> adapter (after mixed batches: of each
- * adapter that had rows) change, through {@link LoraLinear#updateTrainable(String, java.util.function.Consumer)};
- * {@code W} and the bias are never touched and get neither gradient nor
+ * Only {@code A [r, in]} and {@code B [out, r]} (and a DoRA adapter's magnitude {@code m [out]}, stepped like them)
+ * of each layer's <em>active</em> adapter (after mixed batches: of each adapter that had rows) change, through
+ * {@link LoraLinear#updateTrainable(String, java.util.function.Consumer)}; {@code W} and the bias are never touched
+ * and get neither gradient nor
  * optimizer state. Optimizer state is kept per adapter object, created the first time that adapter is trained
  * (for the adapters active at {@link Builder#build} it is created at once): switching a layer between adapters
  * keeps each adapter's own moments, and an adapter can never meet state of another shape. Its size is
- * {@code updater.stateSize(1) · r·(in + out)} elements per adapter ({@link #updaterStateSize()}): 0 for Sgd,
+ * {@code updater.stateSize(1) · r·(in + out)} elements per adapter ({@code + out} for DoRA;
+ * {@link #updaterStateSize()}): 0 for Sgd,
  * 1 for Nesterovs, 2 for Adam. Layers with no active adapter, or with adapters disabled, are skipped.
  *
  * <p>Each adapter also counts its own steps, and its updater sees that count as the iteration (Adam's bias
@@ -179,7 +181,9 @@ public final class LoraTrainer {
             for (LoraAdapter adapter : steppedAdapters(layer)) {
                 double na = checkedNorm(label(i), adapter, "gradA", adapter.gradA());
                 double nb = checkedNorm(label(i), adapter, "gradB", adapter.gradB());
-                sumSquares += na * na + nb * nb;
+                double nm = adapter.isDora()
+                        ? checkedNorm(label(i), adapter, "gradMagnitude", adapter.gradMagnitude()) : 0;
+                sumSquares += na * na + nb * nb + nm * nm;
                 trained.add(layer);
                 adapters.add(adapter);
                 labels.add(label(i));
@@ -202,6 +206,11 @@ public final class LoraTrainer {
                 computeStep(state.forB, adapter.b(), adapter.gradB(), state.stepB, clipScale, state.steps);
                 StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "A", adapter.a(), state.stepA, updater, scratch);
                 StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "B", adapter.b(), state.stepB, updater, scratch);
+                if (adapter.isDora()) {
+                    computeStep(state.forM, adapter.magnitude(), adapter.gradMagnitude(), state.stepM, clipScale, state.steps);
+                    StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "magnitude",
+                            adapter.magnitude(), state.stepM, updater, scratch);
+                }
             }
         } catch (RuntimeException e) {
             for (AdapterState state : computed) {
@@ -219,6 +228,9 @@ public final class LoraTrainer {
                 }
                 adapter.a().subi(state.stepA);
                 adapter.b().subi(state.stepB);
+                if (adapter.isDora()) {
+                    adapter.magnitude().subi(state.stepM);
+                }
             });
             trained.get(i).zeroGrad(expected.name());
             state.steps++;
@@ -376,7 +388,7 @@ public final class LoraTrainer {
                 AdapterState st = states.get(adapter);
                 if (st != null && st.size > 0) {
                     saved.add(new TrainerStateFiles.Saved(names.get(i), adapterName, adapter.a().shape(),
-                            adapter.b().shape(), st.stateA(), st.stateB()));
+                            adapter.b().shape(), st.stateA(), st.stateB(), st.stateM()));
                 }
                 if (st != null) {
                     steps.add(new TrainerStateFiles.Steps(names.get(i), adapterName, st.steps));
@@ -446,7 +458,7 @@ public final class LoraTrainer {
         for (TrainerStateFiles.Saved st : loaded.states()) {
             LoraLinear layer = layers.get(st.module());
             AdapterState state = trainer.stateOf(layer, layer.adapter(st.adapter()));
-            state.load(st.stateA(), st.stateB());
+            state.load(st.stateA(), st.stateB(), st.stateM());
         }
         if (loaded.steps() == null) {
             // Saved before step counts per adapter existed: every adapter stepped at the trainer's iteration.

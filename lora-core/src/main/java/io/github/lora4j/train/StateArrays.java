@@ -10,7 +10,8 @@ import org.nd4j.linalg.learning.config.IUpdater;
 /**
  * The trainer's element loops over small contiguous arrays (gradients, steps, optimizer state: {@code r·(in + out)}
  * elements each), done in Java on the arrays' buffers. Each is one pass without an ND4J op: on a 2-core machine an
- * ND4J element-wise op wakes libnd4j's OpenMP threads, which then fight OpenBLAS's for the cores (see DESIGN.md).
+ * ND4J element-wise op wakes libnd4j's OpenMP threads, which then fight OpenBLAS's for the cores (docs/performance.md,
+ * "One kernel seam, direct BLAS").
  */
 final class StateArrays {
 
@@ -82,10 +83,11 @@ final class StateArrays {
             }
         }
         if (bad >= 0) {
-            long cols = param.size(1);
-            throw new IllegalStateException(layer + ", adapter '" + adapter + "': the step would make " + what + "["
-                    + bad / cols + ", " + bad % cols + "] = " + p + " − " + s + " non-finite in "
-                    + param.dataType() + " (updater " + updater + "); expected finite new values of A and B. "
+            long cols = param.rank() == 1 ? 0 : param.size(1);
+            String element = cols == 0 ? "[" + bad + "]" : "[" + bad / cols + ", " + bad % cols + "]";
+            throw new IllegalStateException(layer + ", adapter '" + adapter + "': the step would make " + what + element
+                    + " = " + p + " − " + s + " non-finite in " + param.dataType() + " (updater " + updater
+                    + "); expected finite new values of A and B (and of DoRA's magnitude). "
                     + "Step refused: A, B, gradients, optimizer state and the iteration count are unchanged");
         }
     }

@@ -55,6 +55,9 @@ final class TrainerStateFiles {
     static final String FORMAT = "lora4j-trainer-state";
     /** 2: each state entry holds its A and B shapes ({@code shape_A}, {@code shape_B}); 1 held none. */
     static final int FORMAT_VERSION = 2;
+
+    /** Key of a DoRA magnitude's state in the index and the tensor file (PEFT's name for the parameter). */
+    static final String MAGNITUDE = "lora_magnitude_vector";
     /** Largest {@value LoraTrainer#STATE_CONFIG_FILE} read: 8 MiB (about 30,000 adapters' entries). */
     static final int MAX_JSON_BYTES = 8 << 20;
     /** Most JSON tokens in {@value LoraTrainer#STATE_CONFIG_FILE}: bounds the tree built from it (tens of MB). */
@@ -102,10 +105,11 @@ final class TrainerStateFiles {
     }
 
     /**
-     * One adapter's updater state: 1-D copies of A's and B's parts, in the layer's data type, and the shapes of the
-     * A and B they belong to.
+     * One adapter's updater state: 1-D copies of A's and B's parts (and DoRA's magnitude part, else null), in the
+     * layer's data type, and the shapes of the A and B they belong to.
      */
-    record Saved(String module, String adapter, long[] shapeA, long[] shapeB, INDArray stateA, INDArray stateB) {
+    record Saved(String module, String adapter, long[] shapeA, long[] shapeB, INDArray stateA, INDArray stateB,
+                 INDArray stateM) {
     }
 
     /** How many steps an adapter has taken (the iteration its updater sees). */
@@ -159,13 +163,16 @@ final class TrainerStateFiles {
         for (Saved st : states) {
             String keyA = st.module() + "/" + st.adapter() + "/lora_A";
             String keyB = st.module() + "/" + st.adapter() + "/lora_B";
-            if (tensors.put(keyA, st.stateA()) != null || tensors.put(keyB, st.stateB()) != null) {
+            String keyM = st.module() + "/" + st.adapter() + "/" + MAGNITUDE;
+            if (tensors.put(keyA, st.stateA()) != null || tensors.put(keyB, st.stateB()) != null
+                    || (st.stateM() != null && tensors.put(keyM, st.stateM()) != null)) {
                 throw new IllegalArgumentException("two saved states share the key '" + keyA + "' or '" + keyB
                         + "'; module paths and adapter names containing '/' can collide, rename one");
             }
             String where = "module '" + st.module() + "', adapter '" + st.adapter() + "'";
             for (String problem : new String[] {stateProblem(st.stateA(), parts, s.updater()),
-                stateProblem(st.stateB(), parts, s.updater())}) {
+                stateProblem(st.stateB(), parts, s.updater()),
+                st.stateM() == null ? null : stateProblem(st.stateM(), parts, s.updater())}) {
                 if (problem != null) {
                     throw new IllegalStateException("cannot save the trainer state: " + where + ": " + problem
                             + "; loadState could not resume it (every step from it fails). Nothing was written");
@@ -179,6 +186,9 @@ final class TrainerStateFiles {
             putShape(e.putArray("shape_B"), st.shapeB());
             e.put("lora_A", keyA);
             e.put("lora_B", keyB);
+            if (st.stateM() != null) {
+                e.put(MAGNITUDE, keyM);
+            }
         }
         ArrayNode stepIndex = root.putArray("adapter_steps");
         for (Steps st : steps) {
@@ -191,12 +201,14 @@ final class TrainerStateFiles {
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put("format", FORMAT);
         meta.put("save_id", saveId);
+        // docs/files-and-state.md: the trainer's pair
         Map<String, SafeFiles.Content> files = new LinkedHashMap<>();
         // Tensors first: a crash between the renames leaves new tensors with the old JSON, whose save id differs, so
         // read refuses the pair instead of mixing two saves; a failed rename puts the old tensors back.
         files.put(LoraTrainer.STATE_TENSORS_FILE, SafeFiles.safetensors(tensors, meta));
         files.put(LoraTrainer.STATE_CONFIG_FILE, SafeFiles.bytes(json));
         SafeFiles.write(dir, files);
+        // end
     }
 
     private static void putShape(ArrayNode a, long[] shape) {
@@ -301,8 +313,19 @@ final class TrainerStateFiles {
             }
             String keyA = text(e, "lora_A", where);
             String keyB = text(e, "lora_B", where);
-            Expected[] pair = {new Expected(keyA, module, adapterName, "lora_A", layer.dataType(), sizeA, shapeA),
-                new Expected(keyB, module, adapterName, "lora_B", layer.dataType(), sizeB, shapeB)};
+            if (adapter.isDora() != e.has(MAGNITUDE)) {
+                throw new AdapterFormatException(where + ": " + (adapter.isDora()
+                        ? "the adapter is DoRA, but the file holds no state for its " + MAGNITUDE + " (saved for a "
+                        + "plain LoRA adapter?)" : "the file holds state for a DoRA " + MAGNITUDE + ", but the adapter "
+                        + "is plain LoRA"));
+            }
+            Expected[] pair = adapter.isDora()
+                    ? new Expected[] {new Expected(keyA, module, adapterName, "lora_A", layer.dataType(), sizeA, shapeA),
+                        new Expected(keyB, module, adapterName, "lora_B", layer.dataType(), sizeB, shapeB),
+                        new Expected(text(e, MAGNITUDE, where), module, adapterName, MAGNITUDE, layer.dataType(),
+                                updater.stateSize(adapter.gradMagnitude().length()), adapter.magnitude().shape())}
+                    : new Expected[] {new Expected(keyA, module, adapterName, "lora_A", layer.dataType(), sizeA, shapeA),
+                        new Expected(keyB, module, adapterName, "lora_B", layer.dataType(), sizeB, shapeB)};
             for (Expected x : pair) {
                 if (expected.put(x.key(), x) != null) {
                     throw new AdapterFormatException(where + ": tensor key '" + brief(x.key()) + "' is used twice");
@@ -325,7 +348,8 @@ final class TrainerStateFiles {
                             + problem + "; every step from this state would fail");
                 }
             }
-            states.add(new Saved(pair[0].module(), pair[0].adapter(), pair[0].shape(), pair[1].shape(), a, b));
+            INDArray m = pair.length > 2 ? tensors.get(pair[2].key()) : null;
+            states.add(new Saved(pair[0].module(), pair[0].adapter(), pair[0].shape(), pair[1].shape(), a, b, m));
         }
         return new Loaded(new Settings(updater, clip, wd, iteration, epoch, modules, overModel), states,
                 steps(root, layers, iteration, jsonName));

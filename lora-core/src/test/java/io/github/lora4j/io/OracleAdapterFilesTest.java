@@ -43,7 +43,7 @@ class OracleAdapterFilesTest {
     }
 
     /** expected.json's nested list as a FLOAT matrix: each double rounded to float (exact for F32 and BF16 data). */
-    private static INDArray matrix(JsonNode rows) {
+    static INDArray matrix(JsonNode rows) {
         float[][] m = new float[rows.size()][];
         for (int i = 0; i < m.length; i++) {
             m[i] = new float[rows.get(i).size()];

@@ -67,11 +67,15 @@ class LoraSameDiffApplyTest {
         return lora;
     }
 
-    /** A LoraLinear over a copy of the graph's W with the graph's current A and B. */
+    /** A LoraLinear over a copy of the graph's W with the graph's current A and B (and DoRA's m). */
     static LoraLinear eagerOf(SameDiff sd, LoraSameDiff a, String biasName) {
         INDArray b = sd.getArrForVarName(biasName).dup().reshape(-1);
         LoraLinear eager = LoraLinear.wrap(sd.getArrForVarName(a.weightName()).dup('c'), b, a.config(), a.layout());
-        eager.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB());
+        if (a.config().useDora()) {
+            eager.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB(), a.currentMagnitude());
+        } else {
+            eager.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB());
+        }
         return eager;
     }
 

@@ -6,6 +6,7 @@ import static io.github.lora4j.dl4j.LoraParamInitializer.WEIGHT_KEY;
 
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
+import io.github.lora4j.TargetModules;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
 import io.github.lora4j.io.PeftAdapter;
@@ -301,6 +302,7 @@ public final class LoraDl4j {
                                             Set<Integer> passGradients) {
         Objects.requireNonNull(config, "config must not be null");
         LoraSettings settings = LoraSettings.of(config);
+        DoraRefusal.refuse(config);
         refuseSharedNames(targeted);
         for (Slot s : targeted) {
             requireLinear(s);
@@ -634,7 +636,7 @@ public final class LoraDl4j {
             if (t == null || t.isBlank()) {
                 throw new IllegalArgumentException("target names must not be blank, got " + Arrays.toString(targets));
             }
-            Predicate<Slot> matches = s -> s.name().equals(t) || s.name().endsWith("." + t)
+            Predicate<Slot> matches = s -> TargetModules.nameMatches(s.name(), t)
                     || (s.byIndex() && String.valueOf(s.index()).equals(t));
             boolean any = false;
             for (Slot s : slots) {
@@ -656,7 +658,7 @@ public final class LoraDl4j {
         Objects.requireNonNull(regex, "regex must not be null");
         List<Slot> out = new ArrayList<>();
         for (Slot s : slots) {
-            if (regex.matcher(s.name()).matches()) {
+            if (TargetModules.regexMatches(s.name(), regex)) {
                 out.add(s);
             }
         }
@@ -1032,6 +1034,7 @@ public final class LoraDl4j {
      * whole-layer tensors, every LoRA layer of the network covered, each with the layer's rank.
      */
     private static void checkFitsLayers(PeftAdapterLayout layout, Map<String, LoraLayer> layers, Path dir) {
+        DoraRefusal.refuse(layout, dir);
         if (!layout.fullTensors().isEmpty() || !layout.config().modulesToSave().isEmpty()) {
             throw new IllegalArgumentException("the adapter in " + dir + " holds whole layers (modules_to_save "
                     + layout.config().modulesToSave() + ", full tensors for " + layout.fullTensors().keySet()
