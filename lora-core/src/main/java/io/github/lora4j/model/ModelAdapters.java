@@ -446,9 +446,6 @@ final class ModelAdapters {
         }
         // Not LoRA-adapted: PEFT computes the plain module for every row, or for modules_to_save the original
         // module for base rows and the trained copy for the others.
-        if (layer.isTraining()) {
-            throw new IllegalStateException("mixed-adapter batches are for inference; call eval() first");
-        }
         long rows = 1;
         for (int d = 0; d < x.rank() - 1; d++) {
             rows *= x.size(d);
@@ -476,6 +473,12 @@ final class ModelAdapters {
         }
         if (!anyAdapter) {
             return saved[0].forward(x);
+        }
+        if (layer.isTraining()) {
+            // The rows would need two modules' backward passes; one module keeps one forward.
+            throw new IllegalStateException("module '" + path + "' is a modules_to_save copy: a training batch must "
+                    + "use it (adapter rows) or its original (base rows) for every row, got both; call eval() for "
+                    + "inference, or split the batch");
         }
         INDArray y = saved[1].forward(x);
         INDArray yBase = saved[0].forward(x);
