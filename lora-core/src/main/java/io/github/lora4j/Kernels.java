@@ -10,8 +10,13 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
- * The one seam through which every numeric call of the layer passes (forward, backward, zeroGrad, merge/unmerge,
- * the mixed batch): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
+ * The seam for the numeric calls of {@link LoraLinear}'s hot paths (forward, backward, zeroGrad, the FAST
+ * merge/unmerge, the thin gemms of the mixed batch), and so of {@link LoraConv2d}, which runs a {@code LoraLinear}
+ * over its unfolded input: the layer says what, this class says how. Not everything passes
+ * here: the EXACT merge is a Java pass of its own ({@link ExactMerge}, no BLAS call at all); the row gathers,
+ * concatenations and allocations of {@link MixedBatch} are ND4J calls made directly; and {@link LoraEmbedding}
+ * still calls {@code Nd4j.gemm} itself (on the direct route a FLOAT embedding would differ from its earlier results
+ * by an ulp, and a lookup of one id from the same id inside a batch). DJL's {@code NDArrayEx} and EJML's
  * {@code CommonOps_DDRM} are the models.
  *
  * <h2>Two routes</h2>

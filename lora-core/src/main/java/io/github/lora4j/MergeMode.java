@@ -7,8 +7,9 @@ package io.github.lora4j;
 public enum MergeMode {
     /**
      * {@code W += s·B·A}, remembering the few elements where {@code fl(fl(W + Δ) − Δ) != W}, so that
-     * unmerge restores {@code W} bit for bit after any number of cycles. Costs a blocked gemm into a
-     * small scratch plus one pass over {@code W}, and a few bytes per remembered element (typically a
+     * unmerge restores {@code W} bit for bit after any number of cycles. Costs one pass over {@code W} in
+     * Java, computing {@code Δ} there (no BLAS call takes part, so the result does not depend on the BLAS or
+     * its threads), plus the factors as Java arrays and a few bytes per remembered element (typically a
      * small fraction of {@code W}); no copy of {@code W} is kept. A non-finite result is detected per
      * element and rolled back exactly. The default.
      */
