@@ -43,7 +43,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * Eval-mode {@link #forward} runs under a shared lock, everything that changes state under an exclusive one, so a
  * forward never sees a half-merged table. Training ({@code forward} then {@link #backward}) belongs on one thread.
  */
-public final class LoraEmbedding {
+public final class LoraEmbedding implements LoraModule {
 
     private final INDArray table;
     private final LoraLinear delegate;
@@ -606,6 +606,16 @@ public final class LoraEmbedding {
             cache = null;
             return null;
         });
+    }
+
+    /**
+     * The layer kind.
+     *
+     * @return {@link LoraModule.Kind#EMBEDDING}
+     */
+    @Override
+    public LoraModule.Kind kind() {
+        return LoraModule.Kind.EMBEDDING;
     }
 
     @Override
