@@ -14,9 +14,10 @@ import org.nd4j.linalg.factory.Nd4j;
  * merge/unmerge, the thin gemms of the mixed batch), and so of {@link LoraConv2d}, which runs a {@code LoraLinear}
  * over its unfolded input: the layer says what, this class says how. Not everything passes
  * here: the EXACT merge is a Java pass of its own ({@link ExactMerge}, no BLAS call at all); the row gathers,
- * concatenations and allocations of {@link MixedBatch} are ND4J calls made directly; and {@link LoraEmbedding}
- * still calls {@code Nd4j.gemm} itself (on the direct route a FLOAT embedding would differ from its earlier results
- * by an ulp, and a lookup of one id from the same id inside a batch). DJL's {@code NDArrayEx} and EJML's
+ * concatenations and allocations of {@link MixedBatch} and the row gathers of {@link LoraEmbedding} are ND4J
+ * calls made directly. {@link LoraEmbedding}'s gemms pass here pinned to the ND4J route (on the direct route a
+ * FLOAT embedding would differ from its earlier results by an ulp, and a lookup of one id from the same id inside
+ * a batch). DJL's {@code NDArrayEx} and EJML's
  * {@code CommonOps_DDRM} are the models.
  *
  * <h2>Two routes</h2>
