@@ -10,15 +10,13 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
 /**
- * The seam for the numeric calls of {@link LoraLinear}'s hot paths (forward, backward, zeroGrad, the FAST
- * merge/unmerge, the thin gemms of the mixed batch), and so of {@link LoraConv2d}, which runs a {@code LoraLinear}
- * over its unfolded input: the layer says what, this class says how. Not everything passes
- * here: the EXACT merge is a Java pass of its own ({@link ExactMerge}, no BLAS call at all); the row gathers,
- * concatenations and allocations of {@link MixedBatch} and the row gathers of {@link LoraEmbedding} are ND4J
- * calls made directly. {@link LoraEmbedding}'s gemms pass here pinned to the ND4J route (on the direct route a
- * FLOAT embedding would differ from its earlier results by an ulp, and a lookup of one id from the same id inside
- * a batch). DJL's {@code NDArrayEx} and EJML's
- * {@code CommonOps_DDRM} are the models.
+ * The seam through which the numeric calls of {@link LoraLinear}'s hot paths pass (forward, backward, zeroGrad, the
+ * mixed batch's products): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
+ * {@code CommonOps_DDRM} are the models. {@link LoraConv2d} computes through a {@code LoraLinear} and so through this
+ * class. Not every numeric call does: the EXACT merge's {@code Δ} is a Java pass of its own ({@code ExactFloatPass},
+ * {@code ExactDoublePass}), and {@link LoraEmbedding}'s row gathers are ND4J ops ({@code Nd4j.pullRows}); its thin
+ * products pass here pinned to the ND4J route (on the direct route a FLOAT embedding would differ from its earlier
+ * results by an ulp, and a lookup of one id from the same id inside a batch).
  *
  * <h2>Two routes</h2>
  * <ul>

@@ -8,6 +8,7 @@ import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.LoraModule;
 import io.github.lora4j.MergeMode;
+import io.github.lora4j.TargetModules;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -46,18 +47,13 @@ final class ModelAdapters {
     static void applyByRegex(LoraModel model, LoraConfig config, Pattern regex) {
         Objects.requireNonNull(config, "config must not be null");
         Objects.requireNonNull(regex, "regex must not be null");
-        apply(model, config, path -> regex.matcher(path).matches(), "target regex '" + regex.pattern() + "'");
+        apply(model, config, path -> TargetModules.regexMatches(path, regex), "target regex '" + regex.pattern() + "'");
         model.targetRegex = regex.pattern();
     }
 
-    /** PEFT's rule for a list of names: equal, or a suffix after a dot. */
+    /** PEFT's rule for a list of names: {@link TargetModules#anyNameMatches(String, java.util.Collection)}. */
     static boolean matchesName(String path, List<String> names) {
-        for (String n : names) {
-            if (path.equals(n) || path.endsWith("." + n)) {
-                return true;
-            }
-        }
-        return false;
+        return TargetModules.anyNameMatches(path, names);
     }
 
     private static void apply(LoraModel model, LoraConfig config, Predicate<String> matches, String what) {

@@ -187,12 +187,14 @@ final class TrainerStateFiles {
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put("format", FORMAT);
         meta.put("save_id", saveId);
+        // docs/files-and-state.md: the trainer's pair
         Map<String, SafeFiles.Content> files = new LinkedHashMap<>();
         // Tensors first: a crash between the renames leaves new tensors with the old JSON, whose save id differs, so
         // read refuses the pair instead of mixing two saves; a failed rename puts the old tensors back.
         files.put(LoraTrainer.STATE_TENSORS_FILE, SafeFiles.safetensors(tensors, meta));
         files.put(LoraTrainer.STATE_CONFIG_FILE, SafeFiles.bytes(json));
         SafeFiles.write(dir, files);
+        // end
     }
 
     private static void putShape(ArrayNode a, long[] shape) {

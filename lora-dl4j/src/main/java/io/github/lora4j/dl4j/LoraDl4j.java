@@ -7,6 +7,7 @@ import static io.github.lora4j.dl4j.LoraParamInitializer.WEIGHT_KEY;
 import io.github.lora4j.AllOrNothing;
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
+import io.github.lora4j.TargetModules;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
 import io.github.lora4j.io.PeftAdapter;
@@ -636,7 +637,7 @@ public final class LoraDl4j {
             if (t == null || t.isBlank()) {
                 throw new IllegalArgumentException("target names must not be blank, got " + Arrays.toString(targets));
             }
-            Predicate<Slot> matches = s -> s.name().equals(t) || s.name().endsWith("." + t)
+            Predicate<Slot> matches = s -> TargetModules.nameMatches(s.name(), t)
                     || (s.byIndex() && String.valueOf(s.index()).equals(t));
             boolean any = false;
             for (Slot s : slots) {
@@ -658,7 +659,7 @@ public final class LoraDl4j {
         Objects.requireNonNull(regex, "regex must not be null");
         List<Slot> out = new ArrayList<>();
         for (Slot s : slots) {
-            if (regex.matcher(s.name()).matches()) {
+            if (TargetModules.regexMatches(s.name(), regex)) {
                 out.add(s);
             }
         }
