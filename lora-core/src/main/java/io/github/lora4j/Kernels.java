@@ -18,8 +18,9 @@ import org.nd4j.linalg.indexing.SpecifiedIndex;
  * mixed batch's products): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
  * {@code CommonOps_DDRM} are the models. {@link LoraConv2d} computes through a {@code LoraLinear} and so through this
  * class. Not every numeric call does: the EXACT merge's {@code Δ} is a Java pass of its own ({@code ExactFloatPass},
- * {@code ExactDoublePass}), and {@link LoraEmbedding}'s row gathers and thin products are still ND4J ops
- * ({@code Nd4j.pullRows}, {@code Nd4j.gemm}).
+ * {@code ExactDoublePass}), and {@link LoraEmbedding}'s row gathers are ND4J ops ({@code Nd4j.pullRows}); its thin
+ * products pass here pinned to the ND4J route (on the direct route a FLOAT embedding would differ from its earlier
+ * results by an ulp, and a lookup of one id from the same id inside a batch).
  *
  * <h2>Two routes</h2>
  * <ul>

@@ -43,7 +43,15 @@ import org.nd4j.linalg.factory.Nd4j;
  * Eval-mode {@link #forward} runs under a shared lock, everything that changes state under an exclusive one, so a
  * forward never sees a half-merged table. Training ({@code forward} then {@link #backward}) belongs on one thread.
  */
-public final class LoraEmbedding {
+public final class LoraEmbedding implements LoraModule {
+
+    /**
+     * The embedding's gemms pass the {@link Kernels} seam on its ND4J route ({@code false}: not the direct one). The
+     * direct route takes one-or-two-row products through gemv, whose FLOAT rounding differs by an ulp from gemm's,
+     * so a lookup of one id would no longer be bitwise the same id inside a batch, and results would move by an ulp
+     * against earlier releases; the embedding's products are thin ({@code r} columns), where the route gains little.
+     */
+    private static final boolean EMBEDDING_ROUTE = false;
 
     private final INDArray table;
     private final LoraLinear delegate;
@@ -444,8 +452,8 @@ public final class LoraEmbedding {
                 LoraAdapter ad = delegate.adapter(active);
                 // u = A^T[ids] [n, r]: the gathered columns of A [r, n], transposed
                 INDArray u = Nd4j.pullRows(ad.a(), 0, rows).transpose().dup('c');
-                // y += s u B^T
-                Nd4j.gemm(u, ad.b(), y, false, true, ad.scaling(), 1.0);
+                // y += s u B^T   [n, dim]; the ND4J route of the seam (see EMBEDDING_ROUTE)
+                Kernels.gemm(EMBEDDING_ROUTE, u, ad.b(), y, false, true, ad.scaling(), 1.0);
                 if (keep) {
                     cache = new Cache(active, ids, u, outShape);
                 }
@@ -483,10 +491,10 @@ public final class LoraEmbedding {
             double s = ad.scaling();
             INDArray g = gradOutput.reshape('c', c.ids().length, embeddingDim()).dup('c');
             // dB += s g^T u   [dim, r]
-            Nd4j.gemm(g, c.u(), ad.gradB(), true, false, s, 1.0);
+            Kernels.gemm(EMBEDDING_ROUTE, g, c.u(), ad.gradB(), true, false, s, 1.0);
             // gB = g B   [n, r]; dA[:, id] += s gB[i]
             INDArray gB = Nd4j.create(dataType(), c.ids().length, ad.rank());
-            Nd4j.gemm(g, ad.b(), gB, false, false, 1.0, 0.0);
+            Kernels.gemm(EMBEDDING_ROUTE, g, ad.b(), gB, false, false, 1.0, 0.0);
             TreeMap<Long, double[]> perId = new TreeMap<>();
             for (int i = 0; i < c.ids().length; i++) {
                 double[] acc = perId.computeIfAbsent(c.ids()[i], k -> new double[ad.rank()]);
@@ -606,6 +614,16 @@ public final class LoraEmbedding {
             cache = null;
             return null;
         });
+    }
+
+    /**
+     * The layer kind.
+     *
+     * @return {@link LoraModule.Kind#EMBEDDING}
+     */
+    @Override
+    public LoraModule.Kind kind() {
+        return LoraModule.Kind.EMBEDDING;
     }
 
     @Override

@@ -63,7 +63,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * Bad arguments throw {@link IllegalArgumentException}, calls in the wrong state
  * {@link IllegalStateException}; each names what was expected and what came, and leaves the layer as it was.
  */
-public final class LoraLinear {
+public final class LoraLinear implements LoraModule {
 
     /** Name of the adapter that {@link #wrap} adds. */
     public static final String DEFAULT_ADAPTER = "default";
@@ -735,6 +735,16 @@ public final class LoraLinear {
      */
     public INDArray mergedWeight() {
         return lock.shared(() -> Merge.mergedWeight(weight, layout, pathAdapter()));
+    }
+
+    /**
+     * The layer kind.
+     *
+     * @return {@link LoraModule.Kind#LINEAR}
+     */
+    @Override
+    public LoraModule.Kind kind() {
+        return LoraModule.Kind.LINEAR;
     }
 
     @Override

@@ -1,10 +1,12 @@
 package io.github.lora4j.model;
 
+import io.github.lora4j.AllOrNothing;
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.LoraModule;
 import io.github.lora4j.MergeMode;
 import io.github.lora4j.TargetModules;
 import java.util.ArrayList;
@@ -123,25 +125,14 @@ final class ModelAdapters {
                     + "include embeddings " + targetEmb.keySet() + " and conv2d modules " + targetConv.keySet()
                     + "; target linear modules only, or use plain LoRA");
         }
-        List<Runnable> undo = new ArrayList<>();
-        try {
-            for (Map.Entry<String, LoraLinear> e : target.entrySet()) {
-                e.getValue().addAdapter(name, config.forModule(e.getKey()));
-                undo.add(() -> e.getValue().deleteAdapter(name));
-            }
-            for (Map.Entry<String, LoraEmbedding> e : targetEmb.entrySet()) {
-                e.getValue().addAdapter(name, config.forModule(e.getKey()));
-                undo.add(() -> e.getValue().deleteAdapter(name));
-            }
-            for (Map.Entry<String, LoraConv2d> e : targetConv.entrySet()) {
-                e.getValue().addAdapter(name, config.forModule(e.getKey()));
-                undo.add(() -> e.getValue().deleteAdapter(name));
-            }
-        } catch (RuntimeException ex) {
-            // Checked above, so only a blank or reserved name gets here (on the first module); undo anyway.
-            undo.forEach(Runnable::run);
-            throw ex;
-        }
+        // Checked above, so only a blank or reserved name can fail here (on the first module); undone anyway.
+        List<Map.Entry<String, LoraModule>> modules = new ArrayList<>();
+        modules.addAll(target.entrySet().stream().map(e -> Map.entry(e.getKey(), (LoraModule) e.getValue())).toList());
+        modules.addAll(targetEmb.entrySet().stream().map(e -> Map.entry(e.getKey(), (LoraModule) e.getValue())).toList());
+        modules.addAll(targetConv.entrySet().stream().map(e -> Map.entry(e.getKey(), (LoraModule) e.getValue())).toList());
+        AllOrNothing.run(modules, e -> e.getValue().addAdapter(name, config.forModule(e.getKey())),
+                e -> e.getValue().deleteAdapter(name), Map.Entry::getKey, "adding adapter '" + name + "' to",
+                "deleting it from", "with the adapter");
     }
 
     private static void checkAddable(String path, long in, long out, List<String> names, String name,
@@ -218,19 +209,10 @@ final class ModelAdapters {
                 throw new IllegalStateException("module '" + m.path() + "' is already merged; unmerge() first");
             }
         }
-        List<TargetedModule> done = new ArrayList<>();
-        for (TargetedModule m : all) {
-            try {
-                m.merge(mode);
-            } catch (RuntimeException ex) {
-                for (int i = done.size() - 1; i >= 0; i--) {
-                    done.get(i).unmerge();
-                }
-                throw new IllegalStateException("merging module '" + m.path() + "' failed, " + done.size()
-                        + " module(s) already merged were unmerged again: " + ex.getMessage(), ex);
-            }
-            done.add(m);
-        }
+        AllOrNothing.run(all, m -> m.merge(mode), TargetedModule::unmerge, TargetedModule::path, "merging module",
+                "unmerging", "merged", (m, done, ex) -> new IllegalStateException("merging module '" + m.path()
+                        + "' failed, " + done + " module(s) already merged were unmerged again: " + ex.getMessage(),
+                        ex));
     }
 
     static void unmerge(LoraModel model) {
@@ -401,21 +383,16 @@ final class ModelAdapters {
                         + "'; known adapters: " + e.getValue().adapterNames());
             }
         }
-        List<LoraLinear> done = new ArrayList<>();
-        for (Map.Entry<String, LoraLinear> e : model.targeted.entrySet()) {
-            try {
-                if (rank == null) {
-                    e.getValue().addWeightedAdapter(newName, adapterNames, weights);
-                } else {
-                    e.getValue().addWeightedAdapterSvd(newName, adapterNames, weights, rank);
-                }
-            } catch (RuntimeException ex) {
-                done.forEach(l -> l.deleteAdapter(newName));
-                throw new IllegalArgumentException("module '" + e.getKey() + "': " + ex.getMessage()
-                        + "; adapter '" + newName + "' was added to no module", ex);
+        AllOrNothing.run(List.copyOf(model.targeted.entrySet()), e -> {
+            if (rank == null) {
+                e.getValue().addWeightedAdapter(newName, adapterNames, weights);
+            } else {
+                e.getValue().addWeightedAdapterSvd(newName, adapterNames, weights, rank);
             }
-            done.add(e.getValue());
-        }
+        }, e -> e.getValue().deleteAdapter(newName), Map.Entry::getKey, "adding weighted adapter '" + newName
+                + "' to", "deleting it from", "with the adapter", (e, done, ex) -> new IllegalArgumentException(
+                "module '" + e.getKey() + "': " + ex.getMessage() + "; adapter '" + newName
+                        + "' was added to no module", ex));
     }
 
     // ---------------------------------------------------------------- mixed batches

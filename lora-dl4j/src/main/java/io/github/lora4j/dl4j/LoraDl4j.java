@@ -4,6 +4,7 @@ import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_A_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_B_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.WEIGHT_KEY;
 
+import io.github.lora4j.AllOrNothing;
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.TargetModules;
@@ -836,18 +837,9 @@ public final class LoraDl4j {
     public static void merge(Model net) {
         Map<String, LoraLayer> layers = adapted(net);
         requireMerged(layers, false);
-        List<LoraLayer> done = new ArrayList<>();
-        try {
-            for (LoraLayer l : layers.values()) {
-                l.ops().merge(l.paramTable(), l.describe());
-                done.add(l);
-            }
-        } catch (RuntimeException e) {
-            for (LoraLayer l : done) {
-                l.ops().unmerge(l.paramTable(), l.describe());
-            }
-            throw e;
-        }
+        AllOrNothing.run(List.copyOf(layers.values()), l -> l.ops().merge(l.paramTable(), l.describe()),
+                l -> l.ops().unmerge(l.paramTable(), l.describe()), LoraLayer::describe, "merging", "unmerging",
+                "merged");
     }
 
     /**

@@ -1,8 +1,6 @@
 package io.github.lora4j.dl4j;
 
 import io.github.lora4j.LoraConfig;
-import io.github.lora4j.LoraLinear;
-import io.github.lora4j.WeightLayout;
 import io.github.lora4j.model.LoraModel;
 import java.util.ArrayList;
 import java.util.Collections;
@@ -188,16 +186,15 @@ public final class LoraParamInitializer implements ParamInitializer {
     }
 
     /**
-     * lora-core's initial {@code {A, B}} for a module named {@code name} with {@code W [in, out]}: a layer wrapped
-     * with {@link LoraConfig#forModule config.forModule(name)}, which is what {@link LoraModel#applyLora} gives that
-     * module, so a layer here starts where lora-core's would.
+     * lora-core's initial {@code {A, B}} for a module named {@code name} with {@code W [in, out]}: those of
+     * {@link LoraConfig#forModule config.forModule(name)} ({@link LoraConfig#initialWeights}), which is what
+     * {@link LoraModel#applyLora} gives that module, so a layer here starts where lora-core's would.
      */
     @SuppressWarnings("try") // the scope is the point: the adapter arrays must outlive any open workspace
     static INDArray[] initialAdapter(String name, INDArray w, LoraConfig config) {
         String path = modulePath(name);
         try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-            LoraLinear layer = LoraLinear.wrap(w, null, config.forModule(path), WeightLayout.IN_OUT);
-            return new INDArray[] {layer.loraA(LoraLinear.DEFAULT_ADAPTER), layer.loraB(LoraLinear.DEFAULT_ADAPTER)};
+            return config.forModule(path).initialWeights(w.size(0), w.size(1), w.dataType());
         }
     }
 }
