@@ -2,6 +2,7 @@ package io.github.lora4j.dl4j;
 
 import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_A_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_B_KEY;
+import static io.github.lora4j.dl4j.LoraParamInitializer.MAGNITUDE_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.WEIGHT_KEY;
 
 import io.github.lora4j.LoraAdapter;
@@ -232,7 +233,30 @@ public final class LoraDl4j {
         for (int i = 0; i < net.getnLayers(); i++) {
             copyParams(net.getLayer(i).paramTable(), out.getLayer(i).paramTable());
         }
+        initMagnitudes(out);
         return out;
+    }
+
+    /**
+     * Sets each DoRA layer's magnitude to PEFT's initial value for the copied {@code W}: the new network's
+     * initialisation computed it for the {@code W} its weight init drew, before the given network's {@code W} was
+     * copied in.
+     *
+     * @throws IllegalArgumentException if a column of a targeted {@code W} is zero (DoRA's direction is undefined)
+     */
+    private static void initMagnitudes(Model out) {
+        for (Map.Entry<String, LoraLayer> e : adapted(out).entrySet()) {
+            LoraLayerConf c = e.getValue().loraConf();
+            if (LoraParamInitializer.isDora(c)) {
+                Map<String, INDArray> p = e.getValue().paramTable();
+                try {
+                    p.get(MAGNITUDE_KEY).assign(LoraParamInitializer.initialAdapter(e.getKey(), p.get(WEIGHT_KEY),
+                            c.loraConfig())[2]);
+                } catch (IllegalArgumentException ex) {
+                    throw new IllegalArgumentException("DoRA on layer '" + e.getKey() + "': " + ex.getMessage(), ex);
+                }
+            }
+        }
     }
 
     private static ComputationGraph apply(ComputationGraph graph, LoraConfig config, List<Slot> targeted) {
@@ -273,6 +297,7 @@ public final class LoraDl4j {
         for (Slot s : slots) {
             copyParams(graph.getLayer(s.name()).paramTable(), out.getLayer(s.name()).paramTable());
         }
+        initMagnitudes(out);
         return out;
     }
 
@@ -301,7 +326,6 @@ public final class LoraDl4j {
                                             Set<Integer> passGradients) {
         Objects.requireNonNull(config, "config must not be null");
         LoraSettings settings = LoraSettings.of(config);
-        DoraRefusal.refuse(config);
         refuseSharedNames(targeted);
         for (Slot s : targeted) {
             requireLinear(s);
@@ -974,10 +998,7 @@ public final class LoraDl4j {
         DataType type = fileType;
         for (Map.Entry<String, LoraLayer> e : adapted(net).entrySet()) {
             Map<String, INDArray> p = e.getValue().paramTable();
-            LoraLinear linear = LoraLinear.base(p.get(WEIGHT_KEY), null, WeightLayout.IN_OUT);
-            linear.addAdapter(LoraLinear.DEFAULT_ADAPTER, e.getValue().loraConf().loraConfig());
-            linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, p.get(LORA_A_KEY), p.get(LORA_B_KEY));
-            modules.put(e.getKey(), linear);
+            modules.put(e.getKey(), LoraOps.coreLayer(p, e.getValue().loraConf().loraConfig()));
             type = type == null ? p.get(LORA_A_KEY).dataType() : type;
         }
         PeftAdapterFiles.save(dir, modules, LoraLinear.DEFAULT_ADAPTER, type);
@@ -1019,6 +1040,9 @@ public final class LoraDl4j {
             Map<String, INDArray> p = e.getValue().paramTable();
             p.get(LORA_A_KEY).assign(loaded.a());
             p.get(LORA_B_KEY).assign(loaded.b());
+            if (loaded.isDora()) {
+                p.get(MAGNITUDE_KEY).assign(loaded.magnitude());
+            }
             LoraSettings settings = e.getValue().loraConf().lora();
             settings.setAlpha(loaded.config().alpha());
             settings.setRsLora(loaded.config().rsLora());
@@ -1033,7 +1057,14 @@ public final class LoraDl4j {
      * whole-layer tensors, every LoRA layer of the network covered, each with the layer's rank.
      */
     private static void checkFitsLayers(PeftAdapterLayout layout, Map<String, LoraLayer> layers, Path dir) {
-        DoraRefusal.refuse(layout, dir);
+        boolean dora = layers.values().iterator().next().loraConf().lora().isUseDora();
+        if (layout.config().useDora() != dora) {
+            throw new IllegalArgumentException("the adapter in " + dir + (layout.config().useDora()
+                    ? " is DoRA (use_dora: true, with lora_magnitude_vector tensors) but the network's LoRA layers are "
+                    + "plain LoRA: expected use_dora false; apply DoRA (LoraConfig.useDora(true)) to load it"
+                    : " is plain LoRA (no use_dora) but the network's LoRA layers are DoRA: expected use_dora true with "
+                    + "lora_magnitude_vector tensors; apply plain LoRA to load it") + "; nothing was loaded");
+        }
         if (!layout.fullTensors().isEmpty() || !layout.config().modulesToSave().isEmpty()) {
             throw new IllegalArgumentException("the adapter in " + dir + " holds whole layers (modules_to_save "
                     + layout.config().modulesToSave() + ", full tensors for " + layout.fullTensors().keySet()
