@@ -130,6 +130,12 @@ import org.nd4j.linalg.learning.config.NoOp;
  * frozen. Use {@link #summary}, {@link #trainableParametersReport}, {@link #trainableParameterCount} and
  * {@link #totalParameterCount} instead.
  *
+ * <h2>DoRA</h2>
+ * With {@link LoraConfig#useDora()} each adapted layer also has the trainable magnitude {@code loraMagnitude [nOut]}
+ * (PEFT's {@code lora_magnitude_vector}), set by {@code apply} to the column norms of its {@code W}, and computes
+ * {@code (m / ‖W + s·B·A‖) ⊙ (x W + s·(x Aᵀ) Bᵀ) + b} as lora-core's {@code LoraLinear} does (docs/dora.md);
+ * {@link #saveAdapter}, {@link #loadAdapter}, {@link #merge}, {@link #unmerge} and {@link #mergeAndUnload} handle it.
+ *
  * <h2>Threading</h2>
  * As DL4J networks themselves: one thread at a time. {@link #merge} and {@link #unmerge} change {@code W} in place
  * and must not run while another thread calls {@code output()} or {@code fit()} on the same network.
@@ -156,8 +162,9 @@ public final class LoraDl4j {
      * @throws IllegalArgumentException for a target naming no layer, a targeted layer without a linear weight, two
      *                                  targeted layers with one name, an unsupported data type, a rank above
      *                                  {@code min(nIn, nOut)}, a scaling that is not finite in the network's data
-     *                                  type, a line-search {@code optimizationAlgo}, or a frozen layer lora4j cannot
-     *                                  pass gradients through (a BatchNormalization above an adapted layer)
+     *                                  type, a line-search {@code optimizationAlgo}, a frozen layer lora4j cannot
+     *                                  pass gradients through (a BatchNormalization above an adapted layer), or, for
+     *                                  DoRA, a targeted {@code W} with a zero column
      * @throws IllegalStateException    if {@code net} is not initialised or already has LoRA layers
      */
     public static MultiLayerNetwork apply(MultiLayerNetwork net, LoraConfig config, String... targets) {
@@ -1011,8 +1018,9 @@ public final class LoraDl4j {
      * data type too); each layer takes the file's {@code lora_alpha} (or its {@code alpha_pattern} entry),
      * {@code lora_dropout} and {@code use_rslora}, which its configuration then keeps (saved with the network; the
      * dropout acts in the next {@code fit()}). Refused by name: a file with {@code modules_to_save} or trained biases
-     * (whole layers, which lora-dl4j does not replace) and LoRA for layers the network lacks or of another kind
-     * (embedding, conv). All or nothing: everything is read and checked before any parameter or setting changes.
+     * (whole layers, which lora-dl4j does not replace), LoRA for layers the network lacks or of another kind
+     * (embedding, conv), and a DoRA file ({@code use_dora}) for a plain LoRA network or a LoRA file for a DoRA one
+     * (a DoRA file's {@code lora_magnitude_vector} goes to {@code loraMagnitude}). All or nothing: everything is read and checked before any parameter or setting changes.
      *
      * @param net a network made by {@link #apply}; only its {@code loraA}/{@code loraB} and its LoRA layers' alpha,
      *            dropout and rsLoRA settings change

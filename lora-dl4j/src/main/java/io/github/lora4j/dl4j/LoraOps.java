@@ -41,6 +41,12 @@ import org.nd4j.linalg.factory.Nd4j;
  * The base part {@code x W + b} is computed exactly as DL4J's {@code BaseLayer} does (same mmul, same bias add),
  * so with {@code B = 0} the output is DL4J's, bit for bit.
  *
+ * <h2>DoRA</h2>
+ * With a DoRA adapter ({@code loraMagnitude m [nOut]}), as lora-core's {@code LoraLinear} and PEFT compute it, with
+ * {@code c = m / ‖W + s·B·A‖} per output feature (a column of {@code W [nIn, nOut]}; the norm from lora-core's
+ * {@link DoraNorms}, a constant in backward): {@code z = c ⊙ (x W + s·(x Aᵀ) Bᵀ) + b}, and in training with dropout
+ * {@code z = x W + b + (c − 1) ⊙ (x' W) + c ⊙ s·(x' Aᵀ) Bᵀ}; see {@code doraBackward}.
+ *
  * <h2>Dropout on the LoRA input</h2>
  * As PEFT applies it: only the LoRA path sees {@code dropout(x)}, only in training, after the layer's own input
  * dropout. One mask per input: it is drawn ({@link DropoutStream}, from the adapter's configuration for this layer's

@@ -29,12 +29,15 @@ import net.jqwik.api.lifecycle.AfterContainer;
 import org.deeplearning4j.gradientcheck.GradientCheckUtil;
 import org.deeplearning4j.nn.api.Layer;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
+import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
+import org.deeplearning4j.nn.workspace.ArrayType;
 import org.deeplearning4j.util.ModelSerializer;
+import org.deeplearning4j.util.TimeSeriesUtils;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.nd4j.common.primitives.Pair;
@@ -83,7 +86,7 @@ class DoraDl4jTest {
         for (Layer l : layers) {
             INDArray b = l.paramTable().get(LORA_B_KEY);
             if (b != null) {
-                b.assign(Nets.gaussian(seed++, (int) b.rows(), (int) b.columns()).muli(0.3));
+                b.assign(Nets.gaussian(seed++, Math.toIntExact(b.rows()), Math.toIntExact(b.columns())).muli(0.3));
             }
             INDArray m = l.paramTable().get(MAGNITUDE_KEY);
             if (m != null) {
@@ -285,6 +288,51 @@ class DoraDl4jTest {
         }
     }
 
+    /** A LoraRnnOutputLayer with DoRA: per time step LoraLinear's map (both formats); fit trains it, W and b frozen. */
+    @Test
+    void anRnnOutputLayerCarriesDoraPerTimeStep() {
+        for (RNNFormat format : RNNFormat.values()) {
+            MultiLayerNetwork net = LoraDl4j.apply(LoraDl4jRnnTest.net(DataType.DOUBLE, format, 3), dora(2, 0), "fc0",
+                    "out");
+            randomize(net.getLayers(), 8);
+            DataSet data = LoraDl4jRnnTest.task(DataType.DOUBLE, format, 1, 2, 4);
+            List<INDArray> acts = net.feedForward(data.getFeatures(), false);   // input, fc0, lstm, fc1, out
+            INDArray h = acts.get(3);                 // fc1's output [mb·T, 6], rows in DL4J's fold order
+            INDArray out = acts.get(4);               // [mb, 3, T] (NCW) or [mb, T, 3] (NWC)
+            INDArray folded = TimeSeriesUtils.reshape3dTo2d(format == RNNFormat.NWC ? out.permute(0, 2, 1) : out,
+                    LayerWorkspaceMgr.noWorkspaces(), ArrayType.ACTIVATIONS);   // the fold DL4J unfolds h by
+            assertEquals(h.rows(), folded.rows(), "one row per example and step");
+            assertAgrees(Transforms.softmax(oracle(net, 3, dora(2, 0)).eval().forward(h)), folded,
+                    format + ": the RnnOutputLayer's DoRA map per time step");
+            MultiLayerNetwork fl = LoraDl4j.apply(LoraDl4jRnnTest.net(DataType.FLOAT, format, 3), dora(2, 0), "fc0",
+                    "out");
+            INDArray w = fl.getLayer(3).getParam("W").dup();
+            INDArray m = fl.getLayer(3).getParam(MAGNITUDE_KEY).dup();
+            DataSet train = LoraDl4jRnnTest.task(DataType.FLOAT, format, 1, 2, 8);
+            for (int k = 0; k < 5; k++) {
+                fl.fit(train);
+            }
+            assertBitwise(w, fl.getLayer(3).getParam("W"), format + ": W of the RnnOutputLayer");
+            assertFalse(m.equals(fl.getLayer(3).getParam(MAGNITUDE_KEY)), format + ": its m trains");
+        }
+    }
+
+    /** A LoraModel over layer0's and layer2's W and b of a {@link Nets#mln} network (its own copies). */
+    private static LoraModel coreModel(MultiLayerNetwork net) {
+        return LoraModel.builder()
+                .linearInOut("layer0", net.getLayer(0).getParam("W").dup(), net.getLayer(0).getParam("b").dup())
+                .linearInOut("layer2", net.getLayer(2).getParam("W").dup(), net.getLayer(2).getParam("b").dup())
+                .build();
+    }
+
+    /** The network's output with layer0 and layer2 computed by {@code model} (eval), layer1 by the network. */
+    private static INDArray coreOutput(LoraModel model, MultiLayerNetwork net, INDArray x) {
+        model.eval();
+        INDArray h0 = Transforms.tanh(model.forward("layer0", x));
+        INDArray h1 = net.getLayer(1).activate(h0, false, LayerWorkspaceMgr.noWorkspaces());
+        return Transforms.softmax(model.forward("layer2", h1));
+    }
+
     @Test
     void savedAdapterIsPeftsDoraFilesAndLoadsIntoALoraModelWithTheSameOutputs() throws IOException {
         MultiLayerNetwork net = LoraDl4j.apply(Nets.mln(DataType.DOUBLE, new Adam(0.05), 9), dora(2, 0.1),
@@ -301,17 +349,10 @@ class DoraDl4jTest {
         assertTrue(header.contains("\"base_model.model.layer0.lora_magnitude_vector\""), "PEFT's key, no .weight");
         assertFalse(header.contains("lora_magnitude_vector.weight"), "no .weight suffix");
 
-        LoraModel model = LoraModel.builder()
-                .linearInOut("layer0", net.getLayer(0).getParam("W").dup(), net.getLayer(0).getParam("b").dup())
-                .linearInOut("layer2", net.getLayer(2).getParam("W").dup(), net.getLayer(2).getParam("b").dup())
-                .build();
+        LoraModel model = coreModel(net);
         model.load(dir, "default");
-        model.eval();
         INDArray x = Nets.gaussian(8, 6, Nets.IN);
-        INDArray h0 = Transforms.tanh(model.forward("layer0", x));
-        INDArray h1 = net.getLayer(1).activate(h0, false, LayerWorkspaceMgr.noWorkspaces());
-        INDArray y = Transforms.softmax(model.forward("layer2", h1));
-        assertAgrees(y, net.output(x), "LoraModel loaded from lora-dl4j's DoRA files vs the network");
+        assertAgrees(coreOutput(model, net, x), net.output(x), "LoraModel loaded from lora-dl4j's DoRA files");
         for (int i : new int[] {0, 2}) {
             assertBitwise(net.getLayer(i).getParam(MAGNITUDE_KEY), model.module("layer" + i).adapter("default")
                     .magnitude(), "m, F64");
@@ -321,10 +362,7 @@ class DoraDl4jTest {
     @Test
     void aLoraModelsDoraFilesLoadIntoANetworkWithTheSameOutputs() throws IOException {
         MultiLayerNetwork base = Nets.mln(DataType.DOUBLE, new Adam(0.05), 9);
-        LoraModel model = LoraModel.builder()
-                .linearInOut("layer0", base.getLayer(0).getParam("W").dup(), base.getLayer(0).getParam("b").dup())
-                .linearInOut("layer2", base.getLayer(2).getParam("W").dup(), base.getLayer(2).getParam("b").dup())
-                .build();
+        LoraModel model = coreModel(base);
         LoraConfig cfg = LoraConfig.builder().rank(2).alpha(5).useDora(true).seed(4).build();
         model.applyLora(cfg, List.of("layer0", "layer2"));
         long seed = 40;
@@ -339,16 +377,10 @@ class DoraDl4jTest {
 
         MultiLayerNetwork net = LoraDl4j.apply(base, dora(2, 0), "layer0", "layer2");
         LoraDl4j.loadAdapter(net, dir);
-        model = LoraModel.builder()                      // the file's values (LoraModel.save writes F32)
-                .linearInOut("layer0", base.getLayer(0).getParam("W").dup(), base.getLayer(0).getParam("b").dup())
-                .linearInOut("layer2", base.getLayer(2).getParam("W").dup(), base.getLayer(2).getParam("b").dup())
-                .build();
+        model = coreModel(base);                         // the file's values (LoraModel.save writes F32)
         model.load(dir, "default");
-        model.eval();
         INDArray x = Nets.gaussian(8, 6, Nets.IN);
-        INDArray h0 = Transforms.tanh(model.forward("layer0", x));
-        INDArray h1 = net.getLayer(1).activate(h0, false, LayerWorkspaceMgr.noWorkspaces());
-        assertAgrees(Transforms.softmax(model.forward("layer2", h1)), net.output(x), "network with the LoraModel's file");
+        assertAgrees(coreOutput(model, net, x), net.output(x), "network with the LoraModel's file");
         assertEquals(5.0, net.getLayer(0).conf().getLayer() instanceof LoraLayerConf c ? c.lora().getAlpha() : 0,
                 "alpha from the file");
 
