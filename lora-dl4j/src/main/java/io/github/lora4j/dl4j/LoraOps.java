@@ -217,7 +217,8 @@ final class LoraOps {
      */
     @SuppressWarnings("try") // the factors are tiny and must not depend on which workspace is open
     private Dora doraFactors(Map<String, INDArray> params, DataType type) {
-        double[] norms = DoraNorms.of(params.get(WEIGHT_KEY), WeightLayout.IN_OUT, params.get(LORA_A_KEY),
+        // W [nIn, nOut] f-order is PEFT's W [out, in] in row-major order: its transpose view reads rows in place
+        double[] norms = DoraNorms.of(params.get(WEIGHT_KEY).transpose(), WeightLayout.OUT_IN, params.get(LORA_A_KEY),
                 params.get(LORA_B_KEY), scaling);
         double[] m = params.get(MAGNITUDE_KEY).toDoubleVector();
         double[] c = new double[norms.length];

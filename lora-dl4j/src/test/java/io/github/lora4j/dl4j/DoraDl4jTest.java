@@ -33,6 +33,7 @@ import org.deeplearning4j.nn.conf.RNNFormat;
 import org.deeplearning4j.nn.conf.layers.DenseLayer;
 import org.deeplearning4j.nn.conf.layers.OutputLayer;
 import org.deeplearning4j.nn.gradient.Gradient;
+import org.deeplearning4j.nn.graph.ComputationGraph;
 import org.deeplearning4j.nn.multilayer.MultiLayerNetwork;
 import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
 import org.deeplearning4j.nn.workspace.ArrayType;
@@ -59,6 +60,7 @@ import org.nd4j.linalg.ops.transforms.Transforms;
  */
 class DoraDl4jTest {
 
+    /** Worst relative difference of the layer-vs-LoraLinear property (forward, dL/dx, dA, dB, dm). */
     private static double worstAgreement;
 
     @TempDir
@@ -106,14 +108,18 @@ class DoraDl4jTest {
         return o.train();
     }
 
-    /** {@code max |expected − actual| / max |expected|}, asserted at most 1e-12. */
-    private static void assertAgrees(INDArray expected, INDArray actual, String what) {
+    /** {@code max |expected − actual| / max |expected|}, asserted at most 1e-12; returned. */
+    private static double assertAgrees(INDArray expected, INDArray actual, String what) {
         double scale = expected.amaxNumber().doubleValue();
         double diff = expected.sub(actual.reshape(expected.shape()).castTo(expected.dataType())).amaxNumber()
                 .doubleValue();
         double rel = scale == 0 ? diff : diff / scale;
-        worstAgreement = Math.max(worstAgreement, rel);
         assertTrue(rel <= 1e-12, what + ": max |lora-dl4j − LoraLinear| / max |LoraLinear| = " + rel);
+        return rel;
+    }
+
+    private static void agrees(INDArray expected, INDArray actual, String what) {
+        worstAgreement = Math.max(worstAgreement, assertAgrees(expected, actual, what));
     }
 
     @AfterContainer
@@ -143,15 +149,15 @@ class DoraDl4jTest {
             Pair<Gradient, INDArray> back = layer.backpropGradient(g, ws);
             String at = "in " + in + ", out " + out + ", n " + n + ", r " + r + ", bias " + bias + ", dropout "
                     + dropout + ", round " + round;
-            assertAgrees(oracle.forward(x), y, at + ": training forward");
-            assertAgrees(oracle.backward(g), back.getSecond(), at + ": dL/dx");
-            assertAgrees(ad.gradA(), back.getFirst().getGradientFor(LORA_A_KEY), at + ": dA");
-            assertAgrees(ad.gradB(), back.getFirst().getGradientFor(LORA_B_KEY), at + ": dB");
-            assertAgrees(ad.gradMagnitude(), back.getFirst().getGradientFor(MAGNITUDE_KEY), at + ": dm");
+            agrees(oracle.forward(x), y, at + ": training forward");
+            agrees(oracle.backward(g), back.getSecond(), at + ": dL/dx");
+            agrees(ad.gradA(), back.getFirst().getGradientFor(LORA_A_KEY), at + ": dA");
+            agrees(ad.gradB(), back.getFirst().getGradientFor(LORA_B_KEY), at + ": dB");
+            agrees(ad.gradMagnitude(), back.getFirst().getGradientFor(MAGNITUDE_KEY), at + ": dm");
             oracle.zeroGrad();
         }
         INDArray x = Nets.gaussian(5L * n, n, in);
-        assertAgrees(oracle.eval().forward(x), layer.activate(x, false, ws), "eval forward");
+        agrees(oracle.eval().forward(x), layer.activate(x, false, ws), "eval forward");
         oracle.train();
     }
 
@@ -331,6 +337,35 @@ class DoraDl4jTest {
         INDArray h0 = Transforms.tanh(model.forward("layer0", x));
         INDArray h1 = net.getLayer(1).activate(h0, false, LayerWorkspaceMgr.noWorkspaces());
         return Transforms.softmax(model.forward("layer2", h1));
+    }
+
+    /** A ComputationGraph: m from the graph's own (trained) W, fit with W and b bitwise unchanged, files reload. */
+    @Test
+    void aComputationGraphCarriesDora() throws IOException {
+        ComputationGraph base = Nets.graph(DataType.DOUBLE, new Adam(0.05), 3);
+        DataSet data = Nets.task(DataType.DOUBLE, 4, 5, 32);
+        base.fit(data);                                   // W is no longer what the seed's weight init draws
+        ComputationGraph g = LoraDl4j.apply(base, dora(2, 0.1), "fc1", "out");
+        INDArray w = g.getLayer("out").getParam("W").dup();
+        assertAgrees(Transforms.sqrt(Transforms.pow(w, 2).sum(0)).reshape(w.columns()),
+                g.getLayer("out").getParam(MAGNITUDE_KEY), "m = column norms of the graph's W");
+        Map<String, INDArray> start = new java.util.LinkedHashMap<>();
+        g.paramTable().forEach((k, v) -> start.put(k, v.dup()));
+        for (int i = 0; i < 10; i++) {
+            g.fit(data);
+        }
+        for (Map.Entry<String, INDArray> e : g.paramTable().entrySet()) {
+            if (e.getKey().endsWith("_W") || e.getKey().endsWith("_b")) {
+                assertBitwise(start.get(e.getKey()), e.getValue(), e.getKey());
+            } else {
+                assertFalse(start.get(e.getKey()).equals(e.getValue()), e.getKey() + " trained");
+            }
+        }
+        LoraDl4j.saveAdapter(g, tmp.resolve("graph"));
+        ComputationGraph other = LoraDl4j.apply(base, dora(2, 0.1), "fc1", "out");
+        LoraDl4j.loadAdapter(other, tmp.resolve("graph"));
+        INDArray x = Nets.gaussian(6, 5, Nets.IN);
+        assertBitwise(g.outputSingle(x), other.outputSingle(x), "the reloaded graph (F64 files)");
     }
 
     @Test
