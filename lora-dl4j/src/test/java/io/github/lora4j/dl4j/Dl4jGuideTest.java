@@ -69,6 +69,27 @@ class Dl4jGuideTest {
     }
 
     @Test
+    void dora() throws IOException {
+        MultiLayerNetwork net = Nets.mln(DataType.FLOAT, new Adam(0.01), 7);
+        DataSet taskB = Nets.task(DataType.FLOAT, 5, 6, 256);
+        DataSetIterator trainB = new ListDataSetIterator<>(taskB.asList(), 32);
+        Path dir = tmp.resolve("dora");
+        // docs/dl4j.md: dora
+        LoraConfig cfg = LoraConfig.builder().rank(2).alpha(4).dropout(0.05).useDora(true).build();
+        MultiLayerNetwork dora = LoraDl4j.apply(net, cfg, "layer0", "layer2");   // + loraMagnitude [nOut] per layer
+        dora.fit(trainB, 3);                          // trains loraA, loraB and loraMagnitude; W and b bitwise unchanged
+        LoraDl4j.saveAdapter(dora, dir);              // PEFT's DoRA files: use_dora, <layer>.lora_magnitude_vector
+        LoraDl4j.merge(dora);                         // W = c ⊙ (W + s·(B A)ᵀ), lora-core's exact merge
+        LoraDl4j.unmerge(dora);                       // W bit for bit as before
+        // end
+        assertEquals(cfg.rank() * ((long) (6 + 10) + (10 + 3)) + 10 + 3, LoraDl4j.trainableParameterCount(dora));
+        assertTrue(Files.readString(dir.resolve("adapter_config.json")).contains("use_dora"));
+        for (int i = 0; i < 3; i++) {
+            assertBitwise(net.getLayer(i).getParam("W"), dora.getLayer(i).getParam("W"), "W of layer " + i);
+        }
+    }
+
+    @Test
     void aRecurrentNetwork() {
         int features = 4;
         int steps = 6;
