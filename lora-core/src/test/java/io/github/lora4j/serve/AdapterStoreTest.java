@@ -77,7 +77,7 @@ class AdapterStoreTest {
             INDArray x = input(rows.length, 1);
             try (AdapterStore.Batch batch = store.batch(rows)) {
                 assertEquals(List.of("a", "b"), batch.adapters());
-                assertArrayEquals(bits(twoLayers(ref, x, rows)), bits(twoLayers(batch, x)));
+                assertTrue(StoreFixture.sameOutput(twoLayers(ref, x, rows), twoLayers(batch, x)), "mixed batch output");
             }
             assertEquals(List.of("a", "b"), store.residentAdapters());
             assertEquals(F.bytes(2) + F.bytes(3), store.residentBytes());
@@ -240,7 +240,7 @@ class AdapterStoreTest {
             assertEquals(2, store.stats().loadFailures());
             INDArray x = input(2, 3);
             try (AdapterStore.Batch batch = store.batch(new String[] {"good", null})) {
-                assertArrayEquals(bits(twoLayers(ref, x, new String[] {"good", null})), bits(twoLayers(batch, x)));
+                assertTrue(StoreFixture.sameOutput(twoLayers(ref, x, new String[] {"good", null}), twoLayers(batch, x)), "output");
             }
             // Fixed on disk, the adapter loads on the next request: failures are not remembered.
             F.writeAdapter(nan, 2, 5);
@@ -344,7 +344,7 @@ class AdapterStoreTest {
             AdapterStoreException later = assertThrows(AdapterStoreException.class,
                     () -> store.batch(new String[] {"a"}));
             assertTrue(later.getMessage().contains("not registered"), later.getMessage());
-            assertArrayEquals(bits(twoLayers(ref, x, rows)), bits(twoLayers(open, x)), "the open batch finishes");
+            assertTrue(StoreFixture.sameOutput(twoLayers(ref, x, rows), twoLayers(open, x)), "the open batch finishes");
             assertTrue(modelAdapters(store).contains("a"));
             // Registered again under the same name: the new one waits for the old one to leave. This thread holds
             // the open batch, so it is told so instead of waiting for itself.
@@ -359,7 +359,7 @@ class AdapterStoreTest {
             assertEquals(Set.of("default"), modelAdapters(store), "the old 'a' left with its last batch");
             try (AdapterStore.Batch fresh = store.batch(rows)) {
                 String[] refRows = {"a2", null, "a2"};
-                assertArrayEquals(bits(twoLayers(ref, x, refRows)), bits(twoLayers(fresh, x)), "the new version");
+                assertTrue(StoreFixture.sameOutput(twoLayers(ref, x, refRows), twoLayers(fresh, x)), "the new version");
             }
             assertThrows(IllegalArgumentException.class, () -> store.unregister("ghost"));
         }
