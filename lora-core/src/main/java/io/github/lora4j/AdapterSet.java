@@ -62,8 +62,10 @@ final class AdapterSet {
 
     /** Removes {@code name}, leaving none active if it was; refused while it is merged. */
     void delete(String name, Merge merge, TrainingCache cache) {
-        merge.refuseIfMerged(require(name), "deleting");
-        cache.dropIf(name.equals(active));
+        LoraAdapter adapter = require(name);
+        merge.refuseIfMerged(adapter, "deleting");
+        cache.dropIf(name.equals(active) || cache.ran(adapter), "adapter '" + name + "' was deleted");
+        cache.gradientsCleared(adapter);
         adapters.remove(name);
         if (name.equals(active)) {
             active = null;
@@ -134,6 +136,18 @@ final class AdapterSet {
             }
             cache.drop();
         }
+    }
+
+    /** Runs {@code update} on adapter {@code name}; refused while merged. */
+    void update(String name, Consumer<LoraAdapter> update, Merge merge, TrainingCache cache) {
+        LoraAdapter adapter = require(name);
+        merge.refuseWhileMerged("training");
+        try {
+            update.accept(adapter);
+        } finally {
+            adapter.changed();    // DoRA: its cached norms of W + s·B·A are stale now
+        }
+        cache.dropIf(cache.ran(adapter));
     }
 
     Collection<LoraAdapter> all() {

@@ -2,17 +2,25 @@ package io.github.lora4j;
 
 import java.nio.DoubleBuffer;
 import java.nio.FloatBuffer;
+import java.util.Arrays;
 import org.bytedeco.javacpp.DoublePointer;
 import org.bytedeco.javacpp.FloatPointer;
 import org.bytedeco.javacpp.Pointer;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
+import org.nd4j.linalg.indexing.INDArrayIndex;
+import org.nd4j.linalg.indexing.NDArrayIndex;
+import org.nd4j.linalg.indexing.SpecifiedIndex;
 
 /**
- * The one seam through which every numeric call of the layer passes (forward, backward, zeroGrad, merge/unmerge,
- * the mixed batch): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
- * {@code CommonOps_DDRM} are the models.
+ * The seam through which the numeric calls of {@link LoraLinear}'s hot paths pass (forward, backward, zeroGrad, the
+ * mixed batch's products): the layer says what, this class says how. DJL's {@code NDArrayEx} and EJML's
+ * {@code CommonOps_DDRM} are the models. {@link LoraConv2d} computes through a {@code LoraLinear} and so through this
+ * class. Not every numeric call does: the EXACT merge's {@code Δ} is a Java pass of its own ({@code ExactFloatPass},
+ * {@code ExactDoublePass}), and {@link LoraEmbedding}'s row gathers are ND4J ops ({@code Nd4j.pullRows}); its thin
+ * products pass here pinned to the ND4J route (on the direct route a FLOAT embedding would differ from its earlier
+ * results by an ulp, and a lookup of one id from the same id inside a batch).
  *
  * <h2>Two routes</h2>
  * <ul>
@@ -130,6 +138,150 @@ final class Kernels {
                 a.assign(0);
             }
         }
+    }
+
+    // ---------------------------------------------------------------- blocks (mixed batches)
+
+    /**
+     * A row-major matrix inside an array's memory, for the mixed batch's gathered products: {@code rows × cols},
+     * element {@code (i, j)} at {@code offset + i·ld + j} of {@code array}'s buffer (from its first element). The
+     * array must be FLOAT or DOUBLE and its elements must lie densely in row-major order ({@link #rowMajorContiguous}),
+     * which {@link #of} checks. On the direct route {@code host} is the buffer's host address, resolved once when the
+     * block of the whole array is made (ND4J's {@code addressPointer()} costs about a microsecond, more than a small
+     * gemv), so a sub-block names a region and the products on it allocate no ND4J object.
+     *
+     * @param array  the array whose memory holds the matrix (kept so the memory stays alive)
+     * @param host   its host address on the direct route, else null
+     * @param offset element offset of {@code (0, 0)} from the array's first element
+     * @param rows   rows of the matrix
+     * @param cols   columns of the matrix
+     * @param ld     elements between the starts of two rows, at least {@code cols}
+     */
+    record Block(INDArray array, Pointer host, long offset, int rows, int cols, int ld) {
+
+        /** The whole of a 2-D row-major contiguous array, {@code [rows, cols]}. */
+        static Block of(INDArray a) {
+            if (a.rank() != 2 || !rowMajorContiguous(a)) {
+                throw new IllegalArgumentException("a block needs a 2-D row-major contiguous array, got "
+                        + Arrays.toString(a.shape()) + " with strides " + Arrays.toString(a.stride()));
+            }
+            return new Block(a, host(a), 0, Math.toIntExact(a.rows()), Math.toIntExact(a.columns()),
+                    Math.toIntExact(Math.max(1, a.columns())));
+        }
+
+        /** A dense {@code [rows, cols]} matrix (leading dimension {@code cols}) from element {@code offset} of {@code a}. */
+        static Block dense(INDArray a, long offset, int rows, int cols) {
+            return new Block(a, host(a), offset, rows, cols, Math.max(1, cols));
+        }
+
+        private static Pointer host(INDArray a) {
+            return direct() ? a.data().addressPointer() : null;
+        }
+
+        /** The top-left {@code [rows, cols]} of this matrix (same leading dimension). */
+        Block top(int rows, int cols) {
+            return new Block(array, host, offset, rows, cols, ld);
+        }
+
+        /** Rows {@code [first, first + count)} of this matrix. */
+        Block rows(int first, int count) {
+            return new Block(array, host, offset + (long) first * ld, count, cols, ld);
+        }
+
+        /** The matrix as an ND4J view (the fallback route's operand); shares the memory. */
+        INDArray view() {
+            return Nd4j.create(array.data(), new long[] {rows, cols}, new long[] {ld, 1}, offset, 'c');
+        }
+    }
+
+    /**
+     * {@code c = alpha·op(a)·op(b) + beta·c} on blocks: {@code op(a) [m, k]}, {@code op(b) [k, n]}, {@code c [m, n]}
+     * (shapes as the blocks say; all of one data type). Direct: cblas on the host pointers at the blocks' offsets, no
+     * ND4J object; a product with one output row or column is a gemv kept on the calling thread (see
+     * {@link #SINGLE_THREAD_GEMV_ELEMENTS}). Fallback: {@code Nd4j.gemm} on views.
+     */
+    static void gemm(Block a, boolean transA, Block b, boolean transB, Block c, double alpha, double beta) {
+        int k = transA ? a.rows() : a.cols();
+        if ((transA ? a.cols() : a.rows()) != c.rows() || (transB ? b.rows() : b.cols()) != c.cols()
+                || (transB ? b.cols() : b.rows()) != k) {
+            throw new IllegalArgumentException("block gemm: op(a) " + (transA ? a.cols() : a.rows()) + "×" + k
+                    + ", op(b) " + (transB ? b.cols() : b.rows()) + "×" + (transB ? b.rows() : b.cols()) + ", c "
+                    + c.rows() + "×" + c.cols());
+        }
+        if (c.rows() == 0 || c.cols() == 0) {
+            return;
+        }
+        if (hostRoute(a, b) && hostRoute(c, c)) {
+            OpenBlas.gemm(a, transA, b, transB, c, alpha, beta);
+            return;
+        }
+        INDArray cv = c.view();
+        if (c.rows() == 1 || c.ld() == c.cols()) {
+            Nd4j.gemm(a.view(), b.view(), cv, transA, transB, alpha, beta);
+        } else {
+            // ND4J writes only into contiguous outputs.
+            INDArray t = cv.dup('c');
+            Nd4j.gemm(a.view(), b.view(), t, transA, transB, alpha, beta);
+            cv.assign(t);
+        }
+    }
+
+    /**
+     * Elements of the matrix of a gemv below which OpenBLAS runs it on the calling thread: {@code 2304 ×
+     * GEMM_MULTITHREAD_THRESHOLD} (4 in the bundled build), the test in its {@code interface/gemv.c}. Above it every
+     * call wakes the other BLAS threads; for a rank-8 adapter's {@code [8, 4096]} that costs 10–20 µs a call against
+     * about 2 µs of work (measured by {@code MixedRowsProbe}). The mixed batch's gemvs are cut into pieces below it, by
+     * whole output elements, so each output is the same dot product as in one call.
+     */
+    static final int SINGLE_THREAD_GEMV_ELEMENTS = 2304 * 4;
+
+    /** The BLAS calls of a gemv with {@code outputs} dot products (or axpys) of length {@code inner}, cut as above. */
+    static int gemvPieces(long outputs, long inner) {
+        long piece = Math.max(1, (SINGLE_THREAD_GEMV_ELEMENTS - 1) / Math.max(1, inner));
+        return (int) ((outputs + piece - 1) / piece);
+    }
+
+    /**
+     * Row {@code j} of {@code dst} becomes row {@code rows[j]} of {@code src} (same width and type; {@code dst} has
+     * at least {@code rows.length} rows). Direct: one BLAS copy per row; fallback: one {@code pullRows} and one assign,
+     * whatever the number of rows.
+     */
+    static void gatherRows(Block src, int[] rows, Block dst) {
+        if (rows.length == 0) {
+            return;
+        }
+        if (hostRoute(src, dst)) {
+            for (int j = 0; j < rows.length; j++) {
+                OpenBlas.copyRow(src, rows[j], dst, j, false);
+            }
+            return;
+        }
+        dst.top(rows.length, dst.cols()).view().assign(Nd4j.pullRows(src.view(), 1, rows));
+    }
+
+    /**
+     * Row {@code rows[j]} of {@code dst} becomes row {@code j} of {@code src}, or gets it added when {@code add}
+     * ({@code rows} distinct): the inverse of {@link #gatherRows}. Direct: one BLAS copy or axpy per row; fallback: a
+     * few ND4J ops through an index of the rows, whatever their number.
+     */
+    static void scatterRows(Block src, int[] rows, Block dst, boolean add) {
+        if (rows.length == 0) {
+            return;
+        }
+        if (hostRoute(src, dst)) {
+            for (int j = 0; j < rows.length; j++) {
+                OpenBlas.copyRow(src, j, dst, rows[j], add);
+            }
+            return;
+        }
+        INDArray d = dst.view();
+        INDArrayIndex[] at = {new SpecifiedIndex(Arrays.stream(rows).asLongStream().toArray()), NDArrayIndex.all()};
+        INDArray value = src.top(rows.length, src.cols()).view();
+        d.put(at, add ? d.get(at).add(value) : value);
+    }
+
+    private static boolean hostRoute(Block a, Block b) {
+        return a.host() != null && b.host() != null && direct();
     }
 
     // ---------------------------------------------------------------- shapes
@@ -567,6 +719,50 @@ final class Kernels {
             // A column-major operand is the row-major transpose: flip its flag.
             int ta = transA != (la[0] == 1) ? TRANS : NO_TRANS;
             int tb = transB != (lb[0] == 1) ? TRANS : NO_TRANS;
+            product(t, ta, tb, (int) m, (int) n, (int) k, alpha, a.data().addressPointer(), 0, (int) la[1],
+                    b.data().addressPointer(), 0, (int) lb[1], beta, c.data().addressPointer(), 0, ldc, false);
+            return true;
+        }
+
+        /** {@link Kernels#gemm(Block, boolean, Block, boolean, Block, double, double)} through cblas. */
+        static void gemm(Block a, boolean transA, Block b, boolean transB, Block c, double alpha, double beta) {
+            product(c.array().dataType(), transA ? TRANS : NO_TRANS, transB ? TRANS : NO_TRANS, c.rows(), c.cols(),
+                    transA ? a.rows() : a.cols(), alpha, a.host(), a.offset(), a.ld(), b.host(), b.offset(), b.ld(),
+                    beta, c.host(), c.offset(), c.ld(), true);
+        }
+
+        /** {@code dst[to, :] = src[from, :]} ({@code +=} when {@code add}): one cblas copy or axpy. */
+        static void copyRow(Block src, int from, Block dst, int to, boolean add) {
+            int n = src.cols();
+            long s = src.offset() + (long) from * src.ld();
+            long d = dst.offset() + (long) to * dst.ld();
+            if (src.array().dataType() == DataType.DOUBLE) {
+                DoublePointer sp = new DoublePointer(src.host()).position(s);
+                DoublePointer dp = new DoublePointer(dst.host()).position(d);
+                if (add) {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_daxpy(n, 1.0, sp, 1, dp, 1);
+                } else {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_dcopy(n, sp, 1, dp, 1);
+                }
+            } else {
+                FloatPointer sp = new FloatPointer(src.host()).position(s);
+                FloatPointer dp = new FloatPointer(dst.host()).position(d);
+                if (add) {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_saxpy(n, 1f, sp, 1, dp, 1);
+                } else {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_scopy(n, sp, 1, dp, 1);
+                }
+            }
+        }
+
+        /**
+         * {@code c = alpha·op(a)·op(b) + beta·c} on row-major operands given as host pointers with element offsets
+         * and leading dimensions, {@code op} per the cblas flags; gemv for one-row or one-column outputs, cut below
+         * {@link #SINGLE_THREAD_GEMV_ELEMENTS} when {@code singleThreadGemv}.
+         */
+        private static void product(DataType t, int ta, int tb, int m, int n, int k, double alpha, Pointer a,
+                                    long aOff, int lda, Pointer b, long bOff, int ldb, double beta, Pointer c,
+                                    long cOff, int ldc, boolean singleThreadGemv) {
             // gemv for one-row or one-column outputs, where sgemm is slow. With beta != 0 only the dot-product form
             // (row-major NoTrans: y += alpha·(a·x), one rounding into y, as gemm): the other form adds the k terms
             // into y one by one, k roundings, which broke FAST merge's two-ulp round trip.
@@ -574,22 +770,20 @@ final class Kernels {
             int vectorTrans = rows ? (tb == NO_TRANS ? TRANS : NO_TRANS) : ta;
             if ((rows || n == 1) && (beta == 0.0 || vectorTrans == NO_TRANS)) {
                 for (int i = 0; i < (n == 1 ? 1 : m); i++) {
-                    gemv(t, a, la, ta, b, lb, tb, c, ldc, i, n == 1 ? (int) m : 1, (int) n, (int) k, alpha, beta);
+                    gemv(t, a, aOff, lda, ta, b, bOff, ldb, tb, c, cOff, ldc, i, n == 1 ? m : 1, n, k, alpha, beta,
+                            singleThreadGemv);
                 }
-                return true;
+                return;
             }
             if (t == DataType.FLOAT) {
-                org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemm(ROW_MAJOR, ta, tb, (int) m, (int) n,
-                        (int) k, (float) alpha, new FloatPointer(a.data().addressPointer()), (int) la[1],
-                        new FloatPointer(b.data().addressPointer()), (int) lb[1], (float) beta,
-                        new FloatPointer(c.data().addressPointer()), ldc);
+                org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemm(ROW_MAJOR, ta, tb, m, n, k, (float) alpha,
+                        new FloatPointer(a).position(aOff), lda, new FloatPointer(b).position(bOff), ldb,
+                        (float) beta, new FloatPointer(c).position(cOff), ldc);
             } else {
-                org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemm(ROW_MAJOR, ta, tb, (int) m, (int) n,
-                        (int) k, alpha, new DoublePointer(a.data().addressPointer()), (int) la[1],
-                        new DoublePointer(b.data().addressPointer()), (int) lb[1], beta,
-                        new DoublePointer(c.data().addressPointer()), ldc);
+                org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemm(ROW_MAJOR, ta, tb, m, n, k, alpha,
+                        new DoublePointer(a).position(aOff), lda, new DoublePointer(b).position(bOff), ldb, beta,
+                        new DoublePointer(c).position(cOff), ldc);
             }
-            return true;
         }
 
         /**
@@ -611,14 +805,16 @@ final class Kernels {
          * pass and the input gradient of a layer fed one example at a time (decoding token by token). {@code a'} and {@code b'} are the operands as row-major matrices with
          * their flipped flags {@code ta}, {@code tb}, as for gemm.
          */
-        private static void gemv(DataType t, INDArray a, long[] la, int ta, INDArray b, long[] lb, int tb, INDArray c,
-                                 int ldc, int i, int m, int n, int k, double alpha, double beta) {
-            INDArray matrix;
+        private static void gemv(DataType t, Pointer a, long aOff, int lda, int ta, Pointer b, long bOff, int ldb,
+                                 int tb, Pointer c, long cOff, int ldc, int i, int m, int n, int k, double alpha,
+                                 double beta, boolean singleThread) {
+            Pointer matrix;
+            long matrixOffset;
             int trans;
             int rows;
             int cols;
             int ld;
-            INDArray vector;
+            Pointer vector;
             long vectorOffset;
             int incx;
             long outOffset;
@@ -626,38 +822,52 @@ final class Kernels {
             if (m == 1) {
                 // c[i, :]^T [n] = op(b)^T [n, k] · op(a)[i, :]^T [k]: b' is [k, n] (no flag) or [n, k] (flag).
                 matrix = b;
-                ld = (int) lb[1];
+                matrixOffset = bOff;
+                ld = ldb;
                 trans = tb == NO_TRANS ? TRANS : NO_TRANS;
                 rows = tb == NO_TRANS ? k : n;
                 cols = tb == NO_TRANS ? n : k;
                 vector = a;
-                vectorOffset = ta == NO_TRANS ? i * la[1] : i;   // row i of a' [m, k], or column i of a' [k, m]
-                incx = ta == NO_TRANS ? 1 : (int) la[1];
-                outOffset = (long) i * ldc;
+                vectorOffset = aOff + (ta == NO_TRANS ? (long) i * lda : i);   // row i of a' [m, k], or column i of a' [k, m]
+                incx = ta == NO_TRANS ? 1 : lda;
+                outOffset = cOff + (long) i * ldc;
                 incy = 1;
             } else {
                 // c [m] = op(a) [m, k] · op(b) [k]: a' is [m, k] (no flag) or [k, m] (flag).
                 matrix = a;
-                ld = (int) la[1];
+                matrixOffset = aOff;
+                ld = lda;
                 trans = ta;
                 rows = ta == NO_TRANS ? m : k;
                 cols = ta == NO_TRANS ? k : m;
                 vector = b;
-                vectorOffset = 0;
-                incx = tb == NO_TRANS ? (int) lb[1] : 1;   // b' [k, 1] or [1, k]
-                outOffset = 0;
+                vectorOffset = bOff;
+                incx = tb == NO_TRANS ? ldb : 1;   // b' [k, 1] or [1, k]
+                outOffset = cOff;
                 incy = ldc;
             }
-            if (t == DataType.FLOAT) {
-                org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemv(ROW_MAJOR, trans, rows, cols, (float) alpha,
-                        new FloatPointer(matrix.data().addressPointer()), ld,
-                        new FloatPointer(vector.data().addressPointer()).position(vectorOffset), incx, (float) beta,
-                        new FloatPointer(c.data().addressPointer()).position(outOffset), incy);
-            } else {
-                org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemv(ROW_MAJOR, trans, rows, cols, alpha,
-                        new DoublePointer(matrix.data().addressPointer()), ld,
-                        new DoublePointer(vector.data().addressPointer()).position(vectorOffset), incx, beta,
-                        new DoublePointer(c.data().addressPointer()).position(outOffset), incy);
+            // Outputs are the matrix's rows (NoTrans: one dot product each) or its columns (Trans: axpy over the rows).
+            int outputs = trans == NO_TRANS ? rows : cols;
+            int inner = trans == NO_TRANS ? cols : rows;
+            int pieces = singleThread ? Math.max(1, gemvPieces(outputs, inner)) : 1;
+            int piece = Math.max(1, (outputs + pieces - 1) / pieces);
+            for (int first = 0; first < outputs; first += piece) {
+                int count = Math.min(piece, outputs - first);
+                long mOff = matrixOffset + (trans == NO_TRANS ? (long) first * ld : first);
+                long yOff = outOffset + (long) first * incy;
+                int pr = trans == NO_TRANS ? count : rows;
+                int pc = trans == NO_TRANS ? cols : count;
+                if (t == DataType.FLOAT) {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_sgemv(ROW_MAJOR, trans, pr, pc, (float) alpha,
+                            new FloatPointer(matrix).position(mOff), ld,
+                            new FloatPointer(vector).position(vectorOffset), incx, (float) beta,
+                            new FloatPointer(c).position(yOff), incy);
+                } else {
+                    org.bytedeco.openblas.global.openblas_nolapack.cblas_dgemv(ROW_MAJOR, trans, pr, pc, alpha,
+                            new DoublePointer(matrix).position(mOff), ld,
+                            new DoublePointer(vector).position(vectorOffset), incx, beta,
+                            new DoublePointer(c).position(yOff), incy);
+                }
             }
         }
 

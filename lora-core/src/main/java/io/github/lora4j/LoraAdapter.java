@@ -3,6 +3,7 @@ package io.github.lora4j;
 import java.util.Arrays;
 import java.util.Objects;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
 
@@ -24,8 +25,9 @@ public final class LoraAdapter {
     private final LoraConfig config;
     private final INDArray a;
     private final INDArray b;
-    private final INDArray gradA;
-    private final INDArray gradB;
+    /** Gradient buffers, allocated together on first use: an adapter that is only served holds none. */
+    private volatile INDArray gradA;
+    private volatile INDArray gradB;
     /** DoRA's magnitude and norms, or null for plain LoRA. */
     private final Dora dora;
     private DropoutStream dropoutStream;
@@ -41,9 +43,6 @@ public final class LoraAdapter {
         this.b = b;
         this.dora = dora;
         this.scaling = config.scaling();
-        // c-order and contiguous: ND4J's updaters silently skip anything else.
-        this.gradA = Nd4j.zeros(a.dataType(), a.shape());
-        this.gradB = Nd4j.zeros(b.dataType(), b.shape());
     }
 
     /**
@@ -143,23 +142,44 @@ public final class LoraAdapter {
     }
 
     /**
-     * The accumulated gradient {@code dL/dA}: each backward adds to it.
+     * The accumulated gradient {@code dL/dA}: each backward adds to it. The two gradient buffers are allocated (as
+     * zeros) on the first call of this method or {@link #gradB()}, so an adapter that is only served for inference
+     * holds no gradient memory.
      *
      * @return the live buffer {@code [r, in]}, c-order and contiguous (as ND4J's updaters need), not a copy; cleared
      *         by the layer's {@code zeroGrad()} (e.g. {@link LoraLinear#zeroGrad()})
      */
     public INDArray gradA() {
-        return gradA;
+        INDArray g = gradA;
+        return g != null ? g : allocateGradients()[0];
     }
 
     /**
-     * The accumulated gradient {@code dL/dB}: each backward adds to it.
+     * The accumulated gradient {@code dL/dB}: each backward adds to it; allocated with {@link #gradA()}'s buffer.
      *
      * @return the live buffer {@code [out, r]}, c-order and contiguous (as ND4J's updaters need), not a copy; cleared
      *         by the layer's {@code zeroGrad()} (e.g. {@link LoraLinear#zeroGrad()})
      */
     public INDArray gradB() {
-        return gradB;
+        INDArray g = gradB;
+        return g != null ? g : allocateGradients()[1];
+    }
+
+    /** Whether the gradient buffers exist (some call of {@link #gradA()} or {@link #gradB()} made them). */
+    boolean hasGradientBuffers() {
+        return gradB != null;
+    }
+
+    /** Both gradient buffers, made once (zeros, c-order, outside any ND4J workspace so they outlive its cycles). */
+    private synchronized INDArray[] allocateGradients() {
+        if (gradB == null) {
+            try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().scopeOutOfWorkspaces()) {
+                // c-order and contiguous: ND4J's updaters silently skip anything else.
+                gradA = Nd4j.zeros(a.dataType(), a.shape());
+                gradB = Nd4j.zeros(b.dataType(), b.shape());
+            }
+        }
+        return new INDArray[] {gradA, gradB};
     }
 
     /**

@@ -2,6 +2,7 @@ package io.github.lora4j;
 
 import java.util.Objects;
 import org.nd4j.linalg.api.buffer.DataType;
+import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
  * Immutable configuration of one LoRA adapter; validated when built.
@@ -348,5 +349,25 @@ public final class LoraConfig {
         public LoraConfig build() {
             return new LoraConfig(this);
         }
+    }
+
+    /**
+     * The initial {@code {A [r, in], B [out, r]}} that {@link LoraLinear#wrap} and {@link LoraLinear#addAdapter} draw
+     * for this configuration ({@code B = 0}, {@code A} per {@link #init()}, deterministic from {@link #seed()}), without
+     * building a layer: for hosts that keep {@code A} and {@code B} in their own parameter arrays, so that they start
+     * where lora-core's layer would.
+     *
+     * @param in   input features (the layer's {@code in})
+     * @param out  output features
+     * @param type the weight's data type, FLOAT or DOUBLE
+     * @return new arrays {@code {A, B}} of {@code type}
+     * @throws NullPointerException     if {@code type} is null
+     * @throws IllegalArgumentException if a size is below 1 or the scaling is not a finite value of {@code type} (any
+     *                                  rank {@code >= 1} is accepted, above {@code min(in, out)} too, as in PEFT)
+     */
+    public INDArray[] initialWeights(long in, long out, DataType type) {
+        Objects.requireNonNull(type, "type must not be null");
+        Checks.checkNewAdapter(LoraLinear.DEFAULT_ADAPTER, this, in, out, type);
+        return AdapterSet.initialWeights(this, in, out, type);
     }
 }

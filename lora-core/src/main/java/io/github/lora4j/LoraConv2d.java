@@ -25,7 +25,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * bit). The kernel must therefore be c-order and contiguous; it is referenced, not copied, and only merge and
  * unmerge write it.
  */
-public final class LoraConv2d {
+public final class LoraConv2d implements LoraModule {
 
     private final INDArray weight;
     private final int[] stride;
@@ -514,6 +514,16 @@ public final class LoraConv2d {
      */
     public INDArray mergedWeight() {
         return delegate.mergedWeight().reshape('c', out, in, kh, kw);
+    }
+
+    /**
+     * The layer kind.
+     *
+     * @return {@link LoraModule.Kind#CONV2D}
+     */
+    @Override
+    public LoraModule.Kind kind() {
+        return LoraModule.Kind.CONV2D;
     }
 
     @Override

@@ -45,6 +45,14 @@ import org.nd4j.linalg.factory.Nd4j;
  */
 public final class LoraEmbedding implements LoraTrainable {
 
+    /**
+     * The embedding's gemms pass the {@link Kernels} seam on its ND4J route ({@code false}: not the direct one). The
+     * direct route takes one-or-two-row products through gemv, whose FLOAT rounding differs by an ulp from gemm's,
+     * so a lookup of one id would no longer be bitwise the same id inside a batch, and results would move by an ulp
+     * against earlier releases; the embedding's products are thin ({@code r} columns), where the route gains little.
+     */
+    private static final boolean EMBEDDING_ROUTE = false;
+
     private final INDArray table;
     private final LoraLinear delegate;
     private final ReentrantReadWriteLock lock = new ReentrantReadWriteLock();
@@ -305,6 +313,20 @@ public final class LoraEmbedding implements LoraTrainable {
     }
 
     /**
+     * Lets {@code update} change adapter {@code name}'s {@code A} and {@code B} in place (an optimizer step), active
+     * or not, under the layer's exclusive lock. A pending training forward is dropped.
+     *
+     * @param name   an adapter of this layer
+     * @param update receives that adapter; it may write {@code a()} and {@code b()} in place
+     * @throws NullPointerException     if {@code update} is null
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    while an adapter is merged into the table
+     */
+    public void updateTrainable(String name, Consumer<LoraAdapter> update) {
+        change(() -> delegate.updateTrainable(name, update));
+    }
+
+    /**
      * Sets the run-time scale of adapter {@code name}: {@code s' = scale·alpha / r} ({@code / sqrt(r)} with rsLoRA),
      * bitwise the scaling of an adapter made with {@code alpha·scale}; see {@link LoraLinear#setAdapterScale}. The
      * config is unchanged; a pending training forward is dropped.
@@ -444,8 +466,8 @@ public final class LoraEmbedding implements LoraTrainable {
                 LoraAdapter ad = delegate.adapter(active);
                 // u = A^T[ids] [n, r]: the gathered columns of A [r, n], transposed
                 INDArray u = Nd4j.pullRows(ad.a(), 0, rows).transpose().dup('c');
-                // y += s u B^T
-                Nd4j.gemm(u, ad.b(), y, false, true, ad.scaling(), 1.0);
+                // y += s u B^T   [n, dim]; the ND4J route of the seam (see EMBEDDING_ROUTE)
+                Kernels.gemm(EMBEDDING_ROUTE, u, ad.b(), y, false, true, ad.scaling(), 1.0);
                 if (keep) {
                     cache = new Cache(active, ids, u, outShape);
                 }
@@ -483,10 +505,10 @@ public final class LoraEmbedding implements LoraTrainable {
             double s = ad.scaling();
             INDArray g = gradOutput.reshape('c', c.ids().length, embeddingDim()).dup('c');
             // dB += s g^T u   [dim, r]
-            Nd4j.gemm(g, c.u(), ad.gradB(), true, false, s, 1.0);
+            Kernels.gemm(EMBEDDING_ROUTE, g, c.u(), ad.gradB(), true, false, s, 1.0);
             // gB = g B   [n, r]; dA[:, id] += s gB[i]
             INDArray gB = Nd4j.create(dataType(), c.ids().length, ad.rank());
-            Nd4j.gemm(g, ad.b(), gB, false, false, 1.0, 0.0);
+            Kernels.gemm(EMBEDDING_ROUTE, g, ad.b(), gB, false, false, 1.0, 0.0);
             TreeMap<Long, double[]> perId = new TreeMap<>();
             for (int i = 0; i < c.ids().length; i++) {
                 double[] acc = perId.computeIfAbsent(c.ids()[i], k -> new double[ad.rank()]);
@@ -510,6 +532,29 @@ public final class LoraEmbedding implements LoraTrainable {
             delegate.zeroGrad();
             return null;
         });
+    }
+
+    /**
+     * Clears the gradients of adapter {@code name} only (an optimizer step does this for each adapter it stepped).
+     *
+     * @param name an adapter of this layer
+     * @throws IllegalArgumentException for an unknown name
+     */
+    public void zeroGrad(String name) {
+        exclusive(() -> {
+            delegate.zeroGrad(name);
+            return null;
+        });
+    }
+
+    /**
+     * The adapters an optimizer step applies: an embedding trains one adapter per batch, so this is the active
+     * adapter while adapters are enabled (an embedding has no mixed-adapter batch), and none otherwise.
+     *
+     * @return their names (a new list)
+     */
+    public List<String> adaptersWithGradients() {
+        return exclusive(delegate::adaptersWithGradients);
     }
 
     // ---------------------------------------------------------------- merge
@@ -606,6 +651,16 @@ public final class LoraEmbedding implements LoraTrainable {
             cache = null;
             return null;
         });
+    }
+
+    /**
+     * The layer kind.
+     *
+     * @return {@link LoraModule.Kind#EMBEDDING}
+     */
+    @Override
+    public LoraModule.Kind kind() {
+        return LoraModule.Kind.EMBEDDING;
     }
 
     @Override

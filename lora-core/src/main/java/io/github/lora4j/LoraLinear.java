@@ -1,5 +1,6 @@
 package io.github.lora4j;
 
+import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.List;
@@ -462,28 +463,44 @@ public final class LoraLinear implements LoraTrainable {
     }
 
     /**
-     * Inference on a batch whose rows use different adapters (PEFT's {@code adapter_names}): row {@code i} of
-     * {@code [n, in]} (leading dimensions folded) uses adapter {@code adapterPerRow[i]}, or the base layer where the
-     * entry is null or {@link #BASE_MODEL}. One base gemm serves the batch; while the used adapters' total rank
-     * {@code R} is small ({@code R·(in + out) <= in·out / 4}) their paths are stacked (three gemms for any number of
-     * adapters), beyond that rows are grouped per adapter (two thin gemms each). A batch that uses a single adapter
-     * gives bitwise what {@link #forward(INDArray)} gives with it active; with adapters disabled, the base output.
+     * A batch whose rows use different adapters (PEFT's {@code adapter_names}; many tenants' adapters over one base):
+     * row {@code i} of {@code [n, in]} (leading dimensions folded) uses adapter {@code adapterPerRow[i]}, or the base
+     * layer where the entry is null or {@link #BASE_MODEL}. Adapters of different ranks mix freely. One base gemm
+     * serves the batch; a cost model then adds the rows' LoRA paths per run of rows sharing an adapter (straight on the
+     * adapters' own buffers, no copies: the cost follows the rows, not the number of distinct adapters), per adapter
+     * over rows gathered by adapter, or with all used adapters stacked (see {@code docs/many-adapters.md}). A batch
+     * that uses a single adapter gives bitwise what {@link #forward(INDArray)} gives with it active; with adapters
+     * disabled, the base output.
+     *
+     * <p>In training mode each adapter runs its ordinary path (dropout from its own stream) over its own rows, and
+     * {@link #backward} adds each adapter's gradients from its own rows only: exactly what training each adapter alone
+     * on its rows gives. {@link #adaptersWithGradients()} then names them, and {@code LoraTrainer} steps each. The
+     * input is referenced until {@link #backward}, as for {@link #forward(INDArray)}.
      *
      * @param input         {@code [n, in]} or {@code [..., in]}, of the layer's data type; not modified
-     * @param adapterPerRow one name per row (of the folded {@code [n, in]})
+     * @param adapterPerRow one name per row (of the folded {@code [n, in]}); not modified
      * @return a new array {@code [n, out]} (or {@code [..., out]})
-     * @throws IllegalStateException    in training mode or while an adapter is merged
-     * @throws IllegalArgumentException for a wrong length, an unknown name, or a bad input
+     * @throws IllegalStateException    while an adapter is merged
+     * @throws IllegalArgumentException for a wrong length, an unknown name, or a bad input; nothing is changed then
      */
     public INDArray forward(INDArray input, String[] adapterPerRow) {
         Checks.checkInput(input, dataType, in);
         Objects.requireNonNull(adapterPerRow, "adapterPerRow must not be null");
+        String[] names = adapterPerRow.clone();
         return lock.shared(() -> {
-            Checks.refuseIf(training, "mixed-adapter batches are for inference; call eval() first");
             merge.refuseWhileMerged("a mixed-adapter batch");
-            Checks.refuseDoraRows(adapterPerRow, adapters);
+            Checks.refuseDoraRows(names, adapters);
+            if (training) {
+                MixedBatch.Trained t = mixedBatch.train(input, names, adapters, this::baseProduct, out);
+                if (t.output().length() == 0) {
+                    cache.drop();    // as forward(x): no backward may follow an empty batch
+                } else {
+                    cache.keepMixed(t, input.shape(), t.output().shape());
+                }
+                return t.output();
+            }
             LoraPath.Scratch scratch = cache.take();
-            INDArray y = mixedBatch.forward(input, adapterPerRow, adapters, this::baseProduct, scratch, out);
+            INDArray y = mixedBatch.forward(input, names, adapters, this::baseProduct, scratch, out);
             cache.give(scratch);
             return y;
         });
@@ -501,8 +518,9 @@ public final class LoraLinear implements LoraTrainable {
 
     /**
      * Back-propagates {@code gradOutput = dL/dy} through the last training-mode {@link #forward}: adds {@code dL/dA},
-     * {@code dL/dB} into the active adapter's gradients and returns {@code dL/dx}; {@code W} gets no gradient. Consumes
-     * the forward cache: each forward supports one backward.
+     * {@code dL/dB} into the active adapter's gradients (after a {@link #forward(INDArray, String[]) mixed batch}:
+     * into each used adapter's, from its own rows only) and returns {@code dL/dx}; {@code W} gets no gradient.
+     * Consumes the forward cache: each forward supports one backward.
      *
      * <p>Pass {@code inputGradient = false} where the input needs no gradient (the first adapted layer, fed by data):
      * it skips {@code dL/dx = g W + s·gB A}, one gemm of W's size per step, as PyTorch does.
@@ -520,13 +538,20 @@ public final class LoraLinear implements LoraTrainable {
             TrainingCache.Forward c = cache.require();
             Checks.checkGradOutput(gradOutput, c.outputShape(), dataType);
             INDArray g = Kernels.fold(gradOutput, out);
+            if (c.mixed() != null) {
+                INDArray dx = c.mixed().backward(g, inputGradient ? this::inputGradientBase : null, in);
+                cache.gradientsAdded(c.mixed().adapters());
+                cache.drop();
+                return dx == null || Arrays.equals(dx.shape(), c.inputShape()) ? dx : dx.reshape('c', c.inputShape());
+            }
             INDArray dx = inputGradient ? Nd4j.createUninitialized(dataType, g.rows(), in) : null;
             if (dx != null) {
                 INDArray gw = c.path() == null ? g : c.path().gradientThroughW(g);   // g (DoRA: g ⊙ m/‖W+sBA‖)
-                Kernels.gemm(gw, weight, dx, false, layout == WeightLayout.IN_OUT, 1.0, 0.0);  // dx = g W   [n, in]
+                inputGradientBase(gw, dx);                                                          // dx = g W   [n, in]
             }
             if (c.path() != null) {
                 c.path().backward(g, dx);    // gB = g B; dB += s g^T u; dA += s gB^T x; dx += s gB A
+                cache.gradientsAdded(List.of(c.path().adapter()));
             }
             cache.drop();
             return dx == null || Arrays.equals(dx.shape(), c.inputShape()) ? dx : dx.reshape('c', c.inputShape());
@@ -535,12 +560,63 @@ public final class LoraLinear implements LoraTrainable {
 
     /** Clears the accumulated gradients of every adapter. */
     public void zeroGrad() {
-        lock.exclusive(() -> adapters.all().forEach(a -> {
-            Kernels.zero(a.gradA(), a.gradB());
-            if (a.isDora()) {
-                Kernels.zero(a.gradMagnitude());
+        lock.exclusive(() -> {
+            for (LoraAdapter a : adapters.all()) {
+                zeroGradients(a);
             }
-        }));
+            cache.allGradientsCleared();
+        });
+    }
+
+    /**
+     * Clears the accumulated gradients of adapter {@code name} only (an optimizer step does this for each adapter
+     * it stepped); it then no longer counts among {@link #adaptersWithGradients()}.
+     *
+     * @param name an adapter of this layer
+     * @throws IllegalArgumentException for an unknown name
+     */
+    public void zeroGrad(String name) {
+        lock.exclusive(() -> {
+            LoraAdapter a = adapters.require(name);
+            zeroGradients(a);
+            cache.gradientsCleared(a);
+        });
+    }
+
+    /**
+     * The adapters whose accumulated gradients an optimizer step applies ({@code LoraTrainer.step()} steps exactly
+     * these): every adapter a {@link #backward} gave gradients since they were last cleared ({@link #zeroGrad()},
+     * {@link #zeroGrad(String)}, deletion): after {@link #forward(INDArray)} the active adapter, after a
+     * {@link #forward(INDArray, String[]) mixed batch} every adapter that had rows in it, and none after a batch of
+     * base rows only. While no backward has run since the gradients were last cleared, the effective adapter (the
+     * active one, with adapters enabled), whose gradients may have been set by hand.
+     *
+     * @return their names, in the order the adapters were added to the layer (a new list)
+     */
+    public List<String> adaptersWithGradients() {
+        return lock.shared(() -> {
+            List<String> names = new ArrayList<>();
+            for (LoraAdapter a : adapters.all()) {
+                if (cache.hasGradients(a)) {
+                    names.add(a.name());
+                }
+            }
+            LoraAdapter effective = adapters.effective();
+            if (!cache.backwardRan() && effective != null) {
+                names.add(effective.name());
+            }
+            return names;
+        });
+    }
+
+    /** Zeros {@code a}'s gradient buffers that exist (DoRA: its magnitude's too). */
+    private static void zeroGradients(LoraAdapter a) {
+        if (a.hasGradientBuffers()) {
+            Kernels.zero(a.gradA(), a.gradB());
+        }
+        if (a.isDora()) {
+            Kernels.zero(a.gradMagnitude());
+        }
     }
 
     /**
@@ -552,6 +628,21 @@ public final class LoraLinear implements LoraTrainable {
      */
     public void updateTrainable(Consumer<LoraAdapter> update) {
         lock.exclusive(() -> adapters.update(update, merge, cache));
+    }
+
+    /**
+     * Runs {@code update} on adapter {@code name}, active or not, under the layer's exclusive lock: the way an
+     * optimizer steps each adapter trained in a {@link #forward(INDArray, String[]) mixed batch}. A pending training
+     * forward that ran this adapter is dropped.
+     *
+     * @param name   an adapter of this layer
+     * @param update changes the adapter's {@code A} and {@code B} in place; runs on the calling thread
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    while an adapter is merged
+     */
+    public void updateTrainable(String name, Consumer<LoraAdapter> update) {
+        Objects.requireNonNull(update, "update must not be null");
+        lock.exclusive(() -> adapters.update(name, update, merge, cache));
     }
 
     /** {@link #merge(MergeMode) Merges} the active adapter the {@link MergeMode#EXACT exact} way (refusals as there). */
@@ -646,6 +737,16 @@ public final class LoraLinear implements LoraTrainable {
         return lock.shared(() -> Merge.mergedWeight(weight, layout, pathAdapter()));
     }
 
+    /**
+     * The layer kind.
+     *
+     * @return {@link LoraModule.Kind#LINEAR}
+     */
+    @Override
+    public LoraModule.Kind kind() {
+        return LoraModule.Kind.LINEAR;
+    }
+
     @Override
     public String toString() {
         return lock.shared(() -> "LoraLinear{in=" + in + ", out=" + out + ", dataType=" + dataType + ", layout=" + layout
@@ -656,6 +757,11 @@ public final class LoraLinear implements LoraTrainable {
     /** y = x W^T (+ b), written into y. */
     private void baseProduct(INDArray x, INDArray y) {
         Kernels.linear(x, weight, layout == WeightLayout.OUT_IN, bias, y);
+    }
+
+    /** dx = g W, written into dx. */
+    private void inputGradientBase(INDArray g, INDArray dx) {
+        Kernels.gemm(g, weight, dx, false, layout == WeightLayout.IN_OUT, 1.0, 0.0);
     }
 
     /** The base product and {@code adapter}'s path (none for null) into {@code y}; what backward needs, or null. */

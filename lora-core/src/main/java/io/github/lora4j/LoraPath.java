@@ -92,12 +92,19 @@ class LoraPath {
         static final int U = 0;
         static final int GB = 1;
         static final int DROPPED = 2;
-        /** DoRA: {@code q [n, out]}, the output before its column scale (kept for {@code dL/dm}). */
-        static final int Q = 3;
-        /** DoRA: {@code [n, out]}, the LoRA term with dropout, then {@code g ⊙ c}. */
-        static final int OUT2 = 4;
+        /** Mixed batches: every run's or segment's {@code u}, packed. */
+        static final int MIXED_U = 3;
+        /** Mixed batches: the rows of the adapted rows, gathered by adapter. */
+        static final int GATHERED_X = 4;
+        /** Mixed batches: the LoRA update of the gathered rows. */
+        static final int GATHERED_Y = 5;
 
-        private final INDArray[] arrays = new INDArray[5];
+        /** DoRA: {@code q [n, out]}, the output before its column scale (kept for {@code dL/dm}). */
+        static final int Q = 6;
+        /** DoRA: {@code [n, out]}, the LoRA term with dropout, then {@code g ⊙ c}. */
+        static final int OUT2 = 7;
+
+        private final INDArray[] arrays = new INDArray[8];
 
         /** The {@code [rows, cols]} c-order array of {@code slot}; contents undefined. */
         INDArray array(int slot, DataType type, long rows, long cols) {
@@ -105,6 +112,23 @@ class LoraPath {
             if (a == null || a.dataType() != type || a.rows() != rows || a.columns() != cols) {
                 try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().scopeOutOfWorkspaces()) {
                     a = Nd4j.createUninitialized(type, rows, cols);
+                }
+                arrays[slot] = a;
+            }
+            return a;
+        }
+
+        /**
+         * A c-order {@code [1, capacity]} array of {@code slot} holding at least {@code length} elements; contents
+         * undefined. It grows by half again when too small and never shrinks, so batches of changing composition
+         * reuse it.
+         */
+        INDArray flat(int slot, DataType type, long length) {
+            INDArray a = arrays[slot];
+            if (a == null || a.dataType() != type || a.length() < length) {
+                long capacity = Math.max(Math.max(1, length), a == null || a.dataType() != type ? 0 : a.length() * 3 / 2);
+                try (MemoryWorkspace ignored = Nd4j.getWorkspaceManager().scopeOutOfWorkspaces()) {
+                    a = Nd4j.createUninitialized(type, 1, capacity);
                 }
                 arrays[slot] = a;
             }

@@ -2,38 +2,24 @@ package io.github.lora4j;
 
 import java.util.List;
 import java.util.function.Consumer;
-import org.nd4j.linalg.api.buffer.DataType;
 
 /**
- * A layer whose active adapter a trainer can step: {@link LoraLinear} and {@link LoraEmbedding}. These are the calls
- * {@link io.github.lora4j.train.LoraTrainer} makes; the frozen weight is never reachable through them.
- * ({@link LoraConv2d} has no backward pass, so it is not trainable.)
+ * An adapter layer with a backward pass, whose adapters a trainer can step: {@link LoraLinear} and
+ * {@link LoraEmbedding}. These are the calls {@link io.github.lora4j.train.LoraTrainer} makes beyond
+ * {@link LoraModule}'s; the frozen weight is never reachable through them. ({@link LoraConv2d} has no backward pass,
+ * so it is not trainable.)
  */
-public interface LoraTrainable {
-
-    /** {@return the layer's data type, that of its adapters and their gradients} */
-    DataType dataType();
-
-    /** {@return the active adapter's name, or null when none is active} */
-    String activeAdapter();
-
-    /** {@return the adapters' names, in the order they were added} */
-    List<String> adapterNames();
+public sealed interface LoraTrainable extends LoraModule permits LoraLinear, LoraEmbedding {
 
     /**
-     * The adapter named {@code name}.
+     * The adapters whose accumulated gradients an optimizer step applies: every adapter a backward gave gradients
+     * since they were last cleared (after a {@linkplain LoraLinear#forward(org.nd4j.linalg.api.ndarray.INDArray,
+     * String[]) mixed batch}, every adapter that had rows in it), or, while no backward has run since, the effective
+     * adapter (the active one, with adapters enabled).
      *
-     * @param name an adapter of this layer
-     * @return the adapter (its live A, B and gradients)
-     * @throws IllegalArgumentException for an unknown name
+     * @return their names, in the order the adapters were added to the layer (a new list)
      */
-    LoraAdapter adapter(String name);
-
-    /** {@return false while adapters are disabled (the layer computes its base output)} */
-    boolean adaptersEnabled();
-
-    /** {@return true while an adapter is merged into the frozen weight} */
-    boolean isMerged();
+    List<String> adaptersWithGradients();
 
     /**
      * Lets {@code update} change the active adapter's trainable arrays in place, under the layer's lock; does
@@ -44,6 +30,25 @@ public interface LoraTrainable {
      */
     void updateTrainable(Consumer<LoraAdapter> update);
 
+    /**
+     * Lets {@code update} change adapter {@code name}'s trainable arrays in place, active or not, under the layer's
+     * lock: the way an optimizer steps each adapter a mixed batch trained.
+     *
+     * @param name   an adapter of this layer
+     * @param update receives that adapter
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    while an adapter is merged
+     */
+    void updateTrainable(String name, Consumer<LoraAdapter> update);
+
     /** Clears the gradients of every adapter. */
     void zeroGrad();
+
+    /**
+     * Clears the gradients of adapter {@code name} only (an optimizer step does this for each adapter it stepped).
+     *
+     * @param name an adapter of this layer
+     * @throws IllegalArgumentException for an unknown name
+     */
+    void zeroGrad(String name);
 }

@@ -7,10 +7,11 @@ package io.github.lora4j;
 public enum MergeMode {
     /**
      * {@code W += s·B·A}, remembering the few elements where {@code fl(fl(W + Δ) − Δ) != W}, so that
-     * unmerge restores {@code W} bit for bit after any number of cycles. Costs a blocked gemm into a
-     * small scratch plus one pass over {@code W}, and a few bytes per remembered element (typically a
-     * small fraction of {@code W}); no copy of {@code W} is kept. A non-finite result is detected per
-     * element and rolled back exactly. The default.
+     * unmerge restores {@code W} bit for bit after any number of cycles. Costs one pass over {@code W}
+     * in Java that computes {@code Δ = s·B·A} element by element ({@code r} multiply-adds each, no BLAS
+     * call, so that merge and unmerge compute the same {@code Δ} bits on any BLAS), and a few bytes per
+     * remembered element (typically a small fraction of {@code W}); no copy of {@code W} is kept. A
+     * non-finite result is detected per element and rolled back exactly. The default.
      */
     EXACT,
     /**

@@ -8,8 +8,11 @@ import static org.junit.jupiter.api.Assertions.fail;
 import io.github.lora4j.train.LoraTrainer;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Objects;
+import java.util.Set;
 import java.util.Map;
 import java.util.SplittableRandom;
 import java.util.function.Consumer;
@@ -42,8 +45,11 @@ import org.nd4j.linalg.learning.config.Sgd;
  *   <li>merged: {@code W ≈ W₀ + s·B·A}.</li>
  * </ul>
  * A refused call must leave everything as it was. The forward cache is modelled as the layer documents it: a training
- * forward keeps what the next backward needs; eval, merge, unmerge, adapter switches and deletion, enable/disable,
- * a trainer step, and new weights for the cached adapter drop it, and so does an empty training batch.
+ * forward (single-adapter or a mixed-adapter batch) keeps what the next backward needs; eval, merge, unmerge, adapter
+ * switches, enable/disable drop it, and so do deleting an adapter it ran (or the active one), new weights for an
+ * adapter it ran, a trainer step of an adapter it ran, and an empty training batch. The trainer steps exactly the
+ * adapters a backward gave gradients since they were last cleared (every adapter with rows in a mixed batch, none
+ * after base rows only), or the active adapter while no backward has run since.
  *
  * <p>Adapters are plain LoRA or DoRA (issue 30): a DoRA adapter's magnitude {@code m}, its gradient and its step are
  * modelled too, its forward as {@code (m / ‖W₀ + s·B·A‖_row) ⊙ (x (W₀ + s·B·A)^T) + b} recomputed from the model's
@@ -105,6 +111,9 @@ class LoraLinearStateMachineTest {
                 .withAction(1, action(Arbitraries.just(call("eval()", Harness::eval))))
                 .withAction(6, action(Combinators.combine(Arbitraries.integers().between(0, 3), seeds)
                         .as((n, seed) -> call("forward(" + n + " rows, seed=" + seed + ")", h -> h.forward(n, seed)))))
+                .withAction(4, action(Combinators.combine(rowNames().list().ofMinSize(0).ofMaxSize(4), seeds)
+                        .as((per, seed) -> call("forward(" + per.size() + " rows, " + per + ", seed=" + seed + ")",
+                                h -> h.forwardMixed(per.toArray(new String[0]), seed)))))
                 .withAction(5, action(Combinators.combine(seeds, Arbitraries.integers().between(0, 9))
                         .as((seed, kind) -> call("backward(seed=" + seed + (kind == 0 ? ", wrong shape" : "") + ")",
                                 h -> h.backward(seed, kind)))))
@@ -120,6 +129,15 @@ class LoraLinearStateMachineTest {
         return Arbitraries.frequencyOf(
                 Tuple.of(12, Arbitraries.of(NAMES)),
                 Tuple.of(1, Arbitraries.of(LoraLinear.BASE_MODEL, " ", "missing")));
+    }
+
+    /** A row's adapter in a mixed batch: an adapter name (maybe unknown), null or the base-model name. */
+    private static Arbitrary<String> rowNames() {
+        return Arbitraries.frequencyOf(
+                Tuple.of(8, Arbitraries.of(NAMES)),
+                Tuple.of(2, Arbitraries.of(LoraLinear.BASE_MODEL)),
+                Tuple.of(2, Arbitraries.just((String) null)),
+                Tuple.of(1, Arbitraries.of("missing")));
     }
 
     private static Action.Independent<Harness> action(Arbitrary<Transformer<Harness>> calls) {
@@ -179,8 +197,15 @@ class LoraLinearStateMachineTest {
         }
     }
 
-    /** The cached training forward: its input and the adapter whose path it ran (null: base only, e.g. merged). */
-    private record RefCache(double[][] x, String adapter, boolean merged) {
+    /**
+     * The cached training forward: its input, the adapter whose path each row ran (null: base only, e.g. merged), and
+     * whether it was a mixed-adapter batch.
+     */
+    private record RefCache(double[][] x, String[] rowAdapters, boolean merged, boolean mixed) {
+
+        boolean ran(String name) {
+            return Arrays.asList(rowAdapters).contains(name);
+        }
     }
 
     /** The real layer, its trainer, and the reference model of both. */
@@ -202,6 +227,10 @@ class LoraLinearStateMachineTest {
         boolean drifted;
         RefCache cache;
         int iteration;
+        /** Adapters a backward gave gradients since they were last cleared. */
+        final Set<String> withGradients = new HashSet<>();
+        /** Whether a backward ran since the gradients were last cleared (a base-only mixed batch counts). */
+        boolean backwardRan;
 
         Harness(boolean dora) {
             INDArray w = TestData.gaussian(DataType.DOUBLE, 1, 0.5, OUT, IN);
@@ -268,10 +297,14 @@ class LoraLinearStateMachineTest {
             expect(refusal, () -> layer.deleteAdapter(name));
             if (refusal == null) {
                 adapters.remove(name);
-                if (name.equals(active)) {
-                    active = null;
+                if (name.equals(active) || cache != null && cache.ran(name)) {
                     cache = null;
                 }
+                if (name.equals(active)) {
+                    active = null;
+                }
+                withGradients.remove(name);
+                backwardRan = !withGradients.isEmpty();
             }
             check();
         }
@@ -315,7 +348,7 @@ class LoraLinearStateMachineTest {
                 if (withMagnitude) {
                     ad.m = m;
                 }
-                if (cache != null && name.equals(cache.adapter())) {
+                if (cache != null && cache.ran(name)) {
                     cache = null;
                 }
             }
@@ -384,7 +417,53 @@ class LoraLinearStateMachineTest {
             }
             assertClose(expected, matrix(y), "forward output (" + describeState() + ")");
             if (training) {
-                cache = n == 0 ? null : new RefCache(x, path, merged != null);
+                String[] rows = new String[n];
+                Arrays.fill(rows, path);
+                cache = n == 0 ? null : new RefCache(x, rows, merged != null, false);
+            }
+            check();
+        }
+
+        /** A mixed-adapter batch: row i through adapter per[i] (null or the base-model name: the base layer). */
+        void forwardMixed(String[] per, long seed) {
+            int n = per.length;
+            double[][] x = random(seed, n, IN, 1.0);
+            boolean unknown = false;
+            for (String name : per) {
+                unknown |= name != null && !name.equals(LoraLinear.BASE_MODEL) && !adapters.containsKey(name);
+            }
+            boolean doraRow = false;   // Checks.refuseDoraRows: mixed batches refuse DoRA adapters, as PEFT does
+            for (String name : per) {
+                doraRow |= name != null && adapters.containsKey(name) && adapters.get(name).m != null;
+            }
+            Class<? extends RuntimeException> refusal = merged != null ? IllegalStateException.class
+                    : unknown || doraRow ? IllegalArgumentException.class : null;
+            INDArray xArr = n == 0 ? Nd4j.create(DataType.DOUBLE, 0, IN) : array(x);
+            INDArray y = expect(refusal, merged != null && (unknown || doraRow), () -> layer.forward(xArr, per));
+            if (refusal == null) {
+                assertArrayEquals(new long[] {n, OUT}, y.shape(), "mixed forward output shape");
+                String[] rows = new String[n];
+                double[][] expected = new double[n][OUT];
+                for (int i = 0; i < n; i++) {
+                    boolean base = per[i] == null || per[i].equals(LoraLinear.BASE_MODEL) || !enabled;
+                    rows[i] = base ? null : per[i];
+                    for (int o = 0; o < OUT; o++) {
+                        double v = bias[o];
+                        for (int k = 0; k < IN; k++) {
+                            v += x[i][k] * w0[o][k];
+                        }
+                        expected[i][o] = v;
+                    }
+                    if (!base) {
+                        RefAdapter ad = adapters.get(per[i]);
+                        double[][] d = times(times(new double[][] {x[i]}, transpose(ad.a)), transpose(ad.b));
+                        add(new double[][] {expected[i]}, d, ad.s);
+                    }
+                }
+                assertClose(expected, matrix(y), "mixed forward output (" + describeState() + ")");
+                if (training) {
+                    cache = n == 0 ? null : new RefCache(x, rows, false, true);
+                }
             }
             check();
         }
@@ -400,28 +479,41 @@ class LoraLinearStateMachineTest {
             INDArray dx = expect(refusal, kind == 0 && stateRefusal, () -> layer.backward(gArr));
             if (refusal == null) {
                 double[][] x = cache.x();
-                RefAdapter ad = cache.adapter() == null ? null : adapters.get(cache.adapter());
-                if (ad != null && ad.m != null) {
+                String single = cache.mixed() ? null : cache.rowAdapters()[0];
+                RefAdapter dora = single == null ? null : adapters.get(single);
+                if (dora != null && dora.m != null) {
                     // DoRA: gc = g ⊙ c, dm += Σ g ⊙ q / ‖·‖ with q = x (W0 + sBA)^T, then LoRA's rules on gc.
-                    double[] c = ad.factors(w0);
-                    double[] norms = ad.norms(w0);
+                    double[] c = dora.factors(w0);
+                    double[] norms = dora.norms(w0);
                     double[][] v = copy(w0);
-                    add(v, times(ad.b, ad.a), ad.s);
+                    add(v, times(dora.b, dora.a), dora.s);
                     double[][] q = times(x, transpose(v));
                     for (int i = 0; i < g.length; i++) {
                         for (int o = 0; o < OUT; o++) {
-                            ad.gm[0][o] += g[i][o] * q[i][o] / norms[o];
+                            dora.gm[0][o] += g[i][o] * q[i][o] / norms[o];
                             g[i][o] *= c[o];
                         }
                     }
                 }
                 double[][] expectedDx = times(g, w0);                  // dx = g W
-                if (ad != null) {
-                    double[][] gB = times(g, ad.b);                     // gB = g B          [n, r]
-                    double[][] u = times(x, transpose(ad.a));           // u = x A^T         [n, r]
-                    add(ad.gb, times(transpose(g), u), ad.s);           // dB += s g^T u
-                    add(ad.ga, times(transpose(gB), x), ad.s);          // dA += s gB^T x
-                    add(expectedDx, times(gB, ad.a), ad.s);             // dx += s gB A
+                for (int i = 0; i < n; i++) {
+                    String name = cache.rowAdapters()[i];
+                    if (name == null) {
+                        continue;
+                    }
+                    RefAdapter ad = adapters.get(name);
+                    double[][] xi = {x[i]};
+                    double[][] gi = {g[i]};
+                    double[][] gB = times(gi, ad.b);                    // gB = g B          [1, r]
+                    double[][] u = times(xi, transpose(ad.a));          // u = x A^T         [1, r]
+                    add(ad.gb, times(transpose(gi), u), ad.s);          // dB += s g^T u     (its own rows only)
+                    add(ad.ga, times(transpose(gB), xi), ad.s);         // dA += s gB^T x
+                    double[][] dxi = {expectedDx[i]};
+                    add(dxi, times(gB, ad.a), ad.s);                    // dx += s gB A
+                    withGradients.add(name);
+                }
+                if (cache.mixed() || Arrays.stream(cache.rowAdapters()).anyMatch(Objects::nonNull)) {
+                    backwardRan = true;
                 }
                 assertClose(expectedDx, matrix(dx), "backward dx");
                 cache = null;
@@ -464,8 +556,19 @@ class LoraLinearStateMachineTest {
             Class<? extends RuntimeException> refusal = merged != null ? IllegalStateException.class : null;
             expect(refusal, () -> trainer.step());
             if (refusal == null) {
-                if (enabled && active != null) {
-                    RefAdapter ad = adapters.get(active);
+                List<String> stepped = new ArrayList<>();
+                if (enabled) {
+                    for (String name : adapters.keySet()) {
+                        if (withGradients.contains(name)) {
+                            stepped.add(name);
+                        }
+                    }
+                    if (!backwardRan && active != null) {
+                        stepped.add(active);                            // gradients set by hand
+                    }
+                }
+                for (String name : stepped) {
+                    RefAdapter ad = adapters.get(name);
                     add(ad.a, ad.ga, -LR);                              // A -= lr·dA
                     add(ad.b, ad.gb, -LR);                              // B -= lr·dB
                     ad.ga = new double[ad.r][IN];
@@ -474,7 +577,11 @@ class LoraLinearStateMachineTest {
                         add(ad.m, ad.gm, -LR);                          // m -= lr·dm
                         ad.gm = new double[1][OUT];
                     }
-                    cache = null;
+                    withGradients.remove(name);
+                    backwardRan = !withGradients.isEmpty();
+                    if (cache != null && cache.ran(name)) {
+                        cache = null;
+                    }
                 }
                 iteration++;
             }
@@ -491,6 +598,8 @@ class LoraLinearStateMachineTest {
                     ad.gm = new double[1][OUT];
                 }
             }
+            withGradients.clear();
+            backwardRan = false;
             check();
         }
 
@@ -563,7 +672,8 @@ class LoraLinearStateMachineTest {
 
         private String describeState() {
             return "active=" + active + ", enabled=" + enabled + ", merged=" + merged + ", training=" + training
-                    + ", cache=" + (cache == null ? "none" : cache.adapter() + "/" + cache.x().length + " rows");
+                    + ", cache=" + (cache == null ? "none" : Arrays.toString(cache.rowAdapters()) + (cache.mixed()
+                    ? " (mixed)" : "")) + ", withGradients=" + withGradients + ", backwardRan=" + backwardRan;
         }
 
         private void expect(Class<? extends RuntimeException> refusal, Runnable call) {

@@ -42,6 +42,14 @@ final class Samples {
         return quantile(0.75);
     }
 
+    double min() {
+        return quantile(0);
+    }
+
+    double max() {
+        return quantile(1);
+    }
+
     /** Element-wise {@code this[i] / other[i]} of two series taken in the same rounds. */
     Samples dividedBy(Samples other) {
         if (other.size != size) {

@@ -306,14 +306,16 @@ public final class LoraModel {
      * {@code x [n, in]} (leading dimensions folded) uses adapter {@code adapterPerRow[i]}, or the base module where
      * the entry is null or {@link LoraLinear#BASE_MODEL}; see {@link LoraLinear#forward(INDArray, String[])}. A module
      * without LoRA gives its plain output to every row, a modules_to_save module the original's to base rows and the
-     * copy's to the others, as PEFT does. Inference only.
+     * copy's to the others, as PEFT does. In training mode (see {@link #train()}) each adapter of a LoRA module gets
+     * the gradients of its own rows from the module's backward.
      *
      * @param path          a linear module
      * @param x             the input {@code [n, in]} or {@code [..., in]}; not changed
      * @param adapterPerRow one name per row, each an adapter of the model, null or {@link LoraLinear#BASE_MODEL}
      * @return a new array {@code [n, out]} (or {@code [..., out]})
      * @throws IllegalArgumentException for an embedding or conv2d module, a wrong length, an unknown name or input
-     * @throws IllegalStateException    in training mode or while the module is merged
+     * @throws IllegalStateException    while the module is merged, or in training mode when a modules_to_save module
+     *                                  would give some rows the copy's output and others the original's
      */
     public INDArray forward(String path, INDArray x, String[] adapterPerRow) {
         return ModelAdapters.forward(this, path, x, adapterPerRow);

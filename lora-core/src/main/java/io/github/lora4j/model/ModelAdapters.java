@@ -1,11 +1,14 @@
 package io.github.lora4j.model;
 
+import io.github.lora4j.AllOrNothing;
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.LoraModule;
 import io.github.lora4j.MergeMode;
+import io.github.lora4j.TargetModules;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -44,18 +47,13 @@ final class ModelAdapters {
     static void applyByRegex(LoraModel model, LoraConfig config, Pattern regex) {
         Objects.requireNonNull(config, "config must not be null");
         Objects.requireNonNull(regex, "regex must not be null");
-        apply(model, config, path -> regex.matcher(path).matches(), "target regex '" + regex.pattern() + "'");
+        apply(model, config, path -> TargetModules.regexMatches(path, regex), "target regex '" + regex.pattern() + "'");
         model.targetRegex = regex.pattern();
     }
 
-    /** PEFT's rule for a list of names: equal, or a suffix after a dot. */
+    /** PEFT's rule for a list of names: {@link TargetModules#anyNameMatches(String, java.util.Collection)}. */
     static boolean matchesName(String path, List<String> names) {
-        for (String n : names) {
-            if (path.equals(n) || path.endsWith("." + n)) {
-                return true;
-            }
-        }
-        return false;
+        return TargetModules.anyNameMatches(path, names);
     }
 
     private static void apply(LoraModel model, LoraConfig config, Predicate<String> matches, String what) {
@@ -118,25 +116,14 @@ final class ModelAdapters {
                     + "include embeddings " + targetEmb.keySet() + " and conv2d modules " + targetConv.keySet()
                     + "; target linear modules only, or use plain LoRA");
         }
-        List<Runnable> undo = new ArrayList<>();
-        try {
-            for (Map.Entry<String, LoraLinear> e : target.entrySet()) {
-                e.getValue().addAdapter(name, config.forModule(e.getKey()));
-                undo.add(() -> e.getValue().deleteAdapter(name));
-            }
-            for (Map.Entry<String, LoraEmbedding> e : targetEmb.entrySet()) {
-                e.getValue().addAdapter(name, config.forModule(e.getKey()));
-                undo.add(() -> e.getValue().deleteAdapter(name));
-            }
-            for (Map.Entry<String, LoraConv2d> e : targetConv.entrySet()) {
-                e.getValue().addAdapter(name, config.forModule(e.getKey()));
-                undo.add(() -> e.getValue().deleteAdapter(name));
-            }
-        } catch (RuntimeException ex) {
-            // Checked above, so only a blank or reserved name gets here (on the first module); undo anyway.
-            undo.forEach(Runnable::run);
-            throw ex;
-        }
+        // Checked above, so only a blank or reserved name can fail here (on the first module); undone anyway.
+        List<Map.Entry<String, LoraModule>> modules = new ArrayList<>();
+        modules.addAll(target.entrySet().stream().map(e -> Map.entry(e.getKey(), (LoraModule) e.getValue())).toList());
+        modules.addAll(targetEmb.entrySet().stream().map(e -> Map.entry(e.getKey(), (LoraModule) e.getValue())).toList());
+        modules.addAll(targetConv.entrySet().stream().map(e -> Map.entry(e.getKey(), (LoraModule) e.getValue())).toList());
+        AllOrNothing.run(modules, e -> e.getValue().addAdapter(name, config.forModule(e.getKey())),
+                e -> e.getValue().deleteAdapter(name), Map.Entry::getKey, "adding adapter '" + name + "' to",
+                "deleting it from", "with the adapter");
     }
 
     private static void checkAddable(String path, List<String> names, String name) {
@@ -207,19 +194,10 @@ final class ModelAdapters {
                 throw new IllegalStateException("module '" + m.path() + "' is already merged; unmerge() first");
             }
         }
-        List<TargetedModule> done = new ArrayList<>();
-        for (TargetedModule m : all) {
-            try {
-                m.merge(mode);
-            } catch (RuntimeException ex) {
-                for (int i = done.size() - 1; i >= 0; i--) {
-                    done.get(i).unmerge();
-                }
-                throw new IllegalStateException("merging module '" + m.path() + "' failed, " + done.size()
-                        + " module(s) already merged were unmerged again: " + ex.getMessage(), ex);
-            }
-            done.add(m);
-        }
+        AllOrNothing.run(all, m -> m.merge(mode), TargetedModule::unmerge, TargetedModule::path, "merging module",
+                "unmerging", "merged", (m, done, ex) -> new IllegalStateException("merging module '" + m.path()
+                        + "' failed, " + done + " module(s) already merged were unmerged again: " + ex.getMessage(),
+                        ex));
     }
 
     static void unmerge(LoraModel model) {
@@ -390,21 +368,16 @@ final class ModelAdapters {
                         + "'; known adapters: " + e.getValue().adapterNames());
             }
         }
-        List<LoraLinear> done = new ArrayList<>();
-        for (Map.Entry<String, LoraLinear> e : model.targeted.entrySet()) {
-            try {
-                if (rank == null) {
-                    e.getValue().addWeightedAdapter(newName, adapterNames, weights);
-                } else {
-                    e.getValue().addWeightedAdapterSvd(newName, adapterNames, weights, rank);
-                }
-            } catch (RuntimeException ex) {
-                done.forEach(l -> l.deleteAdapter(newName));
-                throw new IllegalArgumentException("module '" + e.getKey() + "': " + ex.getMessage()
-                        + "; adapter '" + newName + "' was added to no module", ex);
+        AllOrNothing.run(List.copyOf(model.targeted.entrySet()), e -> {
+            if (rank == null) {
+                e.getValue().addWeightedAdapter(newName, adapterNames, weights);
+            } else {
+                e.getValue().addWeightedAdapterSvd(newName, adapterNames, weights, rank);
             }
-            done.add(e.getValue());
-        }
+        }, e -> e.getValue().deleteAdapter(newName), Map.Entry::getKey, "adding weighted adapter '" + newName
+                + "' to", "deleting it from", "with the adapter", (e, done, ex) -> new IllegalArgumentException(
+                "module '" + e.getKey() + "': " + ex.getMessage() + "; adapter '" + newName
+                        + "' was added to no module", ex));
     }
 
     // ---------------------------------------------------------------- mixed batches
@@ -435,9 +408,6 @@ final class ModelAdapters {
         }
         // Not LoRA-adapted: PEFT computes the plain module for every row, or for modules_to_save the original
         // module for base rows and the trained copy for the others.
-        if (layer.isTraining()) {
-            throw new IllegalStateException("mixed-adapter batches are for inference; call eval() first");
-        }
         long rows = 1;
         for (int d = 0; d < x.rank() - 1; d++) {
             rows *= x.size(d);
@@ -465,6 +435,12 @@ final class ModelAdapters {
         }
         if (!anyAdapter) {
             return saved[0].forward(x);
+        }
+        if (layer.isTraining()) {
+            // The rows would need two modules' backward passes; one module keeps one forward.
+            throw new IllegalStateException("module '" + path + "' is a modules_to_save copy: a training batch must "
+                    + "use it (adapter rows) or its original (base rows) for every row, got both; call eval() for "
+                    + "inference, or split the batch");
         }
         INDArray y = saved[1].forward(x);
         INDArray yBase = saved[0].forward(x);

@@ -1,5 +1,6 @@
 package io.github.lora4j.samediff;
 
+import io.github.lora4j.AllOrNothing;
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
@@ -149,28 +150,11 @@ public final class LoraSameDiffModel {
      * Applies {@code step} to each of {@code items} in order; on the first failure applies {@code undo} to those
      * done, in reverse, and rethrows that failure itself, with any failure of the rollback attached as suppressed
      * (the rollback goes on past it). The three words name step, undo and the state an item that could not be
-     * undone stays in, for the suppressed exceptions' messages.
+     * undone stays in, for the suppressed exceptions' messages. The rule is {@link AllOrNothing#run}.
      */
     static <T> void allOrNothing(List<T> items, Consumer<? super T> step, Consumer<? super T> undo,
                                  Function<? super T, String> name, String stepping, String undoing, String stays) {
-        List<T> done = new ArrayList<>();
-        for (T a : items) {
-            try {
-                step.accept(a);
-            } catch (RuntimeException e) {
-                for (int i = done.size() - 1; i >= 0; i--) {
-                    try {
-                        undo.accept(done.get(i));
-                    } catch (RuntimeException rollback) {
-                        e.addSuppressed(new IllegalStateException("rolling back after " + stepping + " '"
-                                + name.apply(a) + "' failed: " + undoing + " '" + name.apply(done.get(i))
-                                + "' failed too, so it stays " + stays, rollback));
-                    }
-                }
-                throw e;
-            }
-            done.add(a);
-        }
+        AllOrNothing.run(items, step, undo, name, stepping, undoing, stays);
     }
 
     /**

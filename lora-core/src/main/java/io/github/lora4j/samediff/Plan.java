@@ -2,6 +2,7 @@ package io.github.lora4j.samediff;
 
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.TargetModules;
 import io.github.lora4j.WeightLayout;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -82,17 +83,13 @@ final class Plan {
         return weight;
     }
 
-    /** PEFT's rule for a list of names, with SameDiff's {@code '/'} scopes beside PyTorch's dots. */
+    /**
+     * PEFT's rule for a list of names ({@link TargetModules}), with SameDiff's {@code '/'} scopes beside PyTorch's dots,
+     * on the weight's name and on its module name.
+     */
     static boolean matchesName(String weight, List<String> names) {
-        String module = moduleOf(weight);
-        for (String n : names) {
-            for (String p : List.of(weight, module)) {
-                if (p.equals(n) || p.endsWith("." + n) || p.endsWith("/" + n)) {
-                    return true;
-                }
-            }
-        }
-        return false;
+        return TargetModules.anyNameMatches(weight, names, '.', '/')
+                || TargetModules.anyNameMatches(moduleOf(weight), names, '.', '/');
     }
 
     /** New variable names for a module read by {@code uses} ops: A, B, s, then base, u, up, delta per op. */
@@ -148,7 +145,7 @@ final class Plan {
         Predicate<String> matches;
         String what;
         if (regex != null) {
-            matches = w -> regex.matcher(w).matches() || regex.matcher(moduleOf(w)).matches();
+            matches = w -> TargetModules.regexMatches(w, regex) || TargetModules.regexMatches(moduleOf(w), regex);
             what = "target regex '" + regex.pattern() + "'";
         } else {
             if (names.isEmpty()) {

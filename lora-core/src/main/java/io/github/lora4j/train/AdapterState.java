@@ -26,6 +26,12 @@ final class AdapterState {
     final long sizeA;
     final long sizeAB;
     final long size;
+    /**
+     * Steps this adapter has taken: the iteration its updater sees (Adam's bias correction, iteration schedules), as
+     * PyTorch keeps a {@code step} per parameter. An adapter trained alone counts every step; trained in mixed batches,
+     * only the steps of the batches it had rows in.
+     */
+    int steps;
     INDArray backup;
     INDArray stepA;
     INDArray stepB;

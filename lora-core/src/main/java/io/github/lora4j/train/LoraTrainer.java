@@ -42,17 +42,29 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  * of W's size per step; layers further up pass {@code true} (or call {@code backward(g)}) to get the gradient for the
  * layer below.
  *
+ * <p>Several adapters train in one batch (as mLoRA and ASPEN do) when the forward is a mixed batch,
+ * {@code layer.forward(x, adapterPerRow)}: its backward gives each adapter the gradients of its own rows, and
+ * {@link #step()} steps every adapter that had rows and only those, each with its own optimizer state and its own
+ * step count, as if each had been trained alone on its rows (with clipping off: clipping takes one norm over all of
+ * them). See {@code docs/many-adapters.md}.
+ *
  * <h2>What is trained, what state exists</h2>
  * Only {@code A [r, in]} and {@code B [out, r]} (and a DoRA adapter's magnitude {@code m [out]}, stepped like them)
- * of each layer's <em>active</em> adapter change (an embedding's {@code A [r, num_embeddings]} and {@code B [dim, r]},
- * from the gradients {@link LoraEmbedding#backward} accumulates), through
- * {@link LoraTrainable#updateTrainable}; {@code W} (an embedding's table) and the bias are never touched and get neither gradient nor
+ * of each layer's <em>active</em> adapter (after mixed batches: of each adapter that had rows) change (an
+ * embedding's {@code A [r, num_embeddings]} and {@code B [dim, r]}, from the gradients {@link LoraEmbedding#backward}
+ * accumulates), through {@link LoraTrainable#updateTrainable(String, java.util.function.Consumer)}; {@code W} (an
+ * embedding's table) and the bias are never touched and get neither gradient nor
  * optimizer state. Optimizer state is kept per adapter object, created the first time that adapter is trained
  * (for the adapters active at {@link Builder#build} it is created at once): switching a layer between adapters
  * keeps each adapter's own moments, and an adapter can never meet state of another shape. Its size is
  * {@code updater.stateSize(1) · r·(in + out)} elements per adapter ({@code + out} for DoRA;
  * {@link #updaterStateSize()}): 0 for Sgd,
  * 1 for Nesterovs, 2 for Adam. Layers with no active adapter, or with adapters disabled, are skipped.
+ *
+ * <p>Each adapter also counts its own steps, and its updater sees that count as the iteration (Adam's bias
+ * correction {@code 1 − β^t}, iteration schedules), as PyTorch keeps a {@code step} per parameter: an adapter first
+ * trained after 100 steps of another starts at {@code t = 1}, and one that gets no rows in a mixed batch neither
+ * steps nor counts. The epoch and {@link #iteration()} are the trainer's.
  *
  * <h2>One step</h2>
  * <ol>
@@ -63,11 +75,12 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  *       {@code ‖g‖ > c} every gradient is multiplied by {@code c / ‖g‖} (PyTorch's {@code clip_grad_norm_},
  *       without its epsilon).</li>
  *   <li>The ND4J updater turns each gradient into its step in place
- *       ({@code applyUpdater(grad, iteration, epoch)}).</li>
- *   <li>With {@code weightDecay(wd)}: {@code step += lr(iteration, epoch) · wd · param}, exactly as DL4J applies
+ *       ({@code applyUpdater(grad, steps, epoch)}, {@code steps} the adapter's own step count).</li>
+ *   <li>With {@code weightDecay(wd)}: {@code step += lr(steps, epoch) · wd · param}, exactly as DL4J applies
  *       {@code new WeightDecay(wd, true)} after the updater (its POST_UPDATER step, whose class this uses). With
  *       Adam this is AdamW: {@code p ← p − lr·wd·p − adamStep}. ND4J 1.0.0-M2.1 has no AdamW class.</li>
- *   <li>{@code param -= step}; the gradients are zeroed; the iteration counter advances.</li>
+ *   <li>{@code param -= step}; the gradients are zeroed; the adapters' step counts and the iteration counter
+ *       advance.</li>
  * </ol>
  *
  * <h2>Why the updater runs on each gradient array, not on one flat buffer</h2>
@@ -146,8 +159,12 @@ public final class LoraTrainer {
     }
 
     /**
-     * One optimisation step on the active adapter of every layer, then zeroes those adapters' gradients. The new
-     * values of {@code A} and {@code B} are computed and checked for every layer before any layer is written.
+     * One optimisation step on the adapters that got gradients, then zeroes their gradients: on each layer every
+     * adapter that a backward gave gradients since the last step ({@link LoraTrainable#adaptersWithGradients()}: after a
+     * {@linkplain LoraLinear#forward(INDArray, String[]) mixed batch}, every adapter that had rows in it, each with its
+     * own optimizer state), or, when no backward ran on the layer, its active adapter. The new values of {@code A} and
+     * {@code B} are computed and checked for every layer and adapter before any is written. Clipping takes the global
+     * norm over all of them, as PyTorch's {@code clip_grad_norm_} over all parameters does.
      *
      * @return the global L2 norm of all trained gradients before clipping
      * @throws IllegalStateException if a layer is merged, a gradient holds NaN or infinity, or the step would make
@@ -165,21 +182,19 @@ public final class LoraTrainer {
                 throw new IllegalStateException(label(i) + ": training is refused while adapter '"
                         + layer.activeAdapter() + "' is merged into W; unmerge() first (nothing was changed)");
             }
-            LoraAdapter adapter = trainedAdapter(layer);
-            if (adapter == null) {
-                continue;
+            for (LoraAdapter adapter : steppedAdapters(layer)) {
+                double na = checkedNorm(label(i), adapter, "gradA", adapter.gradA());
+                double nb = checkedNorm(label(i), adapter, "gradB", adapter.gradB());
+                double nm = adapter.isDora()
+                        ? checkedNorm(label(i), adapter, "gradMagnitude", adapter.gradMagnitude()) : 0;
+                sumSquares += na * na + nb * nb + nm * nm;
+                trained.add(layer);
+                adapters.add(adapter);
+                labels.add(label(i));
             }
-            double na = checkedNorm(label(i), adapter, "gradA", adapter.gradA());
-            double nb = checkedNorm(label(i), adapter, "gradB", adapter.gradB());
-            double nm = adapter.isDora() ? checkedNorm(label(i), adapter, "gradMagnitude", adapter.gradMagnitude()) : 0;
-            sumSquares += na * na + nb * nb + nm * nm;
-            trained.add(layer);
-            adapters.add(adapter);
-            labels.add(label(i));
         }
         double norm = Math.sqrt(sumSquares);
         double clipScale = clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1.0;
-        double lr = updater.hasLearningRate() ? updater.getLearningRate(iteration, epoch) : 0.0;
         // Adapters deleted from their layer will never be trained again: drop their state.
         states.entrySet().removeIf(e -> !hasAdapter(e.getValue().layer, e.getKey()));
         // Phase 1: every step into scratch and checked; the updater state is backed up before it changes.
@@ -191,12 +206,12 @@ public final class LoraTrainer {
                 state.backUp();
                 computed.add(state);
                 state.ensureScratch(adapter);
-                computeStep(state.forA, adapter.a(), adapter.gradA(), state.stepA, clipScale, lr);
-                computeStep(state.forB, adapter.b(), adapter.gradB(), state.stepB, clipScale, lr);
+                computeStep(state.forA, adapter.a(), adapter.gradA(), state.stepA, clipScale, state.steps);
+                computeStep(state.forB, adapter.b(), adapter.gradB(), state.stepB, clipScale, state.steps);
                 StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "A", adapter.a(), state.stepA, updater, scratch);
                 StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "B", adapter.b(), state.stepB, updater, scratch);
                 if (adapter.isDora()) {
-                    computeStep(state.forM, adapter.magnitude(), adapter.gradMagnitude(), state.stepM, clipScale, lr);
+                    computeStep(state.forM, adapter.magnitude(), adapter.gradMagnitude(), state.stepM, clipScale, state.steps);
                     StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "magnitude",
                             adapter.magnitude(), state.stepM, updater, scratch);
                 }
@@ -211,35 +226,37 @@ public final class LoraTrainer {
         for (int i = 0; i < trained.size(); i++) {
             LoraAdapter expected = adapters.get(i);
             AdapterState state = computed.get(i);
-            trained.get(i).updateTrainable(adapter -> {
+            trained.get(i).updateTrainable(expected.name(), adapter -> {
                 if (adapter != expected) {
-                    throw new IllegalStateException("the active adapter changed during step(): expected '"
-                            + expected.name() + "', got '" + adapter.name() + "'");
+                    throw new IllegalStateException("adapter '" + expected.name() + "' was replaced during step()");
                 }
                 adapter.a().subi(state.stepA);
                 adapter.b().subi(state.stepB);
-                adapter.gradA().assign(0);
-                adapter.gradB().assign(0);
                 if (adapter.isDora()) {
                     adapter.magnitude().subi(state.stepM);
-                    adapter.gradMagnitude().assign(0);
                 }
             });
+            trained.get(i).zeroGrad(expected.name());
+            state.steps++;
         }
         iteration++;
         return norm;
     }
 
-    /** {@code step = update(clipScale·grad)} (+ {@code lr·wd·param}) into {@code step}; {@code grad} is not changed. */
+    /**
+     * {@code step = update(clipScale·grad)} (+ {@code lr·wd·param}) into {@code step} at the adapter's own step count
+     * {@code steps}; {@code grad} is not changed.
+     */
     private void computeStep(GradientUpdater<?> u, INDArray param, INDArray grad, INDArray step, double clipScale,
-                             double lr) {
+                             int steps) {
         StateArrays.copy(grad, step);
         if (clipScale != 1.0) {
             step.muli(clipScale);
         }
-        u.applyUpdater(step, iteration, epoch);
+        u.applyUpdater(step, steps, epoch);
         if (weightDecay != null) {
-            weightDecay.apply(param, step, lr, iteration, epoch);
+            double lr = updater.hasLearningRate() ? updater.getLearningRate(steps, epoch) : 0.0;
+            weightDecay.apply(param, step, lr, steps, epoch);
         }
     }
 
@@ -266,7 +283,8 @@ public final class LoraTrainer {
     }
 
     /**
-     * Steps taken so far; the iteration that ND4J's updaters and iteration schedules see next.
+     * Steps taken so far. Each adapter's updater sees the adapter's own step count instead (equal to this for an
+     * adapter trained at every step since the trainer was built).
      *
      * @return the number of steps taken, starting at 0
      */
@@ -367,6 +385,7 @@ public final class LoraTrainer {
         Objects.requireNonNull(dir, "dir must not be null");
         // In layer order, then the layer's adapter order: equal runs write equal files.
         List<TrainerStateFiles.Saved> saved = new ArrayList<>();
+        List<TrainerStateFiles.Steps> steps = new ArrayList<>();
         for (int i = 0; i < layers.size(); i++) {
             LoraTrainable layer = layers.get(i);
             for (String adapterName : layer.adapterNames()) {
@@ -376,10 +395,13 @@ public final class LoraTrainer {
                     saved.add(new TrainerStateFiles.Saved(names.get(i), adapterName, adapter.a().shape(),
                             adapter.b().shape(), st.stateA(), st.stateB(), st.stateM()));
                 }
+                if (st != null) {
+                    steps.add(new TrainerStateFiles.Steps(names.get(i), adapterName, st.steps));
+                }
             }
         }
         TrainerStateFiles.write(dir, new TrainerStateFiles.Settings(updater, clipNorm, weightDecayCoefficient,
-                iteration, epoch, names, overModel), saved);
+                iteration, epoch, names, overModel), saved, steps);
     }
 
     /**
@@ -443,6 +465,15 @@ public final class LoraTrainer {
             AdapterState state = trainer.stateOf(layer, layer.adapter(st.adapter()));
             state.load(st.stateA(), st.stateB(), st.stateM());
         }
+        if (loaded.steps() == null) {
+            // Saved before step counts per adapter existed: every adapter stepped at the trainer's iteration.
+            trainer.states.values().forEach(state -> state.steps = s.iteration());
+        } else {
+            for (TrainerStateFiles.Steps st : loaded.steps()) {
+                LoraTrainable layer = layers.get(st.module());
+                trainer.stateOf(layer, layer.adapter(st.adapter())).steps = st.steps();
+            }
+        }
         return trainer;
     }
 
@@ -460,6 +491,19 @@ public final class LoraTrainer {
     }
 
     // ---------------------------------------------------------------- internals
+
+    /** The adapters a step trains on this layer ({@link LoraTrainable#adaptersWithGradients()}); none while disabled. */
+    private static List<LoraAdapter> steppedAdapters(LoraTrainable layer) {
+        if (!layer.adaptersEnabled()) {
+            return List.of();
+        }
+        List<String> names = layer.adaptersWithGradients();
+        List<LoraAdapter> out = new ArrayList<>(names.size());
+        for (String name : names) {
+            out.add(layer.adapter(name));
+        }
+        return out;
+    }
 
     /** The adapter a step would train on this layer, or null (no active adapter, or adapters disabled). */
     private static LoraAdapter trainedAdapter(LoraTrainable layer) {

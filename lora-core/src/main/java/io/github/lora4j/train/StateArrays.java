@@ -10,7 +10,8 @@ import org.nd4j.linalg.learning.config.IUpdater;
 /**
  * The trainer's element loops over small contiguous arrays (gradients, steps, optimizer state: {@code r·(in + out)}
  * elements each), done in Java on the arrays' buffers. Each is one pass without an ND4J op: on a 2-core machine an
- * ND4J element-wise op wakes libnd4j's OpenMP threads, which then fight OpenBLAS's for the cores (see DESIGN.md).
+ * ND4J element-wise op wakes libnd4j's OpenMP threads, which then fight OpenBLAS's for the cores (docs/performance.md,
+ * "One kernel seam, direct BLAS").
  */
 final class StateArrays {
 

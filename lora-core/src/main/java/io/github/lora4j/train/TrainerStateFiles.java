@@ -112,8 +112,15 @@ final class TrainerStateFiles {
                  INDArray stateM) {
     }
 
-    /** What {@link #read} found, checked against the layers. */
-    record Loaded(Settings settings, List<Saved> states) {
+    /** How many steps an adapter has taken (the iteration its updater sees). */
+    record Steps(String module, String adapter, int steps) {
+    }
+
+    /**
+     * What {@link #read} found, checked against the layers; {@code steps} is null for a file written before adapters
+     * counted their own steps.
+     */
+    record Loaded(Settings settings, List<Saved> states, List<Steps> steps) {
     }
 
     // ---------------------------------------------------------------- write
@@ -125,7 +132,7 @@ final class TrainerStateFiles {
      * @throws IllegalStateException    if the updater or the state could not be resumed (nothing is written then)
      * @throws IllegalArgumentException if two states would share a tensor key
      */
-    static void write(Path dir, Settings s, List<Saved> states) throws IOException {
+    static void write(Path dir, Settings s, List<Saved> states, List<Steps> steps) throws IOException {
         String saveId = UUID.randomUUID().toString();
         JsonNode updater = updaterTree(s.updater());
         try {
@@ -183,16 +190,25 @@ final class TrainerStateFiles {
                 e.put(MAGNITUDE, keyM);
             }
         }
+        ArrayNode stepIndex = root.putArray("adapter_steps");
+        for (Steps st : steps) {
+            ObjectNode e = stepIndex.addObject();
+            e.put("module", st.module());
+            e.put("adapter", st.adapter());
+            e.put("steps", st.steps());
+        }
         byte[] json = JSON.writeValueAsBytes(root);
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put("format", FORMAT);
         meta.put("save_id", saveId);
+        // docs/files-and-state.md: the trainer's pair
         Map<String, SafeFiles.Content> files = new LinkedHashMap<>();
         // Tensors first: a crash between the renames leaves new tensors with the old JSON, whose save id differs, so
         // read refuses the pair instead of mixing two saves; a failed rename puts the old tensors back.
         files.put(LoraTrainer.STATE_TENSORS_FILE, SafeFiles.safetensors(tensors, meta));
         files.put(LoraTrainer.STATE_CONFIG_FILE, SafeFiles.bytes(json));
         SafeFiles.write(dir, files);
+        // end
     }
 
     private static void putShape(ArrayNode a, long[] shape) {
@@ -335,7 +351,50 @@ final class TrainerStateFiles {
             INDArray m = pair.length > 2 ? tensors.get(pair[2].key()) : null;
             states.add(new Saved(pair[0].module(), pair[0].adapter(), pair[0].shape(), pair[1].shape(), a, b, m));
         }
-        return new Loaded(new Settings(updater, clip, wd, iteration, epoch, modules, overModel), states);
+        return new Loaded(new Settings(updater, clip, wd, iteration, epoch, modules, overModel), states,
+                steps(root, layers, iteration, jsonName));
+    }
+
+    /**
+     * The optional {@code adapter_steps} index: each adapter's own step count, at most the trainer's iteration, for
+     * an adapter of a listed module, once each; null when the file has none (written before it existed).
+     */
+    private static List<Steps> steps(JsonNode root, Map<String, LoraTrainable> layers, int iteration, String jsonName)
+            throws AdapterFormatException {
+        if (!root.has("adapter_steps")) {
+            return null;
+        }
+        List<Steps> out = new ArrayList<>();
+        Set<String> seen = new HashSet<>();
+        for (JsonNode e : array(root, "adapter_steps", jsonName)) {
+            String where = jsonName + ": adapter_steps[" + out.size() + "]";
+            if (!e.isObject()) {
+                throw new AdapterFormatException(where + ": expected an object, got " + brief(e));
+            }
+            String module = text(e, "module", where);
+            String adapterName = text(e, "adapter", where);
+            LoraTrainable layer = layers.get(module);
+            if (layer == null) {
+                throw new AdapterFormatException(where + ": module '" + brief(module) + "' is not one of "
+                        + brief(layers.keySet().toString()));
+            }
+            if (!layer.adapterNames().contains(adapterName)) {
+                throw new AdapterFormatException(where + ": module '" + module + "' has no adapter '"
+                        + brief(adapterName) + "'; its adapters: " + layer.adapterNames()
+                        + " (load the adapter files first)");
+            }
+            if (!seen.add(module + "\u0000" + adapterName)) {
+                throw new AdapterFormatException(where + ": module '" + module + "', adapter '" + adapterName
+                        + "' is listed twice");
+            }
+            int steps = nonNegativeInt(e, "steps", where);
+            if (steps > iteration) {
+                throw new AdapterFormatException(where + ": steps: expected at most the trainer's iteration "
+                        + iteration + " (an adapter steps at most once per step), got " + steps);
+            }
+            out.add(new Steps(module, adapterName, steps));
+        }
+        return out;
     }
 
     /** One tensor the index promises: its key, whose state it is, type, length and the shape of its parameter. */

@@ -36,7 +36,7 @@ class DoraGuideTest {
         INDArray x = gaussian(DataType.FLOAT, 3, 1, 16, 64);
         INDArray target = gaussian(DataType.FLOAT, 4, 1, 16, 64);
 
-        // --- guide: train
+        // docs/dora.md: train
         model.applyLora(LoraConfig.builder().rank(8).alpha(16).useDora(true).build(), List.of("q_proj", "v_proj"));
         LoraTrainer trainer = LoraTrainer.builder().updater(new Adam(1e-3)).build(model);  // steps A, B and m
         model.train();
@@ -48,14 +48,15 @@ class DoraGuideTest {
         LoraLinear q = model.module("model.layers.0.self_attn.q_proj");
         INDArray m = q.adapter("default").magnitude();                 // [64], PEFT's lora_magnitude_vector
         model.save(dir, "default");                                    // use_dora: true, <module>.lora_magnitude_vector
+        // end
 
-        // --- guide: load and merge
+        // docs/dora.md: load and merge
         LoraModel served = baseModel();
         served.load(dir, "default");                                   // PEFT's DoRA files load the same way
         served.eval().merge();                                         // W = (m / ‖W + s·B·A‖_row) ⊙ (W + s·B·A)
         INDArray y = served.forward("model.layers.0.self_attn.q_proj", x);   // one gemm
         served.unmerge();                                              // W back, bit for bit
-        // --- end of guide
+        // end
 
         assertEquals(64, m.length());
         assertTrue(model.trainableParameterCount() == 2 * (8 * 128 + 64), "A, B and m of two modules");

@@ -305,7 +305,7 @@ class LoraModelAdapterOpsTest {
     }
 
     @Test
-    void mixedBatchesRefuseTrainingBadLengthsUnknownNamesAndEmbeddings() {
+    void mixedBatchesRefuseBadLengthsUnknownNamesEmbeddingsAndTrainingAcrossAModuleToSave() {
         ModelFixture f = new ModelFixture(70).withAdapters(71);
         INDArray x = gaussian(DataType.DOUBLE, 72, 1, 2, IN);
         IllegalArgumentException len = assertThrows(IllegalArgumentException.class,
@@ -313,8 +313,14 @@ class LoraModelAdapterOpsTest {
         assertTrue(len.getMessage().contains("2") && len.getMessage().contains("1"), len.getMessage());
         assertThrows(IllegalArgumentException.class, () -> f.model.forward(K0, x, new String[] {"a", "nope"}));
         f.model.train();
-        assertThrows(IllegalStateException.class, () -> f.model.forward(Q0, x, new String[] {"a", null}));
-        assertThrows(IllegalStateException.class, () -> f.model.forward(K0, x, new String[] {"a", null}));
+        // Training batches mix adapters on LoRA modules and pass plain modules through ...
+        assertEquals(2, f.model.forward(Q0, x, new String[] {"a", null}).rows());
+        assertEquals(2, f.model.forward(K0, x, new String[] {"a", null}).rows());
+        // ... but cannot split a modules_to_save module's rows between the copy and the original.
+        f.model.setModuleToSave(K0, gaussian(DataType.DOUBLE, 73, 0.4, 8, IN), null);
+        IllegalStateException split = assertThrows(IllegalStateException.class,
+                () -> f.model.forward(K0, x, new String[] {"a", null}));
+        assertTrue(split.getMessage().contains("modules_to_save"), split.getMessage());
         LoraModel emb = LoraModel.builder().embedding("e", Nd4j.zeros(DataType.DOUBLE, 6, 4)).build();
         assertThrows(IllegalArgumentException.class, () -> emb.forward("e", Nd4j.zeros(DataType.DOUBLE, 2), new String[2]));
     }

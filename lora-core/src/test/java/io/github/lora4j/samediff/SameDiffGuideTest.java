@@ -2,14 +2,13 @@ package io.github.lora4j.samediff;
 
 import static io.github.lora4j.TestData.gaussian;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.samediff.Graphs.Kind;
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
@@ -19,10 +18,13 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.dataset.DataSet;
 
 /**
- * The Java block of docs/samediff.md, run: the region between {@code // docs/samediff.md} and {@code // end} is the
- * guide's block, and the guide must show it as it is here.
+ * The Java blocks of docs/samediff.md, run: each region between {@code // docs/samediff.md: <name>} and
+ * {@code // end} is shown by the guide as it is here (lora-examples' {@code DocSnippetsTest} checks that).
  */
 class SameDiffGuideTest {
+
+    @org.junit.jupiter.api.io.TempDir
+    Path dir;
 
     @Test
     void dropoutInAGraph() {
@@ -30,7 +32,7 @@ class SameDiffGuideTest {
         DataSet data = new DataSet(gaussian(DataType.DOUBLE, 1, 1, 8, Graphs.IN),
                 gaussian(DataType.DOUBLE, 2, 1, 8, Graphs.OUT));
         Map<String, INDArray> feed = Map.of("x", data.getFeatures());
-        // docs/samediff.md
+        // docs/samediff.md: dropout
         LoraConfig cfg = LoraConfig.builder().rank(4).alpha(8).dropout(0.1).build();
         LoraSameDiffModel lora = LoraSameDiff.apply(sd, cfg, "fc0", "fc1");   // adds a listener: sd.addListeners only
         sd.fit(data);                                       // fc1's LoRA path reads fc1/lora_dropped = x ⊙ m/(1-p)
@@ -41,31 +43,21 @@ class SameDiffGuideTest {
     }
 
     @Test
-    void theGuidesJavaBlockIsTheRegionOfThisFile() throws IOException {
-        List<String> lines = Files.readAllLines(
-                Path.of("src", "test", "java", "io", "github", "lora4j", "samediff", "SameDiffGuideTest.java"));
-        List<String> region = new ArrayList<>();
-        boolean in = false;
-        for (String l : lines) {
-            if (l.trim().equals("// docs/samediff.md")) {
-                in = true;
-            } else if (in && l.trim().equals("// end")) {
-                break;
-            } else if (in) {
-                region.add(l.substring(8));
-            }
-        }
-        List<String> block = new ArrayList<>();
-        in = false;
-        for (String l : Files.readAllLines(Path.of("..", "docs", "samediff.md"))) {
-            if (l.equals("```java")) {
-                in = true;
-            } else if (in && l.equals("```")) {
-                break;
-            } else if (in) {
-                block.add(l);
-            }
-        }
-        assertEquals(region, block, "docs/samediff.md's Java block must be the region of SameDiffGuideTest");
+    void sameDiff() throws IOException {
+        SameDiff sd = Graphs.build(Kind.MMUL, DataType.DOUBLE, 3);
+        INDArray w0 = sd.getArrForVarName("fc0/weight").dup();
+        DataSet data = new DataSet(gaussian(DataType.DOUBLE, 50, 1, 8, Graphs.IN),
+                gaussian(DataType.DOUBLE, 51, 1, 8, Graphs.OUT));
+        // docs/samediff.md: apply
+        LoraSameDiffModel lora = LoraSameDiff.apply(sd, LoraConfig.builder().rank(4).alpha(8).build(), "fc0", "fc1");
+        sd.fit(data);                            // trains fc0/lora_A, fc0/lora_B, ... only; every W stays bitwise as it was
+        lora.save(dir);                          // PEFT files, modules "fc0", "fc1" (from "fc0/weight", "fc1/weight")
+        lora.merge();  lora.unmerge();           // W += s·B·A in place, and back bit for bit
+        SameDiff plain = lora.mergeAndUnload();  // the original ops and variables, merged weights, no LoRA ops
+        // end
+        assertNotNull(plain);
+        assertEquals(List.of("fc0", "fc1"), List.copyOf(io.github.lora4j.io.PeftAdapterFiles.read(dir).modules()));
+        assertTrue(!plain.hasVariable("fc0/lora_A"), "no LoRA variable left");
+        assertTrue(w0.equalShapes(plain.getArrForVarName("fc0/weight")));
     }
 }

@@ -157,9 +157,11 @@ class LoraTrainerTest {
     }
 
     @Test
-    void eachAdapterKeepsItsOwnAdamMomentsAcrossSwitches() {
-        // 'default' steps at iterations 0 and 2, 'other' at iteration 1 in between. With state per adapter,
-        // 'default' must end exactly where two Adam steps (iterations 0 and 2) from its own moments lead.
+    void eachAdapterKeepsItsOwnAdamMomentsAndStepCountAcrossSwitches() {
+        // 'default' steps at the trainer's iterations 0 and 2, 'other' at iteration 1 in between. With state and a
+        // step count per adapter (PyTorch's per-parameter step), 'default' must end exactly where two Adam steps from
+        // its own moments lead, with bias corrections for its own steps 1 and 2 (iterations 0 and 1 to ND4J), as if
+        // 'other' had never been trained.
         LoraLinear switching = layer(D, 40, 6, 5, 2);
         switching.addAdapter("other", LoraConfig.builder().rank(3).build());
         LoraTrainer t1 = LoraTrainer.builder().updater(new Adam(0.05)).build(switching);
@@ -184,11 +186,12 @@ class LoraTrainerTest {
         INDArray b = adapterB(hand).dup();
         adamHand(a, ga1, m[0], v[0], 0, 0.05, 0);
         adamHand(b, gb1, m[1], v[1], 0, 0.05, 0);
-        adamHand(a, ga2, m[0], v[0], 2, 0.05, 0);
-        adamHand(b, gb2, m[1], v[1], 2, 0.05, 0);
+        adamHand(a, ga2, m[0], v[0], 1, 0.05, 0);
+        adamHand(b, gb2, m[1], v[1], 1, 0.05, 0);
         assertClose(a, switching.adapter("default").a(), 1e-12, "A of 'default' after switching away and back");
         assertClose(b, switching.adapter("default").b(), 1e-12, "B of 'default' after switching away and back");
         assertEquals(2 * (2 * 11) + 2 * (3 * 11), t1.updaterStateSize());
+        assertEquals(3, t1.iteration(), "the trainer counts its own steps");
     }
 
     @Test

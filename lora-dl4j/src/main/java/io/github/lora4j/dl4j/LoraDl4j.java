@@ -2,10 +2,13 @@ package io.github.lora4j.dl4j;
 
 import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_A_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_B_KEY;
+import static io.github.lora4j.dl4j.LoraParamInitializer.MAGNITUDE_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.WEIGHT_KEY;
 
+import io.github.lora4j.AllOrNothing;
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
+import io.github.lora4j.TargetModules;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
 import io.github.lora4j.io.PeftAdapter;
@@ -129,6 +132,12 @@ import org.nd4j.linalg.learning.config.NoOp;
  * frozen. Use {@link #summary}, {@link #trainableParametersReport}, {@link #trainableParameterCount} and
  * {@link #totalParameterCount} instead.
  *
+ * <h2>DoRA</h2>
+ * With {@link LoraConfig#useDora()} each adapted layer also has the trainable magnitude {@code loraMagnitude [nOut]}
+ * (PEFT's {@code lora_magnitude_vector}), set by {@code apply} to the column norms of its {@code W}, and computes
+ * {@code (m / ‖W + s·B·A‖) ⊙ (x W + s·(x Aᵀ) Bᵀ) + b} as lora-core's {@code LoraLinear} does (docs/dora.md);
+ * {@link #saveAdapter}, {@link #loadAdapter}, {@link #merge}, {@link #unmerge} and {@link #mergeAndUnload} handle it.
+ *
  * <h2>Threading</h2>
  * As DL4J networks themselves: one thread at a time. {@link #merge} and {@link #unmerge} change {@code W} in place
  * and must not run while another thread calls {@code output()} or {@code fit()} on the same network.
@@ -153,10 +162,11 @@ public final class LoraDl4j {
      * @param targets at least one layer name or index
      * @return a new, initialised network
      * @throws IllegalArgumentException for a target naming no layer, a targeted layer without a linear weight, two
-     *                                  targeted layers with one name, an unsupported data type (any rank
-     *                                  {@code >= 1} is accepted, above {@code min(nIn, nOut)} too), a scaling that is not finite in the network's data
-     *                                  type, a line-search {@code optimizationAlgo}, or a frozen layer lora4j cannot
-     *                                  pass gradients through (a BatchNormalization above an adapted layer)
+     *                                  targeted layers with one name, an unsupported data type, a scaling that is
+     *                                  not finite in the network's data type, a line-search {@code optimizationAlgo},
+     *                                  a frozen layer lora4j cannot pass gradients through (a BatchNormalization
+     *                                  above an adapted layer), or, for DoRA, a targeted {@code W} with a zero column
+     *                                  (any rank {@code >= 1} is accepted, above {@code min(nIn, nOut)} too)
      * @throws IllegalStateException    if {@code net} is not initialised or already has LoRA layers
      */
     public static MultiLayerNetwork apply(MultiLayerNetwork net, LoraConfig config, String... targets) {
@@ -232,7 +242,30 @@ public final class LoraDl4j {
         for (int i = 0; i < net.getnLayers(); i++) {
             copyParams(net.getLayer(i).paramTable(), out.getLayer(i).paramTable());
         }
+        initMagnitudes(out);
         return out;
+    }
+
+    /**
+     * Sets each DoRA layer's magnitude to PEFT's initial value for the copied {@code W}: the new network's
+     * initialisation computed it for the {@code W} its weight init drew, before the given network's {@code W} was
+     * copied in.
+     *
+     * @throws IllegalArgumentException if a column of a targeted {@code W} is zero (DoRA's direction is undefined)
+     */
+    private static void initMagnitudes(Model out) {
+        for (Map.Entry<String, LoraLayer> e : adapted(out).entrySet()) {
+            LoraLayerConf c = e.getValue().loraConf();
+            if (LoraParamInitializer.isDora(c)) {
+                Map<String, INDArray> p = e.getValue().paramTable();
+                try {
+                    p.get(MAGNITUDE_KEY).assign(LoraParamInitializer.initialAdapter(e.getKey(), p.get(WEIGHT_KEY),
+                            c.loraConfig())[2]);
+                } catch (IllegalArgumentException ex) {
+                    throw new IllegalArgumentException("DoRA on layer '" + e.getKey() + "': " + ex.getMessage(), ex);
+                }
+            }
+        }
     }
 
     private static ComputationGraph apply(ComputationGraph graph, LoraConfig config, List<Slot> targeted) {
@@ -273,6 +306,7 @@ public final class LoraDl4j {
         for (Slot s : slots) {
             copyParams(graph.getLayer(s.name()).paramTable(), out.getLayer(s.name()).paramTable());
         }
+        initMagnitudes(out);
         return out;
     }
 
@@ -301,7 +335,6 @@ public final class LoraDl4j {
                                             Set<Integer> passGradients) {
         Objects.requireNonNull(config, "config must not be null");
         LoraSettings settings = LoraSettings.of(config);
-        DoraRefusal.refuse(config);
         refuseSharedNames(targeted);
         targeted.forEach(LoraDl4j::requireLinear);   // any rank >= 1 (LoraConfig's rule), as in PEFT
         Set<Integer> targetIndices = new HashSet<>();
@@ -627,7 +660,7 @@ public final class LoraDl4j {
             if (t == null || t.isBlank()) {
                 throw new IllegalArgumentException("target names must not be blank, got " + Arrays.toString(targets));
             }
-            Predicate<Slot> matches = s -> s.name().equals(t) || s.name().endsWith("." + t)
+            Predicate<Slot> matches = s -> TargetModules.nameMatches(s.name(), t)
                     || (s.byIndex() && String.valueOf(s.index()).equals(t));
             boolean any = false;
             for (Slot s : slots) {
@@ -649,7 +682,7 @@ public final class LoraDl4j {
         Objects.requireNonNull(regex, "regex must not be null");
         List<Slot> out = new ArrayList<>();
         for (Slot s : slots) {
-            if (regex.matcher(s.name()).matches()) {
+            if (TargetModules.regexMatches(s.name(), regex)) {
                 out.add(s);
             }
         }
@@ -827,18 +860,9 @@ public final class LoraDl4j {
     public static void merge(Model net) {
         Map<String, LoraLayer> layers = adapted(net);
         requireMerged(layers, false);
-        List<LoraLayer> done = new ArrayList<>();
-        try {
-            for (LoraLayer l : layers.values()) {
-                l.ops().merge(l.paramTable(), l.describe());
-                done.add(l);
-            }
-        } catch (RuntimeException e) {
-            for (LoraLayer l : done) {
-                l.ops().unmerge(l.paramTable(), l.describe());
-            }
-            throw e;
-        }
+        AllOrNothing.run(List.copyOf(layers.values()), l -> l.ops().merge(l.paramTable(), l.describe()),
+                l -> l.ops().unmerge(l.paramTable(), l.describe()), LoraLayer::describe, "merging", "unmerging",
+                "merged");
     }
 
     /**
@@ -966,10 +990,7 @@ public final class LoraDl4j {
         DataType type = fileType;
         for (Map.Entry<String, LoraLayer> e : adapted(net).entrySet()) {
             Map<String, INDArray> p = e.getValue().paramTable();
-            LoraLinear linear = LoraLinear.base(p.get(WEIGHT_KEY), null, WeightLayout.IN_OUT);
-            linear.addAdapter(LoraLinear.DEFAULT_ADAPTER, e.getValue().loraConf().loraConfig());
-            linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, p.get(LORA_A_KEY), p.get(LORA_B_KEY));
-            modules.put(e.getKey(), linear);
+            modules.put(e.getKey(), LoraOps.coreLayer(p, e.getValue().loraConf().loraConfig()));
             type = type == null ? p.get(LORA_A_KEY).dataType() : type;
         }
         PeftAdapterFiles.save(dir, modules, LoraLinear.DEFAULT_ADAPTER, type);
@@ -982,8 +1003,9 @@ public final class LoraDl4j {
      * data type too); each layer takes the file's {@code lora_alpha} (or its {@code alpha_pattern} entry),
      * {@code lora_dropout} and {@code use_rslora}, which its configuration then keeps (saved with the network; the
      * dropout acts in the next {@code fit()}). Refused by name: a file with {@code modules_to_save} or trained biases
-     * (whole layers, which lora-dl4j does not replace) and LoRA for layers the network lacks or of another kind
-     * (embedding, conv). All or nothing: everything is read and checked before any parameter or setting changes.
+     * (whole layers, which lora-dl4j does not replace), LoRA for layers the network lacks or of another kind
+     * (embedding, conv), and a DoRA file ({@code use_dora}) for a plain LoRA network or a LoRA file for a DoRA one
+     * (a DoRA file's {@code lora_magnitude_vector} goes to {@code loraMagnitude}). All or nothing: everything is read and checked before any parameter or setting changes.
      *
      * @param net a network made by {@link #apply}; only its {@code loraA}/{@code loraB} and its LoRA layers' alpha,
      *            dropout and rsLoRA settings change
@@ -1011,6 +1033,9 @@ public final class LoraDl4j {
             Map<String, INDArray> p = e.getValue().paramTable();
             p.get(LORA_A_KEY).assign(loaded.a());
             p.get(LORA_B_KEY).assign(loaded.b());
+            if (loaded.isDora()) {
+                p.get(MAGNITUDE_KEY).assign(loaded.magnitude());
+            }
             LoraSettings settings = e.getValue().loraConf().lora();
             settings.setAlpha(loaded.config().alpha());
             settings.setRsLora(loaded.config().rsLora());
@@ -1025,7 +1050,14 @@ public final class LoraDl4j {
      * whole-layer tensors, every LoRA layer of the network covered, each with the layer's rank.
      */
     private static void checkFitsLayers(PeftAdapterLayout layout, Map<String, LoraLayer> layers, Path dir) {
-        DoraRefusal.refuse(layout, dir);
+        boolean dora = layers.values().iterator().next().loraConf().lora().isUseDora();
+        if (layout.config().useDora() != dora) {
+            throw new IllegalArgumentException("the adapter in " + dir + (layout.config().useDora()
+                    ? " is DoRA (use_dora: true, with lora_magnitude_vector tensors) but the network's LoRA layers are "
+                    + "plain LoRA: expected use_dora false; apply DoRA (LoraConfig.useDora(true)) to load it"
+                    : " is plain LoRA (no use_dora) but the network's LoRA layers are DoRA: expected use_dora true with "
+                    + "lora_magnitude_vector tensors; apply plain LoRA to load it") + "; nothing was loaded");
+        }
         if (!layout.fullTensors().isEmpty() || !layout.config().modulesToSave().isEmpty()) {
             throw new IllegalArgumentException("the adapter in " + dir + " holds whole layers (modules_to_save "
                     + layout.config().modulesToSave() + ", full tensors for " + layout.fullTensors().keySet()

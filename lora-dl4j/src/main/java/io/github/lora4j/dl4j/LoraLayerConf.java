@@ -11,8 +11,9 @@ import org.deeplearning4j.nn.conf.layers.Layer;
  * ({@link LoraLayerState}).
  *
  * <p>Parameters (see {@link LoraParamInitializer}): {@code W [nIn, nOut]} (DL4J's f-order layout) and {@code b [nOut]},
- * frozen; with an adapter also {@code loraA [r, nIn]} and {@code loraB [nOut, r]}, trainable. Forward:
- * {@code z = x W + b + s·(x loraAᵀ) loraBᵀ}, then the base layer's activation.
+ * frozen; with an adapter also {@code loraA [r, nIn]} and {@code loraB [nOut, r]}, trainable, and for DoRA
+ * {@code loraMagnitude [nOut]}. Forward: {@code z = x W + b + s·(x loraAᵀ) loraBᵀ} (DoRA:
+ * {@code z = (m / ‖W + s·B·A‖) ⊙ (x W + s·(x loraAᵀ) loraBᵀ) + b}), then the base layer's activation.
  */
 public interface LoraLayerConf {
 

@@ -3,8 +3,10 @@ package io.github.lora4j.dl4j;
 import static io.github.lora4j.dl4j.LoraParamInitializer.BIAS_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_A_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.LORA_B_KEY;
+import static io.github.lora4j.dl4j.LoraParamInitializer.MAGNITUDE_KEY;
 import static io.github.lora4j.dl4j.LoraParamInitializer.WEIGHT_KEY;
 
+import io.github.lora4j.DoraNorms;
 import io.github.lora4j.DropoutStream;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
@@ -20,6 +22,7 @@ import org.deeplearning4j.nn.gradient.Gradient;
 import org.deeplearning4j.nn.workspace.ArrayType;
 import org.deeplearning4j.nn.workspace.LayerWorkspaceMgr;
 import org.nd4j.common.primitives.Pair;
+import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.memory.MemoryWorkspace;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.factory.Nd4j;
@@ -38,6 +41,12 @@ import org.nd4j.linalg.factory.Nd4j;
  * The base part {@code x W + b} is computed exactly as DL4J's {@code BaseLayer} does (same mmul, same bias add),
  * so with {@code B = 0} the output is DL4J's, bit for bit.
  *
+ * <h2>DoRA</h2>
+ * With a DoRA adapter ({@code loraMagnitude m [nOut]}), as lora-core's {@code LoraLinear} and PEFT compute it, with
+ * {@code c = m / ‖W + s·B·A‖} per output feature (a column of {@code W [nIn, nOut]}; the norm from lora-core's
+ * {@link DoraNorms}, a constant in backward): {@code z = c ⊙ (x W + s·(x Aᵀ) Bᵀ) + b}, and in training with dropout
+ * {@code z = x W + b + (c − 1) ⊙ (x' W) + c ⊙ s·(x' Aᵀ) Bᵀ}; see {@code doraBackward}.
+ *
  * <h2>Dropout on the LoRA input</h2>
  * As PEFT applies it: only the LoRA path sees {@code dropout(x)}, only in training, after the layer's own input
  * dropout. One mask per input: it is drawn ({@link DropoutStream}, from the adapter's configuration for this layer's
@@ -50,12 +59,23 @@ import org.nd4j.linalg.factory.Nd4j;
 final class LoraOps {
 
     /** One forward: the layer input as used ({@code x}), {@code z}, and what backward needs. */
-    record Forward(INDArray x, INDArray z, INDArray u, INDArray xLora, INDArray mask, double q) {
+    record Forward(INDArray x, INDArray z, INDArray u, INDArray xLora, INDArray mask, double q, Dora dora) {
+    }
+
+    /**
+     * What a DoRA forward adds for backward: the norms {@code ‖W + s·B·A‖} per output feature (double), the factors
+     * {@code c = m / norms} and {@code c − 1} ({@code [nOut]}, the network's type) and the bracket {@code c} multiplies
+     * ({@code qb [n, nOut]}: {@code x W + s·u Bᵀ}, or {@code x' W + s·u Bᵀ} with dropout); {@code qb} is null outside
+     * backprop.
+     */
+    record Dora(double[] norms, INDArray c, INDArray cMinus1, INDArray qb) {
     }
 
     private final LoraLayerConf conf;
     private double scaling;
     private double dropout;
+    /** Whether the adapter is DoRA ({@code loraMagnitude} among the parameters). */
+    private boolean dora;
     /** The mask stream of the layer; null without adapter or dropout. */
     private DropoutStream masks;
     /** The mask of the current input ({@code [n, nIn]}, 0 or 1, the network's data type), or null. */
@@ -82,6 +102,7 @@ final class LoraOps {
             mask = null;
         }
         this.dropout = p;
+        this.dora = c != null && c.useDora();
     }
 
     boolean hasAdapter() {
@@ -128,12 +149,15 @@ final class LoraOps {
         INDArray x = input.castTo(w.dataType());
         INDArray z = mgr.createUninitialized(ArrayType.ACTIVATIONS, w.dataType(), new long[] {x.size(0), w.size(1)},
                 zOrder);
+        if (dora && !conf.merged() && !(training && dropout > 0)) {
+            return doraForward(x, z, params, forBackprop, mgr, work);
+        }
         x.mmuli(w, z); // as DL4J's BaseLayer.preOutputWithPreNorm, for a bitwise-equal base output
         if (conf.hasBias()) {
             z.addiRowVector(params.get(BIAS_KEY));
         }
         if (!hasAdapter() || conf.merged()) {
-            return new Forward(x, z, null, null, null, 1.0);
+            return new Forward(x, z, null, null, null, 1.0, null);
         }
         INDArray xLora = x;
         INDArray m = null;
@@ -147,8 +171,65 @@ final class LoraOps {
         INDArray a = params.get(LORA_A_KEY);
         INDArray u = mgr.createUninitialized(work, w.dataType(), x.size(0), a.rows());
         Nd4j.gemm(xLora, a, u, false, true, q, 0.0);                               // u = q (x ⊙ m) Aᵀ  [n, r]
+        if (dora) {
+            // PEFT's DoRA with dropout: z = x W + b + (c − 1) ⊙ (x' W) + c ⊙ s·u Bᵀ,  x' = q (x ⊙ m)
+            Dora d = doraFactors(params, w.dataType());
+            INDArray t1 = mgr.createUninitialized(work, w.dataType(), x.size(0), w.size(1));
+            Nd4j.gemm(xLora, w, t1, false, false, q, 0.0);                          // t1 = x' W          [n, nOut]
+            INDArray t2 = mgr.createUninitialized(work, w.dataType(), x.size(0), w.size(1));
+            Nd4j.gemm(u, params.get(LORA_B_KEY), t2, false, true, scaling, 0.0);  // t2 = s u Bᵀ        [n, nOut]
+            z.addi(t1.mulRowVector(d.cMinus1())).addi(t2.mulRowVector(d.c()));     // z += (c−1)⊙t1 + c⊙t2
+            INDArray qb = t1.addi(t2);                                              // qb = t1 + t2
+            return new Forward(x, z, u, xLora, m, q, new Dora(d.norms(), d.c(), d.cMinus1(), qb));
+        }
         Nd4j.gemm(u, params.get(LORA_B_KEY), z, false, true, scaling, 1.0);       // z += s u Bᵀ       [n, nOut]
-        return new Forward(x, z, u, xLora, m, q);
+        return new Forward(x, z, u, xLora, m, q, null);
+    }
+
+    /**
+     * DoRA's forward without dropout (eval, or {@code p = 0}), as lora-core's {@code LoraLinear}:
+     * {@code z = c ⊙ (x W + s·(x Aᵀ) Bᵀ) + b}, {@code c = m / ‖W + s·B·A‖} per output feature.
+     */
+    private Forward doraForward(INDArray x, INDArray z, Map<String, INDArray> params, boolean forBackprop,
+            LayerWorkspaceMgr mgr, ArrayType work) {
+        INDArray w = params.get(WEIGHT_KEY);
+        INDArray a = params.get(LORA_A_KEY);
+        Dora d = doraFactors(params, w.dataType());
+        INDArray u = mgr.createUninitialized(work, w.dataType(), x.size(0), a.rows());
+        Nd4j.gemm(x, a, u, false, true, 1.0, 0.0);                                 // u = x Aᵀ          [n, r]
+        INDArray qb = forBackprop ? mgr.createUninitialized(work, w.dataType(), x.size(0), w.size(1)) : z;
+        Nd4j.gemm(x, w, qb, false, false, 1.0, 0.0);                               // qb = x W          [n, nOut]
+        Nd4j.gemm(u, params.get(LORA_B_KEY), qb, false, true, scaling, 1.0);      // qb += s u Bᵀ
+        if (qb != z) {
+            z.assign(qb);
+        }
+        z.muliRowVector(d.c());                                                    // z = c ⊙ qb
+        if (conf.hasBias()) {
+            z.addiRowVector(params.get(BIAS_KEY));                                 //   + b
+        }
+        return new Forward(x, z, u, x, null, 1.0, forBackprop ? new Dora(d.norms(), d.c(), d.cMinus1(), qb) : d);
+    }
+
+    /**
+     * The norms {@code ‖W + s·B·A‖} per output feature (a column of DL4J's {@code W [nIn, nOut]}), by lora-core's
+     * {@link DoraNorms} (the same computation as {@code LoraLinear}'s; recomputed on every forward, as PEFT does),
+     * and the factors {@code c = m / norms}, {@code c − 1} in double, rounded to the network's type.
+     */
+    @SuppressWarnings("try") // the factors are tiny and must not depend on which workspace is open
+    private Dora doraFactors(Map<String, INDArray> params, DataType type) {
+        // W [nIn, nOut] f-order is PEFT's W [out, in] in row-major order: its transpose view reads rows in place
+        double[] norms = DoraNorms.of(params.get(WEIGHT_KEY).transpose(), WeightLayout.OUT_IN, params.get(LORA_A_KEY),
+                params.get(LORA_B_KEY), scaling);
+        double[] m = params.get(MAGNITUDE_KEY).toDoubleVector();
+        double[] c = new double[norms.length];
+        double[] cm1 = new double[norms.length];
+        for (int j = 0; j < c.length; j++) {
+            c[j] = m[j] / norms[j];
+            cm1[j] = c[j] - 1;
+        }
+        try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            return new Dora(norms, Nd4j.createFromArray(c).castTo(type), Nd4j.createFromArray(cm1).castTo(type), null);
+        }
     }
 
     /** The mask of the current input: drawn on the first training forward after {@link #newInput()}, then kept. */
@@ -182,6 +263,9 @@ final class LoraOps {
         INDArray w = params.get(WEIGHT_KEY);
         INDArray g = delta.castTo(w.dataType());
         INDArray dx = mgr.createUninitialized(ArrayType.ACTIVATION_GRAD, w.dataType(), g.size(0), w.size(0));
+        if (f.dora() != null) {
+            return doraBackward(f, g, dx, params, gradientViews, mgr);
+        }
         Nd4j.gemm(g, w, dx, false, true, 1.0, 0.0);                                  // dx = g Wᵀ       [n, nIn]
         Gradient gradient = new DefaultGradient();
         if (hasAdapter()) {
@@ -206,6 +290,51 @@ final class LoraOps {
     }
 
     /**
+     * DoRA's backward, as lora-core's {@code LoraLinear} (the norm a constant, PEFT's detach): with {@code gc = g ⊙ c},
+     * {@code gB = gc B}, {@code x'} the LoRA input ({@code x ⊙ mask}, scaled by {@code q} in {@code u} and {@code dA}):
+     * <pre>
+     *   dm_j = Σ_i g_ij qb_ij / ‖W + s·B·A‖_j;   dB = s·gcᵀ u;   dA = s·q·gBᵀ x'
+     *   dx   = gc Wᵀ + s·gB A                                      (no dropout)
+     *   dx   = g Wᵀ + mask ⊙ q·((g ⊙ (c − 1)) Wᵀ + s·gB A)         (dropout)
+     * </pre>
+     */
+    private Pair<Gradient, INDArray> doraBackward(Forward f, INDArray g, INDArray dx, Map<String, INDArray> params,
+            Map<String, INDArray> gradientViews, LayerWorkspaceMgr mgr) {
+        INDArray w = params.get(WEIGHT_KEY);
+        INDArray a = params.get(LORA_A_KEY);
+        Dora d = f.dora();
+        INDArray gradA = gradientViews.get(LORA_A_KEY);
+        INDArray gradB = gradientViews.get(LORA_B_KEY);
+        INDArray gradM = gradientViews.get(MAGNITUDE_KEY);
+        double[] dm = g.mul(d.qb()).sum(0).toDoubleVector();                       // Σ_i g ⊙ qb        [nOut]
+        for (int j = 0; j < dm.length; j++) {
+            gradM.putScalar(j, dm[j] / d.norms()[j]);                               // dm = Σ_i g⊙qb / ‖·‖
+        }
+        INDArray gc = mgr.createUninitialized(ArrayType.BP_WORKING_MEM, w.dataType(), g.size(0), g.size(1));
+        gc.assign(g).muliRowVector(d.c());                                         // gc = g ⊙ c        [n, nOut]
+        INDArray gB = mgr.createUninitialized(ArrayType.BP_WORKING_MEM, w.dataType(), g.size(0), a.rows());
+        Nd4j.gemm(gc, params.get(LORA_B_KEY), gB, false, false, 1.0, 0.0);        // gB = gc B         [n, r]
+        Nd4j.gemm(gc, f.u(), gradB, true, false, scaling, 0.0);                   // dB = s gcᵀ u      [nOut, r]
+        Nd4j.gemm(gB, f.xLora(), gradA, true, false, scaling * f.q(), 0.0);       // dA = s q gBᵀ x'   [r, nIn]
+        if (f.mask() == null) {
+            Nd4j.gemm(gc, w, dx, false, true, 1.0, 0.0);                           // dx = gc Wᵀ        [n, nIn]
+            Nd4j.gemm(gB, a, dx, false, false, scaling, 1.0);                      // dx += s gB A
+        } else {
+            Nd4j.gemm(g, w, dx, false, true, 1.0, 0.0);                            // dx = g Wᵀ         [n, nIn]
+            INDArray gm = gc.assign(g).muliRowVector(d.cMinus1());                 // g ⊙ (c − 1)       [n, nOut]
+            INDArray t = mgr.createUninitialized(ArrayType.BP_WORKING_MEM, w.dataType(), g.size(0), a.columns());
+            Nd4j.gemm(gm, w, t, false, true, f.q(), 0.0);                          // t = q (g⊙(c−1)) Wᵀ
+            Nd4j.gemm(gB, a, t, false, false, scaling * f.q(), 1.0);               // t += s q gB A
+            dx.addi(t.muli(f.mask()));                                             // dx += t ⊙ mask
+        }
+        Gradient gradient = new DefaultGradient();
+        gradient.gradientForVariable().put(LORA_A_KEY, gradA);
+        gradient.gradientForVariable().put(LORA_B_KEY, gradB);
+        gradient.gradientForVariable().put(MAGNITUDE_KEY, gradM);
+        return new Pair<>(gradient, dx);
+    }
+
+    /**
      * {@code W += s·(B A)ᵀ} in place, lora-core's {@link MergeMode#EXACT} way, so that {@link #unmerge} restores
      * {@code W} bit for bit.
      */
@@ -216,12 +345,9 @@ final class LoraOps {
             throw new IllegalStateException("layer " + layerId + " is already merged; unmerge first");
         }
         try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
-            LoraLinear linear = LoraLinear.base(params.get(WEIGHT_KEY), null, WeightLayout.IN_OUT);
-            LoraConfig cfg = conf.loraConfig().toBuilder().init(LoraInit.ZERO).build();
-            linear.addAdapter(LoraLinear.DEFAULT_ADAPTER, cfg);
-            linear.setActiveAdapter(LoraLinear.DEFAULT_ADAPTER);
+            LoraLinear linear;
             try {
-                linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, params.get(LORA_A_KEY), params.get(LORA_B_KEY));
+                linear = coreLayer(params, conf.loraConfig());
             } catch (IllegalArgumentException e) {
                 // NaN or infinity in loraA/loraB is the network's state, not a bad argument: LoraDl4j.merge documents
                 // IllegalStateException, as LoraLinear.merge throws for a non-finite adapter
@@ -247,6 +373,10 @@ final class LoraOps {
         if (mergedHere != null) {
             mergedHere.unmerge();
             mergedHere = null;
+        } else if (dora) {
+            throw new IllegalStateException("cannot unmerge DoRA layer " + layerId + ": it was restored merged from a "
+                    + "file, which holds W' = c ⊙ (W + s·B·A) but not the norms of W that c was computed from, so W "
+                    + "cannot be recovered; use LoraDl4j.mergeAndUnload for inference, or save the network unmerged");
         } else {
             Nd4j.gemm(params.get(LORA_A_KEY), params.get(LORA_B_KEY), params.get(WEIGHT_KEY), true, true,
                     -scaling, 1.0);
@@ -260,9 +390,41 @@ final class LoraOps {
         if (!hasAdapter() || conf.merged()) {
             return w.dup('f');
         }
+        if (dora) {
+            return mergedDora(params);
+        }
         INDArray out = w.dup('f');
         Nd4j.gemm(params.get(LORA_A_KEY), params.get(LORA_B_KEY), out, true, true, scaling, 1.0);
         return out;
+    }
+
+    /** DoRA's merged weight {@code c ⊙ (W + s·(B A)ᵀ)} by lora-core's {@code mergedWeight} (W is only read). */
+    @SuppressWarnings("try") // the result must outlive any open workspace
+    private INDArray mergedDora(Map<String, INDArray> params) {
+        try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            return coreLayer(params, conf.loraConfig()).mergedWeight().dup('f');
+        }
+    }
+
+    /**
+     * A lora-core layer over this layer's {@code W} (referenced, in DL4J's {@code [nIn, nOut]} layout, not copied; no
+     * bias) holding a copy of its adapter ({@code A}, {@code B} and, for DoRA, {@code m}) as the active
+     * {@link LoraLinear#DEFAULT_ADAPTER}: what merging, the merged weight and saving the adapter compute with, so they
+     * are lora-core's own arithmetic.
+     *
+     * @throws IllegalArgumentException if an adapter array holds NaN or infinity (nothing changed)
+     */
+    static LoraLinear coreLayer(Map<String, INDArray> params, LoraConfig config) {
+        LoraLinear linear = LoraLinear.base(params.get(WEIGHT_KEY), null, WeightLayout.IN_OUT);
+        linear.addAdapter(LoraLinear.DEFAULT_ADAPTER, config.toBuilder().init(LoraInit.ZERO).build());
+        linear.setActiveAdapter(LoraLinear.DEFAULT_ADAPTER);
+        if (config.useDora()) {
+            linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, params.get(LORA_A_KEY), params.get(LORA_B_KEY),
+                    params.get(MAGNITUDE_KEY));
+        } else {
+            linear.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, params.get(LORA_A_KEY), params.get(LORA_B_KEY));
+        }
+        return linear;
     }
 
     private void requireAdapter(String layerId) {

@@ -1,5 +1,6 @@
 package io.github.lora4j.dl4j;
 
+import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
@@ -25,11 +26,14 @@ import org.nd4j.linalg.indexing.NDArrayIndex;
  *   <li>{@value #WEIGHT_KEY} {@code [nIn, nOut]}, f-order (as DL4J's {@code DefaultParamInitializer}), frozen;</li>
  *   <li>{@value #BIAS_KEY} {@code [nOut]} (if the layer has a bias), frozen;</li>
  *   <li>{@value #LORA_A_KEY} {@code [r, nIn]} and {@value #LORA_B_KEY} {@code [nOut, r]}, c-order (PEFT's
- *       {@code lora_A}/{@code lora_B}), trainable; absent in a layer without adapter.</li>
+ *       {@code lora_A}/{@code lora_B}), trainable; absent in a layer without adapter;</li>
+ *   <li>{@value #MAGNITUDE_KEY} {@code [nOut]} for a DoRA adapter ({@link LoraSettings#isUseDora()}; PEFT's
+ *       {@code lora_magnitude_vector}), trainable.</li>
  * </ul>
  * The keys hold no {@code '_'}: DL4J's updater splits gradient keys at the first one (a key like {@code lora_A}
  * crashes {@code fit()}). Initialised parameters: {@code W} by the layer's weight init, {@code b} by its bias init,
- * {@code loraA}/{@code loraB} as lora-core's {@link LoraModel} does ({@link LoraConfig#forModule} of the layer name, {@code B = 0}).
+ * {@code loraA}/{@code loraB} as lora-core's {@link LoraModel} does ({@link LoraConfig#forModule} of the layer name, {@code B = 0}; for DoRA, {@code loraMagnitude} the column norms of {@code W}, PEFT's initial
+ * magnitude).
  */
 public final class LoraParamInitializer implements ParamInitializer {
 
@@ -41,6 +45,9 @@ public final class LoraParamInitializer implements ParamInitializer {
     public static final String LORA_A_KEY = "loraA";
     /** Trainable {@code B [nOut, r]}. */
     public static final String LORA_B_KEY = "loraB";
+
+    /** Trainable DoRA magnitude {@code m [nOut]} (PEFT's {@code lora_magnitude_vector}); DoRA layers only. */
+    public static final String MAGNITUDE_KEY = "loraMagnitude";
 
     private static final LoraParamInitializer INSTANCE = new LoraParamInitializer();
 
@@ -66,10 +73,15 @@ public final class LoraParamInitializer implements ParamInitializer {
         return WEIGHT_KEY.equals(key) || BIAS_KEY.equals(key);
     }
 
-    /** Trainable parameters of the layer: {@code r·(nIn + nOut)}, 0 without adapter. */
+    /** Trainable parameters of the layer: {@code r·(nIn + nOut)} ({@code + nOut} for DoRA), 0 without adapter. */
     static long trainableParams(Layer layer) {
         LoraLayerConf c = (LoraLayerConf) layer;
-        return c.lora() == null ? 0 : (long) c.lora().getRank() * (c.nIn() + c.nOut());
+        return c.lora() == null ? 0 : (long) c.lora().getRank() * (c.nIn() + c.nOut()) + (isDora(c) ? c.nOut() : 0);
+    }
+
+    /** Whether the layer has a DoRA adapter, hence {@link #MAGNITUDE_KEY}. */
+    static boolean isDora(LoraLayerConf c) {
+        return c.lora() != null && c.lora().isUseDora();
     }
 
     @Override
@@ -92,13 +104,17 @@ public final class LoraParamInitializer implements ParamInitializer {
             keys.add(LORA_A_KEY);
             keys.add(LORA_B_KEY);
         }
+        if (isDora((LoraLayerConf) layer)) {
+            keys.add(MAGNITUDE_KEY);
+        }
         return keys;
     }
 
     @Override
     public List<String> weightKeys(Layer layer) {
-        return ((LoraLayerConf) layer).lora() == null ? List.of(WEIGHT_KEY)
-                : List.of(WEIGHT_KEY, LORA_A_KEY, LORA_B_KEY);
+        LoraLayerConf c = (LoraLayerConf) layer;
+        return c.lora() == null ? List.of(WEIGHT_KEY) : isDora(c)
+                ? List.of(WEIGHT_KEY, LORA_A_KEY, LORA_B_KEY, MAGNITUDE_KEY) : List.of(WEIGHT_KEY, LORA_A_KEY, LORA_B_KEY);
     }
 
     @Override
@@ -159,6 +175,10 @@ public final class LoraParamInitializer implements ParamInitializer {
             m.put(LORA_A_KEY, v.get(NDArrayIndex.interval(off, off + r * in)).reshape('c', r, in));
             off += r * in;
             m.put(LORA_B_KEY, v.get(NDArrayIndex.interval(off, off + out * r)).reshape('c', out, r));
+            off += out * r;
+        }
+        if (isDora(c)) {
+            m.put(MAGNITUDE_KEY, v.get(NDArrayIndex.interval(off, off + out)));
         }
         return m;
     }
@@ -173,9 +193,20 @@ public final class LoraParamInitializer implements ParamInitializer {
         }
         LoraLayerConf c = (LoraLayerConf) layer;
         if (c.lora() != null) {
-            INDArray[] ab = initialAdapter(layer.getLayerName(), w, c.loraConfig());
+            INDArray[] ab;
+            try {
+                ab = initialAdapter(layer.getLayerName(), w, c.loraConfig());
+            } catch (IllegalArgumentException e) {
+                // DoRA over a W with a zero column (e.g. WeightInit.ZERO, before LoraDl4j.apply copies the real W and
+                // sets m for it): A and B as for LoRA, m = 0; a forward over such a W refuses its zero norm by name
+                ab = initialAdapter(layer.getLayerName(), w, c.loraConfig().toBuilder().useDora(false).build());
+                params.get(MAGNITUDE_KEY).assign(0);
+            }
             params.get(LORA_A_KEY).assign(ab[0]);
             params.get(LORA_B_KEY).assign(ab[1]);
+            if (ab.length > 2) {
+                params.get(MAGNITUDE_KEY).assign(ab[2]);
+            }
         }
     }
 
@@ -188,16 +219,21 @@ public final class LoraParamInitializer implements ParamInitializer {
     }
 
     /**
-     * lora-core's initial {@code {A, B}} for a module named {@code name} with {@code W [in, out]}: a layer wrapped
-     * with {@link LoraConfig#forModule config.forModule(name)}, which is what {@link LoraModel#applyLora} gives that
-     * module, so a layer here starts where lora-core's would.
+     * lora-core's initial {@code {A, B}} ({@code {A, B, m}} for DoRA) for a module named {@code name} with
+     * {@code W [in, out]}: those of {@link LoraConfig#forModule config.forModule(name)}
+     * ({@link LoraConfig#initialWeights}; for DoRA a wrapped layer, whose magnitude needs {@code W}), which is what
+     * {@link LoraModel#applyLora} gives that module, so a layer here starts where lora-core's would.
      */
     @SuppressWarnings("try") // the scope is the point: the adapter arrays must outlive any open workspace
     static INDArray[] initialAdapter(String name, INDArray w, LoraConfig config) {
         String path = modulePath(name);
         try (MemoryWorkspace ws = Nd4j.getMemoryManager().scopeOutOfWorkspaces()) {
+            if (!config.useDora()) {
+                return config.forModule(path).initialWeights(w.size(0), w.size(1), w.dataType());
+            }
             LoraLinear layer = LoraLinear.wrap(w, null, config.forModule(path), WeightLayout.IN_OUT);
-            return new INDArray[] {layer.loraA(LoraLinear.DEFAULT_ADAPTER), layer.loraB(LoraLinear.DEFAULT_ADAPTER)};
+            LoraAdapter adapter = layer.adapter(LoraLinear.DEFAULT_ADAPTER);
+            return new INDArray[] {adapter.a(), adapter.b(), adapter.magnitude()};
         }
     }
 }

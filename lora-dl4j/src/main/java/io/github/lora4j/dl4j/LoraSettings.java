@@ -23,6 +23,8 @@ public final class LoraSettings implements Serializable {
     private double dropout;
     /** Whether the scaling is {@code alpha / sqrt(r)}. */
     private boolean rsLora;
+    /** Whether the adapter is DoRA (PEFT's {@code use_dora}): a trainable magnitude per output feature. */
+    private boolean useDora;
     /** The initialisation scheme. */
     private LoraInit init = LoraInit.KAIMING_UNIFORM;
     /** Seed of the initialisation. */
@@ -46,6 +48,7 @@ public final class LoraSettings implements Serializable {
         s.alpha = config.alpha();
         s.dropout = config.dropout();
         s.rsLora = config.rsLora();
+        s.useDora = config.useDora();
         s.init = config.init();
         s.seed = config.seed();
         return s;
@@ -59,7 +62,8 @@ public final class LoraSettings implements Serializable {
      *                                  below 1 or a dropout of 1 read from a hand-edited JSON file)
      */
     public LoraConfig toConfig() {
-        return LoraConfig.builder().rank(rank).alpha(alpha).dropout(dropout).rsLora(rsLora).init(init).seed(seed)
+        return LoraConfig.builder().rank(rank).alpha(alpha).dropout(dropout).rsLora(rsLora).useDora(useDora).init(init)
+                .seed(seed)
                 .build();
     }
 
@@ -121,6 +125,22 @@ public final class LoraSettings implements Serializable {
     }
 
     /**
+     * Whether the adapter is DoRA (PEFT's {@code use_dora}): the layer then has the trainable magnitude
+     * {@code loraMagnitude [nOut]} and computes {@code (m / ‖W + s·B·A‖) ⊙ (x W + s·(x Aᵀ) Bᵀ) + b}. Networks saved
+     * without it read it as false.
+     *
+     * @return the stored DoRA flag
+     */
+    public boolean isUseDora() {
+        return useDora;
+    }
+
+    /** @param useDora whether the adapter is DoRA */
+    public void setUseDora(boolean useDora) {
+        this.useDora = useDora;
+    }
+
+    /**
      * How {@code loraA} and {@code loraB} are initialised when the network initialises its parameters.
      *
      * @return the stored scheme
@@ -160,7 +180,8 @@ public final class LoraSettings implements Serializable {
 
     @Override
     public String toString() {
-        return "LoraSettings{rank=" + rank + ", alpha=" + alpha + ", dropout=" + dropout + ", rsLora=" + rsLora + ", init=" + init + ", seed="
+        return "LoraSettings{rank=" + rank + ", alpha=" + alpha + ", dropout=" + dropout + ", rsLora=" + rsLora
+                + (useDora ? ", useDora=true" : "") + ", init=" + init + ", seed="
                 + seed + "}";
     }
 }

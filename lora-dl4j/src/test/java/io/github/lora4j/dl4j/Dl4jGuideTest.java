@@ -9,10 +9,6 @@ import io.github.lora4j.io.PeftAdapterConfig;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.ArrayList;
-import java.util.LinkedHashMap;
-import java.util.List;
-import java.util.Map;
 import org.deeplearning4j.datasets.iterator.utilty.ListDataSetIterator;
 import org.deeplearning4j.nn.conf.NeuralNetConfiguration;
 import org.deeplearning4j.nn.conf.RNNFormat;
@@ -33,8 +29,7 @@ import org.nd4j.linalg.lossfunctions.LossFunctions.LossFunction;
 
 /**
  * The Java snippets of docs/dl4j.md, run: each region between {@code // docs/dl4j.md: <name>} and {@code // end} is
- * one of the guide's code blocks, and {@link #everyJavaBlockOfTheGuideIsARegionOfThisFile} checks that the guide shows
- * them as they are here.
+ * one of the guide's code blocks, shown as it is here (lora-examples' {@code DocSnippetsTest} checks that).
  */
 class Dl4jGuideTest {
 
@@ -74,6 +69,27 @@ class Dl4jGuideTest {
     }
 
     @Test
+    void dora() throws IOException {
+        MultiLayerNetwork net = Nets.mln(DataType.FLOAT, new Adam(0.01), 7);
+        DataSet taskB = Nets.task(DataType.FLOAT, 5, 6, 256);
+        DataSetIterator trainB = new ListDataSetIterator<>(taskB.asList(), 32);
+        Path dir = tmp.resolve("dora");
+        // docs/dl4j.md: dora
+        LoraConfig cfg = LoraConfig.builder().rank(2).alpha(4).dropout(0.05).useDora(true).build();
+        MultiLayerNetwork dora = LoraDl4j.apply(net, cfg, "layer0", "layer2");   // + loraMagnitude [nOut] per layer
+        dora.fit(trainB, 3);                          // trains loraA, loraB and loraMagnitude; W and b bitwise unchanged
+        LoraDl4j.saveAdapter(dora, dir);              // PEFT's DoRA files: use_dora, <layer>.lora_magnitude_vector
+        LoraDl4j.merge(dora);                         // W = c ⊙ (W + s·(B A)ᵀ), lora-core's exact merge
+        LoraDl4j.unmerge(dora);                       // W bit for bit as before
+        // end
+        assertEquals(cfg.rank() * ((long) (6 + 10) + (10 + 3)) + 10 + 3, LoraDl4j.trainableParameterCount(dora));
+        assertTrue(Files.readString(dir.resolve("adapter_config.json")).contains("use_dora"));
+        for (int i = 0; i < 3; i++) {
+            assertBitwise(net.getLayer(i).getParam("W"), dora.getLayer(i).getParam("W"), "W of layer " + i);
+        }
+    }
+
+    @Test
     void aRecurrentNetwork() {
         int features = 4;
         int steps = 6;
@@ -109,67 +125,5 @@ class Dl4jGuideTest {
         // end
         assertTrue(Files.size(dir.resolve("adapter_model.safetensors")) > Files.size(f32.resolve(
                 "adapter_model.safetensors")));
-    }
-
-    // ---------------------------------------------------------------- the check
-
-    /** The regions of this file, by name, with the region's common indentation removed. */
-    static Map<String, String> regions(List<String> lines) {
-        Map<String, String> out = new LinkedHashMap<>();
-        String name = null;
-        List<String> body = new ArrayList<>();
-        for (String line : lines) {
-            String t = line.trim();
-            if (t.startsWith("// docs/dl4j.md: ")) {
-                name = t.substring("// docs/dl4j.md: ".length());
-                body.clear();
-            } else if (name != null && t.equals("// end")) {
-                out.put(name, dedent(body));
-                name = null;
-            } else if (name != null) {
-                body.add(line);
-            }
-        }
-        return out;
-    }
-
-    /** The guide's ```java blocks, dedented. */
-    static List<String> javaBlocks(List<String> lines) {
-        List<String> out = new ArrayList<>();
-        List<String> body = null;
-        for (String line : lines) {
-            if (body == null && line.trim().equals("```java")) {
-                body = new ArrayList<>();
-            } else if (body != null && line.trim().equals("```")) {
-                out.add(dedent(body));
-                body = null;
-            } else if (body != null) {
-                body.add(line);
-            }
-        }
-        return out;
-    }
-
-    private static String dedent(List<String> lines) {
-        int indent = lines.stream().filter(l -> !l.isBlank()).mapToInt(l -> l.length() - l.stripLeading().length())
-                .min().orElse(0);
-        StringBuilder b = new StringBuilder();
-        for (String l : lines) {
-            b.append(l.isBlank() ? "" : l.substring(indent)).append('\n');
-        }
-        return b.toString();
-    }
-
-    @Test
-    void everyJavaBlockOfTheGuideIsARegionOfThisFile() throws IOException {
-        Map<String, String> regions = regions(Files.readAllLines(
-                Path.of("src", "test", "java", "io", "github", "lora4j", "dl4j", "Dl4jGuideTest.java")));
-        List<String> blocks = javaBlocks(Files.readAllLines(Path.of("..", "docs", "dl4j.md")));
-        assertEquals(4, regions.size(), "regions " + regions.keySet());
-        assertEquals(regions.size(), blocks.size(), "the guide has one Java block per region");
-        for (String block : blocks) {
-            assertTrue(regions.containsValue(block), "docs/dl4j.md shows a Java block that is no region of "
-                    + "Dl4jGuideTest (copy it from there):\n" + block);
-        }
     }
 }

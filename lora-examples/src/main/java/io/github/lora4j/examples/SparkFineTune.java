@@ -124,8 +124,10 @@ public final class SparkFineTune {
 
         LoraConfig lora = LoraConfig.builder().rank(c.model().rank()).alpha(c.model().alpha()).seed(d.seed()).build();
         String[] targets = {"layer0", "layer1", "layer2"};
+        MultiLayerNetwork twin = c.verify() ? LoraDl4j.apply(base, lora, targets) : null;   // for --verify
+
+        // docs/spark.md: train
         MultiLayerNetwork adapted = LoraDl4j.apply(base, lora, targets);
-        MultiLayerNetwork twin = c.verify() ? LoraDl4j.apply(base, lora, targets) : null;
 
         // Task B as an RDD: DataSets of 10 rows each, spread over the partitions (rows are what count).
         JavaRDD<DataSet> train = sc.parallelize(trainB.batchBy(10), c.partitions()).cache();
@@ -135,6 +137,7 @@ public final class SparkFineTune {
         JavaRDD<INDArray> features = sc.parallelize(testB.batchBy(100).stream().map(DataSet::getFeatures).toList(),
                 c.partitions());
         List<INDArray> outputs = LoraSpark.output(sc, adapted, features).collect();
+        // end
         double accBAfter = accuracy(outputs, testB.getLabels());
 
         boolean frozen = true;
