@@ -16,9 +16,9 @@ final class AdapterCombination {
 
     /** Adds adapter {@code newName}: the {@link #concatenated} combination, alpha = rank (scaling 1). */
     static void addConcatenated(String newName, List<String> adapterNames, double[] weights, AdapterSet adapters,
-                                LayerLock lock, long in, long out) {
+                                LayerLock lock) {
         Checks.checkName(newName);
-        INDArray[] ab = concatenated(parts(adapterNames, weights, adapters, lock), weights, in, out);
+        INDArray[] ab = concatenated(parts(adapterNames, weights, adapters, lock), weights);
         put(newName, ab[0].rows(), ab, adapters, lock);
     }
 
@@ -26,7 +26,13 @@ final class AdapterCombination {
     static void addSvd(String newName, List<String> adapterNames, double[] weights, int rank, AdapterSet adapters,
                        LayerLock lock, long in, long out, DataType type) {
         Checks.checkName(newName);
-        Checks.checkRank(rank, in, out);
+        Checks.checkRank(rank);
+        if (rank > Math.min(in, out)) {
+            // A truncated SVD of an out×in matrix has at most min(in, out) singular triplets.
+            throw new IllegalArgumentException("SVD target rank must be <= min(in, out) = " + Math.min(in, out)
+                    + " for this " + out + "×" + in + " layer, got " + rank + "; use addWeightedAdapter (concatenated "
+                    + "ranks) to keep every rank");
+        }
         INDArray[] ab = svd(parts(adapterNames, weights, adapters, lock), weights, rank, type);
         put(newName, rank, ab, adapters, lock);
     }
@@ -70,14 +76,9 @@ final class AdapterCombination {
 
     /**
      * Concatenated ranks (PEFT's {@code "cat"}): {@code A = [sign·√|wᵢsᵢ|·Aᵢ]} by rows, {@code B = [√|wᵢsᵢ|·Bᵢ]} by
-     * columns; returns {@code {A, B}}.
+     * columns; returns {@code {A, B}}. The rank {@code Σ rᵢ} may exceed {@code min(in, out)}, as in PEFT.
      */
-    static INDArray[] concatenated(List<LoraAdapter> parts, double[] weights, long in, long out) {
-        int rank = parts.stream().mapToInt(LoraAdapter::rank).sum();
-        if (rank > Math.min(in, out)) {
-            throw new IllegalArgumentException("concatenated rank " + rank + " exceeds min(in, out) = "
-                    + Math.min(in, out) + "; use addWeightedAdapterSvd with a target rank instead");
-        }
+    static INDArray[] concatenated(List<LoraAdapter> parts, double[] weights) {
         INDArray[] as = new INDArray[parts.size()];
         INDArray[] bs = new INDArray[parts.size()];
         for (int i = 0; i < parts.size(); i++) {

@@ -58,18 +58,17 @@ final class Checks {
     static void checkNewAdapter(String name, LoraConfig config, long in, long out, DataType type) {
         checkName(name);
         Objects.requireNonNull(config, "config must not be null");
-        checkRank(config.rank(), in, out);
+        checkRank(config.rank());
         checkScaling(config, type);
     }
 
-    static void checkRank(int r, long in, long out) {
+    /**
+     * A rank must be at least 1. Ranks above {@code min(in, out)} are legal, as in PEFT: {@code B·A} then has rank at
+     * most {@code min(in, out)} and the adapter trains more parameters than it needs (see {@link LoraMath#savings}).
+     */
+    static void checkRank(int r) {
         if (r < 1) {
             throw new IllegalArgumentException("rank must be >= 1, got " + r);
-        }
-        long max = Math.min(in, out);
-        if (r > max) {
-            throw new IllegalArgumentException("rank must be <= min(in, out) = " + max + " for this " + out + "×" + in
-                    + " layer, got " + r);
         }
     }
 

@@ -362,8 +362,8 @@ public final class LoraConfig {
      * @param type the weight's data type, FLOAT or DOUBLE
      * @return new arrays {@code {A, B}} of {@code type}
      * @throws NullPointerException     if {@code type} is null
-     * @throws IllegalArgumentException if the rank exceeds {@code min(in, out)} or the scaling is not a finite value of
-     *                                  {@code type}
+     * @throws IllegalArgumentException if a size is below 1 or the scaling is not a finite value of {@code type} (any
+     *                                  rank {@code >= 1} is accepted, above {@code min(in, out)} too, as in PEFT)
      */
     public INDArray[] initialWeights(long in, long out, DataType type) {
         Objects.requireNonNull(type, "type must not be null");

@@ -190,7 +190,7 @@ public final class LoraConv2d implements LoraModule {
      * @param name   the new adapter's name: not blank, not {@value LoraLinear#BASE_MODEL}, not already used
      * @param config its configuration, kept as given; dropout is ignored (there is no training mode)
      * @throws NullPointerException     if {@code name} or {@code config} is null
-     * @throws IllegalArgumentException if the name is blank, reserved or taken, {@code r > min(in·kh·kw, out)}, the
+     * @throws IllegalArgumentException if the name is blank, reserved or taken, {@code r < 1}, the
      *                                  scaling is not a finite value of the kernel's type, or the config asks for DoRA
      *                                  (not supported on conv layers)
      */

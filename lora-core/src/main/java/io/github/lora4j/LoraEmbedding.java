@@ -43,7 +43,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * Eval-mode {@link #forward} runs under a shared lock, everything that changes state under an exclusive one, so a
  * forward never sees a half-merged table. Training ({@code forward} then {@link #backward}) belongs on one thread.
  */
-public final class LoraEmbedding implements LoraModule {
+public final class LoraEmbedding implements LoraTrainable {
 
     /**
      * The embedding's gemms pass the {@link Kernels} seam on its ND4J route ({@code false}: not the direct one). The
@@ -78,12 +78,12 @@ public final class LoraEmbedding implements LoraModule {
      * Wraps a table {@code [num_embeddings, dim]} and adds adapter {@value LoraLinear#DEFAULT_ADAPTER} (active).
      *
      * @param table  {@code [num_embeddings, dim]}, FLOAT or DOUBLE, finite; referenced, not copied
-     * @param config the adapter's configuration; {@code r <= min(num_embeddings, dim)}
+     * @param config the adapter's configuration; any {@code r >= 1} (above {@code min(num_embeddings, dim)} too, as in PEFT)
      * @return a new layer in eval mode whose active adapter {@value LoraLinear#DEFAULT_ADAPTER} is initialised as
      *         the class comment says (so its output is the plain lookup until {@code A} is trained)
      * @throws NullPointerException     if {@code table} or {@code config} is null
      * @throws IllegalArgumentException if the table is not a non-empty FLOAT or DOUBLE matrix of finite values, the
-     *                                  rank exceeds {@code min(num_embeddings, dim)}, or the scaling is not a finite
+     *                                  rank is below 1, or the scaling is not a finite
      *                                  value of the table's type; the message names expected and actual
      */
     public static LoraEmbedding wrap(INDArray table, LoraConfig config) {
@@ -174,8 +174,8 @@ public final class LoraEmbedding implements LoraModule {
      * @param name   the new adapter's name: not blank, not {@value LoraLinear#BASE_MODEL}, not already used
      * @param config its configuration, kept as given ({@link LoraAdapter#config()}); its dropout is ignored
      * @throws NullPointerException     if {@code name} or {@code config} is null
-     * @throws IllegalArgumentException if the name is blank, reserved or taken, the rank exceeds
-     *                                  {@code min(num_embeddings, dim)}, the scaling is not a finite value of the
+     * @throws IllegalArgumentException if the name is blank, reserved or taken, the rank is below
+     *                                  1, the scaling is not a finite value of the
      *                                  table's type, or the config asks for DoRA (not supported on embeddings)
      */
     public void addAdapter(String name, LoraConfig config) {
@@ -310,6 +310,20 @@ public final class LoraEmbedding implements LoraModule {
      */
     public void updateTrainable(Consumer<LoraAdapter> update) {
         change(() -> delegate.updateTrainable(update));
+    }
+
+    /**
+     * Lets {@code update} change adapter {@code name}'s {@code A} and {@code B} in place (an optimizer step), active
+     * or not, under the layer's exclusive lock. A pending training forward is dropped.
+     *
+     * @param name   an adapter of this layer
+     * @param update receives that adapter; it may write {@code a()} and {@code b()} in place
+     * @throws NullPointerException     if {@code update} is null
+     * @throws IllegalArgumentException for an unknown name
+     * @throws IllegalStateException    while an adapter is merged into the table
+     */
+    public void updateTrainable(String name, Consumer<LoraAdapter> update) {
+        change(() -> delegate.updateTrainable(name, update));
     }
 
     /**
@@ -518,6 +532,29 @@ public final class LoraEmbedding implements LoraModule {
             delegate.zeroGrad();
             return null;
         });
+    }
+
+    /**
+     * Clears the gradients of adapter {@code name} only (an optimizer step does this for each adapter it stepped).
+     *
+     * @param name an adapter of this layer
+     * @throws IllegalArgumentException for an unknown name
+     */
+    public void zeroGrad(String name) {
+        exclusive(() -> {
+            delegate.zeroGrad(name);
+            return null;
+        });
+    }
+
+    /**
+     * The adapters an optimizer step applies: an embedding trains one adapter per batch, so this is the active
+     * adapter while adapters are enabled (an embedding has no mixed-adapter batch), and none otherwise.
+     *
+     * @return their names (a new list)
+     */
+    public List<String> adaptersWithGradients() {
+        return exclusive(delegate::adaptersWithGradients);
     }
 
     // ---------------------------------------------------------------- merge

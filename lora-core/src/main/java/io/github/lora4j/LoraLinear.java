@@ -63,7 +63,7 @@ import org.nd4j.linalg.factory.Nd4j;
  * Bad arguments throw {@link IllegalArgumentException}, calls in the wrong state
  * {@link IllegalStateException}; each names what was expected and what came, and leaves the layer as it was.
  */
-public final class LoraLinear implements LoraModule {
+public final class LoraLinear implements LoraTrainable {
 
     /** Name of the adapter that {@link #wrap} adds. */
     public static final String DEFAULT_ADAPTER = "default";
@@ -203,8 +203,8 @@ public final class LoraLinear implements LoraModule {
      *
      * @param name   the new adapter's name: not blank, not taken, not {@value #BASE_MODEL}
      * @param config its rank, alpha, init and dropout
-     * @throws IllegalArgumentException if the name is blank or taken, the rank exceeds {@code min(in, out)}, or the
-     *                                  scaling {@code s} is not a finite value of the layer's data type; for DoRA, if a
+     * @throws IllegalArgumentException if the name is blank or taken, the rank is below 1 (ranks above
+     *                                  {@code min(in, out)} are accepted, as in PEFT), or the scaling {@code s} is not a finite value of the layer's data type; for DoRA, if a
      *                                  row of {@code W} is zero (its direction is undefined)
      * @throws IllegalStateException    for DoRA, while an adapter is merged (the magnitude starts from the unmerged W)
      */
@@ -231,11 +231,11 @@ public final class LoraLinear implements LoraModule {
      * @param adapterNames the adapters to combine, each once; they are not changed
      * @param weights      one weight per adapter; finite
      * @throws IllegalArgumentException for unknown or repeated names, mismatched lengths, a non-finite weight or result
-     *                                  (in the layer's type), a taken name, or a total rank above {@code min(in, out)}
-     *                                  (use {@link #addWeightedAdapterSvd} then); nothing is added then
+     *                                  (in the layer's type) or a taken name; nothing is added then. The total rank
+     *                                  may exceed {@code min(in, out)} (use {@link #addWeightedAdapterSvd} to cap it)
      */
     public void addWeightedAdapter(String newName, List<String> adapterNames, double[] weights) {
-        AdapterCombination.addConcatenated(newName, adapterNames, weights, adapters, lock, in, out);
+        AdapterCombination.addConcatenated(newName, adapterNames, weights, adapters, lock);
     }
 
     /**
@@ -247,7 +247,7 @@ public final class LoraLinear implements LoraModule {
      * @param newName      the new adapter's name: not blank, not taken
      * @param adapterNames the adapters to combine, each once; they are not changed
      * @param weights      one weight per adapter; finite
-     * @param rank         the new adapter's rank, in {@code [1, min(in, out)]}
+     * @param rank         the new adapter's rank, in {@code [1, min(in, out)]} (a truncated SVD has no more)
      * @throws IllegalArgumentException as {@link #addWeightedAdapter}, or for a rank outside {@code [1, min(in, out)]}
      */
     public void addWeightedAdapterSvd(String newName, List<String> adapterNames, double[] weights, int rank) {

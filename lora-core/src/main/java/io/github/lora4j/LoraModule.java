@@ -25,9 +25,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  *       in the kernel's 4-d shape for {@link LoraConv2d#weight()} and {@link LoraConv2d#mergedWeight()};</li>
  *   <li>only the linear layer has DoRA, weighted adapter combinations and a mixed-adapter batch.</li>
  * </ul>
- * The train/eval switch is not part of this interface because a convolution has none.
+ * The train/eval switch is not part of this interface because a convolution has none; the layers with a backward
+ * pass (linear and embedding) are also {@link LoraTrainable}, which is what a trainer steps.
  */
-public sealed interface LoraModule permits LoraLinear, LoraEmbedding, LoraConv2d {
+public sealed interface LoraModule permits LoraTrainable, LoraConv2d {
 
     /** The layer kind, for hosts that handle the three alike but must still tell them apart (files, reports). */
     enum Kind {

@@ -16,7 +16,9 @@ public enum MergeMode {
     EXACT,
     /**
      * One in-place gemm, {@code W += s·B·A}, and one for unmerge, {@code W −= s·B·A}: the cheapest
-     * merge, but each cycle may move an element of {@code W} by an ulp of the merged value.
+     * merge, but each cycle may move an element of {@code W} by a few ulps: at most {@code (r + 1)} ulps of
+     * {@code |W_ij| + s·Σ_k |B_ik|·|A_kj|}, since a BLAS may accumulate the {@code r} products into {@code W}
+     * itself (OpenBLAS's small-matrix kernels do), rounding once per product.
      * Use it to merge once for deployment. Overflow is ruled out by a bound checked before {@code W}
      * changes; when the bound cannot rule it out, the merge is done the {@link #EXACT} way.
      */

@@ -12,9 +12,9 @@ import org.nd4j.linalg.api.ndarray.INDArray;
 /**
  * Analytic gradients against central finite differences of {@code L = sum(y ⊙ g)} in double precision.
  * L is linear in each of A, B and x separately, so the central difference has no truncation error; the
- * tolerance covers rounding only.
+ * tolerance covers rounding only. {@link #checkAgainstDifferences} is public for the other packages' gradient checks.
  */
-class GradientCheckTest {
+public class GradientCheckTest {
 
     private static final double EPS = 1e-6;
 
@@ -22,15 +22,17 @@ class GradientCheckTest {
     void gradientsMatchCentralDifferences(@ForAll @IntRange(min = 1, max = 7) int in, @ForAll @IntRange(min = 1, max = 7) int out,
                                           @ForAll @IntRange(min = 1, max = 4) int rank, @ForAll @IntRange(min = 1, max = 4) int n,
                                           @ForAll boolean rsLora, @ForAll boolean inOut, @ForAll long seed) {
-        int r = Math.min(rank, Math.min(in, out));
+        int r = rank;   // also above min(in, out), as PEFT allows
         LoraConfig cfg = LoraConfig.builder().rank(r).alpha(3).rsLora(rsLora).build();
         WeightLayout layout = inOut ? WeightLayout.IN_OUT : WeightLayout.OUT_IN;
         INDArray w = inOut ? gaussian(DataType.DOUBLE, seed, 1, in, out) : gaussian(DataType.DOUBLE, seed, 1, out, in);
         LoraLinear l = LoraLinear.wrap(w, gaussian(DataType.DOUBLE, seed + 1, 1, out), cfg, layout);
         l.setAdapterWeights("default", gaussian(DataType.DOUBLE, seed + 2, 1, r, in), gaussian(DataType.DOUBLE, seed + 3, 1, out, r));
-        INDArray x = gaussian(DataType.DOUBLE, seed + 4, 1, n, in);
-        INDArray g = gaussian(DataType.DOUBLE, seed + 5, 1, n, out);
+        checkLayer(l, gaussian(DataType.DOUBLE, seed + 4, 1, n, in), gaussian(DataType.DOUBLE, seed + 5, 1, n, out));
+    }
 
+    /** The active adapter's dL/dA, dL/dB and dL/dx for {@code L = sum(y ⊙ g)} against central differences. */
+    static void checkLayer(LoraLinear l, INDArray x, INDArray g) {
         l.train();
         l.forward(x);
         INDArray dx = l.backward(g);
@@ -48,7 +50,7 @@ class GradientCheckTest {
         return l.forward(x).mul(g).sumNumber().doubleValue();
     }
 
-    static void checkAgainstDifferences(String what, INDArray param, INDArray analytic,
+    public static void checkAgainstDifferences(String what, INDArray param, INDArray analytic,
                                                 java.util.function.DoubleSupplier loss) {
         INDArray flat = param.reshape(param.length());
         INDArray an = analytic.dup('c').reshape(analytic.length());

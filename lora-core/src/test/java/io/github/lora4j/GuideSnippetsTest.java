@@ -216,7 +216,7 @@ class GuideSnippetsTest {
         // docs/training.md: save and resume
         LoraModel model = baseModel();                            // built from the base weights
         model.applyLora(LoraConfig.builder().rank(8).alpha(16).build(), List.of("q_proj", "v_proj"));
-        LoraTrainer trainer = LoraTrainer.builder().updater(new Adam(1e-3)).build(model); // every targeted linear module
+        LoraTrainer trainer = LoraTrainer.builder().updater(new Adam(1e-3)).build(model); // every targeted linear and embedding module
         train(model, trainer, 10);                                // forward, backward, trainer.step()
         model.save(dir, "default");                               // the adapter (PEFT files)
         trainer.saveState(dir);                                   // trainer_state.safetensors + trainer_state.json

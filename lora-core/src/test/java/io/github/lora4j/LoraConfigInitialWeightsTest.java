@@ -2,6 +2,7 @@ package io.github.lora4j;
 
 import static io.github.lora4j.TestData.assertBitwiseEquals;
 import static io.github.lora4j.TestData.gaussian;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
 import net.jqwik.api.Arbitraries;
@@ -25,8 +26,8 @@ class LoraConfigInitialWeightsTest {
     @Property(tries = 40)
     void sameAsAWrappedLayer(@ForAll("types") DataType type, @ForAll LoraInit init,
             @ForAll @IntRange(min = 1, max = 9) int in, @ForAll @IntRange(min = 1, max = 9) int out,
-            @ForAll @IntRange(min = 1, max = 9) int r, @ForAll long seed, @ForAll boolean inOut) {
-        int rank = Math.min(r, Math.min(in, out));
+            @ForAll @IntRange(min = 1, max = 12) int rank, @ForAll long seed, @ForAll boolean inOut) {
+        // Ranks above min(in, out) too: legal, as in PEFT.
         LoraConfig config = LoraConfig.builder().rank(rank).alpha(2).init(init).seed(seed).build();
         WeightLayout layout = inOut ? WeightLayout.IN_OUT : WeightLayout.OUT_IN;
         INDArray w = inOut ? gaussian(type, 3, 1, in, out) : gaussian(type, 3, 1, out, in);
@@ -39,7 +40,9 @@ class LoraConfigInitialWeightsTest {
     @Test
     void refusesWhatTheLayerRefuses() {
         LoraConfig r4 = LoraConfig.builder().rank(4).build();
-        assertThrows(IllegalArgumentException.class, () -> r4.initialWeights(3, 8, DataType.FLOAT), "rank > min");
+        INDArray[] aboveMin = r4.initialWeights(3, 8, DataType.FLOAT);   // r = 4 > min(3, 8): accepted, as in PEFT
+        assertArrayEquals(new long[] {4, 3}, aboveMin[0].shape(), "A [r, in]");
+        assertArrayEquals(new long[] {8, 4}, aboveMin[1].shape(), "B [out, r]");
         LoraConfig huge = LoraConfig.builder().rank(1).alpha(1e39).build();
         assertThrows(IllegalArgumentException.class, () -> huge.initialWeights(3, 8, DataType.FLOAT), "s overflows");
         assertThrows(NullPointerException.class, () -> r4.initialWeights(8, 8, null));

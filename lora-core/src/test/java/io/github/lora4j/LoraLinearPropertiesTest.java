@@ -29,7 +29,7 @@ class LoraLinearPropertiesTest {
 
     private static LoraLinear layer(DataType type, long seed, int in, int out, int rank, boolean rsLora,
                                     WeightLayout layout, boolean randomAdapter) {
-        int r = Math.min(rank, Math.min(in, out));
+        int r = rank;   // also above min(in, out), as PEFT allows
         LoraConfig cfg = LoraConfig.builder().rank(r).alpha(1 + Math.floorMod(seed, 16)).rsLora(rsLora).seed(seed).build();
         INDArray w = layout == WeightLayout.OUT_IN ? gaussian(type, seed, 0.5, out, in) : gaussian(type, seed, 0.5, in, out);
         LoraLinear l = LoraLinear.wrap(w, gaussian(type, seed + 1, 0.5, out), cfg, layout);
@@ -100,22 +100,40 @@ class LoraLinearPropertiesTest {
     }
 
     @Property(tries = 60)
-    void fastMergeThenUnmergeStaysWithinTwoUlpOfTheMergedValue(@ForAll("layouts") WeightLayout layout,
-                                                               @ForAll @IntRange(min = 1, max = 64) int in, @ForAll @IntRange(min = 1, max = 64) int out,
-                                                               @ForAll @IntRange(min = 1, max = 16) int rank, @ForAll long seed) {
+    void fastMergeThenUnmergeStaysWithinItsRoundingBound(@ForAll("layouts") WeightLayout layout,
+                                                         @ForAll @IntRange(min = 1, max = 64) int in, @ForAll @IntRange(min = 1, max = 64) int out,
+                                                         @ForAll @IntRange(min = 1, max = 16) int rank, @ForAll long seed) {
         LoraLinear l = layer(DataType.FLOAT, seed, in, out, rank, false, layout, true);
         INDArray original = l.weight().dup();
+        LoraAdapter ad = l.adapter(LoraLinear.DEFAULT_ADAPTER);
+        double s = ad.scaling();
+        // M_ij = |W_ij| + s·Σ_k |B_ik|·|A_kj| bounds every partial sum either gemm can form. A BLAS may accumulate
+        // the r products into W itself (OpenBLAS's small-matrix kernels do), so each pass rounds up to r + 1 times,
+        // each by at most half an ulp of M: merge then unmerge moves W by at most (r + 1)·ulp(M).
+        double[][] bound = new double[out][in];
+        double[][] a = ad.a().castTo(DataType.DOUBLE).toDoubleMatrix();
+        double[][] b = ad.b().castTo(DataType.DOUBLE).toDoubleMatrix();
+        double[][] w0 = original.castTo(DataType.DOUBLE).toDoubleMatrix();
+        for (int i = 0; i < out; i++) {
+            for (int j = 0; j < in; j++) {
+                double m = Math.abs(layout == WeightLayout.OUT_IN ? w0[i][j] : w0[j][i]);
+                for (int k = 0; k < ad.rank(); k++) {
+                    m += s * Math.abs(b[i][k]) * Math.abs(a[k][j]);
+                }
+                bound[i][j] = (ad.rank() + 1) * Math.ulp((float) m);
+            }
+        }
         l.merge(MergeMode.FAST);
         assertEquals(MergeMode.FAST, l.mergeMode());
-        float[] merged = l.weight().dup('c').data().asFloat();
         l.unmerge();
-        float[] before = original.dup('c').data().asFloat();
-        float[] after = l.weight().dup('c').data().asFloat();
-        for (int i = 0; i < before.length; i++) {
-            // Each of the two roundings errs by at most half an ulp of the value it produced.
-            float ulp = Math.max(Math.ulp(before[i]), Math.ulp(merged[i]));
-            assertTrue(Math.abs(after[i] - before[i]) <= 2 * ulp,
-                    "element " + i + ": " + before[i] + " became " + after[i] + " (ulp " + ulp + ")");
+        for (int i = 0; i < out; i++) {
+            for (int j = 0; j < in; j++) {
+                long[] at = layout == WeightLayout.OUT_IN ? new long[] {i, j} : new long[] {j, i};
+                float before = original.getFloat(at);
+                float after = l.weight().getFloat(at);
+                assertTrue(Math.abs(after - before) <= bound[i][j], "W[" + i + ", " + j + "] (out, in): " + before
+                        + " became " + after + " (bound " + bound[i][j] + ")");
+            }
         }
     }
 

@@ -253,7 +253,7 @@ class LoraLinearStateMachineTest {
 
         void addAdapter(String name, int r, double alpha, boolean rs, long seed, boolean dora) {
             LoraConfig cfg = LoraConfig.builder().rank(r).alpha(alpha).rsLora(rs).seed(seed).useDora(dora).build();
-            boolean badArgument = name.isBlank() || name.equals(LoraLinear.BASE_MODEL) || r > Math.min(IN, OUT);
+            boolean badArgument = name.isBlank() || name.equals(LoraLinear.BASE_MODEL);   // any r >= 1, as PEFT
             boolean taken = adapters.containsKey(name);
             boolean mergedRefusal = dora && merged != null;   // DoRA's magnitude starts from the unmerged W
             Class<? extends RuntimeException> refusal = badArgument || (taken && !mergedRefusal)

@@ -122,4 +122,27 @@ public final class TestData {
     public static double maxAbsDiff(INDArray actual, INDArray expected) {
         return actual.castTo(DataType.DOUBLE).sub(expected.castTo(DataType.DOUBLE)).amaxNumber().doubleValue();
     }
+
+    /**
+     * Every file and folder below {@code dir}, lock files ({@code .lora4j.lock}) aside: relative path to the file's
+     * bytes (Base64), folders with a trailing {@code /}; empty when {@code dir} does not exist. Two equal trees hold
+     * the same files, byte for byte.
+     */
+    public static java.util.Map<String, String> fileTree(java.nio.file.Path dir) throws java.io.IOException {
+        java.util.Map<String, String> out = new java.util.TreeMap<>();
+        if (!java.nio.file.Files.exists(dir)) {
+            return out;
+        }
+        try (java.util.stream.Stream<java.nio.file.Path> walk = java.nio.file.Files.walk(dir)) {
+            for (java.nio.file.Path p : walk.toList()) {
+                String rel = dir.relativize(p).toString();
+                if (java.nio.file.Files.isDirectory(p)) {
+                    out.put(rel + "/", "");
+                } else if (!p.getFileName().toString().equals(".lora4j.lock")) {
+                    out.put(rel, java.util.Base64.getEncoder().encodeToString(java.nio.file.Files.readAllBytes(p)));
+                }
+            }
+        }
+        return out;
+    }
 }

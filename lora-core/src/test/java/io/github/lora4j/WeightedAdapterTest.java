@@ -80,12 +80,19 @@ class WeightedAdapterTest {
     }
 
     @Test
-    void catRefusesARankAboveTheLayerAndSvdTakesOver() {
+    void catKeepsARankAboveTheLayerAndSvdCapsIt() {
         LoraLinear l = twoAdapters(1, 4, 6); // min(in, out) = 4 < 2 + 3
+        // PEFT's "cat" keeps every rank, also above min(in, out): rank 5 here, exact
+        l.addWeightedAdapter("cat", List.of("default", "b"), new double[] {1, 1});
+        assertEquals(5, l.adapter("cat").rank());
+        double catErr = TestData.normwiseRelativeError(deltaOf(l, "cat"), weightedDelta(l, List.of("default", "b"), new double[] {1, 1}));
+        assertTrue(catErr < 1e-12, "cat combination error " + catErr);
+        // a truncated SVD has at most min(in, out) = 4 triplets
         IllegalArgumentException ex = assertThrows(IllegalArgumentException.class,
-                () -> l.addWeightedAdapter("cat", List.of("default", "b"), new double[] {1, 1}));
-        assertTrue(ex.getMessage().contains("concatenated rank 5 exceeds min(in, out) = 4"), ex.getMessage());
-        assertEquals(List.of("default", "b"), l.adapterNames());
+                () -> l.addWeightedAdapterSvd("svd5", List.of("default", "b"), new double[] {1, 1}, 5));
+        assertTrue(ex.getMessage().contains("SVD target rank must be <= min(in, out) = 4") && ex.getMessage().contains("got 5"),
+                ex.getMessage());
+        assertEquals(List.of("b", "cat", "default"), l.adapterNames().stream().sorted().toList());
         l.addWeightedAdapterSvd("svd", List.of("default", "b"), new double[] {1, 1}, 4);
         // rank 4 = min(in, out): the combination is representable exactly
         double err = TestData.normwiseRelativeError(deltaOf(l, "svd"), weightedDelta(l, List.of("default", "b"), new double[] {1, 1}));

@@ -165,10 +165,6 @@ final class AdapterLoader {
                 throw new IllegalArgumentException("module '" + module + "': the layer has " + what + ", so expected A ["
                         + m.rank() + ", " + in + "] and B [" + out + ", " + m.rank() + "], got " + shapes);
             }
-            if (m.rank() > Math.min(in, out)) {
-                throw new IllegalArgumentException("module '" + module + "': expected r <= min(in, out) = "
-                        + Math.min(in, out) + ", got r = " + m.rank());
-            }
             if (names.contains(adapterName)) {
                 throw new IllegalArgumentException("module '" + module + "': expected adapter name '" + adapterName
                         + "' to be free, but the layer already has adapters " + names);

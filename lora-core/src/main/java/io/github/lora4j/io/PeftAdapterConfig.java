@@ -1,6 +1,9 @@
 package io.github.lora4j.io;
 
 import com.fasterxml.jackson.core.JacksonException;
+import com.fasterxml.jackson.core.JsonFactory;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonToken;
 import com.fasterxml.jackson.core.StreamReadFeature;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;
@@ -33,7 +36,8 @@ import java.util.regex.PatternSyntaxException;
  * {@code fan_in_fan_out} (false), {@code bias} ({@code "none"}),
  * {@code rank_pattern} / {@code alpha_pattern} ({@code {}}: per-module {@code r} / {@code lora_alpha}, keys
  * matched as PEFT does, see {@link #rankOf}), {@code modules_to_save} (null), {@code base_model_name_or_path}
- * (null), {@code init_lora_weights} (true). A config read from a file keeps the whole file as {@link #raw()}.
+ * (null), {@code task_type} (null; see {@link #TASK_TYPES}), {@code init_lora_weights} (true). A config read from a
+ * file keeps the whole file as {@link #raw()}.
  *
  * <p>Unknown keys are ignored (PEFT adds keys in every release), as are keys that only steer how PEFT builds a
  * model ({@code layers_to_transform}, {@code exclude_modules}, {@code auto_mapping}, ...): the tensors in the file
@@ -53,6 +57,28 @@ public final class PeftAdapterConfig {
 
     /** Largest {@code adapter_config.json} read, 8 MiB (real ones are a few KB; rank patterns of huge models ~1 MB). */
     public static final long MAX_CONFIG_BYTES = 8L << 20;
+
+    /**
+     * PEFT's {@code TaskType} values, which its {@code AutoPeftModelFor…} classes and {@code PeftModel} subclasses key
+     * on: {@code SEQ_CLS}, {@code SEQ_2_SEQ_LM}, {@code CAUSAL_LM}, {@code TOKEN_CLS}, {@code QUESTION_ANS},
+     * {@code FEATURE_EXTRACTION}. {@link io.github.lora4j.model.LoraModel#setTaskType} accepts these (or null: no
+     * task, PEFT's plain {@code PeftModel}); a value read from a file is kept whatever string it is, so a file from a
+     * newer PEFT with a new task loads and saves back unchanged.
+     */
+    public static final List<String> TASK_TYPES = List.of("SEQ_CLS", "SEQ_2_SEQ_LM", "CAUSAL_LM", "TOKEN_CLS",
+            "QUESTION_ANS", "FEATURE_EXTRACTION");
+
+    /**
+     * Most entries {@code rank_pattern} or {@code alpha_pattern} may hold, {@value}. Each key is a regular expression
+     * compiled and kept (about 1–2 KB), and each module path is matched against the keys in file order, so the cost
+     * grows with the count; real files hold one key per module whose rank differs (hundreds to a few thousand). A
+     * config of 940,000 keys (8 MiB) ran a 256 MiB heap out of memory; it is now refused after a streaming count,
+     * before any tree or pattern is built.
+     */
+    public static final int MAX_PATTERN_ENTRIES = 16_384;
+
+    /** Counts pattern entries without building a tree (and without the mapper's duplicate-key set). */
+    private static final JsonFactory COUNTER = new JsonFactory();
 
     private static final Set<String> BIAS_VALUES = Set.of("none", "all", "lora_only");
 
@@ -76,6 +102,7 @@ public final class PeftAdapterConfig {
     private final Map<String, Double> alphaPattern;
     private final List<String> modulesToSave;
     private final String baseModelNameOrPath;
+    private final String taskType;
     private final ObjectNode raw;
     /** Compiled pattern keys, in file order (PEFT takes the first that matches). */
     private final List<Map.Entry<String, Pattern>> rankKeys;
@@ -84,7 +111,7 @@ public final class PeftAdapterConfig {
     PeftAdapterConfig(int r, double loraAlpha, double loraDropout, List<String> targetModules,
                       String targetModulesRegex, boolean useRslora, boolean useDora, boolean fanInFanOut, String bias,
                       Map<String, Integer> rankPattern, Map<String, Double> alphaPattern, List<String> modulesToSave,
-                      String baseModelNameOrPath, ObjectNode raw) {
+                      String baseModelNameOrPath, String taskType, ObjectNode raw) {
         this.peftType = LORA;
         this.r = r;
         this.loraAlpha = loraAlpha;
@@ -99,6 +126,7 @@ public final class PeftAdapterConfig {
         this.alphaPattern = Collections.unmodifiableMap(new LinkedHashMap<>(alphaPattern));
         this.modulesToSave = modulesToSave == null ? null : List.copyOf(modulesToSave);
         this.baseModelNameOrPath = baseModelNameOrPath;
+        this.taskType = taskType;
         this.rankKeys = PatternKeys.compile(this.rankPattern.keySet());
         this.alphaKeys = PatternKeys.compile(this.alphaPattern.keySet());
         // Last: toJson reads the fields above. Parsed back, so the node types are the ones a reader of the file sees.
@@ -114,7 +142,8 @@ public final class PeftAdapterConfig {
      * @param targets     module-name suffixes to list as {@code target_modules}, in order; copied, no element
      *                    {@code null}
      * @param fanInFanOut whether the adapted base weights are stored {@code [in, out]}
-     * @return a new config with {@code bias "none"}, no patterns, no {@code modules_to_save} and no base model name
+     * @return a new config with {@code bias "none"}, no patterns, no {@code modules_to_save}, no base model name and
+     *         no task type
      * @throws NullPointerException if {@code config}, {@code targets} or an element of {@code targets} is {@code null}
      */
     public static PeftAdapterConfig from(LoraConfig config, List<String> targets, boolean fanInFanOut) {
@@ -124,7 +153,7 @@ public final class PeftAdapterConfig {
             Objects.requireNonNull(t, "target module names must not be null");
         }
         return new PeftAdapterConfig(config.rank(), config.alpha(), config.dropout(), targets, null,
-                config.rsLora(), config.useDora(), fanInFanOut, "none", Map.of(), Map.of(), null, null, null);
+                config.rsLora(), config.useDora(), fanInFanOut, "none", Map.of(), Map.of(), null, null, null, null);
     }
 
     /**
@@ -254,10 +283,20 @@ public final class PeftAdapterConfig {
     }
 
     /**
+     * {@code task_type} (e.g. {@code "CAUSAL_LM"}), when not null: usually one of {@link #TASK_TYPES}; a config read
+     * from a file keeps whatever string the file holds.
+     *
+     * @return the task type, or empty when absent or null
+     */
+    public Optional<String> taskType() {
+        return Optional.ofNullable(taskType);
+    }
+
+    /**
      * A copy of the whole JSON object. For a config read from a file ({@link PeftAdapterFiles#read}) it is the file's
      * object as read, unknown keys included. For a config built here ({@link #from}) it is the object a save writes
      * for these fields: each field above under its PEFT key (absent values as PEFT's defaults or null), plus
-     * {@code init_lora_weights} true, {@code inference_mode} true and {@code task_type} null.
+     * {@code init_lora_weights} true and {@code inference_mode} true.
      *
      * @return a deep copy of the JSON object; modifying it does not change this config
      */
@@ -334,7 +373,7 @@ public final class PeftAdapterConfig {
     // ---------------------------------------------------------------- JSON
 
     /**
-     * The JSON PEFT reads: the fields above, {@code task_type} null, {@code inference_mode} true and
+     * The JSON PEFT reads: the fields above, {@code inference_mode} true and
      * {@code init_lora_weights} true (the weights are plain LoRA factors).
      */
     byte[] toJson() {
@@ -381,7 +420,11 @@ public final class PeftAdapterConfig {
         }
         o.put("init_lora_weights", true);
         o.put("inference_mode", true);
-        o.putNull("task_type");
+        if (taskType == null) {
+            o.putNull("task_type");
+        } else {
+            o.put("task_type", taskType);
+        }
         if (baseModelNameOrPath == null) {
             o.putNull("base_model_name_or_path");
         } else {
@@ -401,8 +444,10 @@ public final class PeftAdapterConfig {
     /** Parses {@code adapter_config.json}; {@code what} names it in messages. */
     static PeftAdapterConfig parse(byte[] json, String what) throws AdapterFormatException {
         JsonNode root;
+        String text = Safetensors.decodeUtf8(ByteBuffer.wrap(json), what);
+        checkPatternSizes(text, what);
         try {
-            root = JSON.readTree(Safetensors.decodeUtf8(ByteBuffer.wrap(json), what));
+            root = JSON.readTree(text);
         } catch (JacksonException e) {
             throw new AdapterFormatException(what + ": not valid JSON (duplicate keys included): "
                     + e.getOriginalMessage(), e);
@@ -472,9 +517,51 @@ public final class PeftAdapterConfig {
             throw new AdapterFormatException(what + ": expected base_model_name_or_path to be a string or null, got "
                     + base.getNodeType());
         }
+        JsonNode task = root.get("task_type");
+        if (task != null && !task.isNull() && !task.isTextual()) {
+            throw new AdapterFormatException(what + ": expected task_type to be a string (one of PEFT's " + TASK_TYPES
+                    + ") or null, got " + task.getNodeType());
+        }
         return new PeftAdapterConfig(r, alpha, dropout, targets, regex, rslora, dora, fanInFanOut, bias, rankPattern,
                 alphaPattern, modulesToSave, base == null || base.isNull() ? null : base.textValue(),
-                (ObjectNode) root);
+                task == null || task.isNull() ? null : task.textValue(), (ObjectNode) root);
+    }
+
+    /**
+     * Refuses a {@code rank_pattern} or {@code alpha_pattern} of more than {@link #MAX_PATTERN_ENTRIES} entries, counted
+     * by streaming the top-level object: memory stays at one token. Malformed JSON is left to the tree parser, whose
+     * message names the problem.
+     */
+    private static void checkPatternSizes(String json, String what) throws AdapterFormatException {
+        try (JsonParser p = COUNTER.createParser(json)) {
+            if (p.nextToken() != JsonToken.START_OBJECT) {
+                return;
+            }
+            while (p.nextToken() == JsonToken.FIELD_NAME) {
+                String key = p.currentName();
+                JsonToken value = p.nextToken();
+                if ((key.equals("rank_pattern") || key.equals("alpha_pattern")) && value == JsonToken.START_OBJECT) {
+                    long entries = 0;
+                    while (p.nextToken() == JsonToken.FIELD_NAME) {
+                        entries++;
+                        p.nextToken();
+                        p.skipChildren();
+                    }
+                    if (entries > MAX_PATTERN_ENTRIES) {
+                        throw new AdapterFormatException(what + ": " + key + " holds " + entries + " entries; expected at "
+                                + "most " + MAX_PATTERN_ENTRIES + " (one per module whose rank or alpha differs)");
+                    }
+                } else {
+                    p.skipChildren();
+                }
+            }
+        } catch (JacksonException e) {
+            // Not valid JSON: readTree refuses it with the parser's own message.
+        } catch (AdapterFormatException e) {
+            throw e;
+        } catch (IOException e) {
+            throw new IllegalStateException("reading a JSON string failed", e);
+        }
     }
 
     /** The keys that would change the model if ignored; each refusal names the key and what PEFT would do. */
@@ -632,13 +719,13 @@ public final class PeftAdapterConfig {
                 && targetModules.equals(c.targetModules) && Objects.equals(targetModulesRegex, c.targetModulesRegex)
                 && rankPattern.equals(c.rankPattern) && alphaPattern.equals(c.alphaPattern)
                 && modulesToSave().equals(c.modulesToSave())
-                && Objects.equals(baseModelNameOrPath, c.baseModelNameOrPath);
+                && Objects.equals(baseModelNameOrPath, c.baseModelNameOrPath) && Objects.equals(taskType, c.taskType);
     }
 
     @Override
     public int hashCode() {
         return Objects.hash(peftType, r, loraAlpha, loraDropout, targetModules, targetModulesRegex, useRslora, useDora,
-                fanInFanOut, bias, rankPattern, alphaPattern, modulesToSave(), baseModelNameOrPath);
+                fanInFanOut, bias, rankPattern, alphaPattern, modulesToSave(), baseModelNameOrPath, taskType);
     }
 
     @Override
@@ -651,6 +738,7 @@ public final class PeftAdapterConfig {
                 + (rankPattern.isEmpty() ? "" : ", rank_pattern=" + rankPattern)
                 + (alphaPattern.isEmpty() ? "" : ", alpha_pattern=" + alphaPattern)
                 + (modulesToSave().isEmpty() ? "" : ", modules_to_save=" + modulesToSave)
-                + (baseModelNameOrPath == null ? "" : ", base_model_name_or_path=" + baseModelNameOrPath) + "}";
+                + (baseModelNameOrPath == null ? "" : ", base_model_name_or_path=" + baseModelNameOrPath)
+                + (taskType == null ? "" : ", task_type=" + taskType) + "}";
     }
 }

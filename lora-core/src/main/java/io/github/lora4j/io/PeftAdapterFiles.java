@@ -140,6 +140,7 @@ public final class PeftAdapterFiles {
         Map<String, LoraConv2d> convs = Collections.emptyMap();
         Map<String, Map<String, INDArray>> modulesToSave = Collections.emptyMap();
         String baseModel;
+        String taskType;
         List<String> targets;
         String targetRegex;
         DataType fileType = DataType.FLOAT;
@@ -229,6 +230,20 @@ public final class PeftAdapterFiles {
         }
 
         /**
+         * {@code task_type}, usually one of PEFT's {@link PeftAdapterConfig#TASK_TYPES} (e.g. {@code "CAUSAL_LM"},
+         * which PEFT's {@code AutoPeftModelForCausalLM} requires), or null (the default) to write null. Written as
+         * given, so that a value read from a file saves back unchanged;
+         * {@link io.github.lora4j.model.LoraModel#setTaskType} is the checked setter.
+         *
+         * @param taskType the task type, or {@code null}
+         * @return this saver
+         */
+        public Saver taskType(String taskType) {
+            this.taskType = taskType;
+            return this;
+        }
+
+        /**
          * {@code target_modules} as a list (PEFT matches a path equal to a name or ending in {@code "." + name}).
          *
          * @param names module-name suffixes, in the order to write them; copied; replaces any regex set before
@@ -309,6 +324,33 @@ public final class PeftAdapterFiles {
             save(dir, adapterName, SafeFiles.OPS.get());
         }
 
+        /**
+         * Writes several adapters into {@code dir} the way PEFT's {@code save_pretrained} does with several adapters:
+         * adapter {@code "default"} at the top of {@code dir}, every other adapter in the subfolder {@code dir/<name>}
+         * (PEFT loads one with {@code PeftModel.from_pretrained(model, dir)} and
+         * {@code model.load_adapter(dir + "/" + name, adapter_name=name)}; lora4j with
+         * {@link io.github.lora4j.model.LoraModel#load(Path)}). Each adapter is written as {@link #save} writes one.
+         *
+         * <p>All or nothing: every adapter is first checked and written into a hidden staging folder inside
+         * {@code dir} ({@code .lora4j-staging-<random>}, removed afterwards); only then are the folders replaced, one
+         * by one, each as {@link #save} replaces files. If replacing one fails, the folders replaced before it get
+         * their old files back (a subfolder that did not exist is removed), so {@code dir} holds what it held before,
+         * apart from {@link SafeFiles#LOCK_FILE} files. Subfolders of adapters not named here are left alone. Saves of
+         * several adapters into one folder from two threads at once may interleave folder by folder: save a folder
+         * from one thread at a time.
+         *
+         * @param dir          the folder, created if absent (and removed again if the save fails)
+         * @param adapterNames the adapters to write, each once; each must be usable as a folder name: not blank, no
+         *                     leading {@code '.'}, no {@code '/'}, {@code '\'}, {@code ':'} or control characters, not
+         *                     a file name of the folder (so {@code "../x"} or an absolute path is refused)
+         * @throws IllegalArgumentException for an empty list, a repeated or unusable name, or as {@link #save} for
+         *                                  any adapter; nothing is written then
+         * @throws IOException              if writing fails; {@code dir} is then as it was (see above)
+         */
+        public void saveAll(Path dir, List<String> adapterNames) throws IOException {
+            AdapterFolders.saveAll(this, dir, adapterNames);
+        }
+
         void save(Path dir, String adapterName, FileOps ops) throws IOException {
             Objects.requireNonNull(dir, "dir must not be null");
             Objects.requireNonNull(adapterName, "adapterName must not be null");
@@ -335,6 +377,24 @@ public final class PeftAdapterFiles {
      */
     public static PeftAdapter read(Path dir) throws IOException {
         return read(dir, layout -> { });
+    }
+
+    /**
+     * The adapters of a folder in PEFT's several-adapter layout ({@link Saver#saveAll}): {@code "default"} if
+     * {@code dir} itself holds {@value #CONFIG_FILE}, then every subfolder holding one, by name. Nothing is read but
+     * the directory listing: read or load each folder to check its files. Hidden entries, files and symbolic links
+     * are skipped.
+     *
+     * @param dir the folder; not {@code null}
+     * @return adapter name to its folder, {@code "default"} first, then by name; empty when there is no adapter
+     * @throws NoSuchFileException    if {@code dir} is not a directory
+     * @throws AdapterFormatException if the folder has more than 4096 entries, a subfolder named {@code "default"}
+     *                                holds an adapter (PEFT writes that one at the top), or an adapter subfolder's name
+     *                                could not be written back ({@link Saver#saveAll}'s rule)
+     * @throws IOException            if listing fails
+     */
+    public static Map<String, Path> adapterFolders(Path dir) throws IOException {
+        return AdapterFolders.list(dir);
     }
 
     /**
@@ -444,7 +504,7 @@ public final class PeftAdapterFiles {
      * @throws IllegalArgumentException if the file does not fit the model: a module missing or of another kind (conv
      *                                  LoRA always here: pass conv layers to the six-argument load), full tensors
      *                                  ({@code modules_to_save}: use {@code LoraModel}), a shape that does not match
-     *                                  the layer, a rank above {@code min(in, out)}, a scaling or value that is not
+     *                                  the layer, a scaling or value that is not
      *                                  finite in the layer's type, or an adapter name that is invalid or taken; the
      *                                  message names module, expected and actual
      * @throws IOException              if reading fails otherwise; no layer was changed then

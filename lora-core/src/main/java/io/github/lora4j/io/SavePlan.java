@@ -141,7 +141,7 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         List<String> saveList = s.modulesToSave.isEmpty() ? null : new ArrayList<>(new TreeSet<>(s.modulesToSave.keySet()));
         LoraConfig f = first.getValue();
         PeftAdapterConfig config = new PeftAdapterConfig(r, alpha, f.dropout(), targetList, s.targetRegex, f.rsLora(),
-                f.useDora(), inOut > outIn, "none", rankPattern, alphaPattern, saveList, s.baseModel, null);
+                f.useDora(), inOut > outIn, "none", rankPattern, alphaPattern, saveList, s.baseModel, s.taskType, null);
         // The patterns must give each module back its own rank and alpha when PEFT (or read) resolves them.
         configs.forEach((module, c) -> {
             if (config.rankOf(module) != c.rank() || Double.compare(config.alphaOf(module), c.alpha()) != 0) {

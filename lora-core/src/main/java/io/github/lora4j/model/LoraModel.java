@@ -85,6 +85,7 @@ public final class LoraModel {
     String targetRegex;
     LoraConfig appliedConfig;
     String baseModelNameOrPath;
+    String taskType;
 
     LoraModel(ModuleSet set) {
         this.order = new ArrayList<>(set.order);
@@ -188,6 +189,31 @@ public final class LoraModel {
     }
 
     /**
+     * {@return this model} Sets the {@code task_type} that {@link #save} writes for every adapter: one of PEFT's
+     * {@link PeftAdapterConfig#TASK_TYPES} ({@code "CAUSAL_LM"} for PEFT's
+     * {@code AutoPeftModelForCausalLM}, {@code "SEQ_CLS"} for {@code AutoPeftModelForSequenceClassification}, ...), or
+     * null to write null (PEFT's plain {@code PeftModel}). {@link #load} of a model without LoRA takes the file's
+     * value, whatever string it is, so a file saves back as it came.
+     *
+     * @param taskType one of PEFT's task types, or null
+     * @throws IllegalArgumentException for any other string (a typo such as {@code "CASUAL_LM"} would make PEFT
+     *                                  refuse the folder); the model is unchanged then
+     */
+    public LoraModel setTaskType(String taskType) {
+        if (taskType != null && !PeftAdapterConfig.TASK_TYPES.contains(taskType)) {
+            throw new IllegalArgumentException("task_type: expected null or one of PEFT's TaskType values "
+                    + PeftAdapterConfig.TASK_TYPES + ", got '" + taskType + "'");
+        }
+        this.taskType = taskType;
+        return this;
+    }
+
+    /** {@return the {@code task_type} {@link #save} writes, or null} */
+    public String taskType() {
+        return taskType;
+    }
+
+    /**
      * Adds adapter {@value #DEFAULT_ADAPTER} (active) to every module whose path equals one of {@code targetNames}
      * or ends with {@code "." + name}. Module {@code path} gets {@link LoraConfig#forModule config.forModule(path)},
      * so equal-shaped modules do not start from identical {@code A} (as PEFT's global random stream gives) and a
@@ -198,7 +224,7 @@ public final class LoraModel {
      * @param targetNames module names (PEFT's {@code target_modules} list), none blank
      * @return this model
      * @throws IllegalArgumentException if nothing matches (the message lists the available modules), a name is
-     *                                  blank, the rank exceeds {@code min(in, out)} of a matched module, or a
+     *                                  blank, or a
      *                                  matched module is a modules_to_save copy; nothing is changed then
      * @throws IllegalStateException    if LoRA was already applied (use {@link #addAdapter} for more adapters)
      */
@@ -224,12 +250,13 @@ public final class LoraModel {
 
     /**
      * Adds adapter {@code name} to every targeted module, not active (see {@link #setActiveAdapter}); module
-     * {@code path} gets {@code config.forModule(path)}. All or nothing: the rank is checked against every module first.
+     * {@code path} gets {@code config.forModule(path)}. All or nothing: the name is checked on every module first. Any
+     * rank {@code >= 1} is accepted, also above a module's {@code min(in, out)} (as in PEFT).
      *
      * @param name   the new adapter's name
      * @param config its configuration, the seed mixed per module
      * @throws IllegalStateException    before {@link #applyLora}
-     * @throws IllegalArgumentException for a taken or blank name, or a rank above a module's {@code min(in, out)}
+     * @throws IllegalArgumentException for a taken or blank name
      */
     public void addAdapter(String name, LoraConfig config) {
         ModelAdapters.addAdapter(this, name, config);
@@ -531,6 +558,54 @@ public final class LoraModel {
      */
     public void save(Path dir, String adapterName) throws IOException {
         ModelFiles.save(this, dir, adapterName);
+    }
+
+    /**
+     * Saves every adapter of the model into {@code dir} as PEFT's {@code save_pretrained} does with several adapters
+     * ({@link PeftAdapterFiles.Saver#saveAll}): adapter {@value #DEFAULT_ADAPTER} at the top of {@code dir}, each
+     * other adapter in the subfolder {@code dir/<name>}, each written as {@link #save(Path, String)} writes one (its own
+     * rank, alpha, DoRA magnitude; the model's targets, base model name and task type). {@link #load(Path)} reads
+     * the folder back; PEFT reads it with {@code PeftModel.from_pretrained(base, dir)} plus
+     * {@code load_adapter(dir + "/" + name, adapter_name=name)} for the others.
+     *
+     * <p>All or nothing: every adapter is checked and written to a staging folder first; if anything fails, the model
+     * is unchanged and {@code dir} holds what it held before.
+     *
+     * @param dir the folder, created if absent
+     * @throws IllegalStateException    before {@link #applyLora}
+     * @throws IllegalArgumentException if an adapter name cannot be a folder name ({@code "../x"}, an absolute path,
+     *                                  a name with {@code '/'}, {@code '\'}, {@code ':'} or a leading {@code '.'}),
+     *                                  the model has modules_to_save copies and several adapters (PEFT keeps a copy
+     *                                  per adapter, lora4j one for all), or as {@link #save(Path, String)}; nothing is
+     *                                  written then
+     * @throws IOException              if writing fails; {@code dir} is then as it was
+     */
+    public void save(Path dir) throws IOException {
+        ModelFiles.saveAll(this, dir);
+    }
+
+    /**
+     * Loads every adapter of a folder in PEFT's several-adapter layout ({@link #save(Path)}): the adapter at the top
+     * of {@code dir} as {@value #DEFAULT_ADAPTER} (the active one on a model without LoRA), then each subfolder that
+     * holds an adapter, by name, under its folder's name, each as {@link #load(Path, String)} loads one. To see what
+     * is there without loading, use {@link PeftAdapterFiles#adapterFolders}; to load one adapter of the folder, pass
+     * its folder to {@link #load(Path, String)}.
+     *
+     * <p>All or nothing: every folder is read and checked before the model changes; if a later adapter still does
+     * not fit the model, the adapters this call loaded are removed again and the model is as it was.
+     *
+     * @param dir the folder
+     * @return the adapters loaded, in the order loaded: {@value #DEFAULT_ADAPTER} first (if present), then by name
+     * @throws IllegalArgumentException if the folder holds no adapter, a name is already the model's, an adapter does
+     *                                  not fit the model (as {@link #load(Path, String)}), adapters cover different
+     *                                  modules, or the folder holds several adapters and one carries
+     *                                  modules_to_save (lora4j keeps one copy for all adapters)
+     * @throws AdapterFormatException   for a corrupt, hostile or unsupported file or folder (see
+     *                                  {@link PeftAdapterFiles#adapterFolders})
+     * @throws IOException              if reading fails
+     */
+    public List<String> load(Path dir) throws IOException {
+        return ModelFiles.loadAll(this, dir);
     }
 
     /**

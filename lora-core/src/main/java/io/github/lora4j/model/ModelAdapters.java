@@ -107,19 +107,10 @@ final class ModelAdapters {
 
     static void addToAll(Map<String, LoraLinear> target, Map<String, LoraEmbedding> targetEmb,
                                  Map<String, LoraConv2d> targetConv, String name, LoraConfig config) {
-        for (Map.Entry<String, LoraLinear> e : target.entrySet()) {
-            checkAddable(e.getKey(), e.getValue().inFeatures(), e.getValue().outFeatures(), e.getValue().adapterNames(),
-                    name, config);
-        }
-        for (Map.Entry<String, LoraEmbedding> e : targetEmb.entrySet()) {
-            checkAddable(e.getKey(), e.getValue().numEmbeddings(), e.getValue().embeddingDim(),
-                    e.getValue().adapterNames(), name, config);
-        }
-        for (Map.Entry<String, LoraConv2d> e : targetConv.entrySet()) {
-            int[] k = e.getValue().kernelSize();
-            checkAddable(e.getKey(), e.getValue().inChannels() * k[0] * k[1], e.getValue().outChannels(),
-                    e.getValue().adapterNames(), name, config);
-        }
+        // Any rank >= 1 fits every module (LoraConfig holds no other); only a taken name can clash.
+        target.forEach((path, layer) -> checkAddable(path, layer.adapterNames(), name));
+        targetEmb.forEach((path, layer) -> checkAddable(path, layer.adapterNames(), name));
+        targetConv.forEach((path, layer) -> checkAddable(path, layer.adapterNames(), name));
         if (config.useDora() && (!targetEmb.isEmpty() || !targetConv.isEmpty())) {
             throw new IllegalArgumentException("DoRA (useDora = true) is supported on linear modules only; the targets "
                     + "include embeddings " + targetEmb.keySet() + " and conv2d modules " + targetConv.keySet()
@@ -135,13 +126,7 @@ final class ModelAdapters {
                 "deleting it from", "with the adapter");
     }
 
-    private static void checkAddable(String path, long in, long out, List<String> names, String name,
-                                     LoraConfig config) {
-        long max = Math.min(in, out);
-        if (config.rank() > max) {
-            throw new IllegalArgumentException("rank must be <= min(in, out) = " + max + " for module '" + path + "' ("
-                    + out + "×" + in + "), got " + config.rank());
-        }
+    private static void checkAddable(String path, List<String> names, String name) {
         if (names.contains(name)) {
             throw new IllegalArgumentException("adapter '" + name + "' already exists on module '" + path
                     + "'; known adapters: " + names);

@@ -23,8 +23,33 @@ final class ModelFiles {
     private ModelFiles() {
     }
 
-    /** See {@link LoraModel#save}. */
+    /** See {@link LoraModel#save(Path, String)}. */
     static void save(LoraModel model, Path dir, String adapterName) throws IOException {
+        PeftAdapterFiles.Saver saver = saver(model);
+        if (model.appliedConfig != null) {
+            saver.provenance(model.appliedConfig);
+        }
+        saver.save(dir, adapterName);
+    }
+
+    /** See {@link LoraModel#save(Path)}. */
+    static void saveAll(LoraModel model, Path dir) throws IOException {
+        PeftAdapterFiles.Saver saver = saver(model);
+        List<String> names = model.adapterNames();
+        if (names.size() > 1 && !(model.savedLinears.isEmpty() && model.savedEmbeddings.isEmpty())) {
+            throw new IllegalArgumentException("the model has modules_to_save copies " + model.modulesToSave()
+                    + " and adapters " + names + ": lora4j keeps one copy for all adapters, PEFT one per adapter, so "
+                    + "a folder of several adapters would give PEFT another model; save one adapter with save(dir, "
+                    + "name); nothing was written");
+        }
+        if (model.appliedConfig != null && names.size() == 1) {
+            saver.provenance(model.appliedConfig);   // else each adapter's own config, from its first module
+        }
+        saver.saveAll(dir, names);
+    }
+
+    /** A saver of every targeted module, the modules_to_save copies, targets, base model name and task type. */
+    private static PeftAdapterFiles.Saver saver(LoraModel model) {
         TargetedModule.requireApplied(model);
         Map<String, Map<String, INDArray>> full = new LinkedHashMap<>();
         model.savedLinears.forEach((p, m) -> {
@@ -38,16 +63,66 @@ final class ModelFiles {
         model.savedEmbeddings.forEach((p, m) -> full.put(p, Map.of("weight", m[1].table())));
         PeftAdapterFiles.Saver saver = PeftAdapterFiles.saver().linears(model.loraModules()).embeddings(model.loraEmbeddings())
                 .convs(model.loraConvs())
-                .modulesToSave(full).baseModelNameOrPath(model.baseModelNameOrPath);
+                .modulesToSave(full).baseModelNameOrPath(model.baseModelNameOrPath).taskType(model.taskType);
         if (model.targetRegex != null) {
             saver.targetModulesRegex(model.targetRegex);
         } else if (!model.targetModules.isEmpty()) {
             saver.targetModules(model.targetModules);
         }
-        if (model.appliedConfig != null) {
-            saver.provenance(model.appliedConfig);
+        return saver;
+    }
+
+    /** See {@link LoraModel#load(Path)}. */
+    static List<String> loadAll(LoraModel model, Path dir) throws IOException {
+        Map<String, Path> found = PeftAdapterFiles.adapterFolders(dir);
+        if (found.isEmpty()) {
+            throw new IllegalArgumentException(dir + ": expected " + PeftAdapterFiles.CONFIG_FILE + " at the top (adapter '"
+                    + LoraModel.DEFAULT_ADAPTER + "') or in subfolders named after their adapters, found none");
         }
-        saver.save(dir, adapterName);
+        List<String> names = new ArrayList<>(found.keySet());
+        List<String> taken = new ArrayList<>(names);
+        taken.retainAll(model.adapterNames());
+        if (!taken.isEmpty()) {
+            throw new IllegalArgumentException(dir + " holds adapters " + names + ", but the model already has "
+                    + taken + "; nothing was loaded");
+        }
+        // Every folder read and checked before the model changes (the model's own checks follow in load).
+        for (Map.Entry<String, Path> e : found.entrySet()) {
+            PeftAdapter a = PeftAdapterFiles.read(e.getValue());
+            if (names.size() > 1 && !a.fullModules().isEmpty()) {
+                throw new IllegalArgumentException(e.getValue() + ": adapter '" + e.getKey() + "' carries modules_to_save "
+                        + a.fullModules() + "; lora4j keeps one copy for all adapters, PEFT one per adapter: load it "
+                        + "alone with load(dir, name); nothing was loaded");
+            }
+        }
+        boolean fresh = TargetedModule.none(model);
+        String baseModel = model.baseModelNameOrPath;
+        String taskType = model.taskType;
+        List<String> loaded = new ArrayList<>();
+        try {
+            for (String name : names) {
+                load(model, found.get(name), name);
+                loaded.add(name);
+            }
+        } catch (IOException | RuntimeException e) {
+            // Back to the model before this call: the adapters loaded so far go, and a fresh model is fresh again.
+            for (TargetedModule m : TargetedModule.all(model)) {
+                for (String name : loaded) {
+                    m.deleteAdapter(name);
+                }
+            }
+            if (fresh) {
+                model.targeted.clear();
+                model.targetedEmbeddings.clear();
+                model.targetedConvs.clear();
+                model.targetModules.clear();
+                model.targetRegex = null;
+            }
+            model.baseModelNameOrPath = baseModel;
+            model.taskType = taskType;
+            throw e;
+        }
+        return loaded;
     }
 
     /** See {@link LoraModel#load}. */
@@ -122,6 +197,7 @@ final class ModelFiles {
                 model.targetModules.addAll(cfg.targetModules());
             }
             model.baseModelNameOrPath = cfg.baseModelNameOrPath().orElse(model.baseModelNameOrPath);
+            model.taskType = cfg.taskType().orElse(model.taskType);
         }
         return cfg;
     }

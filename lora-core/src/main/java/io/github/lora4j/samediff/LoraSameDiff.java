@@ -164,8 +164,8 @@ public final class LoraSameDiff {
      * @return the adapted weights
      * @throws IllegalArgumentException if a name matches nothing (the message lists the 2-D weights), a matched
      *                                  weight is not 2-D, not FLOAT/DOUBLE, not finite, or read by an op that is not
-     *                                  mmul / linear, its input has another data type, the rank is above
-     *                                  {@code min(in, out)}, or a new variable's name is taken; the graph is then
+     *                                  mmul / linear, or its input has another data type, or a new
+     *                                  variable's name is taken; the graph is then
      *                                  unchanged
      * @throws IllegalStateException    if the graph already has lora4j adapters (from an earlier apply, also one saved
      *                                  with the graph, or from {@link #linear}): a second apply would freeze them and

@@ -272,7 +272,7 @@ final class Plan {
         WeightLayout layout = uses.get(0).layout();
         LoraLinear eager;
         try {
-            // LoraLinear's own checks (finite W, rank <= min(in, out)) and its A for this seed; W is not copied.
+            // LoraLinear's own checks (finite W, rank >= 1) and its A for this seed; W is not copied.
             eager = LoraLinear.wrap(w, null, config, layout);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("weight '" + weight + "': " + e.getMessage() + "; the graph is unchanged", e);

@@ -1,7 +1,7 @@
 package io.github.lora4j.train;
 
 import io.github.lora4j.LoraAdapter;
-import io.github.lora4j.LoraLinear;
+import io.github.lora4j.LoraTrainable;
 import java.util.HashMap;
 import java.util.Map;
 import org.nd4j.linalg.api.ndarray.INDArray;
@@ -16,7 +16,7 @@ import org.nd4j.linalg.learning.config.IUpdater;
  * one flat row {@code [A's | B's | m's]}, plus the scratch of the checked step (the steps, a backup of the flat row).
  */
 final class AdapterState {
-    final LoraLinear layer;
+    final LoraTrainable layer;
     final GradientUpdater<?> forA;
     final GradientUpdater<?> forB;
     /** DoRA's magnitude updater, or null for plain LoRA. */
@@ -37,7 +37,7 @@ final class AdapterState {
     INDArray stepB;
     INDArray stepM;
 
-    private AdapterState(LoraLinear layer, GradientUpdater<?> forA, GradientUpdater<?> forB, GradientUpdater<?> forM,
+    private AdapterState(LoraTrainable layer, GradientUpdater<?> forA, GradientUpdater<?> forB, GradientUpdater<?> forM,
                          INDArray flat, long sizeA, long sizeB, long sizeM) {
         this.layer = layer;
         this.forA = forA;
@@ -97,7 +97,7 @@ final class AdapterState {
     }
 
     /** Fresh (zero) state for {@code adapter} of {@code layer} under {@code updater}. */
-    static AdapterState create(IUpdater updater, LoraLinear layer, LoraAdapter adapter) {
+    static AdapterState create(IUpdater updater, LoraTrainable layer, LoraAdapter adapter) {
         INDArray gradA = adapter.gradA();
         INDArray gradB = adapter.gradB();
         INDArray gradM = adapter.gradMagnitude();

@@ -1,7 +1,9 @@
 package io.github.lora4j.train;
 
 import io.github.lora4j.LoraAdapter;
+import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.LoraTrainable;
 import io.github.lora4j.io.AdapterFormatException;
 import io.github.lora4j.model.LoraModel;
 import java.io.IOException;
@@ -21,7 +23,8 @@ import org.nd4j.linalg.learning.config.IUpdater;
 import org.nd4j.linalg.learning.regularization.WeightDecay;
 
 /**
- * Trains the active adapters of a set of {@link LoraLinear} layers with any ND4J updater ({@code Sgd},
+ * Trains the active adapters of a set of {@link LoraLinear} and {@link LoraEmbedding} layers (any
+ * {@link LoraTrainable}) with any ND4J updater ({@code Sgd},
  * {@code Adam}, {@code Nesterovs}, {@code RmsProp}, {@code AdaGrad}, ... with their {@code ISchedule} learning
  * rates), optionally with global gradient-norm clipping and decoupled (AdamW-style) weight decay.
  *
@@ -47,9 +50,10 @@ import org.nd4j.linalg.learning.regularization.WeightDecay;
  *
  * <h2>What is trained, what state exists</h2>
  * Only {@code A [r, in]} and {@code B [out, r]} (and a DoRA adapter's magnitude {@code m [out]}, stepped like them)
- * of each layer's <em>active</em> adapter (after mixed batches: of each adapter that had rows) change, through
- * {@link LoraLinear#updateTrainable(String, java.util.function.Consumer)}; {@code W} and the bias are never touched
- * and get neither gradient nor
+ * of each layer's <em>active</em> adapter (after mixed batches: of each adapter that had rows) change (an
+ * embedding's {@code A [r, num_embeddings]} and {@code B [dim, r]}, from the gradients {@link LoraEmbedding#backward}
+ * accumulates), through {@link LoraTrainable#updateTrainable(String, java.util.function.Consumer)}; {@code W} (an
+ * embedding's table) and the bias are never touched and get neither gradient nor
  * optimizer state. Optimizer state is kept per adapter object, created the first time that adapter is trained
  * (for the adapters active at {@link Builder#build} it is created at once): switching a layer between adapters
  * keeps each adapter's own moments, and an adapter can never meet state of another shape. Its size is
@@ -120,7 +124,7 @@ public final class LoraTrainer {
     private final double clipNorm;
     private final WeightDecay weightDecay;
     private final double weightDecayCoefficient;
-    private final List<LoraLinear> layers;
+    private final List<LoraTrainable> layers;
     /** Module path (model trainers) or list index (layer trainers) of each layer: the keys of saved state. */
     private final List<String> names;
     private final boolean overModel;
@@ -129,7 +133,7 @@ public final class LoraTrainer {
     private int iteration;
     private int epoch;
 
-    private LoraTrainer(Builder b, Map<String, LoraLinear> layers, boolean overModel) {
+    private LoraTrainer(Builder b, Map<String, LoraTrainable> layers, boolean overModel) {
         this.updater = b.updater.clone();
         this.clipNorm = b.clipNorm;
         this.weightDecayCoefficient = b.weightDecay;
@@ -137,7 +141,7 @@ public final class LoraTrainer {
         this.layers = Collections.unmodifiableList(new ArrayList<>(layers.values()));
         this.names = List.copyOf(layers.keySet());
         this.overModel = overModel;
-        for (LoraLinear layer : this.layers) {
+        for (LoraTrainable layer : this.layers) {
             LoraAdapter adapter = trainedAdapter(layer);
             if (adapter != null) {
                 stateOf(layer, adapter);
@@ -156,7 +160,7 @@ public final class LoraTrainer {
 
     /**
      * One optimisation step on the adapters that got gradients, then zeroes their gradients: on each layer every
-     * adapter that a backward gave gradients since the last step ({@link LoraLinear#adaptersWithGradients()}: after a
+     * adapter that a backward gave gradients since the last step ({@link LoraTrainable#adaptersWithGradients()}: after a
      * {@linkplain LoraLinear#forward(INDArray, String[]) mixed batch}, every adapter that had rows in it, each with its
      * own optimizer state), or, when no backward ran on the layer, its active adapter. The new values of {@code A} and
      * {@code B} are computed and checked for every layer and adapter before any is written. Clipping takes the global
@@ -168,12 +172,12 @@ public final class LoraTrainer {
      *                               (parameters, gradients, optimizer state, iteration counter)
      */
     public double step() {
-        List<LoraLinear> trained = new ArrayList<>();
+        List<LoraTrainable> trained = new ArrayList<>();
         List<LoraAdapter> adapters = new ArrayList<>();
         List<String> labels = new ArrayList<>();
         double sumSquares = 0;
         for (int i = 0; i < layers.size(); i++) {
-            LoraLinear layer = layers.get(i);
+            LoraTrainable layer = layers.get(i);
             if (layer.isMerged()) {
                 throw new IllegalStateException(label(i) + ": training is refused while adapter '"
                         + layer.activeAdapter() + "' is merged into W; unmerge() first (nothing was changed)");
@@ -258,7 +262,7 @@ public final class LoraTrainer {
 
     /** Clears the gradients of every adapter of every layer (also inactive ones). */
     public void zeroGrad() {
-        for (LoraLinear layer : layers) {
+        for (LoraTrainable layer : layers) {
             layer.zeroGrad();
         }
     }
@@ -303,11 +307,12 @@ public final class LoraTrainer {
     }
 
     /**
-     * The layers this trainer updates, in the order given.
+     * The layers this trainer updates, in the order given (over a model: its targeted linear and embedding modules,
+     * in model order), one per {@link #layerNames()} entry.
      *
      * @return an unmodifiable list of the layers
      */
-    public List<LoraLinear> layers() {
+    public List<LoraTrainable> layers() {
         return layers;
     }
 
@@ -382,7 +387,7 @@ public final class LoraTrainer {
         List<TrainerStateFiles.Saved> saved = new ArrayList<>();
         List<TrainerStateFiles.Steps> steps = new ArrayList<>();
         for (int i = 0; i < layers.size(); i++) {
-            LoraLinear layer = layers.get(i);
+            LoraTrainable layer = layers.get(i);
             for (String adapterName : layer.adapterNames()) {
                 LoraAdapter adapter = layer.adapter(adapterName);
                 AdapterState st = states.get(adapter);
@@ -404,7 +409,7 @@ public final class LoraTrainer {
      * must already hold the weights saved at the same step (e.g. a fresh model on which
      * {@link LoraModel#load(Path, String)} was called with the same directory): the updater, clipping, weight decay,
      * iteration and epoch come from the file, and each adapter's updater state is restored bit for bit. Trains
-     * {@link LoraModel#loraModules()}, as {@link Builder#build(LoraModel)} does.
+     * the model's linear and embedding modules, as {@link Builder#build(LoraModel)} does.
      *
      * <p>The files are checked completely before anything is built: regular files of bounded size only, JSON within
      * limits (8 MiB, nesting 64 deep, numbers of 100 characters: a number of a million digits or a nesting 100,000
@@ -439,11 +444,11 @@ public final class LoraTrainer {
      * @throws IOException              if reading fails
      * @throws IllegalArgumentException for an empty list, a null or repeated layer
      */
-    public static LoraTrainer loadState(Path dir, List<LoraLinear> layers) throws IOException {
+    public static LoraTrainer loadState(Path dir, List<? extends LoraTrainable> layers) throws IOException {
         return load(dir, indexedLayers(layers), false);
     }
 
-    private static LoraTrainer load(Path dir, Map<String, LoraLinear> layers, boolean overModel) throws IOException {
+    private static LoraTrainer load(Path dir, Map<String, LoraTrainable> layers, boolean overModel) throws IOException {
         Objects.requireNonNull(dir, "dir must not be null");
         TrainerStateFiles.Loaded loaded = TrainerStateFiles.read(dir, layers, overModel);
         TrainerStateFiles.Settings s = loaded.settings();
@@ -456,7 +461,7 @@ public final class LoraTrainer {
         trainer.iteration = s.iteration();
         trainer.epoch = s.epoch();
         for (TrainerStateFiles.Saved st : loaded.states()) {
-            LoraLinear layer = layers.get(st.module());
+            LoraTrainable layer = layers.get(st.module());
             AdapterState state = trainer.stateOf(layer, layer.adapter(st.adapter()));
             state.load(st.stateA(), st.stateB(), st.stateM());
         }
@@ -465,7 +470,7 @@ public final class LoraTrainer {
             trainer.states.values().forEach(state -> state.steps = s.iteration());
         } else {
             for (TrainerStateFiles.Steps st : loaded.steps()) {
-                LoraLinear layer = layers.get(st.module());
+                LoraTrainable layer = layers.get(st.module());
                 trainer.stateOf(layer, layer.adapter(st.adapter())).steps = st.steps();
             }
         }
@@ -473,7 +478,7 @@ public final class LoraTrainer {
     }
 
     /** A copy of the updater state of adapter {@code adapter} of layer {@code layer}, {@code [1, size]}, or null. */
-    INDArray updaterStateCopy(LoraLinear layer, String adapter) {
+    INDArray updaterStateCopy(LoraTrainable layer, String adapter) {
         AdapterState st = states.get(layer.adapter(adapter));
         return st == null || st.flat == null ? null : st.flat.dup('c');
     }
@@ -487,8 +492,8 @@ public final class LoraTrainer {
 
     // ---------------------------------------------------------------- internals
 
-    /** The adapters a step trains on this layer ({@link LoraLinear#adaptersWithGradients()}); none while disabled. */
-    private static List<LoraAdapter> steppedAdapters(LoraLinear layer) {
+    /** The adapters a step trains on this layer ({@link LoraTrainable#adaptersWithGradients()}); none while disabled. */
+    private static List<LoraAdapter> steppedAdapters(LoraTrainable layer) {
         if (!layer.adaptersEnabled()) {
             return List.of();
         }
@@ -501,7 +506,7 @@ public final class LoraTrainer {
     }
 
     /** The adapter a step would train on this layer, or null (no active adapter, or adapters disabled). */
-    private static LoraAdapter trainedAdapter(LoraLinear layer) {
+    private static LoraAdapter trainedAdapter(LoraTrainable layer) {
         String name = layer.activeAdapter();
         if (name == null || !layer.adaptersEnabled()) {
             return null;
@@ -527,11 +532,11 @@ public final class LoraTrainer {
         return grad.castTo(DataType.DOUBLE).norm2Number().doubleValue();
     }
 
-    private AdapterState stateOf(LoraLinear layer, LoraAdapter adapter) {
+    private AdapterState stateOf(LoraTrainable layer, LoraAdapter adapter) {
         return states.computeIfAbsent(adapter, a -> AdapterState.create(updater, layer, a));
     }
 
-    private static boolean hasAdapter(LoraLinear layer, LoraAdapter adapter) {
+    private static boolean hasAdapter(LoraTrainable layer, LoraAdapter adapter) {
         return layer.adapterNames().contains(adapter.name()) && layer.adapter(adapter.name()) == adapter;
     }
 
@@ -601,7 +606,7 @@ public final class LoraTrainer {
          * @throws IllegalStateException    if no updater was set
          * @throws IllegalArgumentException for no layers, a null or repeated layer
          */
-        public LoraTrainer build(LoraLinear... layers) {
+        public LoraTrainer build(LoraTrainable... layers) {
             Objects.requireNonNull(layers, "layers must not be null");
             return build(Arrays.asList(layers));
         }
@@ -615,16 +620,18 @@ public final class LoraTrainer {
          * @throws NullPointerException     if {@code layers} is null
          * @throws IllegalArgumentException for an empty list, a null or repeated layer
          */
-        public LoraTrainer build(List<LoraLinear> layers) {
-            Map<String, LoraLinear> indexed = indexedLayers(layers);
+        public LoraTrainer build(List<? extends LoraTrainable> layers) {
+            Map<String, LoraTrainable> indexed = indexedLayers(layers);
             requireUpdater();
             return new LoraTrainer(this, indexed, false);
         }
 
         /**
-         * A trainer over every targeted module of {@code model} ({@link LoraModel#loraModules()}, in model order, as
-         * they are now): each step trains each module's active adapter. Its {@link #layerNames()} are the module
-         * paths, which {@link #saveState} uses as keys.
+         * A trainer over every targeted module of {@code model} that has a backward pass, as they are now: the linear
+         * modules ({@link LoraModel#loraModules()}) and the embeddings ({@link LoraModel#loraEmbeddings()}), in model
+         * order ({@link LoraModel#modulePaths()}). Each step trains each module's active adapter. Its
+         * {@link #layerNames()} are the module paths, which {@link #saveState} uses as keys. Conv2d modules
+         * ({@link LoraModel#loraConvs()}) have no backward pass and are not trained.
          *
          * @param model a model with LoRA applied (or loaded); its targeted modules are read once, here
          * @return the trainer
@@ -632,7 +639,7 @@ public final class LoraTrainer {
          */
         public LoraTrainer build(LoraModel model) {
             Objects.requireNonNull(model, "model must not be null");
-            Map<String, LoraLinear> modules = modelLayers(model);
+            Map<String, LoraTrainable> modules = modelLayers(model);
             requireUpdater();
             return new LoraTrainer(this, modules, true);
         }
@@ -644,9 +651,16 @@ public final class LoraTrainer {
         }
     }
 
-    /** The model's targeted modules, path to layer, in model order. */
-    private static Map<String, LoraLinear> modelLayers(LoraModel model) {
-        Map<String, LoraLinear> modules = new LinkedHashMap<>(model.loraModules());
+    /** The model's targeted linear and embedding modules, path to layer, in model order. */
+    private static Map<String, LoraTrainable> modelLayers(LoraModel model) {
+        Map<String, LoraTrainable> modules = new LinkedHashMap<>();
+        for (String path : model.modulePaths()) {
+            LoraTrainable layer = model.loraModules().containsKey(path) ? model.loraModules().get(path)
+                    : model.loraEmbeddings().get(path);
+            if (layer != null) {
+                modules.put(path, layer);
+            }
+        }
         if (modules.isEmpty()) {
             throw new IllegalStateException("the model has no LoRA modules to train; call applyLora(config, "
                     + "targetModules) or load(dir, name) first");
@@ -655,15 +669,15 @@ public final class LoraTrainer {
     }
 
     /** {@code "0" -> layers[0], ...}, after checking for an empty list, nulls and repeats. */
-    private static Map<String, LoraLinear> indexedLayers(List<LoraLinear> layers) {
+    private static Map<String, LoraTrainable> indexedLayers(List<? extends LoraTrainable> layers) {
         Objects.requireNonNull(layers, "layers must not be null");
         if (layers.isEmpty()) {
             throw new IllegalArgumentException("layers: expected at least one layer, got none");
         }
-        Map<LoraLinear, Integer> seen = new IdentityHashMap<>();
-        Map<String, LoraLinear> indexed = new LinkedHashMap<>();
+        Map<LoraTrainable, Integer> seen = new IdentityHashMap<>();
+        Map<String, LoraTrainable> indexed = new LinkedHashMap<>();
         for (int i = 0; i < layers.size(); i++) {
-            LoraLinear l = layers.get(i);
+            LoraTrainable l = layers.get(i);
             if (l == null) {
                 throw new IllegalArgumentException("layers[" + i + "] is null");
             }

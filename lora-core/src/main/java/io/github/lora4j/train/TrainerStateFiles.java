@@ -14,7 +14,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.github.lora4j.Lora4j;
 import io.github.lora4j.LoraAdapter;
-import io.github.lora4j.LoraLinear;
+import io.github.lora4j.LoraTrainable;
 import io.github.lora4j.io.AdapterFormatException;
 import io.github.lora4j.io.SafeFiles;
 import java.io.IOException;
@@ -229,7 +229,7 @@ final class TrainerStateFiles {
     // ---------------------------------------------------------------- read
 
     /** Reads and checks both files against {@code layers} (name to layer, in the trainer's order). */
-    static Loaded read(Path dir, Map<String, LoraLinear> layers, boolean overModel) throws IOException {
+    static Loaded read(Path dir, Map<String, LoraTrainable> layers, boolean overModel) throws IOException {
         String jsonName = LoraTrainer.STATE_CONFIG_FILE;
         JsonNode root = parse(SafeFiles.readBounded(dir.resolve(jsonName), MAX_JSON_BYTES), jsonName);
         if (!root.isObject()) {
@@ -280,7 +280,7 @@ final class TrainerStateFiles {
             }
             String module = text(e, "module", where);
             String adapterName = text(e, "adapter", where);
-            LoraLinear layer = layers.get(module);
+            LoraTrainable layer = layers.get(module);
             if (layer == null) {
                 throw new AdapterFormatException(where + ": module '" + brief(module) + "' is not one of "
                         + brief(modules.toString()));
@@ -359,7 +359,7 @@ final class TrainerStateFiles {
      * The optional {@code adapter_steps} index: each adapter's own step count, at most the trainer's iteration, for
      * an adapter of a listed module, once each; null when the file has none (written before it existed).
      */
-    private static List<Steps> steps(JsonNode root, Map<String, LoraLinear> layers, int iteration, String jsonName)
+    private static List<Steps> steps(JsonNode root, Map<String, LoraTrainable> layers, int iteration, String jsonName)
             throws AdapterFormatException {
         if (!root.has("adapter_steps")) {
             return null;
@@ -373,7 +373,7 @@ final class TrainerStateFiles {
             }
             String module = text(e, "module", where);
             String adapterName = text(e, "adapter", where);
-            LoraLinear layer = layers.get(module);
+            LoraTrainable layer = layers.get(module);
             if (layer == null) {
                 throw new AdapterFormatException(where + ": module '" + brief(module) + "' is not one of "
                         + brief(layers.keySet().toString()));

@@ -118,6 +118,7 @@ class OracleAdapterFilesTest {
         PeftAdapterFiles.load(dir, model, "default");
         PeftAdapterFiles.saver().linears(model).fileType(dtype.equals("F32") ? DataType.FLOAT : DataType.BFLOAT16)
                 .baseModelNameOrPath(PeftAdapterFiles.read(dir).config().baseModelNameOrPath().orElseThrow())
+                .taskType(PeftAdapterFiles.read(dir).config().taskType().orElseThrow())    // CAUSAL_LM
                 .save(tmp, "default");
         // The oracle orders tensors as we do (sorted names), so the data sections must match byte for byte.
         assertArrayEquals(dataSection(dir.resolve(PeftAdapterFiles.MODEL_FILE)),

@@ -239,24 +239,27 @@ class LoraModelAdapterOpsTest {
     }
 
     @Test
-    void aWeightedCombinationALaterModuleRefusesIsAddedToNoModule() {
+    void aWeightedCombinationALaterModuleRefusesIsAddedToNoModule() {   // and "cat" above min(in, out) is not refused
         ModelFixture f = new ModelFixture(60).withAdapters(61);
         LoraModel model = f.model;
         model.addAdapter("wide", LoraConfig.builder().rank(3).build());   // 2 + 3 = 5 > min(4, 8) of Q1 only
         f.randomise("wide", 62);
         Map<String, long[]> before = f.adapterBits();
-        IllegalArgumentException cat = assertThrows(IllegalArgumentException.class,
-                () -> model.addWeightedAdapter("c", List.of("default", "wide"), new double[] {1, 1}));
-        assertTrue(cat.getMessage().contains(Q1) && cat.getMessage().contains("no module"), cat.getMessage());
+        // a truncated SVD of rank 5 does not exist on Q1 (min(in, out) = 4): refused, on no module added
         IllegalArgumentException svd = assertThrows(IllegalArgumentException.class,
                 () -> model.addWeightedAdapterSvd("c", List.of("default", "wide"), new double[] {1, 1}, 5));
-        assertTrue(svd.getMessage().contains(Q1), svd.getMessage());
+        assertTrue(svd.getMessage().contains(Q1) && svd.getMessage().contains("no module"), svd.getMessage());
         for (String p : TARGETED) {
             assertEquals(List.of("default", "a", "wide"), model.module(p).adapterNames(), p);
         }
         assertSameBits(before, f.adapterBits(), "every adapter");
         // the earlier modules could take it: it is the last that refuses
-        twin(model, Q0).addWeightedAdapter("c", List.of("default", "wide"), new double[] {1, 1});
+        twin(model, Q0).addWeightedAdapterSvd("c", List.of("default", "wide"), new double[] {1, 1}, 5);
+        // concatenated ranks keep rank 5 everywhere, also above Q1's min(in, out), as PEFT's "cat"
+        model.addWeightedAdapter("cat", List.of("default", "wide"), new double[] {1, 1});
+        for (String p : TARGETED) {
+            assertEquals(5, model.module(p).adapter("cat").rank(), p);
+        }
 
         LoraModel withEmbedding = LoraModel.builder().embedding("e", Nd4j.zeros(DataType.DOUBLE, 6, 4)).build();
         withEmbedding.applyLora(LoraConfig.builder().rank(2).build(), List.of("e"));

@@ -219,13 +219,21 @@ class LoraModelTest {
         LoraModel model = twoBlocks(DataType.DOUBLE);
         model.applyLora(LoraConfig.builder().rank(2).build(), List.of("q_proj", "fc"));
         assertEquals("default", model.activeAdapter());
-        // fc is 8 -> 16 and q_proj 8 -> 8: rank 9 fits neither, so nothing may be added anywhere
+        // a name taken on one module only (fc, the last one): nothing may be added anywhere
+        model.module("model.layers.1.mlp.fc").addAdapter("taken", LoraConfig.builder().rank(1).build());
         IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
-                () -> model.addAdapter("wide", LoraConfig.builder().rank(9).build()));
-        assertTrue(e.getMessage().contains("rank must be <= min(in, out) = 8") && e.getMessage().contains("q_proj"), e.getMessage());
+                () -> model.addAdapter("taken", LoraConfig.builder().rank(2).build()));
+        assertTrue(e.getMessage().contains("adapter 'taken' already exists on module") && e.getMessage().contains("model.layers.1.mlp.fc"), e.getMessage());
+        model.module("model.layers.1.mlp.fc").deleteAdapter("taken");
         for (LoraLinear m : model.loraModules().values()) {
             assertEquals(List.of("default"), m.adapterNames());
         }
+        // fc is 8 -> 16 and q_proj 8 -> 8: rank 9 is above both min(in, out), legal as in PEFT
+        model.addAdapter("wide", LoraConfig.builder().rank(9).build());
+        for (LoraLinear m : model.loraModules().values()) {
+            assertEquals(9, m.adapter("wide").rank());
+        }
+        model.deleteAdapter("wide");
         model.addAdapter("second", LoraConfig.builder().rank(3).build());
         assertThrows(IllegalArgumentException.class, () -> model.addAdapter("second", LoraConfig.defaults()));
         assertThrows(IllegalArgumentException.class, () -> model.setActiveAdapter("third"));

@@ -3,6 +3,7 @@ package io.github.lora4j.samediff;
 import static io.github.lora4j.TestData.gaussian;
 import static io.github.lora4j.samediff.Graphs.IN;
 import static io.github.lora4j.samediff.LoraSameDiffApplyTest.CFG;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -82,9 +83,12 @@ class LoraSameDiffRefusalTest {
     }
 
     @Test
-    void aRankAboveMinInOutATakenNameAndABadKeepTrainableAreRefused() {
+    void aTakenNameAndABadKeepTrainableAreRefusedAndARankAboveMinInOutIsNot() {
+        SameDiff wide = Graphs.build(Kind.MMUL, DataType.DOUBLE, 8);
+        // fc1 is 7 -> 5: r = 6 is above min(in, out), legal as in PEFT
+        LoraSameDiffModel six = LoraSameDiff.apply(wide, CFG.toBuilder().rank(6).build(), "fc1");
+        assertArrayEquals(new long[] {6, Graphs.HIDDEN}, six.adapter("fc1/weight").currentA().shape());
         SameDiff sd = Graphs.build(Kind.MMUL, DataType.DOUBLE, 8);
-        refused(sd, g -> LoraSameDiff.apply(g, CFG.toBuilder().rank(6).build(), "fc1"), "'fc1/weight'", "rank");
         refused(sd, g -> LoraSameDiff.builder(CFG).targets("fc0").keepTrainable("fc0/weight").apply(g), "targeted weight");
         refused(sd, g -> LoraSameDiff.builder(CFG).targets("fc0").keepTrainable("nope").apply(g), "no such variable");
         sd.var("fc1/lora_A", gaussian(DataType.DOUBLE, 1, 1, 2, 2));     // a user's variable named like lora4j's

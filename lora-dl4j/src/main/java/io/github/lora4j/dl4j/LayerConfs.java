@@ -62,7 +62,7 @@ final class LayerConfs {
 
     /**
      * Refuses adapter settings a layer cannot compute with, when a network is built, from {@link LoraDl4j#apply} or
-     * from a file ({@code ModelSerializer}, JSON) that may have been edited: a rank outside {@code [1, min(nIn, nOut)]},
+     * from a file ({@code ModelSerializer}, JSON) that may have been edited: a rank below 1 (any higher rank is accepted, as in PEFT),
      * an alpha that is not finite and positive, or a scaling {@code s} that is not a finite value of the network's
      * data type (an alpha of 1e39 in a FLOAT network gave {@code s = ∞}, so NaN outputs even with {@code B = 0}).
      */
@@ -72,11 +72,7 @@ final class LayerConfs {
         }
         String layer = "LoRA layer '" + ((Layer) conf).getLayerName() + "' (index " + layerIndex + ")";
         try {
-            LoraConfig config = conf.lora().toConfig();
-            long max = Math.min(conf.nIn(), conf.nOut());
-            if (config.rank() > max) {
-                throw new IllegalArgumentException("rank must be <= min(nIn, nOut) = " + max + ", got " + config.rank());
-            }
+            LoraConfig config = conf.lora().toConfig();   // refuses a rank below 1
             config.scaling(1.0, networkDataType);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException(layer + ": its settings " + conf.lora() + " cannot compute in a "

@@ -162,11 +162,11 @@ public final class LoraDl4j {
      * @param targets at least one layer name or index
      * @return a new, initialised network
      * @throws IllegalArgumentException for a target naming no layer, a targeted layer without a linear weight, two
-     *                                  targeted layers with one name, an unsupported data type, a rank above
-     *                                  {@code min(nIn, nOut)}, a scaling that is not finite in the network's data
-     *                                  type, a line-search {@code optimizationAlgo}, a frozen layer lora4j cannot
-     *                                  pass gradients through (a BatchNormalization above an adapted layer), or, for
-     *                                  DoRA, a targeted {@code W} with a zero column
+     *                                  targeted layers with one name, an unsupported data type, a scaling that is
+     *                                  not finite in the network's data type, a line-search {@code optimizationAlgo},
+     *                                  a frozen layer lora4j cannot pass gradients through (a BatchNormalization
+     *                                  above an adapted layer), or, for DoRA, a targeted {@code W} with a zero column
+     *                                  (any rank {@code >= 1} is accepted, above {@code min(nIn, nOut)} too)
      * @throws IllegalStateException    if {@code net} is not initialised or already has LoRA layers
      */
     public static MultiLayerNetwork apply(MultiLayerNetwork net, LoraConfig config, String... targets) {
@@ -336,15 +336,7 @@ public final class LoraDl4j {
         Objects.requireNonNull(config, "config must not be null");
         LoraSettings settings = LoraSettings.of(config);
         refuseSharedNames(targeted);
-        for (Slot s : targeted) {
-            requireLinear(s);
-            FeedForwardLayer ff = (FeedForwardLayer) s.layer();
-            long max = Math.min(ff.getNIn(), ff.getNOut());
-            if (config.rank() > max) {
-                throw new IllegalArgumentException("rank must be <= min(nIn, nOut) = " + max + " for layer "
-                        + s + " (nIn " + ff.getNIn() + ", nOut " + ff.getNOut() + "), got " + config.rank());
-            }
-        }
+        targeted.forEach(LoraDl4j::requireLinear);   // any rank >= 1 (LoraConfig's rule), as in PEFT
         Set<Integer> targetIndices = new HashSet<>();
         targeted.forEach(s -> targetIndices.add(s.index()));
         Map<Integer, Layer> out = new LinkedHashMap<>();

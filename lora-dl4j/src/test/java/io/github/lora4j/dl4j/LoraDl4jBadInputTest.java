@@ -91,9 +91,6 @@ class LoraDl4jBadInputTest {
         assertRefused(IllegalArgumentException.class, half, () -> LoraDl4j.apply(half, CONFIG, "layer0"),
                 "expected a network of data type FLOAT or DOUBLE, got HALF");
         MultiLayerNetwork net = Nets.mln(DataType.FLOAT, new Adam(0.01), 1);
-        assertRefused(IllegalArgumentException.class, net,
-                () -> LoraDl4j.apply(net, CONFIG.toBuilder().rank(4).build(), "layer2"),
-                "rank must be <= min(nIn, nOut) = 3", "got 4");
         MultiLayerNetwork layerNorm = new MultiLayerNetwork(new NeuralNetConfiguration.Builder().list()
                 .layer(new DenseLayer.Builder().nIn(4).nOut(4).hasLayerNorm(true).build())
                 .layer(new OutputLayer.Builder().nIn(4).nOut(2).build()).build());
