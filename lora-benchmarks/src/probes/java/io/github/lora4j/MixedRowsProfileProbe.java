@@ -24,8 +24,14 @@ import org.nd4j.linalg.factory.Nd4j;
  *   <li>{@code raw cblas}: the pair straight through cblas on pointer objects made before timing, distinct and one
  *       adapter: the native floor (JNI + OpenBLAS) without lora4j's Java work;</li>
  *   <li>{@code touch}: reading every adapter's {@code r·2d} floats once with one sdot each (a streaming floor);</li>
+ *   <li>three experiments on the row order and the cores: the pair with the adapters in a shuffled order (as the
+ *       benchmark's requests), the same rows visited in the order of their adapters' addresses, with a helper thread
+ *       reading the next rows' adapters ahead (a software prefetch), right after a threaded gemm (OpenBLAS's workers
+ *       still spinning), and split over two threads;</li>
+ *   <li>alternatives for the second product: sgemm with one row, and {@code r} strided saxpy;</li>
  *   <li>{@code layer}: the whole layer, one adapter vs n distinct (ROWS forced), and base rows only.</li>
  * </ol>
+ * Its runs: {@code lora-benchmarks/results/2026-12-05-many-adapters-2/profile.txt}.
  * Medians of {@code reps} timings each.
  *
  * <pre>
@@ -208,7 +214,52 @@ public final class MixedRowsProfileProbe {
                 Kernels.gemm(ui, false, sb[i], true, yb.rows(i, 1), 0.5, 1.0);
             }
         }, reps);
+        // Prefetch experiment: a helper thread reads one float per cache line of the adapters of the next rows while
+        // this thread computes the current one (shuffled order, as above).
+        FloatBuffer[] fa = new FloatBuffer[n];
+        FloatBuffer[] fb = new FloatBuffer[n];
+        for (int i = 0; i < n; i++) {
+            fa[i] = new FloatPointer(sa[i].host()).capacity((long) r * d).asBuffer();
+            fb[i] = new FloatPointer(sb[i].host()).capacity((long) r * d).asBuffer();
+        }
+        long[] prefetched = new long[reps];
+        for (int rep = -3; rep < reps; rep++) {
+            java.util.concurrent.atomic.AtomicInteger at = new java.util.concurrent.atomic.AtomicInteger(-1);
+            float[] sinkF = new float[1];
+            Thread pre = new Thread(() -> {
+                float sum = 0;
+                for (int i = 0; i < n; i++) {
+                    while (i > at.get() + 2) {
+                        Thread.onSpinWait();
+                    }
+                    for (int j = 0; j < r * d; j += 16) {
+                        sum += fa[i].get(j) + fb[i].get(j);
+                    }
+                }
+                sinkF[0] = sum;
+            });
+            long t0 = System.nanoTime();
+            pre.start();
+            for (int i = 0; i < n; i++) {
+                at.set(i);
+                Block ui = ub.rows(i, 1);
+                Kernels.gemm(xb.rows(i, 1), false, sa[i], true, ui, 1.0, 0.0);
+                Kernels.gemm(ui, false, sb[i], true, yb.rows(i, 1), 0.5, 1.0);
+            }
+            long t1 = System.nanoTime();
+            try {
+                pre.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
+            if (rep >= 0) {
+                prefetched[rep] = t1 - t0;
+            }
+        }
         double perRow = 1e3 / n;
+        out.printf("pair, shuffled, with a prefetching helper thread %.2f us per row%n",
+                Probes.medianMs(prefetched) * perRow);
         out.printf("pair, adapters in shuffled order %.2f us per row | the same rows in adapter address order %.2f%n",
                 shuffled * perRow, sorted * perRow);
         out.printf("pair right after a threaded gemm %.2f us per row | rows split over 2 threads: %.2f, right after a gemm "
