@@ -35,6 +35,28 @@ public final class LoraAdapter {
     private volatile double scale = 1.0;
     /** {@code scale·alpha / r} (or {@code / sqrt(r)}), computed once per change so every path reads one field. */
     private volatile double scaling;
+    /**
+     * {@code A} and {@code B} as blocks holding their host addresses, resolved on the mixed batch's first use on the
+     * direct route and kept: ND4J's {@code addressPointer()} costs one to several µs, as much as a row's whole path.
+     * The arrays are final and never reallocated, so the addresses stay valid. Racing readers resolve the same values.
+     */
+    private volatile Kernels.Block[] hostBlocks;
+
+    /**
+     * {@code {A, B}} as blocks for the mixed batch's block products; on the direct route with their host addresses
+     * resolved once per adapter, else made anew (the fallback route needs no address).
+     */
+    Kernels.Block[] blocks() {
+        Kernels.Block[] kept = hostBlocks;
+        if (kept != null && Kernels.direct()) {
+            return kept;
+        }
+        Kernels.Block[] made = {Kernels.Block.of(a), Kernels.Block.of(b)};
+        if (made[0].host() != null && made[1].host() != null) {
+            hostBlocks = made;
+        }
+        return made;
+    }
 
     LoraAdapter(String name, LoraConfig config, INDArray a, INDArray b, Dora dora) {
         this.name = Objects.requireNonNull(name, "name");

@@ -383,8 +383,9 @@ final class MixedBatch {
             if (k >= 0) {
                 LoraAdapter ad = p.used[k];
                 if (a[k] == null) {
-                    a[k] = Block.of(ad.a());
-                    b[k] = Block.of(ad.b());
+                    Block[] ab = ad.blocks();
+                    a[k] = ab[0];
+                    b[k] = ab[1];
                 }
                 Block ub = u.top(j - i, ad.rank());
                 Kernels.gemm(x.rows(i, j - i), false, a[k], true, ub, 1.0, 0.0);              // u = x_run A^T       [m, r]
@@ -417,8 +418,9 @@ final class MixedBatch {
             LoraAdapter ad = p.used[k];
             int mk = p.rowCount[k];
             Block ub = u.top(mk, ad.rank());
-            Kernels.gemm(xs.rows(start, mk), false, Block.of(ad.a()), true, ub, 1.0, 0.0);          // u = x_a A^T       [m_a, r]
-            Kernels.gemm(ub, false, Block.of(ad.b()), true, ds.rows(start, mk), ad.scaling(), 0.0); // d_a = s u B^T     [m_a, out]
+            Block[] ab = ad.blocks();
+            Kernels.gemm(xs.rows(start, mk), false, ab[0], true, ub, 1.0, 0.0);          // u = x_a A^T       [m_a, r]
+            Kernels.gemm(ub, false, ab[1], true, ds.rows(start, mk), ad.scaling(), 0.0); // d_a = s u B^T     [m_a, out]
             start += mk;
         }
         Kernels.scatterRows(ds, rows, y, true);                                                         // y[rows] += d

@@ -414,4 +414,27 @@ class MixedBatchKernelTest {
         assertTrue((long) p.n * p.totalRank > MixedBatch.STACKED_MAX_ELEMENTS);
         assertTrue(MixedBatch.choose(p, 64, 64, 4, false, true) != Strategy.STACKED);
     }
+
+    @Test
+    void theStackedStrategysCostFollowsTheAdaptersTheBatchUsesNotTheLayersAll() {
+        // 64 alternating rows over 2 of a layer's 200 rank-8 adapters: R is 16, not 1,600, and the estimate is that
+        // of a layer holding only those two.
+        AdapterSet many = new AdapterSet();
+        for (int a = 0; a < 200; a++) {
+            many.put("a" + a, LoraConfig.builder().rank(8).build(), Nd4j.zeros(DataType.FLOAT, 8, 256),
+                    Nd4j.zeros(DataType.FLOAT, 256, 8));
+        }
+        String[] per = new String[64];
+        for (int i = 0; i < per.length; i++) {
+            per[i] = "a" + (i % 2 == 0 ? 7 : 150);
+        }
+        MixedBatch.Plan p = MixedBatch.plan(per, per.length, many, true);
+        assertEquals(2, p.used.length);
+        assertEquals(16, p.totalRank);
+        MixedBatch.Plan two = plan(256, 8, 64, 2, false);
+        for (boolean cached : new boolean[] {false, true}) {
+            assertEquals(MixedBatch.cost(Strategy.STACKED, two, 256, 256, 4, true, cached),
+                    MixedBatch.cost(Strategy.STACKED, p, 256, 256, 4, true, cached), 1e-9, "cached " + cached);
+        }
+    }
 }

@@ -92,7 +92,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * <h2>The model</h2>
  * The store owns the adapters it loads and names them as registered. While it serves the model, do not change the
  * model's structure (apply LoRA, modules_to_save, merge, {@code mergeAndUnload}) or add or delete adapters under
- * names the store manages; pass rows to {@link LoraModel#forward(String, INDArray, String[])} only while an open
+ * names the store manages (an adapter deleted with {@code model.deleteAdapter} behind the store's back is forgotten
+ * when the store next meets its absence: a batch's {@link Batch#forward} then fails with an
+ * {@link IllegalStateException} naming it, an eviction skips it, and its bytes are freed; the next batch that names it
+ * loads it again; {@link #unregister} is the way to stop serving one); pass rows to {@link LoraModel#forward(String, INDArray, String[])} only while an open
  * {@link Batch} pins their adapters ({@link Batch#forward} does that). Adding or removing an adapter takes each
  * module's exclusive lock, one module at a time; forwards of open batches take shared locks and never see an
  * adapter half-loaded, because the store hands an adapter to batches only once it is complete in every module and
@@ -797,8 +800,10 @@ public final class AdapterStore implements AutoCloseable {
 
     /**
      * Called under the lock: deletes the marked {@code victims} from the model with the lock released (a delete waits
-     * for the forwards running on each module), then records them absent. A victim the model refuses to delete (the
-     * model was changed behind the store's back) is kept resident and the refusal is thrown.
+     * for the forwards running on each module), then records them absent and frees their bytes. A victim the model no
+     * longer holds (deleted behind the store's back) is only forgotten, and one some modules lost is deleted from the
+     * others; a victim the model refuses to delete (merged behind the store's back) is kept resident and the refusal
+     * is thrown.
      */
     private void evict(List<StoreEntry> victims) {
         if (victims.isEmpty()) {
@@ -807,11 +812,21 @@ public final class AdapterStore implements AutoCloseable {
         assert lock.getHoldCount() == 1 : "evict must release the lock while it deletes";
         RuntimeException refused = null;
         List<StoreEntry> kept = new ArrayList<>();
+        List<StoreEntry> lost = new ArrayList<>();
         lock.unlock();
         try {
             for (StoreEntry v : victims) {
                 try {
-                    model.deleteAdapter(v.name);
+                    List<LoraLinear> holding = modulesHolding(v.name);
+                    if (holding.size() == model.loraModules().size()) {
+                        model.deleteAdapter(v.name);
+                    } else {
+                        // Deleted behind the store's back, from every module or some: nothing (else) to delete.
+                        lost.add(v);
+                        for (LoraLinear m : holding) {
+                            m.deleteAdapter(v.name);
+                        }
+                    }
                 } catch (RuntimeException ex) {
                     kept.add(v);
                     IllegalStateException wrapped = new IllegalStateException("evicting adapter '" + v.name
@@ -835,13 +850,70 @@ public final class AdapterStore implements AutoCloseable {
                     v.state = State.ABSENT;
                     reserved -= v.reservedBytes;
                     inModel.remove(v.name);
-                    evictions++;
+                    if (!lost.contains(v)) {
+                        evictions++;
+                    }
                 }
             }
             changed.signalAll();
         }
         if (refused != null) {
             throw refused;
+        }
+    }
+
+    /** The model's LoRA modules that hold an adapter named {@code name}. */
+    private List<LoraLinear> modulesHolding(String name) {
+        List<LoraLinear> out = new ArrayList<>();
+        for (LoraLinear m : model.loraModules().values()) {
+            if (m.adapterNames().contains(name)) {
+                out.add(m);
+            }
+        }
+        return out;
+    }
+
+    /**
+     * A batch's forward through {@code module} failed: if some of its adapters are missing from that module (deleted
+     * from the model behind the store's back), the store forgets them (what the other modules still hold of them is
+     * deleted, their bytes are freed; the next batch that names them loads them again) and an
+     * {@link IllegalStateException} naming them replaces {@code failure}; else {@code failure} is rethrown.
+     */
+    private RuntimeException lostAdapters(Batch batch, String module, RuntimeException failure) {
+        LoraLinear layer = model.loraModules().get(module);
+        if (layer == null) {
+            return failure;
+        }
+        List<String> held = layer.adapterNames();
+        List<String> missing = new ArrayList<>();
+        List<StoreEntry> victims = new ArrayList<>();
+        lock.lock();
+        try {
+            for (StoreEntry e : batch.entries) {
+                if (!held.contains(e.name)) {
+                    missing.add(e.name);
+                    if (e.state == State.RESIDENT && inModel.get(e.name) == e) {
+                        markEvicting(e);
+                        victims.add(e);
+                    }
+                }
+            }
+            if (missing.isEmpty()) {
+                return failure;
+            }
+            IllegalStateException lost = new IllegalStateException("adapter(s) " + missing + " of this batch are no "
+                    + "longer in module '" + module + "': deleted from the model behind the store's back. The store "
+                    + "has forgotten them and freed their bytes; the next batch that names them loads them again from "
+                    + "their directories. To stop serving an adapter, call AdapterStore.unregister(name), not the "
+                    + "model's deleteAdapter", failure);
+            try {
+                evict(victims);
+            } catch (RuntimeException ex) {
+                lost.addSuppressed(ex);
+            }
+            return lost;
+        } finally {
+            lock.unlock();
         }
     }
 
@@ -927,14 +999,21 @@ public final class AdapterStore implements AutoCloseable {
          * @param module a linear module of the model
          * @param x      {@code [n, in]} (or {@code [..., in]}) with one row per name of the batch; not changed
          * @return a new array {@code [n, out]}
-         * @throws IllegalStateException    once the batch is closed, or as the model's forward
+         * @throws IllegalStateException    once the batch is closed; when some of the batch's adapters were deleted
+         *                                  from the model behind the store's back (the message names them; the store
+         *                                  forgets them, and the next batch that names them loads them again); or as
+         *                                  the model's forward
          * @throws IllegalArgumentException as the model's forward (wrong row count, unknown module, bad input)
          */
         public INDArray forward(String module, INDArray x) {
             if (closedFlag.get()) {
                 throw new IllegalStateException("the batch is closed; its adapters may have left the model");
             }
-            return model.forward(module, x, rows);
+            try {
+                return model.forward(module, x, rows);
+            } catch (IllegalArgumentException ex) {
+                throw lostAdapters(this, module, ex);
+            }
         }
 
         /** {@return the name per row, as given (null or {@value LoraLinear#BASE_MODEL}: base); a copy} */

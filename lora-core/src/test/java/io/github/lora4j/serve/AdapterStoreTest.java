@@ -418,4 +418,85 @@ class AdapterStoreTest {
             assertEquals(List.of(), store.residentAdapters());
         }
     }
+
+    @Test
+    void anAdapterDeletedFromTheModelBehindTheStoresBackIsForgottenByEvictionAndItsBytesFreed() throws Exception {
+        Path a = adapter("a", 1, 1);
+        Path b = adapter("b", 1, 2);
+        Path c = adapter("c", 1, 3);
+        LoraModel ref = reference(a, b, c);
+        try (AdapterStore store = new AdapterStore(F.model(), 2 * F.bytes(1))) {
+            for (Path p : List.of(a, b, c)) {
+                store.register(p.getFileName().toString(), p);
+            }
+            INDArray x = input(1, 2);
+            store.forward(L0, x, new String[] {"a"});
+            store.forward(L0, x, new String[] {"b"});
+            store.model().deleteAdapter("a");                    // not the store's way: unregister is
+            INDArray y = store.forward(L0, x, new String[] {"c"}); // needs room: a is the LRU victim, already gone
+            assertArrayEquals(bits(ref.forward(L0, x, new String[] {"c"})), bits(y));
+            assertEquals(List.of("b", "c"), store.residentAdapters(), "a is no longer counted resident");
+            assertEquals(2 * F.bytes(1), store.residentBytes(), "a's bytes were freed, c's reserved");
+            assertEquals(Set.of("b", "c", "default"), modelAdapters(store));
+            assertEquals(0, store.stats().evictions(), "the store removed nothing itself");
+            // Still registered: the next batch that names it loads it again (b, now the LRU, makes room).
+            INDArray ya = store.forward(L0, x, new String[] {"a"});
+            assertArrayEquals(bits(ref.forward(L0, x, new String[] {"a"})), bits(ya));
+            assertEquals(List.of("c", "a"), store.residentAdapters());
+            assertEquals(2 * F.bytes(1), store.residentBytes());
+        }
+    }
+
+    @Test
+    void anAdapterDeletedFromSomeModulesIsDeletedFromTheOthersWhenEvicted() throws Exception {
+        Path a = adapter("a", 1, 1);
+        Path b = adapter("b", 1, 2);
+        try (AdapterStore store = new AdapterStore(F.model(), F.bytes(1))) {
+            store.register("a", a);
+            store.register("b", b);
+            store.forward(L0, input(1, 1), new String[] {"a"});
+            store.model().loraModules().get(L1).deleteAdapter("a");
+            store.forward(L0, input(1, 1), new String[] {"b"});
+            assertEquals(List.of("b"), store.residentAdapters());
+            assertEquals(Set.of("b", "default"), modelAdapters(store));
+            assertFalse(store.model().loraModules().get(L0).adapterNames().contains("a"), "no half of 'a' is left");
+            assertEquals(F.bytes(1), store.residentBytes());
+        }
+    }
+
+    @Test
+    void aBatchWhoseAdapterWasDeletedFromTheModelFailsNamingItAndTheNextBatchLoadsItAgain() throws Exception {
+        Path a = adapter("a", 2, 1);
+        Path b = adapter("b", 1, 2);
+        LoraModel ref = reference(a, b);
+        String[] rows = {"a", "b", null};
+        INDArray x = input(rows.length, 3);
+        try (AdapterStore store = new AdapterStore(F.model(), 1 << 20)) {
+            store.register("a", a);
+            store.register("b", b);
+            try (AdapterStore.Batch batch = store.batch(rows)) {
+                store.model().deleteAdapter("a");
+                IllegalStateException e = assertThrows(IllegalStateException.class, () -> batch.forward(L0, x));
+                assertTrue(e.getMessage().contains("[a]") && e.getMessage().contains("unregister"), e.getMessage());
+                assertInstanceOf(IllegalArgumentException.class, e.getCause(), "the model's refusal is the cause");
+                assertEquals(List.of("b"), store.residentAdapters(), "a is forgotten at once");
+                assertEquals(F.bytes(1), store.residentBytes(), "a's bytes are freed");
+                assertTrue(store.isRegistered("a"), "still registered");
+            }
+            try (AdapterStore.Batch again = store.batch(rows)) {
+                assertTrue(StoreFixture.sameOutput(twoLayers(ref, x, rows), twoLayers(again, x)), "a loaded again");
+            }
+            assertEquals(List.of("b", "a"), store.residentAdapters());
+            assertEquals(F.bytes(1) + F.bytes(2), store.residentBytes());
+            assertEquals(3, store.stats().loads());
+            // A forward failing for another reason is not mistaken for a lost adapter.
+            try (AdapterStore.Batch batch = store.batch(rows)) {
+                IllegalArgumentException wrong = assertThrows(IllegalArgumentException.class,
+                        () -> batch.forward(L0, input(2, 1)));
+                assertTrue(wrong.getMessage().contains("3 rows") || wrong.getMessage().contains("row"),
+                        wrong.getMessage());
+            }
+            assertEquals(List.of("a", "b"), store.residentAdapters(), "both used again, nothing forgotten");
+        }
+    }
 }

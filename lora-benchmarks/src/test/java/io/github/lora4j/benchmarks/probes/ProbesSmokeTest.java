@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import io.github.lora4j.BlockDeltaProbe;
 import io.github.lora4j.FastProbe;
 import io.github.lora4j.GemmDeltaProbe;
+import io.github.lora4j.MixedRowsProfileProbe;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
@@ -66,6 +67,25 @@ class ProbesSmokeTest {
                     num(m, g);
                 }
             }
+        }
+    }
+
+    @Test
+    void mixedRowsProfilePrintsEveryComponent() {
+        String out = run(MixedRowsProfileProbe::run, "64", "16", "4", "2");
+        allNumbers(lines(out, "pair, shuffled, with a prefetching helper thread NUM us per row", 1));
+        allNumbers(lines(out, "pair, adapters in shuffled order NUM us per row \\| the same rows in adapter address "
+                + "order NUM", 1));
+        allNumbers(lines(out, "pair right after a threaded gemm NUM us per row \\| rows split over 2 threads: NUM, "
+                + "right after a gemm NUM", 1));
+        allNumbers(lines(out, "second product alternatives, us per row: raw sgemv NUM \\| sgemm m=1 NUM \\| 4 strided "
+                + "saxpy NUM", 1));
+        allNumbers(lines(out, "d=64 n=K=16 r=4, us per row: resolve NUM \\| first gemv NUM \\| second gemv NUM \\| "
+                + "pair NUM \\| pair, one adapter NUM \\| raw cblas pair NUM \\| raw, one adapter NUM \\| touch NUM", 1));
+        List<Matcher> layer = lines(out, "layer ms: one adapter NUM \\| n distinct \\(ROWS\\) NUM \\| base rows only NUM"
+                + " \\| extra per row (-?[0-9.,]+) us", 1);
+        for (int g = 1; g <= 3; g++) {
+            num(layer.get(0), g);
         }
     }
 
