@@ -2,6 +2,7 @@ package io.github.lora4j.model;
 
 import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
+import io.github.lora4j.AllOrNothing;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.LoraModule;
 import io.github.lora4j.io.PeftAdapter;
@@ -98,19 +99,18 @@ final class ModelFiles {
         boolean fresh = model.table.noneTargeted();
         String baseModel = model.baseModelNameOrPath;
         String taskType = model.taskType;
-        List<String> loaded = new ArrayList<>();
         try {
-            for (String name : names) {
-                load(model, found.get(name), name);
-                loaded.add(name);
-            }
-        } catch (IOException | RuntimeException e) {
-            // Back to the model before this call: the adapters loaded so far go, and a fresh model is fresh again.
-            for (ModuleEntry m : model.table.targeted()) {
-                for (String name : loaded) {
-                    m.module.deleteAdapter(name);
+            // Each load is all or nothing itself; a later failure deletes the adapters loaded before it.
+            AllOrNothing.run(names, name -> {
+                try {
+                    load(model, found.get(name), name);
+                } catch (IOException e) {
+                    throw new ReadFailed(e);
                 }
-            }
+            }, name -> model.table.targeted().forEach(e -> e.module.deleteAdapter(name)), name -> name,
+                    "loading adapter", "deleting it again", "loaded");
+        } catch (RuntimeException e) {
+            // Back to the model before this call: a fresh model is fresh again, its names as they were.
             if (fresh) {
                 model.table.targeted().forEach(m -> m.targeted = false);
                 model.targetModules.clear();
@@ -118,9 +118,16 @@ final class ModelFiles {
             }
             model.baseModelNameOrPath = baseModel;
             model.taskType = taskType;
+            if (e instanceof ReadFailed r) {
+                IOException io = r.getCause();
+                for (Throwable t : r.getSuppressed()) {
+                    io.addSuppressed(t);
+                }
+                throw io;
+            }
             throw e;
         }
-        return loaded;
+        return names;
     }
 
     /** See {@link LoraModel#load}. */
@@ -188,5 +195,17 @@ final class ModelFiles {
         Map<String, T> out = model.table.layers(type, false);
         model.table.withCopies().forEach(e -> out.remove(e.path));
         return Collections.unmodifiableMap(out);
+    }
+
+    /** Carries a load's {@link IOException} through {@link AllOrNothing}, whose steps throw unchecked ones only. */
+    private static final class ReadFailed extends RuntimeException {
+        ReadFailed(IOException cause) {
+            super(cause);
+        }
+
+        @Override
+        public synchronized IOException getCause() {
+            return (IOException) super.getCause();
+        }
     }
 }
