@@ -184,19 +184,14 @@ final class Checks {
     }
 
     /**
-     * Refuses an {@code output} whose memory overlaps {@code other}'s: writing it would corrupt that array (the frozen
-     * W, a bias, an adapter's A or B) or read a half-written input.
+     * Refuses an {@code output} whose memory overlaps {@code other}'s ({@link SharedMemory}'s rule): writing it would
+     * corrupt that array (the frozen W, a bias, an adapter's A or B) or read a half-written input.
      */
     static void checkNoOverlap(INDArray output, INDArray other, String what) {
-        if (other == null || output.length() == 0 || other.length() == 0) {
-            return;
-        }
-        long[] o = Kernels.addressRange(output);
-        long[] r = Kernels.addressRange(other);
-        if (o[0] < r[1] && r[0] < o[1]) {
-            throw new IllegalArgumentException("output must not share memory with " + what + " (output occupies bytes ["
-                    + Long.toHexString(o[0]) + ", " + Long.toHexString(o[1]) + "), " + what + " ["
-                    + Long.toHexString(r[0]) + ", " + Long.toHexString(r[1]) + ")); pass a separate array");
+        if (SharedMemory.overlap(output, other)) {
+            throw new IllegalArgumentException("output must not share memory with " + what + " (output occupies bytes "
+                    + SharedMemory.span(output) + ", " + what + " " + SharedMemory.span(other)
+                    + "); pass a separate array");
         }
     }
 

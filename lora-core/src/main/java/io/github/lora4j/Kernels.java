@@ -628,22 +628,6 @@ final class Kernels {
         return new DoublePointer(a.data().addressPointer()).position(0).limit(a.length()).asBuffer();
     }
 
-    /**
-     * Memory range {@code [start, end)} in bytes that the elements of {@code a} occupy (its first element's address
-     * plus the extent of its strides), for overlap checks; ND4J strides are never negative.
-     */
-    static long[] addressRange(INDArray a) {
-        long start = a.data().addressPointer().address();
-        long extent = 1;
-        for (int d = 0; d < a.rank(); d++) {
-            if (a.size(d) == 0) {
-                return new long[] {start, start};
-            }
-            extent += (a.size(d) - 1) * Math.abs(a.stride(d));
-        }
-        return new long[] {start, start + extent * a.dataType().width()};
-    }
-
     /** The direct route's calls. Loaded by the JVM only when first used, that is after {@link #detect()} passed. */
     private static final class OpenBlas {
 

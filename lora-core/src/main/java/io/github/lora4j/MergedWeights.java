@@ -13,10 +13,10 @@ import org.nd4j.linalg.api.ndarray.INDArray;
  * unmerge then puts back bits that hold the second layer's update, and the second unmerge leaves {@code W} wrong.
  * ({@code LoraModel} refuses tied weights among its modules; this guards every layer, loose ones included.)
  *
- * <p>Memory is compared as {@link Kernels#addressRange address ranges} (the bytes from an array's first to its last
- * element), the rule {@link Checks#checkNoOverlap} uses: conservative, so two interleaved views (even and odd columns)
- * count as overlapping; disjoint row blocks of one array do not. Where a backend gives no host address, arrays on the
- * same buffer count as overlapping.
+ * <p>Memory is compared by {@link SharedMemory}'s rule, the one {@link Checks#checkNoOverlap} and {@code LoraModel}'s
+ * tied-weight refusal use: conservative address ranges, so two interleaved views (even and odd columns) count as
+ * overlapping; disjoint row blocks of one array do not. Where a backend gives no host address, arrays on the same
+ * buffer count as overlapping.
  *
  * <p>A claim holds its owner (the layer's {@link Merge}) and the buffer weakly: a layer that is garbage-collected while
  * merged can never unmerge, so its claim lapses by itself. Thread-safe: claims and releases of all layers are
@@ -32,29 +32,19 @@ final class MergedWeights {
     /** Memory a merged layer holds; {@link #release()} gives it back. */
     static final class Claim {
         private final WeakReference<Object> owner;
-        private final WeakReference<DataBuffer> buffer;
-        private final long start;
-        private final long end;
+        /** The claimed bytes; null (and the claim not registered) for an empty W. */
+        private final SharedMemory.Span span;
         private final String holder;
 
-        private Claim(Object owner, DataBuffer buffer, long[] range, String holder) {
+        private Claim(Object owner, SharedMemory.Span span, String holder) {
             this.owner = new WeakReference<>(owner);
-            this.buffer = new WeakReference<>(buffer);
-            this.start = range[0];
-            this.end = range[1];
+            this.span = span;
             this.holder = holder;
         }
 
         private boolean live() {
-            DataBuffer b = buffer.get();
+            DataBuffer b = span.buffer();
             return owner.get() != null && b != null && !b.wasClosed();
-        }
-
-        private boolean overlaps(DataBuffer otherBuffer, long[] range) {
-            if (start == 0 || range[0] == 0) {
-                return buffer.get() == otherBuffer;       // no host addresses: the same buffer counts as overlapping
-            }
-            return start < range[1] && range[0] < end;
         }
 
         /** Gives the memory back; idempotent. */
@@ -73,27 +63,23 @@ final class MergedWeights {
      *                               is claimed then
      */
     static Claim claim(INDArray weight, Object owner, String holder) {
-        DataBuffer buffer = root(weight);
-        long[] range = Kernels.addressRange(weight);
+        SharedMemory.Span span = SharedMemory.span(weight);
+        if (span == null) {
+            return new Claim(owner, null, holder);    // an empty W holds no memory: nothing to claim or clash with
+        }
         synchronized (MergedWeights.class) {
             CLAIMS.removeIf(c -> !c.live());
             for (Claim c : CLAIMS) {
-                if (c.owner.get() != owner && c.overlaps(buffer, range)) {
+                if (c.owner.get() != owner && c.span.overlaps(span)) {
                     throw new IllegalStateException("cannot merge: W shares memory with the W of another layer, "
                             + c.holder + ", whose adapter is merged into it; merging here too would put two updates "
                             + "into one array and unmerging both would corrupt it. Expected W to hold no other "
                             + "layer's merge: unmerge that layer first, or wrap a copy of W (dup()); W is unchanged");
                 }
             }
-            Claim c = new Claim(owner, buffer, range, holder);
+            Claim c = new Claim(owner, span, holder);
             CLAIMS.add(c);
             return c;
         }
-    }
-
-    /** The buffer that owns {@code a}'s memory (a view's original buffer). */
-    private static DataBuffer root(INDArray a) {
-        DataBuffer d = a.data();
-        return d.originalDataBuffer() != null ? d.originalDataBuffer() : d;
     }
 }

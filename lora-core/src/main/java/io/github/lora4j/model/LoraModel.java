@@ -4,6 +4,7 @@ import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.LoraTrainable;
 import io.github.lora4j.MergeMode;
 import io.github.lora4j.WeightLayout;
 import io.github.lora4j.io.AdapterFormatException;
@@ -12,8 +13,6 @@ import io.github.lora4j.io.PeftAdapterFiles;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Collections;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.regex.Pattern;
@@ -67,32 +66,16 @@ public final class LoraModel {
     public static final String DEFAULT_ADAPTER = LoraLinear.DEFAULT_ADAPTER;
 
     // Package-private: the parts of this class (ModelAdapters, ModelFiles, ModulesToSave, ParameterReport) work on it.
-    final List<String> order;
-    /** Current linear modules: a modules_to_save copy replaces its original here while enabled. */
-    final Map<String, LoraLinear> modules;
-    final Map<String, LoraEmbedding> embeddings;
-    final Map<String, LoraConv2d> convs;
-    /** Modules counted for the report only (norms and other layers lora4j does not compute): path → parameters. */
-    final Map<String, Long> parametersOnly;
-    final Map<String, LoraLinear> targeted = new LinkedHashMap<>();
-    final Map<String, LoraEmbedding> targetedEmbeddings = new LinkedHashMap<>();
-    final Map<String, LoraConv2d> targetedConvs = new LinkedHashMap<>();
-    /** modules_to_save: path to {original, copy}. */
-    final Map<String, LoraLinear[]> savedLinears = new LinkedHashMap<>();
-    final Map<String, LoraEmbedding[]> savedEmbeddings = new LinkedHashMap<>();
-    boolean modulesToSaveEnabled = true;
+    /** Every module, one row each (kind, LoRA targeting, modules_to_save copy, parameters-only count), in order. */
+    final ModuleTable table;
     final List<String> targetModules = new ArrayList<>();
     String targetRegex;
     LoraConfig appliedConfig;
     String baseModelNameOrPath;
     String taskType;
 
-    LoraModel(ModuleSet set) {
-        this.order = new ArrayList<>(set.order);
-        this.modules = new LinkedHashMap<>(set.linears);
-        this.embeddings = new LinkedHashMap<>(set.embeddings);
-        this.convs = new LinkedHashMap<>(set.convs);
-        this.parametersOnly = new LinkedHashMap<>(set.parametersOnly);
+    LoraModel(ModuleTable table) {
+        this.table = table;
     }
 
     /** {@return a new, empty builder} Modules join the model in the order they are added. */
@@ -102,12 +85,12 @@ public final class LoraModel {
 
     /** {@return all module paths (linear, embedding, conv2d; not parameters-only ones) in order, a copy} */
     public List<String> modulePaths() {
-        return List.copyOf(order);
+        return table.paths();
     }
 
     /** {@return the {@link Builder#parametersOnly parameters-only} modules: path → count, in order; a view} */
     public Map<String, Long> parametersOnlyModules() {
-        return Collections.unmodifiableMap(parametersOnly);
+        return table.parametersOnlyView();
     }
 
     /**
@@ -147,17 +130,17 @@ public final class LoraModel {
      * This is the map {@code io.github.lora4j.io.PeftAdapterFiles} saves and loads.
      */
     public Map<String, LoraLinear> loraModules() {
-        return Collections.unmodifiableMap(targeted);
+        return table.targetedView(LoraLinear.class);
     }
 
     /** {@return the embeddings that carry LoRA adapters: path → live layer, in model order; a view} */
     public Map<String, LoraEmbedding> loraEmbeddings() {
-        return Collections.unmodifiableMap(targetedEmbeddings);
+        return table.targetedView(LoraEmbedding.class);
     }
 
     /** {@return the Conv2d modules that carry LoRA adapters: path → live layer, in model order; a view} */
     public Map<String, LoraConv2d> loraConvs() {
-        return Collections.unmodifiableMap(targetedConvs);
+        return table.targetedView(LoraConv2d.class);
     }
 
     /**
@@ -276,14 +259,14 @@ public final class LoraModel {
 
     /** {@return the targeted modules' active adapter; null before {@link #applyLora} or once it is deleted} */
     public String activeAdapter() {
-        List<TargetedModule> t = TargetedModule.all(this);
-        return t.isEmpty() ? null : t.get(0).activeAdapter();
+        List<ModuleEntry> t = table.targeted();
+        return t.isEmpty() ? null : t.get(0).module.activeAdapter();
     }
 
     /** {@return the targeted modules' adapter names (all have the same) in the order added; empty before apply} */
     public List<String> adapterNames() {
-        List<TargetedModule> t = TargetedModule.all(this);
-        return t.isEmpty() ? List.of() : t.get(0).adapterNames();
+        List<ModuleEntry> t = table.targeted();
+        return t.isEmpty() ? List.of() : t.get(0).module.adapterNames();
     }
 
     /**
@@ -341,8 +324,11 @@ public final class LoraModel {
 
     /** Clears the adapter gradients of every targeted module. */
     public void zeroGrad() {
-        targeted.values().forEach(LoraLinear::zeroGrad);
-        targetedEmbeddings.values().forEach(LoraEmbedding::zeroGrad);
+        for (ModuleEntry e : table.targeted()) {
+            if (e.module instanceof LoraTrainable t) {
+                t.zeroGrad();
+            }
+        }
     }
 
     /** {@link #merge(MergeMode) Merges} every targeted module the {@link MergeMode#EXACT exact} way; same refusals. */
@@ -374,7 +360,8 @@ public final class LoraModel {
 
     /** {@return whether the targeted modules are merged; false before {@link #applyLora}} */
     public boolean isMerged() {
-        return TargetedModule.all(this).stream().findFirst().map(TargetedModule::isMerged).orElse(false);
+        List<ModuleEntry> t = table.targeted();
+        return !t.isEmpty() && t.get(0).module.isMerged();
     }
 
     /**
@@ -533,7 +520,7 @@ public final class LoraModel {
 
     /** {@return whether the modules_to_save copies are in use (unless {@link #setModulesToSaveEnabled} said no)} */
     public boolean modulesToSaveEnabled() {
-        return modulesToSaveEnabled;
+        return table.copiesEnabled;
     }
 
     /** Drops every modules_to_save copy: the original modules, with their untouched arrays, are the model's again. */
@@ -718,7 +705,7 @@ public final class LoraModel {
          * @throws IllegalArgumentException for a blank or repeated path, or a bad weight or bias
          */
         public Builder add(String path, INDArray weight, INDArray bias, WeightLayout layout) {
-            set.linears.put(path, set.checked(path, () -> LoraLinear.base(weight, bias, layout)));
+            set.add(path, () -> LoraLinear.base(weight, bias, layout));
             return this;
         }
 
@@ -730,7 +717,7 @@ public final class LoraModel {
          * @throws IllegalArgumentException for a blank or repeated path, or a bad table
          */
         public Builder embedding(String path, INDArray table) {
-            set.embeddings.put(path, set.checked(path, () -> LoraEmbedding.base(table)));
+            set.add(path, () -> LoraEmbedding.base(table));
             return this;
         }
 
@@ -745,7 +732,7 @@ public final class LoraModel {
          * @throws IllegalArgumentException for a blank or repeated path, or a bad kernel, bias, stride or padding
          */
         public Builder conv2d(String path, INDArray weight, INDArray bias, int[] stride, int[] padding) {
-            set.convs.put(path, set.checked(path, () -> LoraConv2d.base(weight, bias, stride, padding)));
+            set.add(path, () -> LoraConv2d.base(weight, bias, stride, padding));
             return this;
         }
 

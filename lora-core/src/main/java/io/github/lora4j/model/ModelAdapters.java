@@ -57,73 +57,56 @@ final class ModelAdapters {
     }
 
     private static void apply(LoraModel model, LoraConfig config, Predicate<String> matches, String what) {
-        if (!TargetedModule.none(model)) {
-            throw new IllegalStateException("LoRA is already applied to " + TargetedModule.paths(model)
+        if (!model.table.noneTargeted()) {
+            throw new IllegalStateException("LoRA is already applied to " + model.table.targetedPaths()
                     + "; use addAdapter(name, config) to add another adapter");
         }
-        Map<String, LoraLinear> matched = new LinkedHashMap<>();
-        Map<String, LoraEmbedding> matchedEmb = new LinkedHashMap<>();
-        Map<String, LoraConv2d> matchedConv = new LinkedHashMap<>();
-        for (String path : model.order) {
-            if (matches.test(path)) {
-                if (model.savedLinears.containsKey(path) || model.savedEmbeddings.containsKey(path)) {
-                    throw new IllegalArgumentException(what + " matched module '" + path + "', which is a "
+        List<ModuleEntry> matched = new ArrayList<>();
+        for (ModuleEntry e : model.table.computed()) {
+            if (matches.test(e.path)) {
+                if (e.copy != null) {
+                    throw new IllegalArgumentException(what + " matched module '" + e.path + "', which is a "
                             + "modules_to_save copy; a module is either LoRA-adapted or saved in full");
                 }
-                if (model.modules.containsKey(path)) {
-                    matched.put(path, model.modules.get(path));
-                } else if (model.embeddings.containsKey(path)) {
-                    matchedEmb.put(path, model.embeddings.get(path));
-                } else {
-                    matchedConv.put(path, model.convs.get(path));
-                }
+                matched.add(e);
             }
         }
-        if (matched.isEmpty() && matchedEmb.isEmpty() && matchedConv.isEmpty()) {
-            throw new IllegalArgumentException(what + " matched no module; available model.modules: " + model.order);
+        if (matched.isEmpty()) {
+            throw new IllegalArgumentException(what + " matched no module; available model.modules: "
+                    + model.table.paths());
         }
-        addToAll(matched, matchedEmb, matchedConv, LoraModel.DEFAULT_ADAPTER, config);
-        for (LoraLinear m : matched.values()) {
-            m.setActiveAdapter(LoraModel.DEFAULT_ADAPTER);
+        addToAll(matched, LoraModel.DEFAULT_ADAPTER, config);
+        for (ModuleEntry e : matched) {
+            e.module.setActiveAdapter(LoraModel.DEFAULT_ADAPTER);
+            e.targeted = true;
         }
-        for (LoraEmbedding m : matchedEmb.values()) {
-            m.setActiveAdapter(LoraModel.DEFAULT_ADAPTER);
-        }
-        for (LoraConv2d m : matchedConv.values()) {
-            m.setActiveAdapter(LoraModel.DEFAULT_ADAPTER);
-        }
-        model.targeted.putAll(matched);
-        model.targetedEmbeddings.putAll(matchedEmb);
-        model.targetedConvs.putAll(matchedConv);
         model.appliedConfig = config;
     }
 
     /** See {@link LoraModel#addAdapter}. */
     static void addAdapter(LoraModel model, String name, LoraConfig config) {
         Objects.requireNonNull(config, "config must not be null");
-        TargetedModule.requireApplied(model);
-        addToAll(model.targeted, model.targetedEmbeddings, model.targetedConvs, name, config);
+        model.table.requireApplied();
+        addToAll(model.table.targeted(), name, config);
     }
 
-    static void addToAll(Map<String, LoraLinear> target, Map<String, LoraEmbedding> targetEmb,
-                                 Map<String, LoraConv2d> targetConv, String name, LoraConfig config) {
+    /** Adds adapter {@code name} to every module of {@code targets}, each with its own seed; all or nothing. */
+    static void addToAll(List<ModuleEntry> targets, String name, LoraConfig config) {
         // Any rank >= 1 fits every module (LoraConfig holds no other); only a taken name can clash.
-        target.forEach((path, layer) -> checkAddable(path, layer.adapterNames(), name));
-        targetEmb.forEach((path, layer) -> checkAddable(path, layer.adapterNames(), name));
-        targetConv.forEach((path, layer) -> checkAddable(path, layer.adapterNames(), name));
-        if (config.useDora() && (!targetEmb.isEmpty() || !targetConv.isEmpty())) {
+        targets.forEach(e -> checkAddable(e.path, e.module.adapterNames(), name));
+        if (config.useDora() && targets.stream().anyMatch(e -> e.kind() != LoraModule.Kind.LINEAR)) {
             throw new IllegalArgumentException("DoRA (useDora = true) is supported on linear modules only; the targets "
-                    + "include embeddings " + targetEmb.keySet() + " and conv2d modules " + targetConv.keySet()
-                    + "; target linear modules only, or use plain LoRA");
+                    + "include embeddings " + paths(targets, LoraModule.Kind.EMBEDDING) + " and conv2d modules "
+                    + paths(targets, LoraModule.Kind.CONV2D) + "; target linear modules only, or use plain LoRA");
         }
         // Checked above, so only a blank or reserved name can fail here (on the first module); undone anyway.
-        List<Map.Entry<String, LoraModule>> modules = new ArrayList<>();
-        modules.addAll(target.entrySet().stream().map(e -> Map.entry(e.getKey(), (LoraModule) e.getValue())).toList());
-        modules.addAll(targetEmb.entrySet().stream().map(e -> Map.entry(e.getKey(), (LoraModule) e.getValue())).toList());
-        modules.addAll(targetConv.entrySet().stream().map(e -> Map.entry(e.getKey(), (LoraModule) e.getValue())).toList());
-        AllOrNothing.run(modules, e -> e.getValue().addAdapter(name, config.forModule(e.getKey())),
-                e -> e.getValue().deleteAdapter(name), Map.Entry::getKey, "adding adapter '" + name + "' to",
+        AllOrNothing.run(targets, e -> e.module.addAdapter(name, config.forModule(e.path)),
+                e -> e.module.deleteAdapter(name), e -> e.path, "adding adapter '" + name + "' to",
                 "deleting it from", "with the adapter");
+    }
+
+    private static List<String> paths(List<ModuleEntry> entries, LoraModule.Kind kind) {
+        return entries.stream().filter(e -> e.kind() == kind).map(e -> e.path).toList();
     }
 
     private static void checkAddable(String path, List<String> names, String name) {
@@ -135,19 +118,12 @@ final class ModelAdapters {
 
     static void setActiveAdapter(LoraModel model, String name) {
         Objects.requireNonNull(name, "adapter name must not be null");
-        TargetedModule.requireApplied(model);
-        for (Map.Entry<String, LoraLinear> e : model.targeted.entrySet()) {
-            checkSwitchable(e.getKey(), e.getValue().adapterNames(), e.getValue().isMerged(), name);
+        model.table.requireApplied();
+        List<ModuleEntry> all = model.table.targeted();
+        for (ModuleEntry e : all) {
+            checkSwitchable(e.path, e.module.adapterNames(), e.module.isMerged(), name);
         }
-        for (Map.Entry<String, LoraEmbedding> e : model.targetedEmbeddings.entrySet()) {
-            checkSwitchable(e.getKey(), e.getValue().adapterNames(), e.getValue().isMerged(), name);
-        }
-        for (Map.Entry<String, LoraConv2d> e : model.targetedConvs.entrySet()) {
-            checkSwitchable(e.getKey(), e.getValue().adapterNames(), e.getValue().isMerged(), name);
-        }
-        model.targeted.values().forEach(m -> m.setActiveAdapter(name));
-        model.targetedEmbeddings.values().forEach(m -> m.setActiveAdapter(name));
-        model.targetedConvs.values().forEach(m -> m.setActiveAdapter(name));
+        all.forEach(e -> e.module.setActiveAdapter(name));
     }
 
     private static void checkSwitchable(String path, List<String> names, boolean merged, String name) {
@@ -161,12 +137,9 @@ final class ModelAdapters {
     }
 
     static void setTraining(LoraModel model, boolean on) {
-        // Modules swapped out (originals or modules_to_save copies) follow, so a swap keeps the mode.
-        List<Object> all = new ArrayList<>(model.modules.values());
-        all.addAll(model.embeddings.values());
-        model.savedLinears.values().forEach(m -> all.addAll(List.of(m)));
-        model.savedEmbeddings.values().forEach(m -> all.addAll(List.of(m)));
-        for (Object m : all) {
+        // Modules swapped out (originals or modules_to_save copies) follow, so a swap keeps the mode. Conv2d
+        // modules have no training mode.
+        for (LoraModule m : model.table.allLayers()) {
             if (m instanceof LoraLinear l) {
                 if (on) {
                     l.train();
@@ -187,37 +160,40 @@ final class ModelAdapters {
 
     static void merge(LoraModel model, MergeMode mode) {
         Objects.requireNonNull(mode, "mode must not be null");
-        TargetedModule.requireApplied(model);
-        List<TargetedModule> all = TargetedModule.all(model);
-        for (TargetedModule m : all) {
-            if (m.isMerged()) {
-                throw new IllegalStateException("module '" + m.path() + "' is already merged; unmerge() first");
+        model.table.requireApplied();
+        List<ModuleEntry> all = model.table.targeted();
+        for (ModuleEntry e : all) {
+            if (e.module.isMerged()) {
+                throw new IllegalStateException("module '" + e.path + "' is already merged; unmerge() first");
             }
         }
-        AllOrNothing.run(all, m -> m.merge(mode), TargetedModule::unmerge, TargetedModule::path, "merging module",
-                "unmerging", "merged", (m, done, ex) -> new IllegalStateException("merging module '" + m.path()
+        AllOrNothing.run(all, e -> e.module.merge(mode), e -> e.module.unmerge(), e -> e.path, "merging module",
+                "unmerging", "merged", (e, done, ex) -> new IllegalStateException("merging module '" + e.path
                         + "' failed, " + done + " module(s) already merged were unmerged again: " + ex.getMessage(),
                         ex));
     }
 
     static void unmerge(LoraModel model) {
-        TargetedModule.requireApplied(model);
-        List<TargetedModule> all = TargetedModule.all(model);
-        for (TargetedModule m : all) {
-            if (!m.isMerged()) {
-                throw new IllegalStateException("module '" + m.path() + "' is not merged; nothing to unmerge");
+        model.table.requireApplied();
+        List<ModuleEntry> all = model.table.targeted();
+        for (ModuleEntry e : all) {
+            if (!e.module.isMerged()) {
+                throw new IllegalStateException("module '" + e.path + "' is not merged; nothing to unmerge");
             }
         }
-        all.forEach(TargetedModule::unmerge);
+        all.forEach(e -> e.module.unmerge());
     }
 
     /** Module path → a new array holding its plain weight; the model is untouched. */
     static Map<String, INDArray> mergedWeightsCopy(LoraModel model) {
         Map<String, INDArray> out = new LinkedHashMap<>();
-        for (String p : model.order) {
-            out.put(p, model.modules.containsKey(p) ? model.modules.get(p).mergedWeight()
-                    : model.embeddings.containsKey(p) ? model.embeddings.get(p).mergedTable()
-                    : model.convs.get(p).mergedWeight());
+        for (ModuleEntry e : model.table.computed()) {
+            LoraModule m = model.table.live(e);
+            out.put(e.path, switch (m.kind()) {
+                case LINEAR -> ((LoraLinear) m).mergedWeight();
+                case EMBEDDING -> ((LoraEmbedding) m).mergedTable();
+                case CONV2D -> ((LoraConv2d) m).mergedWeight();
+            });
         }
         return out;
     }
@@ -227,86 +203,103 @@ final class ModelAdapters {
      * a plain one over the same arrays and keeps the modules_to_save module in use: nothing is copied.
      */
     static Map<String, INDArray> mergeAndUnload(LoraModel model) {
-        List<TargetedModule> all = TargetedModule.all(model);
-        if (!all.isEmpty() && !all.stream().allMatch(TargetedModule::isMerged)) {
+        List<ModuleEntry> all = model.table.targeted();
+        if (!all.isEmpty() && !all.stream().allMatch(e -> e.module.isMerged())) {
             merge(model, MergeMode.EXACT);
         }
         // Merged and checked finite: rebuilding plain modules over the same arrays cannot fail from here on. Each
         // dropped wrapper unloads too (it keeps the update, forgets the merge and its adapters), so that it gives
         // W's memory back and can never unmerge out of the plain model's weights.
-        for (TargetedModule m : all) {
-            if (m.linear() != null) {
-                LoraLinear l = m.linear();
-                l.mergeAndUnload();
-                LoraLinear plain = LoraLinear.base(l.weight(), l.bias(), l.layout());
-                model.modules.put(m.path(), l.isTraining() ? plain.train() : plain);
-            } else if (m.embedding() != null) {
-                m.embedding().mergeAndUnload();
-                LoraEmbedding plain = LoraEmbedding.base(m.embedding().table());
-                model.embeddings.put(m.path(), m.embedding().isTraining() ? plain.train() : plain);
-            } else {
-                LoraConv2d c = m.conv();
-                c.mergeAndUnload();
-                model.convs.put(m.path(), LoraConv2d.base(c.weight(), c.bias() == null ? null
-                        : c.bias().reshape(c.outChannels()), c.stride(), c.padding()));
-            }
+        for (ModuleEntry e : all) {
+            e.module.mergeAndUnload();
+            e.module = plain(e.module);
+            e.targeted = false;
         }
-        model.targeted.clear();
-        model.targetedEmbeddings.clear();
-        model.targetedConvs.clear();
-        model.savedLinears.clear();
-        model.savedEmbeddings.clear();
-        model.modulesToSaveEnabled = true;
+        // Enabled copies stay in use, the originals go; disabled copies go.
+        for (ModuleEntry e : model.table.withCopies()) {
+            e.module = model.table.live(e);
+            e.copy = null;
+        }
+        model.table.copiesEnabled = true;
         model.targetModules.clear();
         model.targetRegex = null;
         model.appliedConfig = null;
         Map<String, INDArray> out = new LinkedHashMap<>();
-        for (String p : model.order) {
-            out.put(p, ModulesToSave.baseArray(model, p));
+        for (ModuleEntry e : model.table.computed()) {
+            out.put(e.path, ModuleSet.weightOf(e.module));
         }
         return out;
+    }
+
+    /** A new layer without adapters over {@code m}'s arrays, in {@code m}'s training mode. */
+    private static LoraModule plain(LoraModule m) {
+        return switch (m.kind()) {
+            case LINEAR -> {
+                LoraLinear l = (LoraLinear) m;
+                LoraLinear p = LoraLinear.base(l.weight(), l.bias(), l.layout());
+                yield l.isTraining() ? p.train() : p;
+            }
+            case EMBEDDING -> {
+                LoraEmbedding t = (LoraEmbedding) m;
+                LoraEmbedding p = LoraEmbedding.base(t.table());
+                yield t.isTraining() ? p.train() : p;
+            }
+            case CONV2D -> {
+                LoraConv2d c = (LoraConv2d) m;
+                yield LoraConv2d.base(c.weight(), c.bias() == null ? null : c.bias().reshape(c.outChannels()),
+                        c.stride(), c.padding());
+            }
+        };
     }
 
     // ---------------------------------------------------------------- adapters
 
     static void deleteAdapter(LoraModel model, String name) {
         Objects.requireNonNull(name, "adapter name must not be null");
-        TargetedModule.requireApplied(model);
-        List<TargetedModule> all = TargetedModule.all(model);
-        for (TargetedModule m : all) {
-            requireKnownUnmerged(m, name, "deleting");
+        model.table.requireApplied();
+        List<ModuleEntry> all = model.table.targeted();
+        for (ModuleEntry e : all) {
+            requireKnownUnmerged(e, name, "deleting");
         }
-        all.forEach(m -> m.deleteAdapter(name));
+        all.forEach(e -> e.module.deleteAdapter(name));
     }
 
-    private static void requireKnownUnmerged(TargetedModule m, String name, String action) {
-        if (!m.adapterNames().contains(name)) {
-            throw new IllegalArgumentException("unknown adapter '" + name + "' on module '" + m.path()
-                    + "'; known adapters: " + m.adapterNames());
+    private static void requireKnownUnmerged(ModuleEntry e, String name, String action) {
+        if (!e.module.adapterNames().contains(name)) {
+            throw new IllegalArgumentException("unknown adapter '" + name + "' on module '" + e.path
+                    + "'; known adapters: " + e.module.adapterNames());
         }
-        if (m.hasMerged(name)) {
+        if (e.hasMerged(name)) {
             throw new IllegalStateException(action + " adapter '" + name + "' is refused while it is merged into module '"
-                    + m.path() + "'; unmerge() first");
+                    + e.path + "'; unmerge() first");
         }
     }
 
     static void setAdaptersEnabled(LoraModel model, boolean on) {
-        List<TargetedModule> all = TargetedModule.all(model);
+        List<ModuleEntry> all = model.table.targeted();
         if (!on) {
-            for (TargetedModule m : all) {
-                if (m.isMerged()) {
-                    throw new IllegalStateException("cannot disable adapters while module '" + m.path()
+            for (ModuleEntry e : all) {
+                if (e.module.isMerged()) {
+                    throw new IllegalStateException("cannot disable adapters while module '" + e.path
                             + "' is merged (its update is inside W); unmerge() first");
                 }
             }
         }
-        all.forEach(m -> m.setAdaptersEnabled(on));
-        ModulesToSave.setEnabled(model, on);
+        all.forEach(e -> setEnabled(e.module, on));
+        model.table.copiesEnabled = on;
+    }
+
+    private static void setEnabled(LoraModule m, boolean on) {
+        if (on) {
+            m.enableAdapters();
+        } else {
+            m.disableAdapters();
+        }
     }
 
     static boolean adaptersEnabled(LoraModel model) {
-        return TargetedModule.all(model).stream().allMatch(TargetedModule::adaptersEnabled)
-                && (ModulesToSave.paths(model).isEmpty() || model.modulesToSaveEnabled);
+        return model.table.targeted().stream().allMatch(e -> e.module.adaptersEnabled())
+                && (model.table.withCopies().isEmpty() || model.table.copiesEnabled);
     }
 
     /** See {@link LoraModel#adaptersDisabled()}. */
@@ -318,37 +311,37 @@ final class ModelAdapters {
 
     /** Each targeted module's enabled flag and the modules_to_save switch, to put back later. */
     static Runnable enabledState(LoraModel model) {
-        Map<TargetedModule, Boolean> was = new LinkedHashMap<>();
-        TargetedModule.all(model).forEach(m -> was.put(m, m.adaptersEnabled()));
-        boolean saveWas = model.modulesToSaveEnabled;
+        Map<LoraModule, Boolean> was = new LinkedHashMap<>();
+        model.table.targeted().forEach(e -> was.put(e.module, e.module.adaptersEnabled()));
+        boolean saveWas = model.table.copiesEnabled;
         return () -> {
             was.forEach((m, on) -> {
                 if (on) {
-                    m.setAdaptersEnabled(true);
+                    m.enableAdapters();
                 }
             });
-            ModulesToSave.setEnabled(model, saveWas);
+            model.table.copiesEnabled = saveWas;
         };
     }
 
     static void setAdapterScale(LoraModel model, String name, double scale) {
         Objects.requireNonNull(name, "adapter name must not be null");
-        TargetedModule.requireApplied(model);
-        List<TargetedModule> all = TargetedModule.all(model);
+        model.table.requireApplied();
+        List<ModuleEntry> all = model.table.targeted();
         // Every check before any change: setting a scale drops that module's pending training forward, so a refusal
         // found half-way (and rolled back) would still have dropped the forwards of the modules before it.
-        for (TargetedModule m : all) {
-            requireKnownUnmerged(m, name, "changing the scale of");
-            LoraAdapter adapter = m.adapter(name);
+        for (ModuleEntry e : all) {
+            requireKnownUnmerged(e, name, "changing the scale of");
+            LoraAdapter adapter = e.module.adapter(name);
             try {
                 adapter.config().scaling(scale, adapter.a().dataType());
             } catch (IllegalArgumentException ex) {
-                throw new IllegalArgumentException("module '" + m.path() + "' (" + m.kind() + "): scale of adapter '"
+                throw new IllegalArgumentException("module '" + e.path + "' (" + e.kindName() + "): scale of adapter '"
                         + name + "': " + ex.getMessage() + "; no module's scale was changed", ex);
             }
         }
-        for (TargetedModule m : all) {
-            m.setAdapterScale(name, scale);          // checked above with the layers' own rule: cannot fail
+        for (ModuleEntry e : all) {
+            e.module.setAdapterScale(name, scale);          // checked above with the layers' own rule: cannot fail
         }
     }
 
@@ -356,27 +349,29 @@ final class ModelAdapters {
     static void addWeightedAdapter(LoraModel model, String newName, List<String> adapterNames, double[] weights,
                                    Integer rank) {
         Objects.requireNonNull(newName, "newName must not be null");
-        TargetedModule.requireApplied(model);
-        if (!model.targetedEmbeddings.isEmpty() || !model.targetedConvs.isEmpty()) {
+        model.table.requireApplied();
+        List<ModuleEntry> all = model.table.targeted();
+        if (all.stream().anyMatch(e -> e.kind() != LoraModule.Kind.LINEAR)) {
             throw new IllegalArgumentException("weighted adapter combinations cover linear modules only; expected a "
-                    + "model whose LoRA modules are all linear, got LoRA embeddings " + model.targetedEmbeddings.keySet()
-                    + " and conv2d modules " + model.targetedConvs.keySet());
+                    + "model whose LoRA modules are all linear, got LoRA embeddings "
+                    + paths(all, LoraModule.Kind.EMBEDDING) + " and conv2d modules " + paths(all, LoraModule.Kind.CONV2D));
         }
-        for (Map.Entry<String, LoraLinear> e : model.targeted.entrySet()) {
-            if (e.getValue().adapterNames().contains(newName)) {
-                throw new IllegalArgumentException("adapter '" + newName + "' already exists on module '" + e.getKey()
-                        + "'; known adapters: " + e.getValue().adapterNames());
+        for (ModuleEntry e : all) {
+            if (e.module.adapterNames().contains(newName)) {
+                throw new IllegalArgumentException("adapter '" + newName + "' already exists on module '" + e.path
+                        + "'; known adapters: " + e.module.adapterNames());
             }
         }
-        AllOrNothing.run(List.copyOf(model.targeted.entrySet()), e -> {
+        AllOrNothing.run(all, e -> {
+            LoraLinear l = (LoraLinear) e.module;
             if (rank == null) {
-                e.getValue().addWeightedAdapter(newName, adapterNames, weights);
+                l.addWeightedAdapter(newName, adapterNames, weights);
             } else {
-                e.getValue().addWeightedAdapterSvd(newName, adapterNames, weights, rank);
+                l.addWeightedAdapterSvd(newName, adapterNames, weights, rank);
             }
-        }, e -> e.getValue().deleteAdapter(newName), Map.Entry::getKey, "adding weighted adapter '" + newName
+        }, e -> e.module.deleteAdapter(newName), e -> e.path, "adding weighted adapter '" + newName
                 + "' to", "deleting it from", "with the adapter", (e, done, ex) -> new IllegalArgumentException(
-                "module '" + e.getKey() + "': " + ex.getMessage() + "; adapter '" + newName
+                "module '" + e.path + "': " + ex.getMessage() + "; adapter '" + newName
                         + "' was added to no module", ex));
     }
 
@@ -385,25 +380,30 @@ final class ModelAdapters {
     /** See {@link LoraModel#forward(String, INDArray)}. */
     static INDArray forward(LoraModel model, String path, INDArray x) {
         Objects.requireNonNull(path, "module path must not be null");
-        LoraEmbedding e = model.embeddings.get(path);
-        if (e != null) {
-            return e.forward(x);
+        ModuleEntry e = model.table.get(path);
+        if (e == null) {
+            return model.module(path).forward(x);           // the refusal that lists the modules
         }
-        LoraConv2d c = model.convs.get(path);
-        return c != null ? c.forward(x) : model.module(path).forward(x);
+        LoraModule m = model.table.live(e);
+        return switch (m.kind()) {
+            case LINEAR -> ((LoraLinear) m).forward(x);
+            case EMBEDDING -> ((LoraEmbedding) m).forward(x);
+            case CONV2D -> ((LoraConv2d) m).forward(x);
+        };
     }
 
     static INDArray forward(LoraModel model, String path, INDArray x, String[] adapterPerRow) {
         Objects.requireNonNull(path, "module path must not be null");
         Objects.requireNonNull(x, "input must not be null");
         Objects.requireNonNull(adapterPerRow, "adapterPerRow must not be null");
-        if (model.embeddings.containsKey(path) || model.convs.containsKey(path)) {
+        ModuleEntry entry = model.table.get(path);
+        if (entry != null && entry.kind() != LoraModule.Kind.LINEAR) {
             throw new IllegalArgumentException("mixed-adapter batches are for linear modules; module '" + path
-                    + "' is " + (model.embeddings.containsKey(path) ? "an embedding" : "a conv2d module")
+                    + "' is " + (entry.kind() == LoraModule.Kind.EMBEDDING ? "an embedding" : "a conv2d module")
                     + ": call forward(path, x) once per adapter instead");
         }
         LoraLinear layer = model.module(path);
-        if (model.targeted.containsKey(path)) {
+        if (entry.targeted) {
             return layer.forward(x, adapterPerRow);
         }
         // Not LoRA-adapted: PEFT computes the plain module for every row, or for modules_to_save the original
@@ -429,12 +429,12 @@ final class ModelAdapters {
             anyBase |= base;
             anyAdapter |= !base;
         }
-        LoraLinear[] saved = model.savedLinears.get(path);
-        if (saved == null || !model.modulesToSaveEnabled || !anyBase) {
+        if (entry.copy == null || !model.table.copiesEnabled || !anyBase) {
             return layer.forward(x);
         }
+        LoraLinear original = (LoraLinear) entry.module;
         if (!anyAdapter) {
-            return saved[0].forward(x);
+            return original.forward(x);
         }
         if (layer.isTraining()) {
             // The rows would need two modules' backward passes; one module keeps one forward.
@@ -442,8 +442,8 @@ final class ModelAdapters {
                     + "use it (adapter rows) or its original (base rows) for every row, got both; call eval() for "
                     + "inference, or split the batch");
         }
-        INDArray y = saved[1].forward(x);
-        INDArray yBase = saved[0].forward(x);
+        INDArray y = ((LoraLinear) entry.copy).forward(x);
+        INDArray yBase = original.forward(x);
         INDArray y2 = y.reshape('c', rows, layer.outFeatures());
         INDArray b2 = yBase.reshape('c', rows, layer.outFeatures());
         for (int i = 0; i < adapterPerRow.length; i++) {

@@ -2,7 +2,9 @@ package io.github.lora4j.model;
 
 import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
+import io.github.lora4j.AllOrNothing;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.LoraModule;
 import io.github.lora4j.io.PeftAdapter;
 import io.github.lora4j.io.PeftAdapterConfig;
 import io.github.lora4j.io.PeftAdapterFiles;
@@ -36,7 +38,7 @@ final class ModelFiles {
     static void saveAll(LoraModel model, Path dir) throws IOException {
         PeftAdapterFiles.Saver saver = saver(model);
         List<String> names = model.adapterNames();
-        if (names.size() > 1 && !(model.savedLinears.isEmpty() && model.savedEmbeddings.isEmpty())) {
+        if (names.size() > 1 && !model.table.withCopies().isEmpty()) {
             throw new IllegalArgumentException("the model has modules_to_save copies " + model.modulesToSave()
                     + " and adapters " + names + ": lora4j keeps one copy for all adapters, PEFT one per adapter, so "
                     + "a folder of several adapters would give PEFT another model; save one adapter with save(dir, "
@@ -50,17 +52,16 @@ final class ModelFiles {
 
     /** A saver of every targeted module, the modules_to_save copies, targets, base model name and task type. */
     private static PeftAdapterFiles.Saver saver(LoraModel model) {
-        TargetedModule.requireApplied(model);
+        model.table.requireApplied();
         Map<String, Map<String, INDArray>> full = new LinkedHashMap<>();
-        model.savedLinears.forEach((p, m) -> {
+        for (ModuleEntry e : model.table.withCopies()) {
             Map<String, INDArray> t = new LinkedHashMap<>();
-            t.put("weight", m[1].weight());
-            if (m[1].bias() != null) {
-                t.put("bias", m[1].bias().reshape(m[1].outFeatures()));
+            t.put("weight", ModuleSet.weightOf(e.copy));
+            if (e.copy instanceof LoraLinear l && l.bias() != null) {
+                t.put("bias", l.bias().reshape(l.outFeatures()));
             }
-            full.put(p, t);
-        });
-        model.savedEmbeddings.forEach((p, m) -> full.put(p, Map.of("weight", m[1].table())));
+            full.put(e.path, t);
+        }
         PeftAdapterFiles.Saver saver = PeftAdapterFiles.saver().linears(model.loraModules()).embeddings(model.loraEmbeddings())
                 .convs(model.loraConvs())
                 .modulesToSave(full).baseModelNameOrPath(model.baseModelNameOrPath).taskType(model.taskType);
@@ -95,63 +96,58 @@ final class ModelFiles {
                         + "alone with load(dir, name); nothing was loaded");
             }
         }
-        boolean fresh = TargetedModule.none(model);
+        boolean fresh = model.table.noneTargeted();
         String baseModel = model.baseModelNameOrPath;
         String taskType = model.taskType;
-        List<String> loaded = new ArrayList<>();
         try {
-            for (String name : names) {
-                load(model, found.get(name), name);
-                loaded.add(name);
-            }
-        } catch (IOException | RuntimeException e) {
-            // Back to the model before this call: the adapters loaded so far go, and a fresh model is fresh again.
-            for (TargetedModule m : TargetedModule.all(model)) {
-                for (String name : loaded) {
-                    m.deleteAdapter(name);
+            // Each load is all or nothing itself; a later failure deletes the adapters loaded before it.
+            AllOrNothing.run(names, name -> {
+                try {
+                    load(model, found.get(name), name);
+                } catch (IOException e) {
+                    throw new ReadFailed(e);
                 }
-            }
+            }, name -> model.table.targeted().forEach(e -> e.module.deleteAdapter(name)), name -> name,
+                    "loading adapter", "deleting it again", "loaded");
+        } catch (RuntimeException e) {
+            // Back to the model before this call: a fresh model is fresh again, its names as they were.
             if (fresh) {
-                model.targeted.clear();
-                model.targetedEmbeddings.clear();
-                model.targetedConvs.clear();
+                model.table.targeted().forEach(m -> m.targeted = false);
                 model.targetModules.clear();
                 model.targetRegex = null;
             }
             model.baseModelNameOrPath = baseModel;
             model.taskType = taskType;
+            if (e instanceof ReadFailed r) {
+                IOException io = r.getCause();
+                for (Throwable t : r.getSuppressed()) {
+                    io.addSuppressed(t);
+                }
+                throw io;
+            }
             throw e;
         }
-        return loaded;
+        return names;
     }
 
     /** See {@link LoraModel#load}. */
     static PeftAdapterConfig load(LoraModel model, Path dir, String adapterName) throws IOException {
         Objects.requireNonNull(adapterName, "adapterName must not be null");
-        boolean fresh = TargetedModule.none(model);
-        Map<String, LoraLinear> linearTargets = fresh ? withoutSaved(model.modules, model.savedLinears) : model.loraModules();
-        Map<String, LoraEmbedding> embTargets = fresh ? withoutSaved(model.embeddings, model.savedEmbeddings) : model.loraEmbeddings();
-        Map<String, LoraConv2d> convTargets = fresh ? Collections.unmodifiableMap(model.convs) : model.loraConvs();
+        boolean fresh = model.table.noneTargeted();
+        // A fresh model takes any module without a modules_to_save copy; otherwise the file must fit the targets.
+        Map<String, LoraLinear> linearTargets = fresh ? withoutCopies(model, LoraLinear.class) : model.loraModules();
+        Map<String, LoraEmbedding> embTargets = fresh ? withoutCopies(model, LoraEmbedding.class) : model.loraEmbeddings();
+        Map<String, LoraConv2d> convTargets = fresh ? withoutCopies(model, LoraConv2d.class) : model.loraConvs();
         PeftAdapter adapter = PeftAdapterFiles.load(dir, linearTargets, embTargets, convTargets, adapterName,
                 layout -> ModulesToSave.checkFullTensors(model, layout.fullTensors()));
-        List<String> added = new ArrayList<>();
-        for (String module : adapter.modules()) {
-            added.add(module);
-        }
-        Runnable undo = () -> {
-            for (String m : added) {
-                if (model.modules.containsKey(m)) {
-                    model.modules.get(m).deleteAdapter(adapterName);
-                } else if (model.embeddings.containsKey(m)) {
-                    model.embeddings.get(m).deleteAdapter(adapterName);
-                } else {
-                    model.convs.get(m).deleteAdapter(adapterName);
-                }
-            }
-        };
+        List<String> added = new ArrayList<>(adapter.modules());
+        // PeftAdapterFiles.load added the adapter to every module (all or nothing there); this undoes the whole of
+        // it when a later check of the model's own fails. One call's undo, not a per-module rollback, so it is not
+        // AllOrNothing's shape.
+        Runnable undo = () -> added.forEach(m -> model.table.get(m).module.deleteAdapter(adapterName));
         if (!fresh) {
             List<String> missing = new ArrayList<>();
-            for (String p : TargetedModule.paths(model)) {
+            for (String p : model.table.targetedPaths()) {
                 if (!added.contains(p)) {
                     missing.add(p);
                 }
@@ -159,14 +155,14 @@ final class ModelFiles {
             if (!missing.isEmpty()) {
                 undo.run();
                 throw new IllegalArgumentException("the adapter file must cover every targeted module; expected "
-                        + TargetedModule.paths(model) + ", missing " + missing + "; nothing was loaded");
+                        + model.table.targetedPaths() + ", missing " + missing + "; nothing was loaded");
             }
         }
         Map<String, INDArray[]> copies = new LinkedHashMap<>();
         try {
             for (String path : adapter.fullModules()) {
                 Map<String, INDArray> t = adapter.full(path);
-                DataType type = model.modules.containsKey(path) ? model.modules.get(path).dataType() : model.embeddings.get(path).dataType();
+                DataType type = model.table.get(path).module.dataType();
                 INDArray w = t.containsKey("weight") ? adapter.full(path, "weight", type) : ModulesToSave.baseArray(model, path).dup('c');
                 INDArray b = t.containsKey("bias") ? adapter.full(path, "bias", type) : null;
                 copies.put(path, new INDArray[] {w, b});
@@ -179,18 +175,10 @@ final class ModelFiles {
         PeftAdapterConfig cfg = adapter.config();
         if (fresh) {
             for (String m : added) {
-                if (model.modules.containsKey(m)) {
-                    model.modules.get(m).setActiveAdapter(adapterName);
-                    model.targeted.put(m, model.modules.get(m));
-                } else if (model.embeddings.containsKey(m)) {
-                    model.embeddings.get(m).setActiveAdapter(adapterName);
-                    model.targetedEmbeddings.put(m, model.embeddings.get(m));
-                } else {
-                    model.convs.get(m).setActiveAdapter(adapterName);
-                    model.targetedConvs.put(m, model.convs.get(m));
-                }
+                ModuleEntry e = model.table.get(m);
+                e.module.setActiveAdapter(adapterName);
+                e.targeted = true;
             }
-            reorderTargets(model);
             if (cfg.targetModulesRegex().isPresent()) {
                 model.targetRegex = cfg.targetModulesRegex().get();
             } else {
@@ -202,33 +190,22 @@ final class ModelFiles {
         return cfg;
     }
 
-    private static <T> Map<String, T> withoutSaved(Map<String, T> all, Map<String, ?> saved) {
-        Map<String, T> out = new LinkedHashMap<>(all);
-        out.keySet().removeAll(saved.keySet());
+    /** Path → layer of {@code type} for the modules without a modules_to_save copy, in model order; unmodifiable. */
+    private static <T extends LoraModule> Map<String, T> withoutCopies(LoraModel model, Class<T> type) {
+        Map<String, T> out = model.table.layers(type, false);
+        model.table.withCopies().forEach(e -> out.remove(e.path));
         return Collections.unmodifiableMap(out);
     }
 
-    /** Keeps the targeted maps in model order whatever order the file listed the modules in. */
-    private static void reorderTargets(LoraModel model) {
-        Map<String, LoraLinear> t = new LinkedHashMap<>();
-        Map<String, LoraEmbedding> te = new LinkedHashMap<>();
-        Map<String, LoraConv2d> tc = new LinkedHashMap<>();
-        for (String p : model.order) {
-            if (model.targetedConvs.containsKey(p)) {
-                tc.put(p, model.targetedConvs.get(p));
-            }
-            if (model.targeted.containsKey(p)) {
-                t.put(p, model.targeted.get(p));
-            }
-            if (model.targetedEmbeddings.containsKey(p)) {
-                te.put(p, model.targetedEmbeddings.get(p));
-            }
+    /** Carries a load's {@link IOException} through {@link AllOrNothing}, whose steps throw unchecked ones only. */
+    private static final class ReadFailed extends RuntimeException {
+        ReadFailed(IOException cause) {
+            super(cause);
         }
-        model.targeted.clear();
-        model.targeted.putAll(t);
-        model.targetedEmbeddings.clear();
-        model.targetedEmbeddings.putAll(te);
-        model.targetedConvs.clear();
-        model.targetedConvs.putAll(tc);
+
+        @Override
+        public synchronized IOException getCause() {
+            return (IOException) super.getCause();
+        }
     }
 }

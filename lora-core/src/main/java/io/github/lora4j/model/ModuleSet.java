@@ -3,37 +3,31 @@ package io.github.lora4j.model;
 import io.github.lora4j.LoraConv2d;
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
-import java.util.ArrayList;
+import io.github.lora4j.LoraModule;
 import java.util.LinkedHashMap;
-import java.util.List;
 import java.util.Map;
 import java.util.Objects;
 import java.util.function.Supplier;
 import org.nd4j.linalg.api.ndarray.INDArray;
 
 /**
- * What {@link LoraModel.Builder} collects: the modules in the order they were added, each checked when added, and
- * the parameters-only counts. {@link #build()} refuses shared weight memory and hands copies of the maps to the model.
+ * What {@link LoraModel.Builder} collects: the module table, each module checked when added, in the order added.
+ * {@link #build()} refuses shared weight memory and hands a copy of the table to the model.
  */
 final class ModuleSet {
 
-    final List<String> order = new ArrayList<>();
-    final Map<String, LoraLinear> linears = new LinkedHashMap<>();
-    final Map<String, LoraEmbedding> embeddings = new LinkedHashMap<>();
-    final Map<String, LoraConv2d> convs = new LinkedHashMap<>();
-    final Map<String, Long> parametersOnly = new LinkedHashMap<>();
+    final ModuleTable table = new ModuleTable();
 
-    /** The module {@code make} builds for a new {@code path}, which joins the order; its errors name the path. */
-    <T> T checked(String path, Supplier<T> make) {
+    /** Adds the module {@code make} builds for a new {@code path}; its errors name the path. */
+    void add(String path, Supplier<? extends LoraModule> make) {
         checkPath(path);
-        T module;
+        LoraModule module;
         try {
             module = make.get();
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("module '" + path + "': " + e.getMessage(), e);
         }
-        order.add(path);
-        return module;
+        table.add(ModuleEntry.of(path, module));
     }
 
     void parametersOnly(String path, long parameters) {
@@ -41,7 +35,7 @@ final class ModuleSet {
         if (parameters < 0) {
             throw new IllegalArgumentException("parameters of module '" + path + "': expected >= 0, got " + parameters);
         }
-        parametersOnly.put(path, parameters);
+        table.add(ModuleEntry.parametersOnly(path, parameters));
     }
 
     private void checkPath(String path) {
@@ -49,50 +43,65 @@ final class ModuleSet {
         if (path.isBlank()) {
             throw new IllegalArgumentException("module path must not be blank, got '" + path + "'");
         }
-        if (linears.containsKey(path) || embeddings.containsKey(path) || convs.containsKey(path)
-                || parametersOnly.containsKey(path)) {
+        if (table.contains(path)) {
             throw new IllegalArgumentException("module '" + path + "' was already added");
         }
     }
 
     /** See {@link LoraModel.Builder#build()}. */
     LoraModel build() {
-        if (order.isEmpty()) {
+        if (table.computed().isEmpty()) {
+            Map<String, Long> only = table.parametersOnlyView();
             throw new IllegalArgumentException("a model needs at least one linear, embedding or conv2d module, got "
-                    + (parametersOnly.isEmpty() ? "none" : "only parameters-only modules " + parametersOnly.keySet()));
+                    + (only.isEmpty() ? "none" : "only parameters-only modules " + only.keySet()));
         }
         Map<String, INDArray> weights = new LinkedHashMap<>();
-        for (String p : order) {
-            weights.put(p, linears.containsKey(p) ? linears.get(p).weight() : embeddings.containsKey(p)
-                    ? embeddings.get(p).table() : convs.get(p).weight());
+        for (ModuleEntry e : table.computed()) {
+            weights.put(e.path, weightOf(e.module));
         }
         Overlap.refuseShared(weights);
-        return new LoraModel(this);
+        return new LoraModel(table.copy());
+    }
+
+    /** The weight (or table, or kernel) of {@code module}: the array a merge writes. */
+    static INDArray weightOf(LoraModule module) {
+        return switch (module.kind()) {
+            case LINEAR -> ((LoraLinear) module).weight();
+            case EMBEDDING -> ((LoraEmbedding) module).table();
+            case CONV2D -> ((LoraConv2d) module).weight();
+        };
     }
 
     /** See {@link LoraModel#module}. */
     static LoraLinear module(LoraModel model, String path) {
-        return find(model.modules, path, "module", model.embeddings.containsKey(path)
+        ModuleEntry e = find(model, path);
+        return find(model, path, LoraLinear.class, "module", e != null && e.kind() == LoraModule.Kind.EMBEDDING
                 ? " among the linear modules (it is an embedding: use embedding(path))" : "", "linear modules");
     }
 
     /** See {@link LoraModel#embedding}. */
     static LoraEmbedding embedding(LoraModel model, String path) {
-        return find(model.embeddings, path, "embedding", "", "embeddings");
+        return find(model, path, LoraEmbedding.class, "embedding", "", "embeddings");
     }
 
     /** See {@link LoraModel#conv2d}. */
     static LoraConv2d conv2d(LoraModel model, String path) {
-        return find(model.convs, path, "conv module", "", "conv modules");
+        return find(model, path, LoraConv2d.class, "conv module", "", "conv modules");
     }
 
-    private static <T> T find(Map<String, T> map, String path, String what, String hint, String available) {
-        Objects.requireNonNull(path, "module path must not be null");
-        T m = map.get(path);
-        if (m == null) {
+    private static ModuleEntry find(LoraModel model, String path) {
+        return model.table.get(Objects.requireNonNull(path, "module path must not be null"));
+    }
+
+    /** The live layer of {@code type} at {@code path} (one table look-up), or a refusal listing that kind's paths. */
+    private static <T extends LoraModule> T find(LoraModel model, String path, Class<T> type, String what, String hint,
+                                                 String available) {
+        ModuleEntry e = find(model, path);
+        LoraModule m = e == null ? null : model.table.live(e);
+        if (!type.isInstance(m)) {
             throw new IllegalArgumentException("unknown " + what + " '" + path + "'" + hint + "; available " + available
-                    + ": " + map.keySet());
+                    + ": " + model.table.layers(type, false).keySet());
         }
-        return m;
+        return type.cast(m);
     }
 }

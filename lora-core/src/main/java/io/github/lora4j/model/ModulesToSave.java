@@ -2,7 +2,7 @@ package io.github.lora4j.model;
 
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
-import java.util.ArrayList;
+import io.github.lora4j.LoraModule;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -21,28 +21,18 @@ final class ModulesToSave {
 
     /** See {@link LoraModel#modulesToSave()}. */
     static List<String> paths(LoraModel model) {
-        List<String> out = new ArrayList<>();
-        for (String p : model.order) {
-            if (model.savedLinears.containsKey(p) || model.savedEmbeddings.containsKey(p)) {
-                out.add(p);
-            }
-        }
-        return out;
+        return model.table.withCopies().stream().map(e -> e.path).toList();
     }
 
     /** See {@link LoraModel#setModulesToSaveEnabled}: puts the copies ({@code true}) or the originals in use. */
     static void setEnabled(LoraModel model, boolean enabled) {
-        model.modulesToSaveEnabled = enabled;
-        model.savedLinears.forEach((p, m) -> model.modules.put(p, m[enabled ? 1 : 0]));
-        model.savedEmbeddings.forEach((p, m) -> model.embeddings.put(p, m[enabled ? 1 : 0]));
+        model.table.copiesEnabled = enabled;
     }
 
     /** See {@link LoraModel#unloadModulesToSave()}. */
     static void unload(LoraModel model) {
-        setEnabled(model, false);
-        model.savedLinears.clear();
-        model.savedEmbeddings.clear();
-        model.modulesToSaveEnabled = true;
+        model.table.withCopies().forEach(e -> e.copy = null);
+        model.table.copiesEnabled = true;
     }
 
     /** See {@link LoraModel#setModuleToSave}. */
@@ -57,72 +47,54 @@ final class ModulesToSave {
         }
         shapes.put(path, p);
         checkFullTensors(model, shapes);
-        for (String q : model.order) {
-            if (Overlap.overlaps(weight, baseArray(model, q))) {
+        for (ModuleEntry q : model.table.computed()) {
+            if (Overlap.overlaps(weight, baseArray(model, q.path))) {
                 throw new IllegalArgumentException("the modules_to_save weight of '" + path + "' shares memory with "
-                        + "the weight of module '" + q + "'; expected a new array");
+                        + "the weight of module '" + q.path + "'; expected a new array");
             }
         }
         putSaved(model, path, weight, bias);
     }
 
-    /** The weight (or table, or kernel) of module {@code path}. */
+    /** The weight (or table, or kernel) of module {@code path} in use. */
     static INDArray baseArray(LoraModel model, String path) {
-        return model.modules.containsKey(path) ? model.modules.get(path).weight() : model.embeddings.containsKey(path)
-                ? model.embeddings.get(path).table() : model.convs.get(path).weight();
+        return ModuleSet.weightOf(model.table.live(model.table.get(path)));
     }
 
     /** Installs a checked modules_to_save copy of {@code path}, active while modules_to_save are enabled. */
     static void putSaved(LoraModel model, String path, INDArray weight, INDArray bias) {
-        if (model.modules.containsKey(path)) {
-            LoraLinear original = model.modules.get(path);
-            INDArray b = bias != null ? bias : original.bias() == null ? null : original.bias().dup('c');
-            LoraLinear copy;
-            try {
-                copy = LoraLinear.base(weight, b, original.layout());
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("modules_to_save module '" + path + "': " + e.getMessage(), e);
+        ModuleEntry e = model.table.get(path);
+        LoraModule copy;
+        try {
+            if (e.module instanceof LoraLinear original) {
+                INDArray b = bias != null ? bias : original.bias() == null ? null : original.bias().dup('c');
+                LoraLinear c = LoraLinear.base(weight, b, original.layout());
+                copy = original.isTraining() ? c.train() : c;
+            } else {
+                LoraEmbedding c = LoraEmbedding.base(weight);
+                copy = ((LoraEmbedding) e.module).isTraining() ? c.train() : c;
             }
-            if (original.isTraining()) {
-                copy.train();
-            }
-            model.savedLinears.put(path, new LoraLinear[] {original, copy});
-            if (model.modulesToSaveEnabled) {
-                model.modules.put(path, copy);
-            }
-        } else {
-            LoraEmbedding original = model.embeddings.get(path);
-            LoraEmbedding copy;
-            try {
-                copy = LoraEmbedding.base(weight);
-            } catch (IllegalArgumentException e) {
-                throw new IllegalArgumentException("modules_to_save module '" + path + "': " + e.getMessage(), e);
-            }
-            if (original.isTraining()) {
-                copy.train();
-            }
-            model.savedEmbeddings.put(path, new LoraEmbedding[] {original, copy});
-            if (model.modulesToSaveEnabled) {
-                model.embeddings.put(path, copy);
-            }
+        } catch (IllegalArgumentException ex) {
+            throw new IllegalArgumentException("modules_to_save module '" + path + "': " + ex.getMessage(), ex);
         }
+        e.copy = copy;
     }
 
     /** Checks full tensors (module → parameter → shape) against the original modules; nothing is changed. */
     static void checkFullTensors(LoraModel model, Map<String, Map<String, long[]>> full) {
         for (Map.Entry<String, Map<String, long[]>> e : full.entrySet()) {
             String path = e.getKey();
-            if (!model.savedLinears.isEmpty() || !model.savedEmbeddings.isEmpty()) {
+            if (!model.table.withCopies().isEmpty()) {
                 throw new IllegalArgumentException("modules_to_save module '" + path + "': the model already has "
                         + "modules_to_save copies of " + model.modulesToSave() + "; unloadModulesToSave() first");
             }
-            if (model.targeted.containsKey(path) || model.targetedEmbeddings.containsKey(path)) {
+            ModuleEntry entry = model.table.get(path);
+            if (entry != null && entry.targeted) {
                 throw new IllegalArgumentException("modules_to_save module '" + path + "' carries LoRA adapters; "
                         + "a module is either LoRA-adapted or saved in full");
             }
             Map<String, long[]> params = e.getValue();
-            if (model.modules.containsKey(path)) {
-                LoraLinear m = model.modules.get(path);
+            if (entry != null && entry.module instanceof LoraLinear m) {
                 for (Map.Entry<String, long[]> p : params.entrySet()) {
                     long[] expected = p.getKey().equals("weight") ? m.weight().shape()
                             : m.bias() == null ? null : new long[] {m.outFeatures()};
@@ -134,8 +106,7 @@ final class ModulesToSave {
                                 : Arrays.toString(expected)) + ", got " + Arrays.toString(p.getValue()));
                     }
                 }
-            } else if (model.embeddings.containsKey(path)) {
-                LoraEmbedding m = model.embeddings.get(path);
+            } else if (entry != null && entry.module instanceof LoraEmbedding m) {
                 long[] expected = {m.numEmbeddings(), m.embeddingDim()};
                 for (Map.Entry<String, long[]> p : params.entrySet()) {
                     if (!p.getKey().equals("weight") || !Arrays.equals(expected, p.getValue())) {
@@ -146,7 +117,7 @@ final class ModulesToSave {
                 }
             } else {
                 throw new IllegalArgumentException("modules_to_save module '" + path + "' is not a linear module or an "
-                        + "embedding of the model; available model.modules: " + model.order);
+                        + "embedding of the model; available model.modules: " + model.table.paths());
             }
         }
     }

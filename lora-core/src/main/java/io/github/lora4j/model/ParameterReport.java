@@ -1,8 +1,6 @@
 package io.github.lora4j.model;
 
-import io.github.lora4j.LoraConv2d;
-import io.github.lora4j.LoraEmbedding;
-import io.github.lora4j.LoraLinear;
+import io.github.lora4j.LoraModule;
 import java.util.Locale;
 
 /** The parameter counts of {@link LoraModel} and PEFT's {@code print_trainable_parameters} line. */
@@ -12,30 +10,18 @@ final class ParameterReport {
     }
 
     static long trainable(LoraModel model) {
-        long n = model.targeted.values().stream().mapToLong(LoraLinear::trainableParameterCount).sum()
-                + model.targetedEmbeddings.values().stream().mapToLong(LoraEmbedding::trainableParameterCount).sum()
-                + model.targetedConvs.values().stream().mapToLong(LoraConv2d::trainableParameterCount).sum();
-        if (model.modulesToSaveEnabled) {
-            n += model.savedLinears.values().stream().mapToLong(m -> m[1].totalParameterCount()).sum()
-                    + model.savedEmbeddings.values().stream().mapToLong(m -> m[1].totalParameterCount()).sum();
+        long n = model.table.targeted().stream().mapToLong(e -> e.module.trainableParameterCount()).sum();
+        if (model.table.copiesEnabled) {
+            n += model.table.withCopies().stream().mapToLong(e -> e.copy.totalParameterCount()).sum();
         }
         return n;
     }
 
+    /** Every module's parameters, a modules_to_save copy's beside its original's, and the parameters-only counts. */
     static long total(LoraModel model) {
-        long n = model.parametersOnly.values().stream().mapToLong(Long::longValue).sum();
-        for (String p : model.order) {
-            if (model.savedLinears.containsKey(p)) {
-                n += model.savedLinears.get(p)[0].totalParameterCount() + model.savedLinears.get(p)[1].totalParameterCount();
-            } else if (model.savedEmbeddings.containsKey(p)) {
-                n += model.savedEmbeddings.get(p)[0].totalParameterCount()
-                        + model.savedEmbeddings.get(p)[1].totalParameterCount();
-            } else if (model.modules.containsKey(p)) {
-                n += model.modules.get(p).totalParameterCount();
-            } else {
-                n += model.embeddings.containsKey(p) ? model.embeddings.get(p).totalParameterCount()
-                        : model.convs.get(p).totalParameterCount();
-            }
+        long n = model.table.parametersOnlyView().values().stream().mapToLong(Long::longValue).sum();
+        for (ModuleEntry e : model.table.computed()) {
+            n += e.module.totalParameterCount() + (e.copy == null ? 0 : e.copy.totalParameterCount());
         }
         return n;
     }
@@ -50,13 +36,18 @@ final class ParameterReport {
     static String scope(LoraModel model) {
         return String.format(Locale.ROOT, "counted: %d linear, %d embedding, %d conv2d modules, %d parameters-only "
                         + "modules, %d modules_to_save copies; layers not registered with LoraModel.builder() are not "
-                        + "counted", model.modules.size(), model.embeddings.size(), model.convs.size(),
-                model.parametersOnly.size(), model.savedLinears.size() + model.savedEmbeddings.size());
+                        + "counted", count(model, LoraModule.Kind.LINEAR), count(model, LoraModule.Kind.EMBEDDING),
+                count(model, LoraModule.Kind.CONV2D), model.table.parametersOnlyView().size(),
+                model.table.withCopies().size());
+    }
+
+    private static long count(LoraModel model, LoraModule.Kind kind) {
+        return model.table.computed().stream().filter(e -> e.kind() == kind).count();
     }
 
     /** See {@link LoraModel#toString()}. */
     static String describe(LoraModel model) {
-        return "LoraModel{modules=" + model.order.size() + ", targeted=" + TargetedModule.paths(model) + ", active="
+        return "LoraModel{modules=" + model.table.computed().size() + ", targeted=" + model.table.targetedPaths() + ", active="
                 + model.activeAdapter() + ", merged=" + model.isMerged() + (model.modulesToSave().isEmpty() ? ""
                 : ", modulesToSave=" + model.modulesToSave()) + "}";
     }

@@ -1,5 +1,6 @@
 package io.github.lora4j.train;
 
+import io.github.lora4j.AllOrNothing;
 import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraEmbedding;
 import io.github.lora4j.LoraLinear;
@@ -16,6 +17,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.stream.IntStream;
 import org.nd4j.linalg.api.buffer.DataType;
 import org.nd4j.linalg.api.ndarray.INDArray;
 import org.nd4j.linalg.learning.GradientUpdater;
@@ -197,14 +199,16 @@ public final class LoraTrainer {
         double clipScale = clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1.0;
         // Adapters deleted from their layer will never be trained again: drop their state.
         states.entrySet().removeIf(e -> !hasAdapter(e.getValue().layer, e.getKey()));
-        // Phase 1: every step into scratch and checked; the updater state is backed up before it changes.
+        // Phase 1: every step into scratch and checked; the updater state is backed up before it changes, and on
+        // the first refusal every state this call touched is restored (the failing one at once, the others by
+        // AllOrNothing's rollback), so a refused step leaves the trainer as it was.
         List<AdapterState> computed = new ArrayList<>();
-        try {
-            for (int i = 0; i < trained.size(); i++) {
-                LoraAdapter adapter = adapters.get(i);
-                AdapterState state = stateOf(trained.get(i), adapter);
-                state.backUp();
-                computed.add(state);
+        List<Integer> indices = IntStream.range(0, trained.size()).boxed().toList();
+        AllOrNothing.run(indices, i -> {
+            LoraAdapter adapter = adapters.get(i);
+            AdapterState state = stateOf(trained.get(i), adapter);
+            state.backUp();
+            try {
                 state.ensureScratch(adapter);
                 computeStep(state.forA, adapter.a(), adapter.gradA(), state.stepA, clipScale, state.steps);
                 computeStep(state.forB, adapter.b(), adapter.gradB(), state.stepB, clipScale, state.steps);
@@ -215,13 +219,13 @@ public final class LoraTrainer {
                     StateArrays.requireFiniteDifference(labels.get(i), adapter.name(), "magnitude",
                             adapter.magnitude(), state.stepM, updater, scratch);
                 }
-            }
-        } catch (RuntimeException e) {
-            for (AdapterState state : computed) {
+            } catch (RuntimeException e) {
                 state.restore();
+                throw e;
             }
-            throw e;
-        }
+            computed.add(state);
+        }, i -> computed.get(i).restore(), i -> labels.get(i) + " adapter '" + adapters.get(i).name() + "'",
+                "computing the step of", "restoring the updater state of", "advanced");
         // Phase 2: commit.
         for (int i = 0; i < trained.size(); i++) {
             LoraAdapter expected = adapters.get(i);

@@ -278,22 +278,10 @@ final class TrainerStateFiles {
             if (!e.isObject()) {
                 throw new AdapterFormatException(where + ": expected an object, got " + brief(e));
             }
-            String module = text(e, "module", where);
-            String adapterName = text(e, "adapter", where);
-            LoraTrainable layer = layers.get(module);
-            if (layer == null) {
-                throw new AdapterFormatException(where + ": module '" + brief(module) + "' is not one of "
-                        + brief(modules.toString()));
-            }
-            if (!layer.adapterNames().contains(adapterName)) {
-                throw new AdapterFormatException(where + ": module '" + module + "' has no adapter '"
-                        + brief(adapterName) + "'; its adapters: " + layer.adapterNames()
-                        + " (load the adapter files first)");
-            }
-            if (!seenAdapters.add(module + "\u0000" + adapterName)) {
-                throw new AdapterFormatException(where + ": module '" + module + "', adapter '" + adapterName
-                        + "' is listed twice");
-            }
+            NamedAdapter named = namedAdapter(e, where, layers, seenAdapters);
+            String module = named.module();
+            String adapterName = named.adapter();
+            LoraTrainable layer = named.layer();
             where += " (module '" + module + "', adapter '" + adapterName + "')";
             String dtype = text(e, "dtype", where);
             if (!dtype.equals(dtypeName(layer.dataType()))) {
@@ -371,22 +359,9 @@ final class TrainerStateFiles {
             if (!e.isObject()) {
                 throw new AdapterFormatException(where + ": expected an object, got " + brief(e));
             }
-            String module = text(e, "module", where);
-            String adapterName = text(e, "adapter", where);
-            LoraTrainable layer = layers.get(module);
-            if (layer == null) {
-                throw new AdapterFormatException(where + ": module '" + brief(module) + "' is not one of "
-                        + brief(layers.keySet().toString()));
-            }
-            if (!layer.adapterNames().contains(adapterName)) {
-                throw new AdapterFormatException(where + ": module '" + module + "' has no adapter '"
-                        + brief(adapterName) + "'; its adapters: " + layer.adapterNames()
-                        + " (load the adapter files first)");
-            }
-            if (!seen.add(module + "\u0000" + adapterName)) {
-                throw new AdapterFormatException(where + ": module '" + module + "', adapter '" + adapterName
-                        + "' is listed twice");
-            }
+            NamedAdapter named = namedAdapter(e, where, layers, seen);
+            String module = named.module();
+            String adapterName = named.adapter();
             int steps = nonNegativeInt(e, "steps", where);
             if (steps > iteration) {
                 throw new AdapterFormatException(where + ": steps: expected at most the trainer's iteration "
@@ -395,6 +370,35 @@ final class TrainerStateFiles {
             out.add(new Steps(module, adapterName, steps));
         }
         return out;
+    }
+
+    /** A module of the trainer and one of its adapters, as an entry of the state file names them. */
+    private record NamedAdapter(String module, String adapter, LoraTrainable layer) {
+    }
+
+    /**
+     * The module and adapter entry {@code e} names (fields {@code "module"}, {@code "adapter"}): a layer of the
+     * trainer, an adapter it has, not named before by an entry of the same list ({@code seen}, updated).
+     */
+    private static NamedAdapter namedAdapter(JsonNode e, String where, Map<String, LoraTrainable> layers,
+                                             Set<String> seen) throws AdapterFormatException {
+        String module = text(e, "module", where);
+        String adapterName = text(e, "adapter", where);
+        LoraTrainable layer = layers.get(module);
+        if (layer == null) {
+            throw new AdapterFormatException(where + ": module '" + brief(module) + "' is not one of "
+                    + brief(layers.keySet().toString()));
+        }
+        if (!layer.adapterNames().contains(adapterName)) {
+            throw new AdapterFormatException(where + ": module '" + module + "' has no adapter '"
+                    + brief(adapterName) + "'; its adapters: " + layer.adapterNames()
+                    + " (load the adapter files first)");
+        }
+        if (!seen.add(module + "\u0000" + adapterName)) {
+            throw new AdapterFormatException(where + ": module '" + module + "', adapter '" + adapterName
+                    + "' is listed twice");
+        }
+        return new NamedAdapter(module, adapterName, layer);
     }
 
     /** One tensor the index promises: its key, whose state it is, type, length and the shape of its parameter. */

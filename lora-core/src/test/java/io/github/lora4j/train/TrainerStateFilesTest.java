@@ -311,6 +311,30 @@ class TrainerStateFilesTest {
         assertRefused(dir, fresh, "expected valid JSON");
     }
 
+    @Test
+    void bothIndexesRefuseAnUnknownModuleAnUnknownAdapterAndAnEntryListedTwice(@TempDir Path dir) throws IOException {
+        savedRun(dir);
+        LoraModel m = reloaded(dir);
+        String good = json(dir);
+        int states = good.indexOf("\"states\"");
+        int steps = good.indexOf("\"adapter_steps\"");
+        assertTrue(states > 0 && steps > states, good);
+        String head = good.substring(0, states);
+        String stateIndex = good.substring(states, steps);
+        String stepIndex = good.substring(steps);
+        // Each index on its own: the states index (A, B and the updater's tensors) and the adapter_steps index.
+        writeJson(dir, head + stateIndex.replace("\"dec.v\"", "\"enc.q\"") + stepIndex);
+        assertRefused(dir, m, "states[1]: module 'enc.q', adapter 'default' is listed twice");
+        writeJson(dir, head + stateIndex.replace("\"dec.v\"", "\"dec.w\"") + stepIndex);
+        assertRefused(dir, m, "states[1]: module 'dec.w' is not one of [enc.q, dec.v]");
+        writeJson(dir, head + stateIndex + stepIndex.replace("\"dec.v\"", "\"enc.q\""));
+        assertRefused(dir, m, "adapter_steps[1]: module 'enc.q', adapter 'default' is listed twice");
+        writeJson(dir, head + stateIndex + stepIndex.replace("\"dec.v\"", "\"dec.w\""));
+        assertRefused(dir, m, "adapter_steps[1]: module 'dec.w' is not one of [enc.q, dec.v]");
+        writeJson(dir, head + stateIndex + stepIndex.replace("\"default\"", "\"other\""));
+        assertRefused(dir, m, "adapter_steps[0]: module 'enc.q' has no adapter 'other'");
+    }
+
     /**
      * Mutated files: a few random bytes of either file overwritten. Each load either succeeds or is an
      * AdapterFormatException; nothing else escapes, and the model is never changed.
