@@ -610,6 +610,8 @@ public final class LoraSameDiff {
      */
     public void merge() {
         requireUnmerged("merge");
+        // A LoraLinear over the graph's W (referenced) is the merge's state holder, not a throwaway: it keeps the
+        // exact-unmerge record, W's claim in the registry of merged weights and the DoRA factors until unmerge().
         LoraLinear layer = LoraLinear.base(weightArray(), null, layout);
         layer.addAdapter(LoraLinear.DEFAULT_ADAPTER, config.toBuilder().init(LoraInit.ZERO).build());
         try {

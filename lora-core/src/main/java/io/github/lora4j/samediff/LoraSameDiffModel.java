@@ -305,6 +305,8 @@ public final class LoraSameDiffModel {
                         + "' is merged; unmerge() first");
             }
         }
+        // Stand-in layers over the graph's W (referenced, never written) are what PeftAdapterFiles.load checks shapes
+        // against and loads into; the graph takes the loaded A and B only once every module has passed.
         Map<String, LoraLinear> modules = new LinkedHashMap<>();
         for (LoraSameDiff a : adapted.values()) {
             modules.put(a.name(), LoraLinear.base(a.weightArray(), null, a.layout()));
