@@ -20,6 +20,9 @@ public record InitialAdapter(INDArray a, INDArray b, INDArray magnitude) {
     /**
      * Holds the three arrays as given.
      *
+     * @param a         {@code A [r, in]}
+     * @param b         {@code B [out, r]}
+     * @param magnitude DoRA's {@code m [out]}, or {@code null} for plain LoRA
      * @throws NullPointerException if {@code a} or {@code b} is {@code null}
      */
     public InitialAdapter {

@@ -39,6 +39,12 @@ public record AdapterTensors(String module, INDArray a, INDArray b, INDArray mag
      * Checks the shapes and types against each other and {@code config}; values (finite or not) are checked by the
      * save.
      *
+     * @param module    the module path
+     * @param a         {@code A [r, in]}
+     * @param b         {@code B [out, r]}
+     * @param magnitude DoRA's {@code m [out]}, or {@code null} for plain LoRA
+     * @param config    the adapter's configuration
+     * @param layout    how the module's weight is stored
      * @throws NullPointerException     if an argument but {@code magnitude} is {@code null}
      * @throws IllegalArgumentException if {@code A} is not {@code [config.rank(), in]} or {@code B} not
      *                                  {@code [out, config.rank()]} (naming the module, expected and actual shapes),
