@@ -93,10 +93,12 @@ class AdapterTensorsSaveTest {
     @Test
     void withoutAGivenProvenanceTheFileRecordsTheTensorsOwnInitAndSeed(@org.junit.jupiter.api.io.TempDir Path dir)
             throws IOException {
+        // docs/peft-files.md: bare tensors
         LoraConfig config = LoraConfig.builder().rank(2).init(LoraInit.GAUSSIAN).seed(1234).build();
         INDArray[] ab = config.initialWeights(5, 3, DataType.FLOAT);
         PeftAdapterFiles.saver().adapterTensors("default",
                 List.of(new AdapterTensors("fc", ab[0], ab[1], null, config, WeightLayout.IN_OUT))).save(dir, "default");
+        // end
         PeftAdapter read = PeftAdapterFiles.read(dir);
         assertEquals("GAUSSIAN", read.metadata().get("lora4j.init"));
         assertEquals("1234", read.metadata().get("lora4j.seed"));
