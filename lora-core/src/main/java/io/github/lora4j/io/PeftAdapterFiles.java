@@ -11,6 +11,7 @@ import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.nio.file.StandardOpenOption;
+import java.util.Collection;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -139,6 +140,8 @@ public final class PeftAdapterFiles {
         Map<String, LoraEmbedding> embeddings = Collections.emptyMap();
         Map<String, LoraConv2d> convs = Collections.emptyMap();
         Map<String, Map<String, INDArray>> modulesToSave = Collections.emptyMap();
+        /** Adapter name to the bare adapters saved under it ({@link #adapterTensors}), private copies. */
+        final Map<String, List<AdapterTensors>> tensors = new LinkedHashMap<>();
         String baseModel;
         String taskType;
         List<String> targets;
@@ -209,6 +212,35 @@ public final class PeftAdapterFiles {
                 copy.put(module, Collections.unmodifiableMap(p));
             });
             this.modulesToSave = Collections.unmodifiableMap(copy);
+            return this;
+        }
+
+        /**
+         * Linear adapters given as bare tensors ({@code A}, {@code B}, DoRA's {@code m}, with their config and layout)
+         * rather than as layers, saved as adapter {@code adapterName}: a host that keeps its adapter's arrays itself
+         * (a DL4J network, a SameDiff graph) writes the same files as a {@link LoraLinear} holding them would, without
+         * building one. They join the modules of {@link #linears} etc. when {@link #save} (or {@link #saveAll}) writes
+         * {@code adapterName}; a second call for the same name replaces the first's list.
+         *
+         * @param adapterName the adapter these tensors are saved as; not {@code null}
+         * @param adapters    one entry per module, each module once; each entry's arrays are copied now, so changing
+         *                    them afterwards does not change what is saved; never modified; not {@code null}
+         * @return this saver
+         * @throws NullPointerException     if {@code adapterName}, {@code adapters} or an entry is {@code null}
+         * @throws IllegalArgumentException if a module appears twice in {@code adapters}; the saver is then unchanged
+         */
+        public Saver adapterTensors(String adapterName, Collection<AdapterTensors> adapters) {
+            Objects.requireNonNull(adapterName, "adapterName must not be null");
+            Objects.requireNonNull(adapters, "adapters must not be null");
+            Map<String, AdapterTensors> copies = new LinkedHashMap<>();
+            for (AdapterTensors t : adapters) {
+                Objects.requireNonNull(t, "adapter tensors for '" + adapterName + "' must not contain null");
+                if (copies.put(t.module(), t.copy()) != null) {
+                    throw new IllegalArgumentException("module '" + t.module() + "' appears twice in the adapter "
+                            + "tensors of '" + adapterName + "'; expected each module once");
+                }
+            }
+            tensors.put(adapterName, List.copyOf(copies.values()));
             return this;
         }
 

@@ -60,6 +60,25 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
             configs.put(module, effectiveConfig(module, adapter));
             lastNames.add(module.substring(module.lastIndexOf('.') + 1));
         }
+        for (AdapterTensors t : s.tensors.getOrDefault(adapterName, List.of())) {
+            // Bare tensors: already private copies (Saver.adapterTensors), shapes checked by the record.
+            String module = checkPath(t.module(), configs);
+            if (t.layout() == WeightLayout.IN_OUT) {
+                inOut++;
+            } else {
+                outIn++;
+            }
+            requireFinite(t.a(), "module '" + module + "' lora_A");
+            requireFinite(t.b(), "module '" + module + "' lora_B");
+            tensors.put(PeftAdapterLayout.PREFIX + module + PeftAdapterLayout.A_SUFFIX, t.a());
+            tensors.put(PeftAdapterLayout.PREFIX + module + PeftAdapterLayout.B_SUFFIX, t.b());
+            if (t.magnitude() != null) {
+                requireFinite(t.magnitude(), "module '" + module + "' " + PeftAdapterLayout.MAGNITUDE);
+                tensors.put(PeftAdapterLayout.PREFIX + module + PeftAdapterLayout.MAGNITUDE_SUFFIX, t.magnitude());
+            }
+            configs.put(module, t.config());
+            lastNames.add(module.substring(module.lastIndexOf('.') + 1));
+        }
         for (Map.Entry<String, LoraEmbedding> m : new TreeMap<>(s.embeddings).entrySet()) {
             String module = checkPath(m.getKey(), configs);
             LoraEmbedding layer = Objects.requireNonNull(m.getValue(), "layer of module '" + module + "'");
@@ -88,7 +107,8 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         }
         if (configs.isEmpty()) {
             throw new IllegalArgumentException("no module has adapter '" + adapterName + "'; expected at least one of "
-                    + (s.linears.size() + s.embeddings.size() + s.convs.size()) + " modules to have it");
+                    + (s.linears.size() + s.embeddings.size() + s.convs.size()) + " modules to have it"
+                    + (s.tensors.isEmpty() ? "" : " (adapter tensors were given for " + s.tensors.keySet() + ")"));
         }
         for (Map.Entry<String, Map<String, INDArray>> m : new TreeMap<>(s.modulesToSave).entrySet()) {
             String module = ModulePaths.requireSavable(m.getKey(), "modules_to_save module");
@@ -168,7 +188,7 @@ record SavePlan(PeftAdapterConfig config, Map<String, INDArray> tensors, Map<Str
         ModulePaths.requireSavable(module, "module");
         if (seen.containsKey(module)) {
             throw new IllegalArgumentException("module '" + module + "' appears in more than one of the linear, "
-                    + "embedding and conv maps");
+                    + "embedding and conv maps and the adapter tensors; expected each module once");
         }
         return module;
     }

@@ -1,5 +1,6 @@
 package io.github.lora4j.samediff;
 
+import io.github.lora4j.InitialAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
 import io.github.lora4j.LoraLinear;
@@ -334,15 +335,17 @@ public final class LoraSameDiff {
                     + " \"op:1\" as output 1 of op \"op\"), got '" + name + "'");
         }
         Plan.requireDoraWithoutDropout(config);
-        // Validates W, b and the rank exactly as the eager layer does.
-        LoraLinear eager = LoraLinear.wrap(w, b, config, layout);
-        if (x.dataType() != eager.dataType()) {
-            throw new IllegalArgumentException("x data type: expected " + eager.dataType() + " (the weight's), got "
+        // Validates W, b and the rank exactly as the eager layer does (LoraLinear.wrap's checks, no layer built).
+        InitialAdapter.of(w, b, layout, config);
+        long in = layout == WeightLayout.OUT_IN ? w.columns() : w.rows();
+        long out = layout == WeightLayout.OUT_IN ? w.rows() : w.columns();
+        if (x.dataType() != w.dataType()) {
+            throw new IllegalArgumentException("x data type: expected " + w.dataType() + " (the weight's), got "
                     + x.dataType());
         }
         long[] xShape = x.getShape();
-        if (xShape != null && (xShape.length != 2 || (xShape[1] >= 0 && xShape[1] != eager.inFeatures()))) {
-            throw new IllegalArgumentException("x shape: expected [n, " + eager.inFeatures() + "], got "
+        if (xShape != null && (xShape.length != 2 || (xShape[1] >= 0 && xShape[1] != in))) {
+            throw new IllegalArgumentException("x shape: expected [n, " + in + "], got "
                     + Arrays.toString(xShape));
         }
         // Without a bias the product is the layer's output: its name moves to base + delta.
@@ -361,12 +364,12 @@ public final class LoraSameDiff {
             }
         }
         SDVariable wc = sd.constant(name + "/weight", w);
-        SDVariable bc = b == null ? null : sd.constant(name + "/bias", b.reshape(1, eager.outFeatures()));
+        SDVariable bc = b == null ? null : sd.constant(name + "/bias", b.reshape(1, out));
         SDVariable base = sd.mmul(matmul, x, wc, false, layout == WeightLayout.OUT_IN, false);    // x W^T   [n, out]
         if (bc != null) {
             base.add(name, bc);
         }
-        // The seed is the config's own, so A is the one LoraLinear.wrap draws.
+        // The seed is the config's own, so A is the one LoraLinear.wrap draws (InitialAdapter, in Plan.target).
         Plan.Target t = Plan.target(sd, wc.name(), config, new HashSet<>());
         new Plan(sd, List.of(t), List.of()).execute();
         return new LoraSameDiff(sd, t, bc, sd.getVariable(name));
@@ -607,6 +610,8 @@ public final class LoraSameDiff {
      */
     public void merge() {
         requireUnmerged("merge");
+        // A LoraLinear over the graph's W (referenced) is the merge's state holder, not a throwaway: it keeps the
+        // exact-unmerge record, W's claim in the registry of merged weights and the DoRA factors until unmerge().
         LoraLinear layer = LoraLinear.base(weightArray(), null, layout);
         layer.addAdapter(LoraLinear.DEFAULT_ADAPTER, config.toBuilder().init(LoraInit.ZERO).build());
         try {

@@ -5,6 +5,7 @@ import io.github.lora4j.LoraAdapter;
 import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
 import io.github.lora4j.LoraLinear;
+import io.github.lora4j.io.AdapterTensors;
 import io.github.lora4j.io.PeftAdapterConfig;
 import io.github.lora4j.io.PeftAdapterFiles;
 import java.io.IOException;
@@ -270,18 +271,13 @@ public final class LoraSameDiffModel {
     public void save(Path dir) throws IOException {
         Objects.requireNonNull(dir, "dir must not be null");
         requireLoaded();
-        Map<String, LoraLinear> modules = new LinkedHashMap<>();
+        List<AdapterTensors> modules = new ArrayList<>();
         for (LoraSameDiff a : adapted.values()) {
-            LoraLinear layer = LoraLinear.base(a.weightArray(), null, a.layout());
-            layer.addAdapter(LoraLinear.DEFAULT_ADAPTER, a.config().toBuilder().init(LoraInit.ZERO).build());
-            if (a.config().useDora()) {
-                layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB(), a.currentMagnitude());
-            } else {
-                layer.setAdapterWeights(LoraLinear.DEFAULT_ADAPTER, a.currentA(), a.currentB());
-            }
-            modules.put(a.name(), layer);
+            modules.add(new AdapterTensors(a.name(), a.currentA(), a.currentB(),
+                    a.config().useDora() ? a.currentMagnitude() : null, a.config(), a.layout()));
         }
-        PeftAdapterFiles.save(dir, modules, LoraLinear.DEFAULT_ADAPTER);
+        PeftAdapterFiles.saver().adapterTensors(LoraLinear.DEFAULT_ADAPTER, modules)
+                .save(dir, LoraLinear.DEFAULT_ADAPTER);
     }
 
     /**
@@ -309,6 +305,8 @@ public final class LoraSameDiffModel {
                         + "' is merged; unmerge() first");
             }
         }
+        // Stand-in layers over the graph's W (referenced, never written) are what PeftAdapterFiles.load checks shapes
+        // against and loads into; the graph takes the loaded A and B only once every module has passed.
         Map<String, LoraLinear> modules = new LinkedHashMap<>();
         for (LoraSameDiff a : adapted.values()) {
             modules.put(a.name(), LoraLinear.base(a.weightArray(), null, a.layout()));

@@ -1,7 +1,7 @@
 package io.github.lora4j.samediff;
 
+import io.github.lora4j.InitialAdapter;
 import io.github.lora4j.LoraConfig;
-import io.github.lora4j.LoraLinear;
 import io.github.lora4j.TargetModules;
 import io.github.lora4j.WeightLayout;
 import java.util.ArrayList;
@@ -270,10 +270,10 @@ final class Plan {
             uses.add(use);
         }
         WeightLayout layout = uses.get(0).layout();
-        LoraLinear eager;
+        InitialAdapter init;
         try {
-            // LoraLinear's own checks (finite W, rank >= 1) and its A for this seed; W is not copied.
-            eager = LoraLinear.wrap(w, null, config, layout);
+            // LoraLinear.wrap's own checks (finite W, rank >= 1) and the adapter it would start with; W is only read.
+            init = InitialAdapter.of(w, null, layout, config);
         } catch (IllegalArgumentException e) {
             throw new IllegalArgumentException("weight '" + weight + "': " + e.getMessage() + "; the graph is unchanged", e);
         }
@@ -305,9 +305,10 @@ final class Plan {
             inserted.add(new GraphSurgery.Inserted(uses.get(k), names.get(i), names.get(i + 1), names.get(i + 2),
                     names.get(i + 3)));
         }
-        INDArray m0 = config.useDora() ? eager.adapter(LoraLinear.DEFAULT_ADAPTER).magnitude().dup() : null;
+        INDArray m0 = init.magnitude();
         double[] squares = config.useDora() ? rowSquares(w, layout) : null;
-        return new Target(weight, module, layout, config, eager.loraA(LoraLinear.DEFAULT_ADAPTER), eager.outFeatures(),
+        long out = layout == WeightLayout.OUT_IN ? w.rows() : w.columns();
+        return new Target(weight, module, layout, config, init.a(), out,
                 names.get(0), names.get(1), names.get(2), inserted, dropouts, m0, squares);
     }
 

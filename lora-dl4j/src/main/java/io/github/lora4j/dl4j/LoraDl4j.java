@@ -11,6 +11,7 @@ import io.github.lora4j.LoraConfig;
 import io.github.lora4j.TargetModules;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
+import io.github.lora4j.io.AdapterTensors;
 import io.github.lora4j.io.PeftAdapter;
 import io.github.lora4j.io.PeftAdapterConfig;
 import io.github.lora4j.io.PeftAdapterFiles;
@@ -986,14 +987,18 @@ public final class LoraDl4j {
      * @throws IOException              if writing fails; existing files are then left as they were
      */
     public static void saveAdapter(Model net, Path dir, DataType fileType) throws IOException {
-        Map<String, LoraLinear> modules = new LinkedHashMap<>();
+        List<AdapterTensors> modules = new ArrayList<>();
         DataType type = fileType;
         for (Map.Entry<String, LoraLayer> e : adapted(net).entrySet()) {
             Map<String, INDArray> p = e.getValue().paramTable();
-            modules.put(e.getKey(), LoraOps.coreLayer(p, e.getValue().loraConf().loraConfig()));
+            LoraConfig config = e.getValue().loraConf().loraConfig();
+            // DL4J stores W [nIn, nOut]: PEFT's fan_in_fan_out; A [r, nIn] and B [nOut, r] are stored as for [out, in].
+            modules.add(new AdapterTensors(e.getKey(), p.get(LORA_A_KEY), p.get(LORA_B_KEY),
+                    config.useDora() ? p.get(MAGNITUDE_KEY) : null, config, WeightLayout.IN_OUT));
             type = type == null ? p.get(LORA_A_KEY).dataType() : type;
         }
-        PeftAdapterFiles.save(dir, modules, LoraLinear.DEFAULT_ADAPTER, type);
+        PeftAdapterFiles.saver().adapterTensors(LoraLinear.DEFAULT_ADAPTER, modules).fileType(type)
+                .save(dir, LoraLinear.DEFAULT_ADAPTER);
     }
 
     /**

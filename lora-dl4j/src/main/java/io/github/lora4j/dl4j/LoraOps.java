@@ -409,8 +409,10 @@ final class LoraOps {
     /**
      * A lora-core layer over this layer's {@code W} (referenced, in DL4J's {@code [nIn, nOut]} layout, not copied; no
      * bias) holding a copy of its adapter ({@code A}, {@code B} and, for DoRA, {@code m}) as the active
-     * {@link LoraLinear#DEFAULT_ADAPTER}: what merging, the merged weight and saving the adapter compute with, so they
-     * are lora-core's own arithmetic.
+     * {@link LoraLinear#DEFAULT_ADAPTER}: what merging and DoRA's merged weight compute with, so they are lora-core's
+     * own arithmetic. For a merge the layer is the merge's state (the exact-unmerge record, W's claim among merged
+     * weights, DoRA's factors), kept in {@code mergedHere} until the unmerge; saving needs no layer
+     * ({@link io.github.lora4j.io.AdapterTensors}).
      *
      * @throws IllegalArgumentException if an adapter array holds NaN or infinity (nothing changed)
      */

@@ -1,8 +1,7 @@
 package io.github.lora4j.dl4j;
 
-import io.github.lora4j.LoraAdapter;
+import io.github.lora4j.InitialAdapter;
 import io.github.lora4j.LoraConfig;
-import io.github.lora4j.LoraLinear;
 import io.github.lora4j.WeightLayout;
 import io.github.lora4j.model.LoraModel;
 import java.util.ArrayList;
@@ -221,7 +220,7 @@ public final class LoraParamInitializer implements ParamInitializer {
     /**
      * lora-core's initial {@code {A, B}} ({@code {A, B, m}} for DoRA) for a module named {@code name} with
      * {@code W [in, out]}: those of {@link LoraConfig#forModule config.forModule(name)}
-     * ({@link LoraConfig#initialWeights}; for DoRA a wrapped layer, whose magnitude needs {@code W}), which is what
+     * ({@link LoraConfig#initialWeights}; for DoRA {@link InitialAdapter#of}, whose magnitude needs {@code W}), which is what
      * {@link LoraModel#applyLora} gives that module, so a layer here starts where lora-core's would.
      */
     @SuppressWarnings("try") // the scope is the point: the adapter arrays must outlive any open workspace
@@ -231,9 +230,8 @@ public final class LoraParamInitializer implements ParamInitializer {
             if (!config.useDora()) {
                 return config.forModule(path).initialWeights(w.size(0), w.size(1), w.dataType());
             }
-            LoraLinear layer = LoraLinear.wrap(w, null, config.forModule(path), WeightLayout.IN_OUT);
-            LoraAdapter adapter = layer.adapter(LoraLinear.DEFAULT_ADAPTER);
-            return new INDArray[] {adapter.a(), adapter.b(), adapter.magnitude()};
+            InitialAdapter init = InitialAdapter.of(w, null, WeightLayout.IN_OUT, config.forModule(path));
+            return new INDArray[] {init.a(), init.b(), init.magnitude()};
         }
     }
 }
