@@ -5,6 +5,7 @@ import io.github.lora4j.LoraConfig;
 import io.github.lora4j.LoraInit;
 import io.github.lora4j.LoraLinear;
 import io.github.lora4j.MergeMode;
+import io.github.lora4j.SharedMemory;
 import io.github.lora4j.WeightLayout;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -573,7 +574,7 @@ public final class LoraSameDiff {
     public void exportTo(LoraLinear layer, String adapterName) {
         Objects.requireNonNull(layer, "layer must not be null");
         requireLoaded();
-        if (sharesMemory(layer.weight(), weightArray())) {
+        if (SharedMemory.overlap(layer.weight(), weightArray())) {
             throw new IllegalArgumentException("the layer wraps the graph's own W of '" + weightName + "'; merging it"
                     + " would apply the adapter twice (in W and on the graph's LoRA path). Merge with"
                     + " LoraSameDiff.merge(), or wrap a copy of W (toLoraLinear() does)");
@@ -801,15 +802,6 @@ public final class LoraSameDiff {
             parked.forEach(sd.getUpdaterMap()::putIfAbsent);
         }
         sd.convertToVariables(vars);
-    }
-
-    /** Whether two arrays' buffers overlap in memory. */
-    static boolean sharesMemory(INDArray p, INDArray q) {
-        long pa = p.data().address();
-        long qa = q.data().address();
-        long pe = pa + p.data().length() * p.data().getElementSize();
-        long qe = qa + q.data().length() * q.data().getElementSize();
-        return pa < qe && qa < pe;
     }
 
     @Override
